@@ -1,0 +1,28 @@
+"""Chooses the loop that runs ``Engine.run``: the compiled one or the pure-Python specification."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+BACKENDS = ("cpp", "python")
+
+
+def backend_name(requested: str | None) -> str:
+    """The constructor argument, else ``EMBER_BACKEND``, else ``"cpp"``."""
+    name = requested if requested is not None else os.environ.get("EMBER_BACKEND", "cpp")
+    if name not in BACKENDS:
+        source = "backend" if requested is not None else "EMBER_BACKEND"
+        raise ValueError(f"{source} should be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+def select_loop(requested: str | None) -> Callable[[Any], None]:
+    if backend_name(requested) == "python":
+        from ember.engine._pyloop import run_loop
+
+        return run_loop
+    from ember.engine._compiled import run_loop
+
+    return run_loop

@@ -1,0 +1,311 @@
+"""The run loop in pure Python: the specification that the compiled loop follows event for event.
+
+The order of events, for a run that is neither terminated nor interrupted::
+
+    STARTED
+    while not done:
+        epoch += 1; EPOCH_STARTED
+        if there is no live iterator: iter(data)
+        loop:
+            batch = None
+            GET_BATCH_STARTED                  (skipped right after DATALOADER_STOP_ITERATION)
+            batch = next(iterator), on StopIteration:
+                length unknown:   epoch_length = iterations seen, end the epoch
+                already restarted: warn unless done, end the epoch
+                else:             DATALOADER_STOP_ITERATION; iter(state.dataloader); retry
+            output = None; GET_BATCH_COMPLETED
+            iteration += 1; ITERATION_STARTED
+            output = process_function(engine, batch); ITERATION_COMPLETED
+            end the epoch after epoch_length iterations; terminate at max_iters
+        EPOCH_COMPLETED
+    COMPLETED
+
+After STARTED, EPOCH_STARTED, the GET_BATCH events, DATALOADER_STOP_ITERATION, the ITERATION
+events and EPOCH_COMPLETED the loop checks, in this order, ``should_terminate``,
+``should_terminate_single_epoch`` and ``should_interrupt``. An interrupt saves a resume point
+(one of the phases below plus the loop's counters) on the engine, and the next ``run()``
+continues from it. Exceptions inside the iteration loop are routed first at the iteration level
+(handled ones end the epoch, and the run goes on), then at the run level.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ember.engine.events import Events
+
+if TYPE_CHECKING:
+    from ember.engine.engine import Engine
+
+# Resume points: where a run continues after an interrupt. csrc/loop.hpp uses the same numbers.
+START = 0
+AFTER_STARTED = 1
+AFTER_EPOCH_STARTED = 2
+AFTER_GET_BATCH_STARTED = 3
+AFTER_DATALOADER_STOP_ITERATION = 4
+AFTER_GET_BATCH_COMPLETED = 5
+AFTER_ITERATION_STARTED = 6
+AFTER_ITERATION_COMPLETED = 7
+EPOCH_END = 8  # not a resume point: the iterations of the epoch are over
+AFTER_EPOCH_COMPLETED = 9
+
+TERMINATE_EPOCH_TOO_EARLY = (
+    "The method terminate_epoch() should not be called on Event.STARTED or "
+    "Event.EPOCH_STARTED. If this is a desired behaviour, please open a feature request."
+)
+
+
+class _Terminate(BaseException):
+    """``should_terminate`` was seen at a check."""
+
+
+class _TerminateEpoch(BaseException):
+    """``should_terminate_single_epoch`` was seen at a check."""
+
+
+class _Interrupted(BaseException):
+    """``should_interrupt`` was seen at a check; the resume point is saved on the engine."""
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{round(hours):02d}:{round(minutes):02d}:{secs:06.3f}"
+
+
+def warn_data_exhausted(state: Any) -> None:
+    if state.max_epochs is not None:
+        total = state.epoch_length * state.max_epochs
+    else:
+        total = state.max_iters
+    warnings.warn(
+        "Data iterator can not provide data anymore but required total number of iterations to "
+        f"run is not reached. Current iteration: {state.iteration} vs Total iterations to run : "
+        f"{total}",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
+def run_loop(engine: Engine) -> None:
+    """Run (or resume) ``engine``'s loop until it completes, terminates, fails or is interrupted."""
+    _Run(engine).run()
+
+
+class _Run:
+    """One call of ``run()``: the loop's position and counters, saved on interrupt."""
+
+    __slots__ = (
+        "engine",
+        "epoch_first_iteration",
+        "epoch_started",
+        "iter_counter",
+        "phase",
+        "restarted",
+        "run_started",
+    )
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        point = engine._resume_point
+        engine._resume_point = None
+        if point is None:
+            engine.should_terminate = False
+            engine.should_terminate_single_epoch = False
+            engine.should_interrupt = False
+            engine.state.times[Events.EPOCH_COMPLETED.name] = 0.0
+            engine.state.times[Events.COMPLETED.name] = 0.0
+            point = (START, 0, False, time.perf_counter(), 0.0, 0)
+        (
+            self.phase,
+            self.iter_counter,
+            self.restarted,
+            self.run_started,
+            self.epoch_started,
+            self.epoch_first_iteration,
+        ) = point
+
+    def run(self) -> None:
+        engine = self.engine
+        try:
+            try:
+                self._epochs()
+            except _Terminate:
+                engine._fire_event(Events.TERMINATE)
+            except _TerminateEpoch:
+                raise RuntimeError(TERMINATE_EPOCH_TOO_EARLY) from None
+            self._complete()
+        except _Interrupted:
+            return
+        except BaseException as exc:
+            engine._dataloader_iter = None
+            engine.logger.error("Engine run is terminating due to exception: %s", exc)
+            engine._handle_exception(exc)
+        engine._dataloader_iter = None
+
+    def _complete(self) -> None:
+        engine = self.engine
+        times = engine.state.times
+        times[Events.COMPLETED.name] = time.perf_counter() - self.run_started
+        if engine.should_terminate != "skip_completed":
+            engine._fire_event(Events.COMPLETED)
+            times[Events.COMPLETED.name] = time.perf_counter() - self.run_started
+        engine.logger.info(
+            "Engine run finished. Time taken: %s", format_duration(times[Events.COMPLETED.name])
+        )
+
+    def _check(self, reached: int) -> None:
+        """The check after an event: terminate, then terminate the epoch, then interrupt."""
+        engine = self.engine
+        self.phase = reached
+        if engine.should_terminate:
+            raise _Terminate
+        if engine.should_terminate_single_epoch:
+            raise _TerminateEpoch
+        if engine.should_interrupt:
+            engine._fire_event(Events.INTERRUPT)
+            engine.should_interrupt = False
+            engine._resume_point = (
+                reached,
+                self.iter_counter,
+                self.restarted,
+                self.run_started,
+                self.epoch_started,
+                self.epoch_first_iteration,
+            )
+            raise _Interrupted
+
+    def _epochs(self) -> None:
+        engine = self.engine
+        if self.phase == START:
+            engine._fire_event(Events.STARTED)
+            self._check(AFTER_STARTED)
+        if self.phase > AFTER_STARTED and self._finish_epoch():
+            return
+        while not engine._is_done(engine.state) and not engine.should_terminate:
+            engine.state.epoch += 1
+            self.epoch_started = time.perf_counter()
+            self.epoch_first_iteration = engine.state.iteration
+            engine._fire_event(Events.EPOCH_STARTED)
+            self._check(AFTER_EPOCH_STARTED)
+            if self._finish_epoch():
+                break
+
+    def _finish_epoch(self) -> bool:
+        """Run the epoch from the current phase to its end; true when no progress is possible."""
+        engine = self.engine
+        if self.phase < AFTER_EPOCH_COMPLETED:
+            if self.phase == AFTER_EPOCH_STARTED:
+                if engine._dataloader_iter is None:
+                    engine._setup_engine()
+                self.iter_counter = engine._init_iter or 0
+                engine._init_iter = None
+                self.restarted = False
+            self._iterations()
+            self.phase = EPOCH_END
+            times = engine.state.times
+            times[Events.EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
+            if engine.should_terminate_single_epoch != "skip_epoch_completed":
+                engine._fire_event(Events.EPOCH_COMPLETED)
+                times[Events.EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
+            if engine.should_terminate_single_epoch:
+                engine.should_terminate_single_epoch = False
+            self._check(AFTER_EPOCH_COMPLETED)
+        engine.logger.info(
+            "Epoch[%s] Complete. Time taken: %s",
+            engine.state.epoch,
+            format_duration(engine.state.times[Events.EPOCH_COMPLETED.name]),
+        )
+        self.phase = AFTER_STARTED
+        # ignite loops forever when a max_iters run meets data that gives nothing more; an epoch
+        # that did not advance the iteration count there ends the run instead.
+        state = engine.state
+        return state.max_epochs is None and state.iteration == self.epoch_first_iteration
+
+    def _iterations(self) -> None:
+        """The iterations of one epoch, from the current phase; exceptions routed at this level."""
+        engine = self.engine
+        try:
+            while True:
+                if self.phase == AFTER_ITERATION_COMPLETED:
+                    state = engine.state
+                    if state.epoch_length is not None and self.iter_counter == state.epoch_length:
+                        return
+                    if state.max_iters is not None and state.iteration == state.max_iters:
+                        engine.should_terminate = True
+                        raise _Terminate
+                if self.phase == AFTER_DATALOADER_STOP_ITERATION:
+                    engine._setup_dataloader_iter()
+                    self.restarted = True
+                if self.phase <= AFTER_EPOCH_STARTED or self.phase in (
+                    AFTER_ITERATION_COMPLETED,
+                    AFTER_DATALOADER_STOP_ITERATION,
+                ):
+                    engine.state.batch = None
+                    if (
+                        engine.last_event_name != Events.DATALOADER_STOP_ITERATION
+                        and engine.state.dataloader is not None
+                    ):
+                        engine._fire_event(Events.GET_BATCH_STARTED)
+                        self._check(AFTER_GET_BATCH_STARTED)
+                    else:
+                        self.phase = AFTER_GET_BATCH_STARTED
+                if self.phase == AFTER_GET_BATCH_STARTED:
+                    if not self._next_batch():
+                        return
+                    continue
+                if self.phase == AFTER_GET_BATCH_COMPLETED:
+                    self.iter_counter += 1
+                    self.restarted = False
+                    engine.state.iteration += 1
+                    engine._fire_event(Events.ITERATION_STARTED)
+                    self._check(AFTER_ITERATION_STARTED)
+                if self.phase == AFTER_ITERATION_STARTED:
+                    engine.state.output = engine._process_function(engine, engine.state.batch)
+                    engine._fire_event(Events.ITERATION_COMPLETED)
+                    self._check(AFTER_ITERATION_COMPLETED)
+        except _TerminateEpoch:
+            engine._fire_event(Events.TERMINATE_SINGLE_EPOCH, iter_counter=self.iter_counter)
+            engine._setup_dataloader_iter()
+        except Exception as exc:
+            engine.logger.error("Current run is terminating due to exception: %s", exc)
+            engine._handle_exception(exc)
+
+    def _next_batch(self) -> bool:
+        """Fetch the next batch, restarting exhausted data once; false when the epoch ends."""
+        engine = self.engine
+        state = engine.state
+        iterator = engine._dataloader_iter
+        if iterator is None:
+            raise RuntimeError("The data iterator was removed while the engine was running")
+        try:
+            state.batch = next(iterator)
+        except StopIteration:
+            if state.epoch_length is None:
+                if self.iter_counter == 0:
+                    raise ValueError(
+                        "Input data has zero size. Please provide non-empty data"
+                    ) from None
+                state.epoch_length = self.iter_counter
+                if state.max_iters is not None:
+                    state.max_epochs = -(-state.max_iters // state.epoch_length)
+                return False
+            if self.restarted:
+                if not engine._is_done(state):
+                    warn_data_exhausted(state)
+                return False
+            if state.dataloader is not None:
+                engine._fire_event(Events.DATALOADER_STOP_ITERATION)
+                self._check(AFTER_DATALOADER_STOP_ITERATION)
+            else:
+                self.phase = AFTER_DATALOADER_STOP_ITERATION
+            return True
+        state.output = None
+        if state.dataloader is not None:
+            engine._fire_event(Events.GET_BATCH_COMPLETED)
+            self._check(AFTER_GET_BATCH_COMPLETED)
+        else:
+            self.phase = AFTER_GET_BATCH_COMPLETED
+        return True
