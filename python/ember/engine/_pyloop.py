@@ -31,31 +31,32 @@ continues from it. Exceptions inside the iteration loop are routed first at the 
 from __future__ import annotations
 
 import time
-import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ember.engine._loop_support import (
+    AFTER_DATALOADER_STOP_ITERATION,
+    AFTER_EPOCH_COMPLETED,
+    AFTER_EPOCH_STARTED,
+    AFTER_GET_BATCH_COMPLETED,
+    AFTER_GET_BATCH_STARTED,
+    AFTER_ITERATION_COMPLETED,
+    AFTER_ITERATION_STARTED,
+    AFTER_STARTED,
+    EPOCH_END,
+    ITERATOR_REMOVED,
+    START,
+    TERMINATE_EPOCH_TOO_EARLY,
+    ZERO_SIZE_DATA,
+    log_epoch_completed,
+    log_iteration_error,
+    log_run_error,
+    log_run_finished,
+    warn_data_exhausted,
+)
 from ember.engine.events import Events
 
 if TYPE_CHECKING:
     from ember.engine.engine import Engine
-
-# Resume points: where a run continues after an interrupt. csrc/loop.hpp uses the same numbers.
-START = 0
-AFTER_STARTED = 1
-AFTER_EPOCH_STARTED = 2
-AFTER_GET_BATCH_STARTED = 3
-AFTER_DATALOADER_STOP_ITERATION = 4
-AFTER_GET_BATCH_COMPLETED = 5
-AFTER_ITERATION_STARTED = 6
-AFTER_ITERATION_COMPLETED = 7
-EPOCH_END = 8  # not a resume point: the iterations of the epoch are over
-AFTER_EPOCH_COMPLETED = 9
-
-TERMINATE_EPOCH_TOO_EARLY = (
-    "The method terminate_epoch() should not be called on Event.STARTED or "
-    "Event.EPOCH_STARTED. If this is a desired behaviour, please open a feature request."
-)
-
 
 class _Terminate(BaseException):
     """``should_terminate`` was seen at a check."""
@@ -67,26 +68,6 @@ class _TerminateEpoch(BaseException):
 
 class _Interrupted(BaseException):
     """``should_interrupt`` was seen at a check; the resume point is saved on the engine."""
-
-
-def format_duration(seconds: float) -> str:
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{round(hours):02d}:{round(minutes):02d}:{secs:06.3f}"
-
-
-def warn_data_exhausted(state: Any) -> None:
-    if state.max_epochs is not None:
-        total = state.epoch_length * state.max_epochs
-    else:
-        total = state.max_iters
-    warnings.warn(
-        "Data iterator can not provide data anymore but required total number of iterations to "
-        f"run is not reached. Current iteration: {state.iteration} vs Total iterations to run : "
-        f"{total}",
-        UserWarning,
-        stacklevel=2,
-    )
 
 
 def run_loop(engine: Engine) -> None:
@@ -141,7 +122,7 @@ class _Run:
             return
         except BaseException as exc:
             engine._dataloader_iter = None
-            engine.logger.error("Engine run is terminating due to exception: %s", exc)
+            log_run_error(engine, exc)
             engine._handle_exception(exc)
         engine._dataloader_iter = None
 
@@ -152,9 +133,7 @@ class _Run:
         if engine.should_terminate != "skip_completed":
             engine._fire_event(Events.COMPLETED)
             times[Events.COMPLETED.name] = time.perf_counter() - self.run_started
-        engine.logger.info(
-            "Engine run finished. Time taken: %s", format_duration(times[Events.COMPLETED.name])
-        )
+        log_run_finished(engine)
 
     def _check(self, reached: int) -> None:
         """The check after an event: terminate, then terminate the epoch, then interrupt."""
@@ -213,11 +192,7 @@ class _Run:
             if engine.should_terminate_single_epoch:
                 engine.should_terminate_single_epoch = False
             self._check(AFTER_EPOCH_COMPLETED)
-        engine.logger.info(
-            "Epoch[%s] Complete. Time taken: %s",
-            engine.state.epoch,
-            format_duration(engine.state.times[Events.EPOCH_COMPLETED.name]),
-        )
+        log_epoch_completed(engine)
         self.phase = AFTER_STARTED
         # ignite loops forever when a max_iters run meets data that gives nothing more; an epoch
         # that did not advance the iteration count there ends the run instead.
@@ -270,7 +245,7 @@ class _Run:
             engine._fire_event(Events.TERMINATE_SINGLE_EPOCH, iter_counter=self.iter_counter)
             engine._setup_dataloader_iter()
         except Exception as exc:
-            engine.logger.error("Current run is terminating due to exception: %s", exc)
+            log_iteration_error(engine, exc)
             engine._handle_exception(exc)
 
     def _next_batch(self) -> bool:
@@ -279,15 +254,13 @@ class _Run:
         state = engine.state
         iterator = engine._dataloader_iter
         if iterator is None:
-            raise RuntimeError("The data iterator was removed while the engine was running")
+            raise RuntimeError(ITERATOR_REMOVED)
         try:
             state.batch = next(iterator)
         except StopIteration:
             if state.epoch_length is None:
                 if self.iter_counter == 0:
-                    raise ValueError(
-                        "Input data has zero size. Please provide non-empty data"
-                    ) from None
+                    raise ValueError(ZERO_SIZE_DATA) from None
                 state.epoch_length = self.iter_counter
                 if state.max_iters is not None:
                     state.max_epochs = -(-state.max_iters // state.epoch_length)

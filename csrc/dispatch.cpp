@@ -1,0 +1,187 @@
+#include "pybind11.hpp"
+
+#include "dispatch.hpp"
+
+#include <string>
+
+namespace ember {
+
+namespace {
+
+[[noreturn]] void engine_reference_lost() {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "Engine reference not resolved. Cannot execute event handler.");
+    throw py::error_already_set();
+}
+
+PyObject* live_engine(PyObject* weak) {
+    PyObject* engine = PyWeakref_GetObject(weak);
+    if (engine == nullptr) throw py::error_already_set();
+    if (engine == Py_None) engine_reference_lost();
+    return engine;
+}
+
+int event_id_of(PyObject* event) {
+    const Config& c = configured();
+    for (int id = 0; id < EVENT_COUNT; ++id)
+        if (c.events[id] == event) return id;
+    for (int id = 0; id < EVENT_COUNT; ++id) {
+        int equal = PyObject_RichCompareBool(c.events[id], event, Py_EQ);
+        if (equal < 0) throw py::error_already_set();
+        if (equal) return id;
+    }
+    return -1;
+}
+
+}  // namespace
+
+PyObject* Dispatcher::handlers(EventId id) {
+    const Config& c = configured();
+    PyObject* registry = c.engine.registry.get(engine_);
+    if (Py_TYPE(registry) != c.registry_type &&
+        !PyType_IsSubtype(Py_TYPE(registry), c.registry_type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "engine._event_handlers should be a HandlerRegistry; assign a mapping "
+                        "to engine._event_handlers to convert it");
+        throw py::error_already_set();
+    }
+    long long version = c.registry_version.get_int(registry);
+    if (registry != registry_.ptr() || version != version_) refresh(registry, version);
+    PyObject* list = lists_[id].ptr();
+    if (list == nullptr || PyList_GET_SIZE(list) == 0) return nullptr;
+    return list;
+}
+
+void Dispatcher::refresh(PyObject* registry, long long version) {
+    const Config& c = configured();
+    for (int id = 0; id < EVENT_COUNT; ++id) {
+        PyObject* list = PyDict_GetItemWithError(registry, c.events[id]);
+        if (list == nullptr && PyErr_Occurred()) throw py::error_already_set();
+        if (list != nullptr && !PyList_Check(list)) {
+            PyErr_Format(PyExc_TypeError,
+                         "engine._event_handlers[%R] should be a list of (handler, args, kwargs), "
+                         "got %.100s",
+                         c.events[id], Py_TYPE(list)->tp_name);
+            throw py::error_already_set();
+        }
+        if (list != lists_[id].ptr()) {
+            lists_[id] = py::reinterpret_borrow<py::object>(list);
+            entries_[id].clear();
+        }
+    }
+    registry_ = py::reinterpret_borrow<py::object>(registry);
+    version_ = version;
+}
+
+Dispatcher::Entry Dispatcher::decode(PyObject* item, EventId id) const {
+    const Config& c = configured();
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "handlers of %R should be (handler, args, kwargs) tuples, got %R",
+                     c.events[id], item);
+        throw py::error_already_set();
+    }
+    Entry entry;
+    entry.item = py::reinterpret_borrow<py::object>(item);
+    py::object handler = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(item, 0));
+    py::object args = steal_or_throw(PySequence_Tuple(PyTuple_GET_ITEM(item, 1)));
+    PyObject* kwargs = PyTuple_GET_ITEM(item, 2);
+
+    entry.engine_ref = py::none();
+    if (PyTuple_GET_SIZE(args.ptr()) > 0 && PyWeakref_CheckRef(PyTuple_GET_ITEM(args.ptr(), 0))) {
+        entry.engine_ref = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(args.ptr(), 0));
+        args = steal_or_throw(PyTuple_GetSlice(args.ptr(), 1, PyTuple_GET_SIZE(args.ptr())));
+    }
+    entry.args = args;
+    if (PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) == 0) {
+        entry.kwargs = py::none();
+    } else {
+        entry.kwargs = steal_or_throw(PyDict_New());
+        if (PyDict_Merge(entry.kwargs.ptr(), kwargs, 1) < 0) throw py::error_already_set();
+    }
+
+    entry.callable = handler;
+    if (Py_TYPE(handler.ptr()) != c.filtered_handler_type) return entry;
+    // A filtered handler: evaluate its filter here and call the inner handler directly, unless
+    // its event has no counter (ignite then raises "Unknown event name" from the wrapper).
+    int filtered_event = event_id_of(handler.attr("event").ptr());
+    Counter counter = filtered_event < 0 ? Counter::none
+                                         : counter_of(static_cast<EventId>(filtered_event));
+    if (counter == Counter::none) return entry;
+    entry.counter = counter;
+    entry.callable = handler.attr("handler");
+    py::object filter = handler.attr("event_filter");
+    if (Py_TYPE(filter.ptr()) == c.count_filter_type) {
+        entry.filter_kind = FilterKind::count;
+        entry.count = CountFilter::from_python(filter);
+    } else {
+        entry.filter_kind = FilterKind::callable;
+        entry.filter = filter;
+        entry.filter_engine_ref = handler.attr("engine_ref");
+    }
+    return entry;
+}
+
+long long Dispatcher::counter_value(Counter counter) const {
+    const Config& c = configured();
+    PyObject* state = c.engine.state.get(engine_);
+    const Slot& slot = counter == Counter::iteration ? c.state.iteration : c.state.epoch;
+    return slot.get_int(state);
+}
+
+void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs) {
+    if (entry.filter_kind == FilterKind::count) {
+        if (!entry.count.accepts(counter_value(entry.counter))) return;
+    } else if (entry.filter_kind == FilterKind::callable) {
+        PyObject* filter_engine = live_engine(entry.filter_engine_ref.ptr());
+        py::object counter = steal_or_throw(PyLong_FromLongLong(counter_value(entry.counter)));
+        PyObject* filter_args[] = {filter_engine, counter.ptr()};
+        py::object verdict =
+            steal_or_throw(PyObject_Vectorcall(entry.filter.ptr(), filter_args, 2, nullptr));
+        int accepted = PyObject_IsTrue(verdict.ptr());
+        if (accepted < 0) throw py::error_already_set();
+        if (!accepted) return;
+    }
+
+    // Hold what the call needs: a handler may rebind or edit the list this entry came from.
+    py::object callable = entry.callable;
+    py::object args = entry.args;
+    py::object kwargs = entry.kwargs;
+    py::object engine;
+    if (!entry.engine_ref.is_none())
+        engine = py::reinterpret_borrow<py::object>(live_engine(entry.engine_ref.ptr()));
+
+    Py_ssize_t n_args = PyTuple_GET_SIZE(args.ptr());
+    std::vector<PyObject*> argv;
+    argv.reserve(static_cast<size_t>(n_args) + 2);
+    if (engine) argv.push_back(engine.ptr());
+    if (event_arg != nullptr) argv.push_back(event_arg);
+    for (Py_ssize_t i = 0; i < n_args; ++i) argv.push_back(PyTuple_GET_ITEM(args.ptr(), i));
+
+    PyObject* call_kwargs = kwargs.is_none() ? nullptr : kwargs.ptr();
+    py::object merged;
+    if (event_kwargs != nullptr) {
+        merged = steal_or_throw(call_kwargs ? PyDict_Copy(call_kwargs) : PyDict_New());
+        if (PyDict_Update(merged.ptr(), event_kwargs) < 0) throw py::error_already_set();
+        call_kwargs = merged.ptr();
+    }
+    steal_or_throw(PyObject_VectorcallDict(callable.ptr(), argv.data(),
+                                           static_cast<size_t>(argv.size()), call_kwargs));
+}
+
+void Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
+    PyObject* list = handlers(id);
+    if (list == nullptr) return;
+    py::object keep_alive = py::reinterpret_borrow<py::object>(list);
+    std::vector<Entry>& cache = entries_[id];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); ++i) {
+        PyObject* item = PyList_GET_ITEM(list, i);
+        auto index = static_cast<size_t>(i);
+        if (index >= cache.size()) cache.emplace_back();
+        if (cache[index].item.ptr() != item) cache[index] = decode(item, id);
+        Entry entry = cache[index];
+        call(entry, event_arg, event_kwargs);
+    }
+}
+
+}  // namespace ember

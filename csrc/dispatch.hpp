@@ -1,0 +1,54 @@
+// Calls the handlers of a built-in event, reading the engine's live registry.
+#pragma once
+
+#include "pybind11.hpp"
+
+#include "config.hpp"
+#include "filters.hpp"
+
+#include <vector>
+
+namespace ember {
+
+// One run's view of an engine's handlers. The registry's lists are looked up again whenever
+// the registry's version moves (a key bound, rebound or removed); each list is walked live, by
+// index, re-reading its length after every call, as Python's list iterator does, so handlers
+// appended during a firing run in the same pass. Decoded entries are cached by the identity of
+// their (handler, args, kwargs) tuple, which the cache keeps alive.
+class Dispatcher {
+public:
+    explicit Dispatcher(PyObject* engine) : engine_(engine) {}
+
+    // `event_arg` (the exception) and `event_kwargs` (iter_counter) may be null.
+    void fire(EventId id, PyObject* event_arg = nullptr, PyObject* event_kwargs = nullptr);
+
+private:
+    enum class FilterKind { none, count, callable };
+
+    struct Entry {
+        py::object item;
+        py::object callable;
+        py::object engine_ref;  // a weakref to pass the engine first, or None
+        py::object args;        // tuple, after the engine reference
+        py::object kwargs;      // dict, or None when empty
+        FilterKind filter_kind = FilterKind::none;
+        Counter counter = Counter::none;
+        CountFilter count;
+        py::object filter;
+        py::object filter_engine_ref;
+    };
+
+    PyObject* handlers(EventId id);
+    void refresh(PyObject* registry, long long version);
+    Entry decode(PyObject* item, EventId id) const;
+    void call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs);
+    long long counter_value(Counter counter) const;
+
+    PyObject* engine_;
+    py::object registry_;
+    long long version_ = -1;
+    py::object lists_[EVENT_COUNT];
+    std::vector<Entry> entries_[EVENT_COUNT];
+};
+
+}  // namespace ember

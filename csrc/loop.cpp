@@ -1,0 +1,373 @@
+#include "pybind11.hpp"
+
+#include "loop.hpp"
+
+#include <chrono>
+
+namespace ember {
+
+double now_seconds() {
+    using clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC, as time.perf_counter on Linux
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+namespace {
+
+constexpr long long NONE = -1;  // an optional counter that is None
+
+bool truthy(PyObject* value) {
+    if (value == Py_False || value == Py_None) return false;
+    if (value == Py_True) return true;
+    int result = PyObject_IsTrue(value);
+    if (result < 0) throw py::error_already_set();
+    return result != 0;
+}
+
+bool equals_text(PyObject* value, const char* text) {
+    if (!PyUnicode_Check(value)) return false;
+    return PyUnicode_CompareWithASCIIString(value, text) == 0;
+}
+
+[[noreturn]] void raise_message(PyObject* type, const char* support_name) {
+    py::object message = py::handle(configured().support).attr(support_name);
+    PyErr_SetObject(type, message.ptr());
+    throw py::error_already_set();
+}
+
+}  // namespace
+
+Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
+    const Config& c = configured();
+    if (!PyObject_TypeCheck(engine, c.engine_type))
+        throw py::type_error("run_loop() needs an ember.engine.Engine");
+    py::handle cls(reinterpret_cast<PyObject*>(Py_TYPE(engine)));
+    py::handle support(c.support);
+    python_dispatch_ = cls.attr("_fire_event").ptr() != c.base_fire_event ||
+                       support.attr("logs_debug")(py::handle(engine)).cast<bool>();
+    native_setup_iter_ =
+        cls.attr("_setup_dataloader_iter").ptr() == c.base_setup_dataloader_iter;
+    logs_info_ = support.attr("logs_info")(py::handle(engine)).cast<bool>();
+
+    py::object point = py::reinterpret_borrow<py::object>(c.engine.resume_point.get(engine));
+    c.engine.resume_point.set(engine, Py_None);
+    if (point.is_none()) {
+        c.engine.should_terminate.set(engine, Py_False);
+        c.engine.should_terminate_single_epoch.set(engine, Py_False);
+        c.engine.should_interrupt.set(engine, Py_False);
+        set_epoch_time("EPOCH_COMPLETED", 0.0);
+        set_epoch_time("COMPLETED", 0.0);
+        run_started_ = now_seconds();
+        return;
+    }
+    auto fields = point.cast<py::tuple>();
+    if (fields.size() != 6) throw py::value_error("engine._resume_point is malformed");
+    phase_ = fields[0].cast<int>();
+    iter_counter_ = fields[1].cast<long long>();
+    restarted_ = fields[2].cast<bool>();
+    run_started_ = fields[3].cast<double>();
+    epoch_started_ = fields[4].cast<double>();
+    epoch_first_iteration_ = fields[5].cast<long long>();
+}
+
+PyObject* Run::state() const {
+    PyObject* state = configured().engine.state.get(engine_);
+    if (!PyObject_TypeCheck(state, configured().state_type)) {
+        PyErr_Format(PyExc_TypeError, "engine.state should be an ember.engine.State, got %.100s",
+                     Py_TYPE(state)->tp_name);
+        throw py::error_already_set();
+    }
+    return state;
+}
+
+void Run::run() {
+    try {
+        try {
+            epochs();
+        } catch (const Terminate&) {
+            fire(TERMINATE);
+        } catch (const TerminateEpoch&) {
+            raise_message(PyExc_RuntimeError, "TERMINATE_EPOCH_TOO_EARLY");
+        }
+        complete();
+    } catch (const Interrupted&) {
+        return;
+    } catch (const py::error_already_set& error) {
+        configured().engine.dataloader_iter.set(engine_, Py_None);
+        call_support("log_run_error", error.value().ptr());
+        py::handle(engine_).attr("_handle_exception")(error.value());
+    }
+    configured().engine.dataloader_iter.set(engine_, Py_None);
+}
+
+void Run::complete() {
+    const Config& c = configured();
+    set_epoch_time("COMPLETED", now_seconds() - run_started_);
+    if (!equals_text(c.engine.should_terminate.get(engine_), "skip_completed")) {
+        fire(COMPLETED);
+        set_epoch_time("COMPLETED", now_seconds() - run_started_);
+    }
+    if (logs_info_) call_support("log_run_finished", engine_);
+}
+
+void Run::check(Phase reached) {
+    const Config& c = configured();
+    phase_ = reached;
+    if (truthy(c.engine.should_terminate.get(engine_))) throw Terminate{};
+    if (truthy(c.engine.should_terminate_single_epoch.get(engine_))) throw TerminateEpoch{};
+    if (truthy(c.engine.should_interrupt.get(engine_))) {
+        fire(INTERRUPT);
+        c.engine.should_interrupt.set(engine_, Py_False);
+        py::tuple point = py::make_tuple(static_cast<int>(reached), iter_counter_, restarted_,
+                                         run_started_, epoch_started_, epoch_first_iteration_);
+        c.engine.resume_point.set(engine_, point.ptr());
+        throw Interrupted{};
+    }
+}
+
+void Run::epochs() {
+    const Config& c = configured();
+    if (phase_ == START) {
+        fire(STARTED);
+        check(AFTER_STARTED);
+    }
+    if (phase_ > AFTER_STARTED && finish_epoch()) return;
+    while (!is_done() && !truthy(c.engine.should_terminate.get(engine_))) {
+        c.state.epoch.set_int(state(), c.state.epoch.get_int(state()) + 1);
+        epoch_started_ = now_seconds();
+        epoch_first_iteration_ = c.state.iteration.get_int(state());
+        fire(EPOCH_STARTED);
+        check(AFTER_EPOCH_STARTED);
+        if (finish_epoch()) break;
+    }
+}
+
+bool Run::finish_epoch() {
+    const Config& c = configured();
+    if (phase_ < AFTER_EPOCH_COMPLETED) {
+        if (phase_ == AFTER_EPOCH_STARTED) {
+            if (c.engine.dataloader_iter.get(engine_) == Py_None) call_method("_setup_engine");
+            iter_counter_ = c.engine.init_iter.get_optional_int(engine_, 0);
+            c.engine.init_iter.set(engine_, Py_None);
+            restarted_ = false;
+        }
+        iterations();
+        phase_ = EPOCH_END;
+        set_epoch_time("EPOCH_COMPLETED", now_seconds() - epoch_started_);
+        if (!equals_text(c.engine.should_terminate_single_epoch.get(engine_),
+                         "skip_epoch_completed")) {
+            fire(EPOCH_COMPLETED);
+            set_epoch_time("EPOCH_COMPLETED", now_seconds() - epoch_started_);
+        }
+        if (truthy(c.engine.should_terminate_single_epoch.get(engine_)))
+            c.engine.should_terminate_single_epoch.set(engine_, Py_False);
+        check(AFTER_EPOCH_COMPLETED);
+    }
+    if (logs_info_) call_support("log_epoch_completed", engine_);
+    phase_ = AFTER_STARTED;
+    // See _pyloop: in a max_iters run an epoch without progress ends the run.
+    PyObject* s = state();
+    return c.state.max_epochs.get(s) == Py_None &&
+           c.state.iteration.get_int(s) == epoch_first_iteration_;
+}
+
+void Run::iterations() {
+    const Config& c = configured();
+    try {
+        for (;;) {
+            if (phase_ == AFTER_ITERATION_COMPLETED) {
+                PyObject* s = state();
+                long long epoch_length = c.state.epoch_length.get_optional_int(s, NONE);
+                if (epoch_length != NONE && iter_counter_ == epoch_length) return;
+                long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
+                if (max_iters != NONE && c.state.iteration.get_int(s) == max_iters) {
+                    c.engine.should_terminate.set(engine_, Py_True);
+                    throw Terminate{};
+                }
+            }
+            if (phase_ == AFTER_DATALOADER_STOP_ITERATION) {
+                setup_dataloader_iter();
+                restarted_ = true;
+            }
+            if (phase_ <= AFTER_EPOCH_STARTED || phase_ == AFTER_ITERATION_COMPLETED ||
+                phase_ == AFTER_DATALOADER_STOP_ITERATION) {
+                PyObject* s = state();
+                c.state.batch.set(s, Py_None);
+                bool after_stop = last_event_is_stop_iteration();
+                if (!after_stop && c.state.dataloader.get(state()) != Py_None) {
+                    fire(GET_BATCH_STARTED);
+                    check(AFTER_GET_BATCH_STARTED);
+                } else {
+                    phase_ = AFTER_GET_BATCH_STARTED;
+                }
+            }
+            if (phase_ == AFTER_GET_BATCH_STARTED) {
+                if (!next_batch()) return;
+                continue;
+            }
+            if (phase_ == AFTER_GET_BATCH_COMPLETED) {
+                ++iter_counter_;
+                restarted_ = false;
+                PyObject* s = state();
+                c.state.iteration.set_int(s, c.state.iteration.get_int(s) + 1);
+                fire(ITERATION_STARTED);
+                check(AFTER_ITERATION_STARTED);
+            }
+            if (phase_ == AFTER_ITERATION_STARTED) {
+                // Python runs signal handlers only between bytecodes; a step written in C
+                // would otherwise never let Ctrl-C through. The GIL is held here.
+                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                py::object process = py::reinterpret_borrow<py::object>(
+                    c.engine.process_function.get(engine_));
+                py::object batch = py::reinterpret_borrow<py::object>(c.state.batch.get(state()));
+                PyObject* args[] = {engine_, batch.ptr()};
+                py::object output =
+                    steal_or_throw(PyObject_Vectorcall(process.ptr(), args, 2, nullptr));
+                c.state.output.set(state(), output.ptr());
+                fire(ITERATION_COMPLETED);
+                check(AFTER_ITERATION_COMPLETED);
+            }
+        }
+    } catch (const TerminateEpoch&) {
+        fire_terminate_single_epoch();
+        setup_dataloader_iter();
+    } catch (const py::error_already_set& error) {
+        route_exception(error);
+    }
+}
+
+bool Run::next_batch() {
+    const Config& c = configured();
+    py::object iterator =
+        py::reinterpret_borrow<py::object>(c.engine.dataloader_iter.get(engine_));
+    if (iterator.is_none()) raise_message(PyExc_RuntimeError, "ITERATOR_REMOVED");
+    if (!PyIter_Check(iterator.ptr())) {
+        PyErr_Format(PyExc_TypeError, "'%.100s' object is not an iterator",
+                     Py_TYPE(iterator.ptr())->tp_name);
+        throw py::error_already_set();
+    }
+    PyObject* batch = PyIter_Next(iterator.ptr());
+    iterator = py::object();
+    if (batch == nullptr) {
+        if (PyErr_Occurred()) throw py::error_already_set();
+        PyObject* s = state();
+        if (c.state.epoch_length.get(s) == Py_None) {
+            if (iter_counter_ == 0) raise_message(PyExc_ValueError, "ZERO_SIZE_DATA");
+            c.state.epoch_length.set_int(s, iter_counter_);
+            long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
+            if (max_iters != NONE)
+                c.state.max_epochs.set_int(s, (max_iters + iter_counter_ - 1) / iter_counter_);
+            return false;
+        }
+        if (restarted_) {
+            if (!is_done()) call_support("warn_data_exhausted", s);
+            return false;
+        }
+        if (c.state.dataloader.get(s) != Py_None) {
+            fire(DATALOADER_STOP_ITERATION);
+            check(AFTER_DATALOADER_STOP_ITERATION);
+        } else {
+            phase_ = AFTER_DATALOADER_STOP_ITERATION;
+        }
+        return true;
+    }
+    py::object owned = py::reinterpret_steal<py::object>(batch);
+    PyObject* s = state();
+    c.state.batch.set(s, owned.ptr());
+    c.state.output.set(s, Py_None);
+    if (c.state.dataloader.get(s) != Py_None) {
+        fire(GET_BATCH_COMPLETED);
+        check(AFTER_GET_BATCH_COMPLETED);
+    } else {
+        phase_ = AFTER_GET_BATCH_COMPLETED;
+    }
+    return true;
+}
+
+bool Run::is_done() const {
+    const Config& c = configured();
+    PyObject* s = state();
+    long long iteration = c.state.iteration.get_int(s);
+    long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
+    if (max_iters != NONE && iteration >= max_iters) return true;
+    long long max_epochs = c.state.max_epochs.get_optional_int(s, NONE);
+    if (max_epochs == NONE) return false;
+    long long epoch_length = c.state.epoch_length.get_optional_int(s, NONE);
+    if (epoch_length != NONE && iteration >= epoch_length * max_epochs) return true;
+    return c.state.epoch.get_int(s) >= max_epochs;
+}
+
+// Built-in events are singletons, so identity decides for them; anything else a handler may
+// have fired (a custom event, a string) is compared as Python compares it.
+bool Run::last_event_is_stop_iteration() const {
+    const Config& c = configured();
+    PyObject* last = c.engine.last_event_name.get(engine_);
+    PyObject* stop = c.events[DATALOADER_STOP_ITERATION];
+    if (last == stop) return true;
+    if (last == Py_None || Py_TYPE(last) == Py_TYPE(stop)) return false;
+    int equal = PyObject_RichCompareBool(last, stop, Py_EQ);
+    if (equal < 0) throw py::error_already_set();
+    return equal != 0;
+}
+
+void Run::fire(EventId id) {
+    const Config& c = configured();
+    if (python_dispatch_) {
+        py::handle(engine_).attr("_fire_event")(py::handle(c.events[id]));
+        return;
+    }
+    c.engine.last_event_name.set(engine_, c.events[id]);
+    dispatcher_.fire(id);
+}
+
+void Run::fire_terminate_single_epoch() {
+    const Config& c = configured();
+    py::dict kwargs;
+    kwargs["iter_counter"] = iter_counter_;
+    if (python_dispatch_) {
+        py::handle(engine_).attr("_fire_event")(py::handle(c.events[TERMINATE_SINGLE_EPOCH]),
+                                                **kwargs);
+        return;
+    }
+    c.engine.last_event_name.set(engine_, c.events[TERMINATE_SINGLE_EPOCH]);
+    dispatcher_.fire(TERMINATE_SINGLE_EPOCH, nullptr, kwargs.ptr());
+}
+
+void Run::setup_dataloader_iter() {
+    const Config& c = configured();
+    if (!native_setup_iter_) {
+        call_method("_setup_dataloader_iter");
+        return;
+    }
+    PyObject* s = state();
+    PyObject* dataloader = c.state.dataloader.get(s);
+    py::object iterator;
+    if (dataloader == Py_None) {
+        PyObject* length = c.state.epoch_length.get(s);
+        PyObject* args[] = {Py_None, length};
+        iterator = steal_or_throw(PyObject_Vectorcall(c.repeat, args, 2, nullptr));
+    } else {
+        iterator = steal_or_throw(PyObject_GetIter(dataloader));
+    }
+    c.engine.dataloader_iter.set(engine_, iterator.ptr());
+}
+
+void Run::route_exception(const py::error_already_set& error) {
+    if (!error.matches(PyExc_Exception)) throw;  // BaseException: the run level routes it
+    call_support("log_iteration_error", error.value().ptr());
+    py::handle(engine_).attr("_handle_exception")(error.value());
+}
+
+void Run::call_support(const char* name, PyObject* arg) {
+    py::handle(configured().support).attr(name)(py::handle(arg));
+}
+
+void Run::call_method(const char* name) {
+    py::handle(engine_).attr(name)();
+}
+
+void Run::set_epoch_time(const char* key, double seconds) {
+    py::object times = py::handle(state()).attr("times");
+    times[key] = seconds;
+}
+
+}  // namespace ember

@@ -1,0 +1,72 @@
+// The run loop of Engine.run(), event for event the loop of ember/engine/_pyloop.py.
+#pragma once
+
+#include "pybind11.hpp"
+
+#include "dispatch.hpp"
+
+namespace ember {
+
+// Resume points, as in ember/engine/_loop_support.py.
+enum Phase : int {
+    START = 0,
+    AFTER_STARTED = 1,
+    AFTER_EPOCH_STARTED = 2,
+    AFTER_GET_BATCH_STARTED = 3,
+    AFTER_DATALOADER_STOP_ITERATION = 4,
+    AFTER_GET_BATCH_COMPLETED = 5,
+    AFTER_ITERATION_STARTED = 6,
+    AFTER_ITERATION_COMPLETED = 7,
+    EPOCH_END = 8,
+    AFTER_EPOCH_COMPLETED = 9,
+};
+
+// One call of Engine.run() on the compiled loop. It holds Python references only while it
+// runs: on every exit the loop's position goes back to the engine (engine._resume_point when
+// interrupted) and this object, with every reference it took, is destroyed.
+class Run {
+public:
+    explicit Run(PyObject* engine);
+    void run();
+
+private:
+    // Control flow of the checks after events; never cross a Python frame.
+    struct Terminate {};
+    struct TerminateEpoch {};
+    struct Interrupted {};
+
+    void complete();
+    void check(Phase reached);
+    void epochs();
+    bool finish_epoch();
+    void iterations();
+    bool next_batch();
+
+    void fire(EventId id);
+    void fire_terminate_single_epoch();
+    void setup_dataloader_iter();
+    void call_support(const char* name, PyObject* arg);
+    void call_method(const char* name);
+    void route_exception(const py::error_already_set& error);
+    void set_epoch_time(const char* key, double seconds);
+    PyObject* state() const;
+    bool is_done() const;
+    bool last_event_is_stop_iteration() const;
+
+    PyObject* engine_;
+    Dispatcher dispatcher_;
+    bool python_dispatch_ = false;
+    bool native_setup_iter_ = true;
+    bool logs_info_ = false;
+
+    int phase_ = START;
+    long long iter_counter_ = 0;
+    bool restarted_ = false;
+    double run_started_ = 0.0;
+    double epoch_started_ = 0.0;
+    long long epoch_first_iteration_ = 0;
+};
+
+double now_seconds();
+
+}  // namespace ember

@@ -1,0 +1,13 @@
+#include "pybind11.hpp"
+
+namespace ember {
+void bind_config(py::module_& m);
+void bind_loop(py::module_& m);
+}  // namespace ember
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "ember's compiled run loop";
+    m.attr("__version__") = EMBER_VERSION;
+    ember::bind_config(m);
+    ember::bind_loop(m);
+}

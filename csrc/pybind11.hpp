@@ -1,0 +1,81 @@
+// First include of every translation unit: pybind11, the CPython headers it brings, and the
+// small helpers the loop uses to touch Python objects without pybind11's casts.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <structmember.h>
+
+namespace py = pybind11;
+
+namespace ember {
+
+// Owned reference from a C API call that returns NULL with an exception set on failure.
+inline py::object steal_or_throw(PyObject* result) {
+    if (result == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(result);
+}
+
+// A __slots__ member of a Python class, read and written at its offset without an attribute
+// lookup. Built from the class's member descriptor, so it also works on subclass instances.
+class Slot {
+public:
+    Slot() = default;
+    Slot(py::handle cls, const char* name) {
+        py::object descriptor = cls.attr("__dict__")[name];
+        if (Py_TYPE(descriptor.ptr()) != &PyMemberDescr_Type)
+            throw py::type_error(std::string(name) + " is not a __slots__ member");
+        auto* member = reinterpret_cast<PyMemberDescrObject*>(descriptor.ptr())->d_member;
+        offset_ = member->offset;
+        name_ = name;
+    }
+
+    // Borrowed; raises AttributeError when the slot was never assigned.
+    PyObject* get(PyObject* obj) const {
+        PyObject* value = *address(obj);
+        if (value == nullptr) {
+            PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
+                         Py_TYPE(obj)->tp_name, name_);
+            throw py::error_already_set();
+        }
+        return value;
+    }
+
+    void set(PyObject* obj, PyObject* value) const {
+        PyObject** where = address(obj);
+        PyObject* old = *where;
+        Py_INCREF(value);
+        *where = value;
+        Py_XDECREF(old);  // may run __del__ of the old value: after the store, as CPython does
+    }
+
+    long long get_int(PyObject* obj) const {
+        long long value = PyLong_AsLongLong(get(obj));
+        if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
+        return value;
+    }
+
+    // None maps to `none_value`.
+    long long get_optional_int(PyObject* obj, long long none_value) const {
+        PyObject* value = get(obj);
+        if (value == Py_None) return none_value;
+        long long result = PyLong_AsLongLong(value);
+        if (result == -1 && PyErr_Occurred()) throw py::error_already_set();
+        return result;
+    }
+
+    void set_int(PyObject* obj, long long value) const {
+        py::object boxed = steal_or_throw(PyLong_FromLongLong(value));
+        set(obj, boxed.ptr());
+    }
+
+private:
+    PyObject** address(PyObject* obj) const {
+        return reinterpret_cast<PyObject**>(reinterpret_cast<char*>(obj) + offset_);
+    }
+
+    Py_ssize_t offset_ = 0;
+    const char* name_ = "";
+};
+
+}  // namespace ember

@@ -1,0 +1,79 @@
+"""What both loops share besides the Engine: resume points, messages, logging and warnings."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ember.engine.events import Events
+
+if TYPE_CHECKING:
+    from ember.engine.engine import Engine
+
+# Resume points: where a run continues after an interrupt. csrc/loop.hpp uses the same numbers.
+START = 0
+AFTER_STARTED = 1
+AFTER_EPOCH_STARTED = 2
+AFTER_GET_BATCH_STARTED = 3
+AFTER_DATALOADER_STOP_ITERATION = 4
+AFTER_GET_BATCH_COMPLETED = 5
+AFTER_ITERATION_STARTED = 6
+AFTER_ITERATION_COMPLETED = 7
+EPOCH_END = 8  # not a resume point: the iterations of the epoch are over
+AFTER_EPOCH_COMPLETED = 9
+
+TERMINATE_EPOCH_TOO_EARLY = (
+    "The method terminate_epoch() should not be called on Event.STARTED or "
+    "Event.EPOCH_STARTED. If this is a desired behaviour, please open a feature request."
+)
+ZERO_SIZE_DATA = "Input data has zero size. Please provide non-empty data"
+ITERATOR_REMOVED = "The data iterator was removed while the engine was running"
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{round(hours):02d}:{round(minutes):02d}:{secs:06.3f}"
+
+
+def warn_data_exhausted(state: Any) -> None:
+    if state.max_epochs is not None:
+        total = state.epoch_length * state.max_epochs
+    else:
+        total = state.max_iters
+    warnings.warn(
+        "Data iterator can not provide data anymore but required total number of iterations to "
+        f"run is not reached. Current iteration: {state.iteration} vs Total iterations to run : "
+        f"{total}",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def logs_info(engine: Engine) -> bool:
+    return engine.logger.isEnabledFor(logging.INFO)
+
+
+def logs_debug(engine: Engine) -> bool:
+    return engine.logger.isEnabledFor(logging.DEBUG)
+
+
+def log_epoch_completed(engine: Engine) -> None:
+    seconds = engine.state.times[Events.EPOCH_COMPLETED.name]
+    engine.logger.info(
+        "Epoch[%s] Complete. Time taken: %s", engine.state.epoch, format_duration(seconds)
+    )
+
+
+def log_run_finished(engine: Engine) -> None:
+    seconds = engine.state.times[Events.COMPLETED.name]
+    engine.logger.info("Engine run finished. Time taken: %s", format_duration(seconds))
+
+
+def log_iteration_error(engine: Engine, exc: BaseException) -> None:
+    engine.logger.error("Current run is terminating due to exception: %s", exc)
+
+
+def log_run_error(engine: Engine, exc: BaseException) -> None:
+    engine.logger.error("Engine run is terminating due to exception: %s", exc)
