@@ -15,16 +15,19 @@ CountFilter CountFilter::from_python(py::handle filter) {
         return result;
     }
     result.every = filter.attr("every").cast<long long>();
-    result.after = filter.attr("after").cast<long long>();
+    py::object after = filter.attr("after");
+    result.has_after = !after.is_none();
+    if (result.has_after) result.after = after.cast<long long>();
     py::object before = filter.attr("before");
-    result.before = before.is_none() ? -1 : before.cast<long long>();
+    result.has_before = !before.is_none();
+    if (result.has_before) result.before = before.cast<long long>();
     result.grid_origin = filter.attr("grid_origin").cast<long long>();
     return result;
 }
 
 bool CountFilter::accepts(long long counter) const {
     if (!once.empty()) return std::binary_search(once.begin(), once.end(), counter);
-    if (counter <= after || (before >= 0 && counter >= before)) return false;
+    if ((has_after && counter <= after) || (has_before && counter >= before)) return false;
     long long offset = counter - grid_origin;
     // Python's modulo: the sign follows the divisor, so negative offsets still land on the grid.
     long long remainder = offset % every;

@@ -9,8 +9,10 @@ namespace ember {
 
 struct CountFilter {
     long long every = 1;
+    bool has_after = false;
     long long after = 0;
-    long long before = -1;  // -1: no upper bound
+    bool has_before = false;
+    long long before = 0;
     long long grid_origin = 0;
     std::vector<long long> once;  // sorted; empty: not a once-filter
 

@@ -106,7 +106,7 @@ void Run::complete() {
         fire(COMPLETED);
         set_epoch_time("COMPLETED", now_seconds() - run_started_);
     }
-    if (logs_info_) call_support("log_run_finished", engine_);
+    if (logs_info_) call_support("log_run_finished");
 }
 
 void Run::check(Phase reached) {
@@ -162,7 +162,7 @@ bool Run::finish_epoch() {
             c.engine.should_terminate_single_epoch.set(engine_, Py_False);
         check(AFTER_EPOCH_COMPLETED);
     }
-    if (logs_info_) call_support("log_epoch_completed", engine_);
+    if (logs_info_) call_support("log_epoch_completed");
     phase_ = AFTER_STARTED;
     // See _pyloop: in a max_iters run an epoch without progress ends the run.
     PyObject* s = state();
@@ -259,7 +259,7 @@ bool Run::next_batch() {
             return false;
         }
         if (restarted_) {
-            if (!is_done()) call_support("warn_data_exhausted", s);
+            if (!is_done()) call_support("warn_data_exhausted");
             return false;
         }
         if (c.state.dataloader.get(s) != Py_None) {
@@ -357,8 +357,12 @@ void Run::route_exception(const py::error_already_set& error) {
     py::handle(engine_).attr("_handle_exception")(error.value());
 }
 
+void Run::call_support(const char* name) {
+    py::handle(configured().support).attr(name)(py::handle(engine_));
+}
+
 void Run::call_support(const char* name, PyObject* arg) {
-    py::handle(configured().support).attr(name)(py::handle(arg));
+    py::handle(configured().support).attr(name)(py::handle(engine_), py::handle(arg));
 }
 
 void Run::call_method(const char* name) {

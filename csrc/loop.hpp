@@ -45,6 +45,7 @@ private:
     void fire(EventId id);
     void fire_terminate_single_epoch();
     void setup_dataloader_iter();
+    void call_support(const char* name);
     void call_support(const char* name, PyObject* arg);
     void call_method(const char* name);
     void route_exception(const py::error_already_set& error);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ember.engine.events import Events
 
@@ -37,7 +37,8 @@ def format_duration(seconds: float) -> str:
     return f"{round(hours):02d}:{round(minutes):02d}:{secs:06.3f}"
 
 
-def warn_data_exhausted(state: Any) -> None:
+def warn_data_exhausted(engine: Engine) -> None:
+    state = engine.state
     if state.max_epochs is not None:
         total = state.epoch_length * state.max_epochs
     else:

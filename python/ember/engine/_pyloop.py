@@ -267,7 +267,7 @@ class _Run:
                 return False
             if self.restarted:
                 if not engine._is_done(state):
-                    warn_data_exhausted(state)
+                    warn_data_exhausted(engine)
                 return False
             if state.dataloader is not None:
                 engine._fire_event(Events.DATALOADER_STOP_ITERATION)

@@ -29,8 +29,8 @@ class CountFilter:
     """A filter on the event's counter (``state.iteration`` or ``state.epoch``).
 
     It fires when the counter is in ``once``, or, without ``once``, when it lies strictly between
-    ``after`` and ``before`` and on the ``every`` grid. The grid starts at 0 for a plain ``every``
-    and at ``after + 1`` once ``before`` or ``after`` is given, as in ignite. The compiled loop reads
+    ``after`` and ``before`` (each optional) and on the ``every`` grid. The grid starts at 0 for a
+    plain ``every`` and at ``after + 1`` once ``before`` or ``after`` is given, as in ignite. The compiled loop reads
     these fields and evaluates the filter without calling Python.
     """
 
@@ -39,21 +39,22 @@ class CountFilter:
     def __init__(
         self,
         every: int = 1,
-        after: int = 0,
+        after: int | None = None,
         before: int | None = None,
         once: Sequence[int] | None = None,
-        bounded: bool = False,
     ) -> None:
         self.every = int(every)
-        self.after = int(after)
+        self.after = None if after is None else int(after)
         self.before = None if before is None else int(before)
         self.once = None if once is None else tuple(sorted({int(v) for v in once}))
-        self.grid_origin = self.after + 1 if bounded else 0
+        self.grid_origin = 0 if self.after is None else self.after + 1
 
     def __call__(self, engine: Any, event: int) -> bool:
         if self.once is not None:
             return event in self.once
-        if event <= self.after or (self.before is not None and event >= self.before):
+        if self.after is not None and event <= self.after:
+            return False
+        if self.before is not None and event >= self.before:
             return False
         return (event - self.grid_origin) % self.every == 0
 
@@ -81,7 +82,7 @@ def _count_filter(
         return CountFilter(once=[once] if isinstance(once, int) else once)
     if before is None and after is None:
         return None if every == 1 else CountFilter(every=every or 1)
-    return CountFilter(every=every or 1, after=after or 0, before=before, bounded=True)
+    return CountFilter(every=every or 1, after=after or 0, before=before)
 
 
 def _validate_filter_arguments(

@@ -1,0 +1,58 @@
+"""Differential tests: the compiled loop, the Python loop and ignite 0.5.5 on random programs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from ember.engine import Engine
+from programs import Program, programs, trace
+
+EXAMPLES = int(os.environ.get("EMBER_FUZZ_EXAMPLES", "300"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=not os.environ.get("EMBER_FUZZ_RANDOM"),
+)
+
+
+@pytest.mark.cpp
+@FUZZ
+@given(programs())
+def test_compiled_loop_matches_python_loop(program: Program) -> None:
+    pytest.importorskip("ember._core")
+    assert trace(program, Engine, backend="cpp") == trace(program, Engine, backend="python")
+
+
+def _ember_fixes_apply(program: Program, ember_trace: list) -> bool:
+    """True when the program meets an ignite bug that ember fixes on purpose (docs/migration.md)."""
+    if "trace too long" in ember_trace:
+        return True
+    if program.max_epochs is None:
+        # H1/H3: in a max_iters run an epoch without progress ends the run in ember.
+        started_iteration = None
+        for entry in ember_trace:
+            if isinstance(entry, tuple) and entry[0] == "EPOCH_STARTED":
+                started_iteration = entry[2]
+            if isinstance(entry, tuple) and entry[0] == "EPOCH_COMPLETED":
+                if entry[2] == started_iteration:
+                    return True
+    return any(
+        isinstance(entry, tuple) and entry[0] == "run raised" and "zero size" in entry[2]
+        for entry in ember_trace
+    )
+
+
+@pytest.mark.ignite
+@FUZZ
+@given(programs())
+def test_python_loop_matches_ignite(program: Program) -> None:
+    ignite_engine = pytest.importorskip("ignite.engine")
+    ember_trace = trace(program, Engine, backend="python")
+    if _ember_fixes_apply(program, ember_trace):
+        return
+    ignite_trace = trace(program, ignite_engine.Engine)
+    assert ember_trace == ignite_trace
