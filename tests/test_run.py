@@ -108,10 +108,10 @@ def test_max_iters_mid_epoch_terminates_without_epoch_completed(backend: str) ->
 def test_second_run_on_a_finished_engine_starts_over(make_engine: Any) -> None:
     engine = make_engine()
     engine.run([1, 2], max_epochs=2)
-    state = engine.run([1, 2, 3])
-    assert (state.iteration, state.epoch, state.epoch_length) == (3, 1, 3)
     with pytest.raises(ValueError, match="should be greater than or equal to the start epoch"):
         engine.run([1, 2, 3], max_epochs=1)
+    state = engine.run([1, 2, 3])
+    assert (state.iteration, state.epoch, state.epoch_length) == (3, 1, 3)
 
 
 def test_run_continues_to_a_larger_max_epochs(make_engine: Any) -> None:
