@@ -28,6 +28,15 @@ bool equals_text(PyObject* value, const char* text) {
     return PyUnicode_CompareWithASCIIString(value, text) == 0;
 }
 
+// error_already_set keeps the traceback apart from the exception on Python < 3.12; put it
+// back so that handlers and the user see where the exception came from.
+py::object exception_with_traceback(const py::error_already_set& error) {
+    py::object value = error.value();
+    if (error.trace() && PyException_SetTraceback(value.ptr(), error.trace().ptr()) < 0)
+        throw py::error_already_set();
+    return value;
+}
+
 [[noreturn]] void raise_message(PyObject* type, const char* support_name) {
     py::object message = py::handle(configured().support).attr(support_name);
     PyErr_SetObject(type, message.ptr());
@@ -93,8 +102,9 @@ void Run::run() {
         return;
     } catch (const py::error_already_set& error) {
         configured().engine.dataloader_iter.set(engine_, Py_None);
-        call_support("log_run_error", error.value().ptr());
-        py::handle(engine_).attr("_handle_exception")(error.value());
+        py::object exception = exception_with_traceback(error);
+        call_support("log_run_error", exception.ptr());
+        py::handle(engine_).attr("_handle_exception")(exception);
     }
     configured().engine.dataloader_iter.set(engine_, Py_None);
 }
@@ -353,8 +363,9 @@ void Run::setup_dataloader_iter() {
 
 void Run::route_exception(const py::error_already_set& error) {
     if (!error.matches(PyExc_Exception)) throw;  // BaseException: the run level routes it
-    call_support("log_iteration_error", error.value().ptr());
-    py::handle(engine_).attr("_handle_exception")(error.value());
+    py::object exception = exception_with_traceback(error);
+    call_support("log_iteration_error", exception.ptr());
+    py::handle(engine_).attr("_handle_exception")(exception);
 }
 
 void Run::call_support(const char* name) {

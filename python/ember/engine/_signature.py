@@ -10,16 +10,15 @@ from typing import Any
 def check_signature(fn: Callable[..., Any], description: str, *args: Any, **kwargs: Any) -> None:
     """Raise ``ValueError`` unless ``fn(*args, **kwargs)`` binds to ``fn``'s signature.
 
-    A filtered handler is checked through its original function (its ``_parent``).
+    A filtered handler is checked through its original function (its ``_parent``). Callables
+    without an inspectable signature (some C builtins) are accepted unchecked.
     """
     parent = getattr(fn, "_parent", None)
     target = parent() if parent is not None else fn
     try:
         signature = inspect.signature(target)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"Error adding {fn} '{description}': its signature cannot be inspected ({exc})."
-        ) from None
+    except (TypeError, ValueError):
+        return
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
