@@ -153,6 +153,7 @@ void Run::epochs() {
 
 bool Run::finish_epoch() {
     const Config& c = configured();
+    bool terminated = false;
     if (phase_ < AFTER_EPOCH_COMPLETED) {
         if (phase_ == AFTER_EPOCH_STARTED) {
             if (c.engine.dataloader_iter.get(engine_) == Py_None) call_method("_setup_engine");
@@ -168,8 +169,8 @@ bool Run::finish_epoch() {
             fire(EPOCH_COMPLETED);
             set_epoch_time("EPOCH_COMPLETED", now_seconds() - epoch_started_);
         }
-        if (truthy(c.engine.should_terminate_single_epoch.get(engine_)))
-            c.engine.should_terminate_single_epoch.set(engine_, Py_False);
+        terminated = truthy(c.engine.should_terminate_single_epoch.get(engine_));
+        if (terminated) c.engine.should_terminate_single_epoch.set(engine_, Py_False);
         check(AFTER_EPOCH_COMPLETED);
     }
     if (logs_info_) call_support("log_epoch_completed");
@@ -177,7 +178,7 @@ bool Run::finish_epoch() {
     // See _pyloop: in a max_iters run an epoch without progress ends the run.
     PyObject* s = state();
     return c.state.max_epochs.get(s) == Py_None &&
-           c.state.iteration.get_int(s) == epoch_first_iteration_;
+           c.state.iteration.get_int(s) == epoch_first_iteration_ && !terminated;
 }
 
 void Run::iterations() {

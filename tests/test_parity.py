@@ -32,14 +32,17 @@ def _ember_fixes_apply(program: Program, ember_trace: list) -> bool:
     if "trace too long" in ember_trace:
         return True
     if program.max_epochs is None:
-        # H1/H3: in a max_iters run an epoch without progress ends the run in ember.
-        started_iteration = None
+        # H1/H3: in a max_iters run an epoch without progress (not cut by terminate_epoch) ends
+        # the run in ember, where ignite loops on.
+        started_iteration, cut = None, False
         for entry in ember_trace:
-            if isinstance(entry, tuple) and entry[0] == "EPOCH_STARTED":
-                started_iteration = entry[2]
-            if isinstance(entry, tuple) and entry[0] == "EPOCH_COMPLETED":
-                if entry[2] == started_iteration:
-                    return True
+            name = entry[0] if isinstance(entry, tuple) else None
+            if name == "EPOCH_STARTED":
+                started_iteration, cut = entry[2], False
+            elif name == "TERMINATE_SINGLE_EPOCH":
+                cut = True
+            elif name == "COMPLETED" and entry[2] == started_iteration and not cut:
+                return True
     return any(
         isinstance(entry, tuple) and entry[0] == "run raised" and "zero size" in entry[2]
         for entry in ember_trace

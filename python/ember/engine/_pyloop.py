@@ -189,15 +189,23 @@ class _Run:
             if engine.should_terminate_single_epoch != "skip_epoch_completed":
                 engine._fire_event(Events.EPOCH_COMPLETED)
                 times[Events.EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
-            if engine.should_terminate_single_epoch:
+            terminated = bool(engine.should_terminate_single_epoch)
+            if terminated:
                 engine.should_terminate_single_epoch = False
             self._check(AFTER_EPOCH_COMPLETED)
+        else:
+            terminated = False
         log_epoch_completed(engine)
         self.phase = AFTER_STARTED
-        # ignite loops forever when a max_iters run meets data that gives nothing more; an epoch
-        # that did not advance the iteration count there ends the run instead.
+        # ignite loops forever when a max_iters run meets data that gives nothing more (or a
+        # restart that keeps failing); an epoch that did not advance the iteration count, and
+        # was not cut short by terminate_epoch(), ends the run instead.
         state = engine.state
-        return state.max_epochs is None and state.iteration == self.epoch_first_iteration
+        return (
+            state.max_epochs is None
+            and state.iteration == self.epoch_first_iteration
+            and not terminated
+        )
 
     def _iterations(self) -> None:
         """The iterations of one epoch, from the current phase; exceptions routed at this level."""

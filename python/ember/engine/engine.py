@@ -13,11 +13,11 @@ from ember.engine._backend import select_loop
 from ember.engine._registry import FilteredHandler, HandlerRegistry
 from ember.engine._signature import check_signature
 from ember.engine.events import (
-    CallableEventWithFilter,
     EventEnum,
     Events,
-    EventsList,
     RemovableEventHandle,
+    is_event,
+    is_events_list,
 )
 from ember.engine.state import State
 
@@ -104,7 +104,7 @@ class Engine:
         if not (event_to_attr is None or isinstance(event_to_attr, dict)):
             raise ValueError(f"Expected event_to_attr to be dictionary. Got {type(event_to_attr)}.")
         for index, event in enumerate(event_names):
-            if not isinstance(event, (str, EventEnum)):
+            if not (isinstance(event, str) or is_event(event)):
                 raise TypeError(
                     f"Value at {index} of event_names should be a str or EventEnum, "
                     f"but given {event}"
@@ -131,13 +131,13 @@ class Engine:
 
         Returns a handle whose ``remove()`` (or ``with`` block) detaches the handler.
         """
-        if isinstance(event_name, EventsList):
+        if is_events_list(event_name):
             for event in event_name:
                 self.add_event_handler(event, handler, *args, **kwargs)
             return RemovableEventHandle(event_name, handler, self)
         if not callable(handler):
             raise TypeError(f"Argument handler should be callable, got {type(handler)}")
-        if isinstance(event_name, CallableEventWithFilter) and event_name.filter is not None:
+        if is_event(event_name) and event_name.filter is not None:
             handler = FilteredHandler(handler, event_name, event_name.filter, self)
         self._assert_allowed_event(event_name)
         event_args: tuple[Any, ...] = ()

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallableEventWithFilter",
+    "is_event",
+    "is_events_list",
     "CountFilter",
     "EventEnum",
     "Events",
@@ -65,6 +67,21 @@ class CountFilter:
             f"CountFilter(every={self.every}, after={self.after}, before={self.before}, "
             f"grid_origin={self.grid_origin})"
         )
+
+
+def is_event(value: Any) -> bool:
+    """An event object: ours, or another library's built the same way (ignite's, for its
+    handlers), recognised by its ``name`` and ``filter`` attributes."""
+    return isinstance(value, CallableEventWithFilter) or (
+        hasattr(value, "filter") and isinstance(getattr(value, "name", None), str)
+    )
+
+
+def is_events_list(value: Any) -> bool:
+    """An ``EventsList``: ours, or ignite's (``Events.A | Events.B`` built by ignite code)."""
+    return isinstance(value, EventsList) or (
+        type(value).__name__ == "EventsList" and hasattr(value, "_events")
+    )
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -177,10 +194,10 @@ class CallableEventWithFilter:
         return text if self.filter is None else f"{text}(filter={self.filter})"
 
     def __eq__(self, other: Any) -> bool:
-        if isinstance(other, CallableEventWithFilter):
-            return self.name == other.name
         if isinstance(other, str):
             return self.name == other
+        if is_event(other):
+            return self.name == other.name
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -246,7 +263,7 @@ class EventsList:
         self._events: list[CallableEventWithFilter] = []
 
     def _append(self, event: CallableEventWithFilter) -> None:
-        if not isinstance(event, CallableEventWithFilter):
+        if not is_event(event):
             raise TypeError(
                 f"Argument event should be Events or CallableEventWithFilter, got: {type(event)}"
             )
@@ -288,7 +305,7 @@ class RemovableEventHandle:
             handler = handler._parent()
             if handler is None:
                 return
-        events = self.event_name if isinstance(self.event_name, EventsList) else [self.event_name]
+        events = self.event_name if is_events_list(self.event_name) else [self.event_name]
         for event in events:
             if engine.has_event_handler(handler, event):
                 engine.remove_event_handler(handler, event)
