@@ -69,13 +69,14 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
         return;
     }
     auto fields = point.cast<py::tuple>();
-    if (fields.size() != 6) throw py::value_error("engine._resume_point is malformed");
+    if (fields.size() != 7) throw py::value_error("engine._resume_point is malformed");
     phase_ = fields[0].cast<int>();
     iter_counter_ = fields[1].cast<long long>();
     restarted_ = fields[2].cast<bool>();
     run_started_ = fields[3].cast<double>();
     epoch_started_ = fields[4].cast<double>();
     epoch_first_iteration_ = fields[5].cast<long long>();
+    stalled_ = fields[6].cast<bool>();
 }
 
 PyObject* Run::state() const {
@@ -127,8 +128,9 @@ void Run::check(Phase reached) {
     if (truthy(c.engine.should_interrupt.get(engine_))) {
         fire(INTERRUPT);
         c.engine.should_interrupt.set(engine_, Py_False);
-        py::tuple point = py::make_tuple(static_cast<int>(reached), iter_counter_, restarted_,
-                                         run_started_, epoch_started_, epoch_first_iteration_);
+        py::tuple point =
+            py::make_tuple(static_cast<int>(reached), iter_counter_, restarted_, run_started_,
+                           epoch_started_, epoch_first_iteration_, stalled_);
         c.engine.resume_point.set(engine_, point.ptr());
         throw Interrupted{};
     }
@@ -153,7 +155,6 @@ void Run::epochs() {
 
 bool Run::finish_epoch() {
     const Config& c = configured();
-    bool terminated = false;
     if (phase_ < AFTER_EPOCH_COMPLETED) {
         if (phase_ == AFTER_EPOCH_STARTED) {
             if (c.engine.dataloader_iter.get(engine_) == Py_None) call_method("_setup_engine");
@@ -163,22 +164,23 @@ bool Run::finish_epoch() {
         }
         iterations();
         phase_ = EPOCH_END;
+        PyObject* s = state();  // see _pyloop: a stalled max_iters run ends
+        stalled_ = c.state.max_epochs.get(s) == Py_None &&
+                   c.state.iteration.get_int(s) == epoch_first_iteration_ &&
+                   !truthy(c.engine.should_terminate_single_epoch.get(engine_));
         set_epoch_time("EPOCH_COMPLETED", now_seconds() - epoch_started_);
         if (!equals_text(c.engine.should_terminate_single_epoch.get(engine_),
                          "skip_epoch_completed")) {
             fire(EPOCH_COMPLETED);
             set_epoch_time("EPOCH_COMPLETED", now_seconds() - epoch_started_);
         }
-        terminated = truthy(c.engine.should_terminate_single_epoch.get(engine_));
-        if (terminated) c.engine.should_terminate_single_epoch.set(engine_, Py_False);
+        if (truthy(c.engine.should_terminate_single_epoch.get(engine_)))
+            c.engine.should_terminate_single_epoch.set(engine_, Py_False);
         check(AFTER_EPOCH_COMPLETED);
     }
     if (logs_info_) call_support("log_epoch_completed");
     phase_ = AFTER_STARTED;
-    // See _pyloop: in a max_iters run an epoch without progress ends the run.
-    PyObject* s = state();
-    return c.state.max_epochs.get(s) == Py_None &&
-           c.state.iteration.get_int(s) == epoch_first_iteration_ && !terminated;
+    return stalled_;
 }
 
 void Run::iterations() {

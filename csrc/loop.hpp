@@ -66,6 +66,7 @@ private:
     double run_started_ = 0.0;
     double epoch_started_ = 0.0;
     long long epoch_first_iteration_ = 0;
+    bool stalled_ = false;
 };
 
 double now_seconds();

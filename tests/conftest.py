@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
 import os
 import platform
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 import pytest
@@ -31,10 +31,11 @@ CORE_ERROR = _core_import_error()
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     versions = [f"python {platform.python_version()}"]
-    for name in ("torch", "ignite", "pybind11"):
-        if importlib.util.find_spec(name) is not None:
-            module = __import__(name)
-            versions.append(f"{name} {getattr(module, '__version__', '?')}")
+    for distribution in ("torch", "pytorch-ignite", "pybind11"):
+        try:
+            versions.append(f"{distribution} {metadata.version(distribution)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{distribution} absent")
     core = "compiled" if CORE_ERROR is None else f"MISSING ({CORE_ERROR})"
     return [", ".join(versions), f"ember._core: {core}"]
 

@@ -86,6 +86,7 @@ class _Run:
         "phase",
         "restarted",
         "run_started",
+        "stalled",
     )
 
     def __init__(self, engine: Engine) -> None:
@@ -98,7 +99,7 @@ class _Run:
             engine.should_interrupt = False
             engine.state.times[Events.EPOCH_COMPLETED.name] = 0.0
             engine.state.times[Events.COMPLETED.name] = 0.0
-            point = (START, 0, False, time.perf_counter(), 0.0, 0)
+            point = (START, 0, False, time.perf_counter(), 0.0, 0, False)
         (
             self.phase,
             self.iter_counter,
@@ -106,6 +107,7 @@ class _Run:
             self.run_started,
             self.epoch_started,
             self.epoch_first_iteration,
+            self.stalled,
         ) = point
 
     def run(self) -> None:
@@ -153,6 +155,7 @@ class _Run:
                 self.run_started,
                 self.epoch_started,
                 self.epoch_first_iteration,
+                self.stalled,
             )
             raise _Interrupted
 
@@ -173,7 +176,7 @@ class _Run:
                 break
 
     def _finish_epoch(self) -> bool:
-        """Run the epoch from the current phase to its end; true when no progress is possible."""
+        """Run the epoch from the current phase to its end; true when the run stalled."""
         engine = self.engine
         if self.phase < AFTER_EPOCH_COMPLETED:
             if self.phase == AFTER_EPOCH_STARTED:
@@ -184,28 +187,26 @@ class _Run:
                 self.restarted = False
             self._iterations()
             self.phase = EPOCH_END
-            times = engine.state.times
+            # ignite loops forever when a max_iters run meets data that gives nothing more (or
+            # a restart that keeps failing); an epoch that did not advance the iteration count,
+            # and was not cut short by terminate_epoch(), ends such a run instead.
+            state = engine.state
+            self.stalled = (
+                state.max_epochs is None
+                and state.iteration == self.epoch_first_iteration
+                and not engine.should_terminate_single_epoch
+            )
+            times = state.times
             times[Events.EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
             if engine.should_terminate_single_epoch != "skip_epoch_completed":
                 engine._fire_event(Events.EPOCH_COMPLETED)
                 times[Events.EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
-            terminated = bool(engine.should_terminate_single_epoch)
-            if terminated:
+            if engine.should_terminate_single_epoch:
                 engine.should_terminate_single_epoch = False
             self._check(AFTER_EPOCH_COMPLETED)
-        else:
-            terminated = False
         log_epoch_completed(engine)
         self.phase = AFTER_STARTED
-        # ignite loops forever when a max_iters run meets data that gives nothing more (or a
-        # restart that keeps failing); an epoch that did not advance the iteration count, and
-        # was not cut short by terminate_epoch(), ends the run instead.
-        state = engine.state
-        return (
-            state.max_epochs is None
-            and state.iteration == self.epoch_first_iteration
-            and not terminated
-        )
+        return self.stalled
 
     def _iterations(self) -> None:
         """The iterations of one epoch, from the current phase; exceptions routed at this level."""
