@@ -143,30 +143,37 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
         if (!accepted) return;
     }
 
-    // Hold what the call needs: a handler may rebind or edit the list this entry came from.
-    py::object callable = entry.callable;
-    py::object args = entry.args;
-    py::object kwargs = entry.kwargs;
-    py::object engine;
-    if (!entry.engine_ref.is_none())
-        engine = py::reinterpret_borrow<py::object>(live_engine(entry.engine_ref.ptr()));
+    // The cache entry keeps callable, args and kwargs alive during the call: nothing can touch
+    // this run's cache until the handler returns, and a handler that edits or rebinds the list
+    // only changes what the next firing decodes.
+    PyObject* engine = nullptr;
+    if (!entry.engine_ref.is_none()) engine = live_engine(entry.engine_ref.ptr());
+    py::object keep_engine = py::reinterpret_borrow<py::object>(engine);
 
-    Py_ssize_t n_args = PyTuple_GET_SIZE(args.ptr());
-    std::vector<PyObject*> argv;
-    argv.reserve(static_cast<size_t>(n_args) + 2);
-    if (engine) argv.push_back(engine.ptr());
-    if (event_arg != nullptr) argv.push_back(event_arg);
-    for (Py_ssize_t i = 0; i < n_args; ++i) argv.push_back(PyTuple_GET_ITEM(args.ptr(), i));
+    constexpr Py_ssize_t inline_capacity = 8;
+    PyObject* inline_argv[inline_capacity];
+    std::vector<PyObject*> heap_argv;
+    Py_ssize_t n_args = PyTuple_GET_SIZE(entry.args.ptr());
+    Py_ssize_t n_total = n_args + (engine != nullptr) + (event_arg != nullptr);
+    PyObject** argv = inline_argv;
+    if (n_total > inline_capacity) {
+        heap_argv.resize(static_cast<size_t>(n_total));
+        argv = heap_argv.data();
+    }
+    Py_ssize_t n = 0;
+    if (engine != nullptr) argv[n++] = engine;
+    if (event_arg != nullptr) argv[n++] = event_arg;
+    for (Py_ssize_t i = 0; i < n_args; ++i) argv[n++] = PyTuple_GET_ITEM(entry.args.ptr(), i);
 
-    PyObject* call_kwargs = kwargs.is_none() ? nullptr : kwargs.ptr();
+    PyObject* call_kwargs = entry.kwargs.is_none() ? nullptr : entry.kwargs.ptr();
     py::object merged;
     if (event_kwargs != nullptr) {
         merged = steal_or_throw(call_kwargs ? PyDict_Copy(call_kwargs) : PyDict_New());
         if (PyDict_Update(merged.ptr(), event_kwargs) < 0) throw py::error_already_set();
         call_kwargs = merged.ptr();
     }
-    steal_or_throw(PyObject_VectorcallDict(callable.ptr(), argv.data(),
-                                           static_cast<size_t>(argv.size()), call_kwargs));
+    steal_or_throw(PyObject_VectorcallDict(entry.callable.ptr(), argv, static_cast<size_t>(n),
+                                           call_kwargs));
 }
 
 void Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
@@ -179,8 +186,7 @@ void Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
         auto index = static_cast<size_t>(i);
         if (index >= cache.size()) cache.emplace_back();
         if (cache[index].item.ptr() != item) cache[index] = decode(item, id);
-        Entry entry = cache[index];
-        call(entry, event_arg, event_kwargs);
+        call(cache[index], event_arg, event_kwargs);
     }
 }
 

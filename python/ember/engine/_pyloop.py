@@ -31,7 +31,7 @@ continues from it. Exceptions inside the iteration loop are routed first at the 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ember.engine._loop_support import (
     AFTER_DATALOADER_STOP_ITERATION,
@@ -51,12 +51,11 @@ from ember.engine._loop_support import (
     log_iteration_error,
     log_run_error,
     log_run_finished,
+    logs_debug,
     warn_data_exhausted,
 )
+from ember.engine.engine import Engine
 from ember.engine.events import Events
-
-if TYPE_CHECKING:
-    from ember.engine.engine import Engine
 
 class _Terminate(BaseException):
     """``should_terminate`` was seen at a check."""
@@ -70,6 +69,40 @@ class _Interrupted(BaseException):
     """``should_interrupt`` was seen at a check; the resume point is saved on the engine."""
 
 
+class _Dispatch:
+    """Fires built-in events for one run, the way the compiled loop does.
+
+    The registry's lists are looked up again only when its version moves; each list is walked
+    live. A subclass that overrides ``_fire_event``, or debug logging, sends every event through
+    ``engine._fire_event`` instead.
+    """
+
+    __slots__ = ("engine", "lists", "registry", "through_engine", "version")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.through_engine = type(engine)._fire_event is not Engine._fire_event or logs_debug(
+            engine
+        )
+        self.registry: object = None
+        self.version = -1
+        self.lists: dict[int, list[Any]] = {}
+
+    def fire(self, event: Events, **event_kwargs: Any) -> None:
+        engine = self.engine
+        if self.through_engine:
+            engine._fire_event(event, **event_kwargs)
+            return
+        engine.last_event_name = event
+        registry = engine._event_handlers_registry
+        if registry is not self.registry or registry.version != self.version:
+            self.registry, self.version = registry, registry.version
+            self.lists = {id(e): registry[e] for e in Events if e in registry}
+        handlers = self.lists.get(id(event))
+        if handlers:
+            Engine._call_handlers(handlers, (), event_kwargs)
+
+
 def run_loop(engine: Engine) -> None:
     """Run (or resume) ``engine``'s loop until it completes, terminates, fails or is interrupted."""
     _Run(engine).run()
@@ -79,6 +112,7 @@ class _Run:
     """One call of ``run()``: the loop's position and counters, saved on interrupt."""
 
     __slots__ = (
+        "dispatch",
         "engine",
         "epoch_first_iteration",
         "epoch_started",
@@ -91,6 +125,7 @@ class _Run:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.dispatch = _Dispatch(engine)
         point = engine._resume_point
         engine._resume_point = None
         if point is None:
@@ -116,7 +151,7 @@ class _Run:
             try:
                 self._epochs()
             except _Terminate:
-                engine._fire_event(Events.TERMINATE)
+                self.dispatch.fire(Events.TERMINATE)
             except _TerminateEpoch:
                 raise RuntimeError(TERMINATE_EPOCH_TOO_EARLY) from None
             self._complete()
@@ -133,7 +168,7 @@ class _Run:
         times = engine.state.times
         times[Events.COMPLETED.name] = time.perf_counter() - self.run_started
         if engine.should_terminate != "skip_completed":
-            engine._fire_event(Events.COMPLETED)
+            self.dispatch.fire(Events.COMPLETED)
             times[Events.COMPLETED.name] = time.perf_counter() - self.run_started
         log_run_finished(engine)
 
@@ -146,7 +181,7 @@ class _Run:
         if engine.should_terminate_single_epoch:
             raise _TerminateEpoch
         if engine.should_interrupt:
-            engine._fire_event(Events.INTERRUPT)
+            self.dispatch.fire(Events.INTERRUPT)
             engine.should_interrupt = False
             engine._resume_point = (
                 reached,
@@ -162,7 +197,7 @@ class _Run:
     def _epochs(self) -> None:
         engine = self.engine
         if self.phase == START:
-            engine._fire_event(Events.STARTED)
+            self.dispatch.fire(Events.STARTED)
             self._check(AFTER_STARTED)
         if self.phase > AFTER_STARTED and self._finish_epoch():
             return
@@ -170,7 +205,7 @@ class _Run:
             engine.state.epoch += 1
             self.epoch_started = time.perf_counter()
             self.epoch_first_iteration = engine.state.iteration
-            engine._fire_event(Events.EPOCH_STARTED)
+            self.dispatch.fire(Events.EPOCH_STARTED)
             self._check(AFTER_EPOCH_STARTED)
             if self._finish_epoch():
                 break
@@ -199,7 +234,7 @@ class _Run:
             times = state.times
             times[Events.EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
             if engine.should_terminate_single_epoch != "skip_epoch_completed":
-                engine._fire_event(Events.EPOCH_COMPLETED)
+                self.dispatch.fire(Events.EPOCH_COMPLETED)
                 times[Events.EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
             if engine.should_terminate_single_epoch:
                 engine.should_terminate_single_epoch = False
@@ -232,7 +267,7 @@ class _Run:
                         engine.last_event_name != Events.DATALOADER_STOP_ITERATION
                         and engine.state.dataloader is not None
                     ):
-                        engine._fire_event(Events.GET_BATCH_STARTED)
+                        self.dispatch.fire(Events.GET_BATCH_STARTED)
                         self._check(AFTER_GET_BATCH_STARTED)
                     else:
                         self.phase = AFTER_GET_BATCH_STARTED
@@ -244,14 +279,14 @@ class _Run:
                     self.iter_counter += 1
                     self.restarted = False
                     engine.state.iteration += 1
-                    engine._fire_event(Events.ITERATION_STARTED)
+                    self.dispatch.fire(Events.ITERATION_STARTED)
                     self._check(AFTER_ITERATION_STARTED)
                 if self.phase == AFTER_ITERATION_STARTED:
                     engine.state.output = engine._process_function(engine, engine.state.batch)
-                    engine._fire_event(Events.ITERATION_COMPLETED)
+                    self.dispatch.fire(Events.ITERATION_COMPLETED)
                     self._check(AFTER_ITERATION_COMPLETED)
         except _TerminateEpoch:
-            engine._fire_event(Events.TERMINATE_SINGLE_EPOCH, iter_counter=self.iter_counter)
+            self.dispatch.fire(Events.TERMINATE_SINGLE_EPOCH, iter_counter=self.iter_counter)
             engine._setup_dataloader_iter()
         except Exception as exc:
             log_iteration_error(engine, exc)
@@ -279,14 +314,14 @@ class _Run:
                     warn_data_exhausted(engine)
                 return False
             if state.dataloader is not None:
-                engine._fire_event(Events.DATALOADER_STOP_ITERATION)
+                self.dispatch.fire(Events.DATALOADER_STOP_ITERATION)
                 self._check(AFTER_DATALOADER_STOP_ITERATION)
             else:
                 self.phase = AFTER_DATALOADER_STOP_ITERATION
             return True
         state.output = None
         if state.dataloader is not None:
-            engine._fire_event(Events.GET_BATCH_COMPLETED)
+            self.dispatch.fire(Events.GET_BATCH_COMPLETED)
             self._check(AFTER_GET_BATCH_COMPLETED)
         else:
             self.phase = AFTER_GET_BATCH_COMPLETED

@@ -209,8 +209,14 @@ class Engine:
             )
         self.last_event_name = event_name
         handlers = self._event_handlers_registry.get(event_name)
-        if not handlers:
-            return
+        if handlers:
+            self._call_handlers(handlers, event_args, event_kwargs)
+
+    @staticmethod
+    def _call_handlers(
+        handlers: list[Any], event_args: tuple[Any, ...], event_kwargs: dict[str, Any]
+    ) -> None:
+        """Call each ``(handler, args, kwargs)`` of the live list, engine first where stored."""
         for handler, args, kwargs in handlers:
             if event_kwargs:
                 kwargs = {**kwargs, **event_kwargs}
