@@ -43,10 +43,9 @@ def _ember_fixes_apply(program: Program, ember_trace: list) -> bool:
                 cut = True
             elif name == "COMPLETED" and entry[2] == started_iteration and not cut:
                 return True
-    return any(
-        isinstance(entry, tuple) and entry[0] == "run raised" and "zero size" in entry[2]
-        for entry in ember_trace
-    )
+    # Data of unknown length that yields nothing: ember raises "Input data has zero size" where
+    # ignite sets epoch_length to 0.
+    return any("zero size" in repr(entry) for entry in ember_trace)
 
 
 @pytest.mark.ignite
