@@ -1,0 +1,42 @@
+"""The compiled module's own surface and the import-time promises of ember.engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import ember
+
+
+def test_core_version_matches_the_package() -> None:
+    core = pytest.importorskip("ember._core")
+    assert core.__version__ == ember.__version__
+
+
+def test_core_exposes_the_loop() -> None:
+    core = pytest.importorskip("ember._core")
+    assert callable(core.run_loop) and callable(core.configure)
+    with pytest.raises(TypeError, match="needs an ember.engine.Engine"):
+        core.run_loop(object())
+
+
+def test_engine_import_does_not_import_torch() -> None:
+    code = "import sys, ember.engine; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_python_backend_runs_without_the_compiled_module() -> None:
+    code = (
+        "import sys; sys.modules['ember._core'] = None\n"
+        "from ember.engine import Engine\n"
+        "print(Engine(lambda e, b: b, backend='python').run([1, 2]).iteration)\n"
+        "try:\n"
+        "    Engine(lambda e, b: b, backend='cpp')\n"
+        "except ImportError as exc:\n"
+        "    print('did you forget to build' in ''.join(getattr(exc, '__notes__', [])))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["2", "True"]
