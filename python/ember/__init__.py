@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 try:
-    __version__ = version("ember-engine")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    from ember._version import __version__
+except ImportError:  # a source tree that was never built
     __version__ = "0+unknown"
 
 __all__ = ["__version__"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,8 @@ def check_signature(fn: Callable[..., Any], description: str, *args: Any, **kwar
     A filtered handler is checked through its original function (its ``_parent``). Callables
     without an inspectable signature (some C builtins) are accepted unchecked.
     """
+    import inspect  # ~4 ms: paid at the first registration, not by `import ember.engine`
+
     parent = getattr(fn, "_parent", None)
     target = parent() if parent is not None else fn
     try:
