@@ -15,23 +15,6 @@ const Config& configured() {
     return config();
 }
 
-Counter counter_of(EventId id) {
-    switch (id) {
-        case GET_BATCH_STARTED:
-        case GET_BATCH_COMPLETED:
-        case ITERATION_STARTED:
-        case ITERATION_COMPLETED:
-            return Counter::iteration;
-        case STARTED:
-        case EPOCH_STARTED:
-        case EPOCH_COMPLETED:
-        case COMPLETED:
-            return Counter::epoch;
-        default:
-            return Counter::none;
-    }
-}
-
 namespace {
 
 PyObject* leak(py::handle obj) {
@@ -55,7 +38,6 @@ void configure(py::tuple events, py::handle engine_cls, py::handle state_cls,
     c.registry_type = leak_type(registry_cls);
     c.filtered_handler_type = leak_type(filtered_handler_cls);
     c.count_filter_type = leak_type(count_filter_cls);
-    c.base_fire_event = leak(engine_cls.attr("_fire_event"));
     c.base_setup_dataloader_iter = leak(engine_cls.attr("_setup_dataloader_iter"));
     c.repeat = leak(py::module_::import("itertools").attr("repeat"));
     c.support = leak(support);

@@ -25,7 +25,6 @@ enum EventId : int {
 
 // The counter an event's filters see: state.iteration, state.epoch, or none.
 enum class Counter { none, iteration, epoch };
-Counter counter_of(EventId id);
 
 struct Config {
     // Borrowed forever: configure() keeps them alive by leaking a reference on purpose, since
@@ -36,7 +35,6 @@ struct Config {
     PyTypeObject* registry_type = nullptr;
     PyTypeObject* filtered_handler_type = nullptr;
     PyTypeObject* count_filter_type = nullptr;
-    PyObject* base_fire_event = nullptr;
     PyObject* base_setup_dataloader_iter = nullptr;
     PyObject* repeat = nullptr;  // itertools.repeat
     PyObject* support = nullptr; // ember.engine._loop_support

@@ -21,18 +21,6 @@ PyObject* live_engine(PyObject* weak) {
     return engine;
 }
 
-int event_id_of(PyObject* event) {
-    const Config& c = configured();
-    for (int id = 0; id < EVENT_COUNT; ++id)
-        if (c.events[id] == event) return id;
-    for (int id = 0; id < EVENT_COUNT; ++id) {
-        int equal = PyObject_RichCompareBool(c.events[id], event, Py_EQ);
-        if (equal < 0) throw py::error_already_set();
-        if (equal) return id;
-    }
-    return -1;
-}
-
 }  // namespace
 
 PyObject* Dispatcher::handlers(EventId id) {
@@ -93,20 +81,22 @@ Dispatcher::Entry Dispatcher::decode(PyObject* item, EventId id) const {
         args = steal_or_throw(PyTuple_GetSlice(args.ptr(), 1, PyTuple_GET_SIZE(args.ptr())));
     }
     entry.args = args;
-    if (PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) == 0) {
-        entry.kwargs = py::none();
-    } else {
-        entry.kwargs = steal_or_throw(PyDict_New());
-        if (PyDict_Merge(entry.kwargs.ptr(), kwargs, 1) < 0) throw py::error_already_set();
-    }
+    entry.kwargs = py::reinterpret_borrow<py::object>(kwargs);  // read at each call: it may be edited
 
     entry.callable = handler;
     if (Py_TYPE(handler.ptr()) != c.filtered_handler_type) return entry;
-    // A filtered handler: evaluate its filter here and call the inner handler directly, unless
-    // its event has no counter (ignite then raises "Unknown event name" from the wrapper).
-    int filtered_event = event_id_of(handler.attr("event").ptr());
-    Counter counter = filtered_event < 0 ? Counter::none
-                                         : counter_of(static_cast<EventId>(filtered_event));
+    // A filtered handler: evaluate its filter here and call the inner handler directly when
+    // its event counts iterations or epochs; otherwise call the wrapper, which reads
+    // State.event_to_attr itself (and raises "Unknown event name" where ignite does).
+    py::object attr = py::handle(reinterpret_cast<PyObject*>(c.state_type))
+                          .attr("event_to_attr")
+                          .attr("get")(handler.attr("event"));
+    Counter counter = Counter::none;
+    if (py::isinstance<py::str>(attr)) {
+        std::string name = attr.cast<std::string>();
+        if (name == "iteration") counter = Counter::iteration;
+        if (name == "epoch") counter = Counter::epoch;
+    }
     if (counter == Counter::none) return entry;
     entry.counter = counter;
     entry.callable = handler.attr("handler");
@@ -165,13 +155,16 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
     if (event_arg != nullptr) argv[n++] = event_arg;
     for (Py_ssize_t i = 0; i < n_args; ++i) argv[n++] = PyTuple_GET_ITEM(entry.args.ptr(), i);
 
-    PyObject* call_kwargs = entry.kwargs.is_none() ? nullptr : entry.kwargs.ptr();
+    PyObject* call_kwargs = entry.kwargs.ptr();
     py::object merged;
-    if (event_kwargs != nullptr) {
-        merged = steal_or_throw(call_kwargs ? PyDict_Copy(call_kwargs) : PyDict_New());
-        if (PyDict_Update(merged.ptr(), event_kwargs) < 0) throw py::error_already_set();
+    if (event_kwargs != nullptr || !PyDict_Check(call_kwargs)) {
+        merged = steal_or_throw(PyDict_New());
+        if (PyDict_Merge(merged.ptr(), call_kwargs, 1) < 0) throw py::error_already_set();
+        if (event_kwargs != nullptr && PyDict_Update(merged.ptr(), event_kwargs) < 0)
+            throw py::error_already_set();
         call_kwargs = merged.ptr();
     }
+    if (PyDict_GET_SIZE(call_kwargs) == 0) call_kwargs = nullptr;
     steal_or_throw(PyObject_VectorcallDict(entry.callable.ptr(), argv, static_cast<size_t>(n),
                                            call_kwargs));
 }

@@ -30,7 +30,7 @@ private:
         py::object callable;
         py::object engine_ref;  // a weakref to pass the engine first, or None
         py::object args;        // tuple, after the engine reference
-        py::object kwargs;      // dict, or None when empty
+        py::object kwargs;      // the stored mapping itself, read at each call
         FilterKind filter_kind = FilterKind::none;
         Counter counter = Counter::none;
         CountFilter count;

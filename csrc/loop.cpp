@@ -51,8 +51,9 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
         throw py::type_error("run_loop() needs an ember.engine.Engine");
     py::handle cls(reinterpret_cast<PyObject*>(Py_TYPE(engine)));
     py::handle support(c.support);
-    python_dispatch_ = cls.attr("_fire_event").ptr() != c.base_fire_event ||
+    python_dispatch_ = support.attr("fire_event_overridden")(py::handle(engine)).cast<bool>() ||
                        support.attr("logs_debug")(py::handle(engine)).cast<bool>();
+    native_is_done_ = !support.attr("is_done_overridden")(py::handle(engine)).cast<bool>();
     native_setup_iter_ =
         cls.attr("_setup_dataloader_iter").ptr() == c.base_setup_dataloader_iter;
     logs_info_ = support.attr("logs_info")(py::handle(engine)).cast<bool>();
@@ -76,7 +77,7 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
     run_started_ = fields[3].cast<double>();
     epoch_started_ = fields[4].cast<double>();
     epoch_first_iteration_ = fields[5].cast<long long>();
-    stalled_ = fields[6].cast<bool>();
+    stalled_epochs_ = fields[6].cast<long long>();
 }
 
 PyObject* Run::state() const {
@@ -130,7 +131,7 @@ void Run::check(Phase reached) {
         c.engine.should_interrupt.set(engine_, Py_False);
         py::tuple point =
             py::make_tuple(static_cast<int>(reached), iter_counter_, restarted_, run_started_,
-                           epoch_started_, epoch_first_iteration_, stalled_);
+                           epoch_started_, epoch_first_iteration_, stalled_epochs_);
         c.engine.resume_point.set(engine_, point.ptr());
         throw Interrupted{};
     }
@@ -164,10 +165,8 @@ bool Run::finish_epoch() {
         }
         iterations();
         phase_ = EPOCH_END;
-        PyObject* s = state();  // see _pyloop: a stalled max_iters run ends
-        stalled_ = c.state.max_epochs.get(s) == Py_None &&
-                   c.state.iteration.get_int(s) == epoch_first_iteration_ &&
-                   !truthy(c.engine.should_terminate_single_epoch.get(engine_));
+        bool progressed = c.state.iteration.get_int(state()) != epoch_first_iteration_;
+        stalled_epochs_ = progressed ? 0 : stalled_epochs_ + 1;
         set_epoch_time("EPOCH_COMPLETED", now_seconds() - epoch_started_);
         if (!equals_text(c.engine.should_terminate_single_epoch.get(engine_),
                          "skip_epoch_completed")) {
@@ -180,7 +179,9 @@ bool Run::finish_epoch() {
     }
     if (logs_info_) call_support("log_epoch_completed");
     phase_ = AFTER_STARTED;
-    return stalled_;
+    // See _pyloop._finish_epoch: a max_iters run that keeps getting no batch ends.
+    long long limit = py::handle(c.support).attr("STALLED_EPOCHS_LIMIT").cast<long long>();
+    return c.state.max_epochs.get(state()) == Py_None && stalled_epochs_ >= limit;
 }
 
 void Run::iterations() {
@@ -299,6 +300,8 @@ bool Run::next_batch() {
 bool Run::is_done() const {
     const Config& c = configured();
     PyObject* s = state();
+    if (!native_is_done_)
+        return py::handle(engine_).attr("_is_done")(py::handle(s)).cast<bool>();
     long long iteration = c.state.iteration.get_int(s);
     long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
     if (max_iters != NONE && iteration >= max_iters) return true;

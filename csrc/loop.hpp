@@ -58,6 +58,7 @@ private:
     Dispatcher dispatcher_;
     bool python_dispatch_ = false;
     bool native_setup_iter_ = true;
+    bool native_is_done_ = true;
     bool logs_info_ = false;
 
     int phase_ = START;
@@ -66,7 +67,7 @@ private:
     double run_started_ = 0.0;
     double epoch_started_ = 0.0;
     long long epoch_first_iteration_ = 0;
-    bool stalled_ = false;
+    long long stalled_epochs_ = 0;
 };
 
 double now_seconds();

@@ -141,3 +141,35 @@ def test_sigint_stops_a_run_whose_step_is_a_c_function(make_engine: Any) -> None
     with pytest.raises(KeyboardInterrupt):
         engine.run(range(10**9), max_epochs=1)
     assert engine.state.iteration == 50
+
+
+def test_one_swallowed_failure_before_a_batch_does_not_end_a_max_iters_run(
+    make_engine: Any,
+) -> None:
+    failed: list[int] = []
+    engine = make_engine()
+
+    def flaky(e: Engine) -> None:
+        if e.state.epoch == 2 and not failed:
+            failed.append(e.state.iteration)
+            raise OSError("transient")
+
+    engine.add_event_handler(Events.GET_BATCH_STARTED, flaky)
+    engine.add_event_handler(Events.EXCEPTION_RAISED, lambda e, exc: None)
+    state = engine.run([0, 1, 2], max_iters=6)
+    assert failed == [3]
+    assert state.iteration == 6
+
+
+def test_a_restart_that_keeps_failing_ends_a_max_iters_run(make_engine: Any) -> None:
+    # ignite 0.5.5 loops forever here (H3)
+    engine = make_engine()
+
+    def broken_restart(e: Engine) -> None:
+        raise OSError("cannot reopen the data")
+
+    engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, broken_restart)
+    engine.add_event_handler(Events.EXCEPTION_RAISED, lambda e, exc: None)
+    state = engine.run([0, 1], max_iters=10)
+    assert state.iteration == 2
+    assert state.epoch == 3

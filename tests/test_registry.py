@@ -263,3 +263,40 @@ def test_many_filtered_and_plain_handlers_fire_on_their_counters(make_engine: An
         "epochs": [2],
         "custom": [1, 7],
     }
+
+
+def test_stored_kwargs_edited_in_place_are_seen(make_engine: Any) -> None:
+    seen: list[int] = []
+    engine = make_engine()
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e, k: seen.append(k), k=1)
+
+    @engine.on(Events.ITERATION_STARTED)
+    def edit(e: Engine) -> None:
+        e._event_handlers[Events.ITERATION_COMPLETED][0][2]["k"] = e.state.iteration * 10
+
+    engine.run([0, 1, 2])
+    assert seen == [10, 20, 30]
+
+
+def test_instance_fire_event_is_honoured(make_engine: Any) -> None:
+    seen: list[str] = []
+    engine = make_engine()
+    base = engine._fire_event
+
+    def recording(event: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append(event.name)
+        base(event, *args, **kwargs)
+
+    engine._fire_event = recording
+    engine.run([0])
+    assert seen[0] == "STARTED" and seen[-1] == "COMPLETED"
+
+
+def test_is_done_override_is_honoured(backend: str) -> None:
+    class StopsAtThree(Engine):
+        @staticmethod
+        def _is_done(state: Any) -> bool:
+            return bool(state.iteration >= 3)
+
+    state = StopsAtThree(lambda e, b: b, backend=backend).run([0, 1], max_epochs=5)
+    assert state.iteration == 4

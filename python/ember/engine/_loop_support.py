@@ -23,6 +23,9 @@ AFTER_ITERATION_COMPLETED = 7
 EPOCH_END = 8  # not a resume point: the iterations of the epoch are over
 AFTER_EPOCH_COMPLETED = 9
 
+# Consecutive epochs without an iteration that end a max_iters run (see _pyloop._finish_epoch).
+STALLED_EPOCHS_LIMIT = 2
+
 TERMINATE_EPOCH_TOO_EARLY = (
     "The method terminate_epoch() should not be called on Event.STARTED or "
     "Event.EPOCH_STARTED. If this is a desired behaviour, please open a feature request."
@@ -50,6 +53,21 @@ def warn_data_exhausted(engine: Engine) -> None:
         UserWarning,
         stacklevel=3,
     )
+
+
+def fire_event_overridden(engine: Engine) -> bool:
+    """True when ``engine._fire_event`` is not the base method: a subclass override or an
+    instance attribute. Built-in events then go through it."""
+    from ember.engine.engine import Engine
+
+    bound = engine._fire_event
+    return getattr(bound, "__func__", None) is not Engine._fire_event
+
+
+def is_done_overridden(engine: Engine) -> bool:
+    from ember.engine.engine import Engine
+
+    return type(engine)._is_done is not Engine._is_done
 
 
 def logs_info(engine: Engine) -> bool:

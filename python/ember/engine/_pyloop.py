@@ -44,12 +44,14 @@ from ember.engine._loop_support import (
     AFTER_STARTED,
     EPOCH_END,
     ITERATOR_REMOVED,
+    STALLED_EPOCHS_LIMIT,
     START,
     TERMINATE_EPOCH_TOO_EARLY,
     ZERO_SIZE_DATA,
     log_epoch_completed,
     log_iteration_error,
     log_run_error,
+    fire_event_overridden,
     log_run_finished,
     logs_debug,
     warn_data_exhausted,
@@ -103,9 +105,7 @@ class _Dispatch:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.through_engine = type(engine)._fire_event is not Engine._fire_event or logs_debug(
-            engine
-        )
+        self.through_engine = fire_event_overridden(engine) or logs_debug(engine)
         self.registry: object = None
         self.version = -1
         self.lists: dict[int, list[Any]] = {}
@@ -142,7 +142,7 @@ class _Run:
         "phase",
         "restarted",
         "run_started",
-        "stalled",
+        "stalled_epochs",
     )
 
     def __init__(self, engine: Engine) -> None:
@@ -156,7 +156,7 @@ class _Run:
             engine.should_interrupt = False
             engine.state.times[_EPOCH_COMPLETED.name] = 0.0
             engine.state.times[_COMPLETED.name] = 0.0
-            point = (START, 0, False, time.perf_counter(), 0.0, 0, False)
+            point = (START, 0, False, time.perf_counter(), 0.0, 0, 0)
         (
             self.phase,
             self.iter_counter,
@@ -164,7 +164,7 @@ class _Run:
             self.run_started,
             self.epoch_started,
             self.epoch_first_iteration,
-            self.stalled,
+            self.stalled_epochs,
         ) = point
 
     def run(self) -> None:
@@ -212,7 +212,7 @@ class _Run:
                 self.run_started,
                 self.epoch_started,
                 self.epoch_first_iteration,
-                self.stalled,
+                self.stalled_epochs,
             )
             raise _Interrupted
 
@@ -233,7 +233,7 @@ class _Run:
                 break
 
     def _finish_epoch(self) -> bool:
-        """Run the epoch from the current phase to its end; true when the run stalled."""
+        """Run the epoch from the current phase to its end; true when the run has stalled."""
         engine = self.engine
         if self.phase < AFTER_EPOCH_COMPLETED:
             if self.phase == AFTER_EPOCH_STARTED:
@@ -244,15 +244,11 @@ class _Run:
                 self.restarted = False
             self._iterations()
             self.phase = EPOCH_END
-            # ignite loops forever when a max_iters run meets data that gives nothing more (or
-            # a restart that keeps failing); an epoch that did not advance the iteration count,
-            # and was not cut short by terminate_epoch(), ends such a run instead.
             state = engine.state
-            self.stalled = (
-                state.max_epochs is None
-                and state.iteration == self.epoch_first_iteration
-                and not engine.should_terminate_single_epoch
-            )
+            if state.iteration == self.epoch_first_iteration:
+                self.stalled_epochs += 1
+            else:
+                self.stalled_epochs = 0
             times = state.times
             times[_EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
             if engine.should_terminate_single_epoch != "skip_epoch_completed":
@@ -263,7 +259,9 @@ class _Run:
             self._check(AFTER_EPOCH_COMPLETED)
         log_epoch_completed(engine)
         self.phase = AFTER_STARTED
-        return self.stalled
+        # ignite loops forever when a max_iters run meets data that gives nothing more, or a
+        # restart that keeps failing; two epochs in a row without an iteration end such a run.
+        return engine.state.max_epochs is None and self.stalled_epochs >= STALLED_EPOCHS_LIMIT
 
     def _iterations(self) -> None:
         """The iterations of one epoch, from the current phase; exceptions routed at this level."""
