@@ -21,9 +21,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("ignite")
 
-import torch.nn.functional as F  # noqa: E402
-from ignite.engine import Engine as IgniteEngine  # noqa: E402
-from ignite.handlers import (  # noqa: E402
+import torch.nn.functional as F
+from ember.engine import Engine, Events
+from ignite.engine import Engine as IgniteEngine
+from ignite.engine import Events as IgniteEvents
+from ignite.handlers import (
     BasicTimeProfiler,
     Checkpoint,
     DiskSaver,
@@ -37,11 +39,10 @@ from ignite.handlers import (  # noqa: E402
     Timer,
     global_step_from_engine,
 )
-from ignite.handlers.checkpoint import CheckpointEvents  # noqa: E402
-from ignite.metrics import Accuracy, Loss, RunningAverage  # noqa: E402
-from torch import nn  # noqa: E402
-
-from ember.engine import Engine, Events  # noqa: E402
+from ignite.handlers.checkpoint import CheckpointEvents
+from ignite.metrics import Accuracy, Loss, RunningAverage
+from ignite.metrics.metric import BatchFiltered
+from torch import nn
 
 MakeEngine = Callable[..., Any]
 
@@ -93,8 +94,8 @@ def _weights(model: nn.Module) -> dict[str, Any]:
 
 def _assert_same_weights(actual: dict[str, Any], expected: dict[str, Any]) -> None:
     assert actual.keys() == expected.keys()
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0)
+    for name, value in expected.items():
+        torch.testing.assert_close(actual[name], value, rtol=0, atol=0)
 
 
 def _by_hand(model: nn.Module, data: list[tuple[Any, Any]]) -> dict[str, float]:
@@ -216,7 +217,7 @@ def test_checkpoint_written_by_ignite_engine_loads_into_ember(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     ignite_trainer = IgniteEngine(_train_step(model, optimizer))
     ignite_trainer.add_event_handler(
-        Events.EPOCH_COMPLETED(once=1),
+        IgniteEvents.EPOCH_COMPLETED(once=1),
         Checkpoint(
             {"model": model, "trainer": ignite_trainer}, DiskSaver(tmp_path, require_empty=False)
         ),
@@ -264,9 +265,10 @@ def test_checkpoint_fires_saved_checkpoint_after_registering_it_mid_run(
 
     def attach_once_registered(engine: Any) -> None:
         # Checkpoint registered CheckpointEvents during its first call, earlier in this event.
-        if engine.has_registered_events(Checkpoint.SAVED_CHECKPOINT) and not saved:
-            if not engine.has_event_handler(on_saved, Checkpoint.SAVED_CHECKPOINT):
-                engine.add_event_handler(Checkpoint.SAVED_CHECKPOINT, on_saved)
+        if engine.has_registered_events(
+            Checkpoint.SAVED_CHECKPOINT
+        ) and not engine.has_event_handler(on_saved, Checkpoint.SAVED_CHECKPOINT):
+            engine.add_event_handler(Checkpoint.SAVED_CHECKPOINT, on_saved)
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED, attach_once_registered)
     trainer.run(data, max_epochs=3)
@@ -421,9 +423,9 @@ def test_accuracy_and_loss_match_torch(make_engine: MakeEngine) -> None:
     evaluator = make_engine(_eval_step(model))
     Accuracy().attach(evaluator, "acc")
     Loss(F.cross_entropy).attach(evaluator, "ce")
-    Loss(
-        F.nll_loss, output_transform=lambda out: (F.log_softmax(out[0], dim=1), out[1])
-    ).attach(evaluator, "nll")
+    Loss(F.nll_loss, output_transform=lambda out: (F.log_softmax(out[0], dim=1), out[1])).attach(
+        evaluator, "nll"
+    )
 
     metrics = evaluator.run(data).metrics
 
@@ -448,6 +450,45 @@ def test_metrics_are_reset_between_evaluator_runs(make_engine: MakeEngine) -> No
     assert first_metrics["ce"] == pytest.approx(_by_hand(model, first)["ce"], rel=1e-6)
     assert second_metrics["ce"] == pytest.approx(_by_hand(model, second)["ce"], rel=1e-6)
     assert second_metrics["acc"] == pytest.approx(_by_hand(model, second)["acc"], abs=1e-12)
+
+
+def test_batch_filtered_metric_follows_ignites_filtered_event(make_engine: MakeEngine) -> None:
+    # BatchFiltered(every=2) attaches at ignite's Events.ITERATION_COMPLETED(every=2): a filtered
+    # event built by ignite, so ember must honour ignite's filter, not just its name.
+    data = _classification_data(seed=9, sizes=(3, 5, 2, 6))
+    model = _model(seed=9)
+    evaluator = make_engine(_eval_step(model))
+    accuracy = Accuracy()
+    usage = BatchFiltered(every=2)
+    accuracy.attach(evaluator, "acc_even", usage=usage)
+    Loss(F.cross_entropy).attach(evaluator, "ce_even", usage=BatchFiltered(every=2))
+
+    metrics = evaluator.run(data).metrics
+
+    even_batches = data[1::2]
+    assert accuracy.is_attached(evaluator, usage=usage)
+    assert metrics["acc_even"] == pytest.approx(_by_hand(model, even_batches)["acc"], abs=1e-12)
+    assert metrics["ce_even"] == pytest.approx(_by_hand(model, even_batches)["ce"], rel=1e-6)
+    assert metrics["ce_even"] != pytest.approx(_by_hand(model, data)["ce"], rel=1e-6)
+
+
+def test_metric_detach_removes_its_handlers(make_engine: MakeEngine) -> None:
+    data = _classification_data(seed=10, sizes=(4, 4))
+    model = _model(seed=10)
+    evaluator = make_engine(_eval_step(model))
+    accuracy = Accuracy()
+    accuracy.attach(evaluator, "acc")
+    Loss(F.cross_entropy).attach(evaluator, "ce")
+    assert accuracy.is_attached(evaluator)
+    assert "acc" in evaluator.run(data).metrics
+
+    accuracy.detach(evaluator)
+
+    assert not accuracy.is_attached(evaluator)
+    evaluator.state.metrics.clear()
+    metrics = evaluator.run(data).metrics
+    assert "acc" not in metrics
+    assert metrics["ce"] == pytest.approx(_by_hand(model, data)["ce"], rel=1e-6)
 
 
 def test_running_average_of_the_output(make_engine: MakeEngine) -> None:
