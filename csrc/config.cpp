@@ -4,17 +4,6 @@
 
 namespace ember {
 
-Config& config() {
-    static Config instance;
-    return instance;
-}
-
-const Config& configured() {
-    if (!config().ready)
-        throw std::runtime_error("ember._core.configure() has not been called");
-    return config();
-}
-
 namespace {
 
 PyObject* leak(py::handle obj) {
@@ -41,6 +30,12 @@ void configure(py::tuple events, py::handle engine_cls, py::handle state_cls,
     c.base_setup_dataloader_iter = leak(engine_cls.attr("_setup_dataloader_iter"));
     c.repeat = leak(py::module_::import("itertools").attr("repeat"));
     c.support = leak(support);
+    c.times_name = PyUnicode_InternFromString("times");
+    c.epoch_completed_key = PyUnicode_InternFromString("EPOCH_COMPLETED");
+    c.completed_key = PyUnicode_InternFromString("COMPLETED");
+    if (!c.times_name || !c.epoch_completed_key || !c.completed_key)
+        throw py::error_already_set();
+    c.stalled_epochs_limit = support.attr("STALLED_EPOCHS_LIMIT").cast<long long>();
 
     c.engine.state = Slot(engine_cls, "state");
     c.engine.registry = Slot(engine_cls, "_event_handlers_registry");

@@ -3,6 +3,8 @@
 
 #include "pybind11.hpp"
 
+#include <stdexcept>
+
 namespace ember {
 
 // Built-in events in the order ember.engine._compiled passes them.
@@ -38,6 +40,11 @@ struct Config {
     PyObject* base_setup_dataloader_iter = nullptr;
     PyObject* repeat = nullptr;  // itertools.repeat
     PyObject* support = nullptr; // ember.engine._loop_support
+    // Interned names the loop uses every epoch.
+    PyObject* times_name = nullptr;
+    PyObject* epoch_completed_key = nullptr;
+    PyObject* completed_key = nullptr;
+    long long stalled_epochs_limit = 2;
 
     struct {
         Slot state, registry, dataloader_iter, init_iter, process_function, resume_point,
@@ -50,10 +57,18 @@ struct Config {
     bool ready = false;
 };
 
-Config& config();
+// Inline: the loop reads the configuration at every event.
+inline Config& config() {
+    static Config instance;
+    return instance;
+}
 
 // Raises RuntimeError unless configure() ran.
-const Config& configured();
+inline const Config& configured() {
+    const Config& c = config();
+    if (!c.ready) throw std::runtime_error("ember._core.configure() has not been called");
+    return c;
+}
 
 void bind_config(py::module_& m);
 

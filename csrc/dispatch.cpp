@@ -26,22 +26,21 @@ PyObject* live_engine(PyObject* weak) {
 PyObject* Dispatcher::handlers(EventId id) {
     const Config& c = configured();
     PyObject* registry = c.engine.registry.get(engine_);
-    if (Py_TYPE(registry) != c.registry_type &&
-        !PyType_IsSubtype(Py_TYPE(registry), c.registry_type)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "engine._event_handlers should be a HandlerRegistry; assign a mapping "
-                        "to engine._event_handlers to convert it");
-        throw py::error_already_set();
-    }
-    long long version = c.registry_version.get_int(registry);
-    if (registry != registry_.ptr() || version != version_) refresh(registry, version);
+    PyObject* version = c.registry_version.get(registry);
+    if (registry != registry_.ptr() || version != version_.ptr()) refresh(registry, version);
     PyObject* list = lists_[id].ptr();
     if (list == nullptr || PyList_GET_SIZE(list) == 0) return nullptr;
     return list;
 }
 
-void Dispatcher::refresh(PyObject* registry, long long version) {
+void Dispatcher::refresh(PyObject* registry, PyObject* version) {
     const Config& c = configured();
+    if (!PyObject_TypeCheck(registry, c.registry_type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "engine._event_handlers should be a HandlerRegistry; assign a mapping "
+                        "to engine._event_handlers to convert it");
+        throw py::error_already_set();
+    }
     for (int id = 0; id < EVENT_COUNT; ++id) {
         PyObject* list = PyDict_GetItemWithError(registry, c.events[id]);
         if (list == nullptr && PyErr_Occurred()) throw py::error_already_set();
@@ -58,7 +57,7 @@ void Dispatcher::refresh(PyObject* registry, long long version) {
         }
     }
     registry_ = py::reinterpret_borrow<py::object>(registry);
-    version_ = version;
+    version_ = py::reinterpret_borrow<py::object>(version);
 }
 
 Dispatcher::Entry Dispatcher::decode(PyObject* item, EventId id) const {

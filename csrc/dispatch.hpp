@@ -39,14 +39,14 @@ private:
     };
 
     PyObject* handlers(EventId id);
-    void refresh(PyObject* registry, long long version);
+    void refresh(PyObject* registry, PyObject* version);
     Entry decode(PyObject* item, EventId id) const;
     void call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs);
     long long counter_value(Counter counter) const;
 
     PyObject* engine_;
     py::object registry_;
-    long long version_ = -1;
+    py::object version_;  // held, so an unchanged version is the same object
     py::object lists_[EVENT_COUNT];
     std::vector<Entry> entries_[EVENT_COUNT];
 };

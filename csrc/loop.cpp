@@ -64,8 +64,8 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
         c.engine.should_terminate.set(engine, Py_False);
         c.engine.should_terminate_single_epoch.set(engine, Py_False);
         c.engine.should_interrupt.set(engine, Py_False);
-        set_epoch_time("EPOCH_COMPLETED", 0.0);
-        set_epoch_time("COMPLETED", 0.0);
+        set_epoch_time(c.epoch_completed_key, 0.0);
+        set_epoch_time(c.completed_key, 0.0);
         run_started_ = now_seconds();
         return;
     }
@@ -80,13 +80,15 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
     stalled_epochs_ = fields[6].cast<long long>();
 }
 
-PyObject* Run::state() const {
+PyObject* Run::state() {
     PyObject* state = configured().engine.state.get(engine_);
+    if (state == checked_state_.ptr()) return state;
     if (!PyObject_TypeCheck(state, configured().state_type)) {
         PyErr_Format(PyExc_TypeError, "engine.state should be an ember.engine.State, got %.100s",
                      Py_TYPE(state)->tp_name);
         throw py::error_already_set();
     }
+    checked_state_ = py::reinterpret_borrow<py::object>(state);
     return state;
 }
 
@@ -113,10 +115,10 @@ void Run::run() {
 
 void Run::complete() {
     const Config& c = configured();
-    set_epoch_time("COMPLETED", now_seconds() - run_started_);
+    set_epoch_time(c.completed_key, now_seconds() - run_started_);
     if (!equals_text(c.engine.should_terminate.get(engine_), "skip_completed")) {
         fire(COMPLETED);
-        set_epoch_time("COMPLETED", now_seconds() - run_started_);
+        set_epoch_time(c.completed_key, now_seconds() - run_started_);
     }
     if (logs_info_) call_support("log_run_finished");
 }
@@ -167,11 +169,11 @@ bool Run::finish_epoch() {
         phase_ = EPOCH_END;
         bool progressed = c.state.iteration.get_int(state()) != epoch_first_iteration_;
         stalled_epochs_ = progressed ? 0 : stalled_epochs_ + 1;
-        set_epoch_time("EPOCH_COMPLETED", now_seconds() - epoch_started_);
+        set_epoch_time(c.epoch_completed_key, now_seconds() - epoch_started_);
         if (!equals_text(c.engine.should_terminate_single_epoch.get(engine_),
                          "skip_epoch_completed")) {
             fire(EPOCH_COMPLETED);
-            set_epoch_time("EPOCH_COMPLETED", now_seconds() - epoch_started_);
+            set_epoch_time(c.epoch_completed_key, now_seconds() - epoch_started_);
         }
         if (truthy(c.engine.should_terminate_single_epoch.get(engine_)))
             c.engine.should_terminate_single_epoch.set(engine_, Py_False);
@@ -180,8 +182,8 @@ bool Run::finish_epoch() {
     if (logs_info_) call_support("log_epoch_completed");
     phase_ = AFTER_STARTED;
     // See _pyloop._finish_epoch: a max_iters run that keeps getting no batch ends.
-    long long limit = py::handle(c.support).attr("STALLED_EPOCHS_LIMIT").cast<long long>();
-    return c.state.max_epochs.get(state()) == Py_None && stalled_epochs_ >= limit;
+    return c.state.max_epochs.get(state()) == Py_None &&
+           stalled_epochs_ >= c.stalled_epochs_limit;
 }
 
 void Run::iterations() {
@@ -297,7 +299,7 @@ bool Run::next_batch() {
     return true;
 }
 
-bool Run::is_done() const {
+bool Run::is_done() {
     const Config& c = configured();
     PyObject* s = state();
     if (!native_is_done_)
@@ -386,9 +388,10 @@ void Run::call_method(const char* name) {
     py::handle(engine_).attr(name)();
 }
 
-void Run::set_epoch_time(const char* key, double seconds) {
-    py::object times = py::handle(state()).attr("times");
-    times[key] = seconds;
+void Run::set_epoch_time(PyObject* key, double seconds) {
+    py::object times = steal_or_throw(PyObject_GetAttr(state(), configured().times_name));
+    py::object value = steal_or_throw(PyFloat_FromDouble(seconds));
+    if (PyObject_SetItem(times.ptr(), key, value.ptr()) < 0) throw py::error_already_set();
 }
 
 }  // namespace ember

@@ -49,13 +49,14 @@ private:
     void call_support(const char* name, PyObject* arg);
     void call_method(const char* name);
     void route_exception(const py::error_already_set& error);
-    void set_epoch_time(const char* key, double seconds);
-    PyObject* state() const;
-    bool is_done() const;
+    void set_epoch_time(PyObject* key, double seconds);
+    PyObject* state();
+    bool is_done();
     bool last_event_is_stop_iteration() const;
 
     PyObject* engine_;
     Dispatcher dispatcher_;
+    py::object checked_state_;  // the last engine.state found to be a State
     bool python_dispatch_ = false;
     bool native_setup_iter_ = true;
     bool native_is_done_ = true;
