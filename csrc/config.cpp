@@ -30,10 +30,9 @@ void configure(py::tuple events, py::handle engine_cls, py::handle state_cls,
     c.base_setup_dataloader_iter = leak(engine_cls.attr("_setup_dataloader_iter"));
     c.repeat = leak(py::module_::import("itertools").attr("repeat"));
     c.support = leak(support);
-    c.times_name = PyUnicode_InternFromString("times");
     c.epoch_completed_key = PyUnicode_InternFromString("EPOCH_COMPLETED");
     c.completed_key = PyUnicode_InternFromString("COMPLETED");
-    if (!c.times_name || !c.epoch_completed_key || !c.completed_key)
+    if (!c.epoch_completed_key || !c.completed_key)
         throw py::error_already_set();
     c.stalled_epochs_limit = support.attr("STALLED_EPOCHS_LIMIT").cast<long long>();
 
@@ -56,6 +55,7 @@ void configure(py::tuple events, py::handle engine_cls, py::handle state_cls,
     c.state.output = Slot(state_cls, "output");
     c.state.batch = Slot(state_cls, "batch");
     c.state.dataloader = Slot(state_cls, "dataloader");
+    c.state.times = Slot(state_cls, "times");
 
     c.registry_version = Slot(registry_cls, "version");
     c.ready = true;

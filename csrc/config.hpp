@@ -41,7 +41,6 @@ struct Config {
     PyObject* repeat = nullptr;  // itertools.repeat
     PyObject* support = nullptr; // ember.engine._loop_support
     // Interned names the loop uses every epoch.
-    PyObject* times_name = nullptr;
     PyObject* epoch_completed_key = nullptr;
     PyObject* completed_key = nullptr;
     long long stalled_epochs_limit = 2;
@@ -51,7 +50,7 @@ struct Config {
             last_event_name, should_terminate, should_terminate_single_epoch, should_interrupt;
     } engine;
     struct {
-        Slot iteration, epoch, epoch_length, max_epochs, max_iters, output, batch, dataloader;
+        Slot iteration, epoch, epoch_length, max_epochs, max_iters, output, batch, dataloader, times;
     } state;
     Slot registry_version;
     bool ready = false;

@@ -168,9 +168,9 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
                                            call_kwargs));
 }
 
-void Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
+bool Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
     PyObject* list = handlers(id);
-    if (list == nullptr) return;
+    if (list == nullptr) return false;
     py::object keep_alive = py::reinterpret_borrow<py::object>(list);
     std::vector<Entry>& cache = entries_[id];
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); ++i) {
@@ -180,6 +180,7 @@ void Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
         if (cache[index].item.ptr() != item) cache[index] = decode(item, id);
         call(cache[index], event_arg, event_kwargs);
     }
+    return true;
 }
 
 }  // namespace ember

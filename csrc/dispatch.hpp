@@ -19,8 +19,9 @@ class Dispatcher {
 public:
     explicit Dispatcher(PyObject* engine) : engine_(engine) {}
 
-    // `event_arg` (the exception) and `event_kwargs` (iter_counter) may be null.
-    void fire(EventId id, PyObject* event_arg = nullptr, PyObject* event_kwargs = nullptr);
+    // `event_arg` (the exception) and `event_kwargs` (iter_counter) may be null. False when
+    // the event had no handler.
+    bool fire(EventId id, PyObject* event_arg = nullptr, PyObject* event_kwargs = nullptr);
 
 private:
     enum class FilterKind { none, count, callable };

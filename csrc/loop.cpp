@@ -117,8 +117,7 @@ void Run::complete() {
     const Config& c = configured();
     set_epoch_time(c.completed_key, now_seconds() - run_started_);
     if (!equals_text(c.engine.should_terminate.get(engine_), "skip_completed")) {
-        fire(COMPLETED);
-        set_epoch_time(c.completed_key, now_seconds() - run_started_);
+        if (fire(COMPLETED)) set_epoch_time(c.completed_key, now_seconds() - run_started_);
     }
     if (logs_info_) call_support("log_run_finished");
 }
@@ -126,9 +125,13 @@ void Run::complete() {
 void Run::check(Phase reached) {
     const Config& c = configured();
     phase_ = reached;
-    if (truthy(c.engine.should_terminate.get(engine_))) throw Terminate{};
-    if (truthy(c.engine.should_terminate_single_epoch.get(engine_))) throw TerminateEpoch{};
-    if (truthy(c.engine.should_interrupt.get(engine_))) {
+    PyObject* terminate = c.engine.should_terminate.get(engine_);
+    PyObject* terminate_epoch = c.engine.should_terminate_single_epoch.get(engine_);
+    PyObject* interrupt = c.engine.should_interrupt.get(engine_);
+    if (terminate == Py_False && terminate_epoch == Py_False && interrupt == Py_False) return;
+    if (truthy(terminate)) throw Terminate{};
+    if (truthy(terminate_epoch)) throw TerminateEpoch{};
+    if (truthy(interrupt)) {
         fire(INTERRUPT);
         c.engine.should_interrupt.set(engine_, Py_False);
         py::tuple point =
@@ -172,8 +175,8 @@ bool Run::finish_epoch() {
         set_epoch_time(c.epoch_completed_key, now_seconds() - epoch_started_);
         if (!equals_text(c.engine.should_terminate_single_epoch.get(engine_),
                          "skip_epoch_completed")) {
-            fire(EPOCH_COMPLETED);
-            set_epoch_time(c.epoch_completed_key, now_seconds() - epoch_started_);
+            if (fire(EPOCH_COMPLETED))
+                set_epoch_time(c.epoch_completed_key, now_seconds() - epoch_started_);
         }
         if (truthy(c.engine.should_terminate_single_epoch.get(engine_)))
             c.engine.should_terminate_single_epoch.set(engine_, Py_False);
@@ -327,14 +330,14 @@ bool Run::last_event_is_stop_iteration() const {
     return equal != 0;
 }
 
-void Run::fire(EventId id) {
+bool Run::fire(EventId id) {
     const Config& c = configured();
     if (python_dispatch_) {
         py::handle(engine_).attr("_fire_event")(py::handle(c.events[id]));
-        return;
+        return true;
     }
     c.engine.last_event_name.set(engine_, c.events[id]);
-    dispatcher_.fire(id);
+    return dispatcher_.fire(id);
 }
 
 void Run::fire_terminate_single_epoch() {
@@ -389,9 +392,9 @@ void Run::call_method(const char* name) {
 }
 
 void Run::set_epoch_time(PyObject* key, double seconds) {
-    py::object times = steal_or_throw(PyObject_GetAttr(state(), configured().times_name));
+    PyObject* times = configured().state.times.get(state());
     py::object value = steal_or_throw(PyFloat_FromDouble(seconds));
-    if (PyObject_SetItem(times.ptr(), key, value.ptr()) < 0) throw py::error_already_set();
+    if (PyObject_SetItem(times, key, value.ptr()) < 0) throw py::error_already_set();
 }
 
 }  // namespace ember

@@ -42,7 +42,7 @@ private:
     void iterations();
     bool next_batch();
 
-    void fire(EventId id);
+    bool fire(EventId id);  // false when the event had no handler
     void fire_terminate_single_epoch();
     void setup_dataloader_iter();
     void call_support(const char* name);

@@ -110,19 +110,22 @@ class _Dispatch:
         self.version = -1
         self.lists: dict[int, list[Any]] = {}
 
-    def fire(self, event: Events, **event_kwargs: Any) -> None:
+    def fire(self, event: Events, **event_kwargs: Any) -> bool:
+        """Fire ``event``; false when it had no handler."""
         engine = self.engine
         if self.through_engine:
             engine._fire_event(event, **event_kwargs)
-            return
+            return True
         engine.last_event_name = event
         registry = engine._event_handlers_registry
         if registry is not self.registry or registry.version != self.version:
             self.registry, self.version = registry, registry.version
             self.lists = {id(e): registry[e] for e in Events if e in registry}
         handlers = self.lists.get(id(event))
-        if handlers:
-            Engine._call_handlers(handlers, (), event_kwargs)
+        if not handlers:
+            return False
+        Engine._call_handlers(handlers, (), event_kwargs)
+        return True
 
 
 def run_loop(engine: Engine) -> None:
@@ -190,8 +193,8 @@ class _Run:
         times = engine.state.times
         times[_COMPLETED.name] = time.perf_counter() - self.run_started
         if engine.should_terminate != "skip_completed":
-            self.dispatch.fire(_COMPLETED)
-            times[_COMPLETED.name] = time.perf_counter() - self.run_started
+            if self.dispatch.fire(_COMPLETED):  # the time then includes the handlers
+                times[_COMPLETED.name] = time.perf_counter() - self.run_started
         log_run_finished(engine)
 
     def _check(self, reached: int) -> None:
@@ -252,8 +255,8 @@ class _Run:
             times = state.times
             times[_EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
             if engine.should_terminate_single_epoch != "skip_epoch_completed":
-                self.dispatch.fire(_EPOCH_COMPLETED)
-                times[_EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
+                if self.dispatch.fire(_EPOCH_COMPLETED):  # the time then includes the handlers
+                    times[_EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
             if engine.should_terminate_single_epoch:
                 engine.should_terminate_single_epoch = False
             self._check(AFTER_EPOCH_COMPLETED)

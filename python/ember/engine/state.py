@@ -28,6 +28,7 @@ class State:
         "max_epochs",
         "max_iters",
         "output",
+        "times",
     )
 
     # Process-wide, as in ignite: register_events(event_to_attr=...) adds to it.
