@@ -23,10 +23,32 @@ if os.environ.get("EMBER_BACKEND") != "python":
 
 __all__ = [
     "CallableEventWithFilter",
+    "DeterministicEngine",
     "Engine",
     "EventEnum",
     "Events",
     "EventsList",
     "RemovableEventHandle",
     "State",
+    "create_supervised_evaluator",
+    "create_supervised_trainer",
 ]
+
+# These need torch, which `import ember.engine` must not import: loaded on first use.
+_NEEDS_TORCH = {
+    "DeterministicEngine": "ember.engine.deterministic",
+    "create_supervised_evaluator": "ember.engine.supervised",
+    "create_supervised_trainer": "ember.engine.supervised",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _NEEDS_TORCH:
+        import importlib
+
+        return getattr(importlib.import_module(_NEEDS_TORCH[name]), name)
+    raise AttributeError(f"module 'ember.engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

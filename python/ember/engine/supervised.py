@@ -1,0 +1,230 @@
+"""``create_supervised_trainer`` and ``create_supervised_evaluator``: engines for a torch model.
+
+Imported lazily by ``ember.engine`` (``ember.engine.create_supervised_trainer``), so that
+``import ember.engine`` does not import torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ember.engine.deterministic import DeterministicEngine
+from ember.engine.engine import Engine
+
+__all__ = [
+    "create_supervised_evaluator",
+    "create_supervised_trainer",
+    "prepare_batch",
+    "supervised_evaluation_step",
+    "supervised_training_step",
+]
+
+
+def _to_device(value: Any, device: str | torch.device | None, non_blocking: bool) -> Any:
+    if device is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, non_blocking=non_blocking)
+    if isinstance(value, Mapping):
+        return {key: _to_device(item, device, non_blocking) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(item, device, non_blocking) for item in value)
+    return value
+
+
+def prepare_batch(
+    batch: Sequence[Any], device: str | torch.device | None = None, non_blocking: bool = False
+) -> tuple[Any, Any]:
+    """Split ``(x, y)`` and move both to ``device``."""
+    if not isinstance(batch, Sequence) or len(batch) != 2:
+        raise ValueError(
+            "prepare_batch expects batches of (x, y); pass prepare_batch= for other layouts, "
+            f"got {type(batch).__name__}"
+        )
+    x, y = batch
+    return _to_device(x, device, non_blocking), _to_device(y, device, non_blocking)
+
+
+def _check_options(
+    device: str | torch.device | None,
+    amp_mode: str | None,
+    scaler: bool | Any,
+    gradient_accumulation_steps: int,
+) -> None:
+    if amp_mode not in (None, "amp"):
+        raise ValueError(f"amp_mode should be None or 'amp', got {amp_mode!r}")
+    if scaler is not False and amp_mode != "amp":
+        raise ValueError("scaler= needs amp_mode='amp'")
+    if device is not None and torch.device(device).type == "mps" and amp_mode is not None:
+        raise ValueError("amp_mode is not supported on mps devices")
+    if not isinstance(gradient_accumulation_steps, int) or gradient_accumulation_steps < 1:
+        raise ValueError(
+            "gradient_accumulation_steps should be a positive integer, "
+            f"got {gradient_accumulation_steps!r}"
+        )
+
+
+def _autocast_device(device: str | torch.device | None) -> str:
+    return "cpu" if device is None else torch.device(device).type
+
+
+def supervised_training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[..., torch.Tensor],
+    device: str | torch.device | None = None,
+    non_blocking: bool = False,
+    prepare_batch: Callable[..., tuple[Any, Any]] = prepare_batch,
+    model_transform: Callable[[Any], Any] = lambda output: output,
+    output_transform: Callable[..., Any] = lambda x, y, y_pred, loss: loss.item(),
+    gradient_accumulation_steps: int = 1,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
+    amp_mode: str | None = None,
+    scaler: Any = None,
+) -> Callable[[Engine, Any], Any]:
+    """The process function of a trainer: forward, loss, backward and (every N) step.
+
+    ``model.train()`` is called only when the model is not already in training mode, so once
+    per run unless a handler (an evaluator run, say) switched it to evaluation mode.
+    """
+    autocast_device = _autocast_device(device)
+
+    def step(engine: Engine, batch: Any) -> Any:
+        if not model.training:
+            model.train()
+        if (engine.state.iteration - 1) % gradient_accumulation_steps == 0:
+            optimizer.zero_grad()
+        x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
+        with torch.autocast(autocast_device, enabled=amp_mode == "amp"):
+            y_pred = model_transform(model_fn(model, x))
+            loss = loss_fn(y_pred, y)
+        if gradient_accumulation_steps > 1:
+            loss = loss / gradient_accumulation_steps
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if engine.state.iteration % gradient_accumulation_steps == 0:
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+        return output_transform(x, y, y_pred, loss * gradient_accumulation_steps)
+
+    return step
+
+
+def create_supervised_trainer(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[..., torch.Tensor],
+    device: str | torch.device | None = None,
+    non_blocking: bool = False,
+    prepare_batch: Callable[..., tuple[Any, Any]] = prepare_batch,
+    model_transform: Callable[[Any], Any] = lambda output: output,
+    output_transform: Callable[..., Any] = lambda x, y, y_pred, loss: loss.item(),
+    deterministic: bool = False,
+    amp_mode: str | None = None,
+    scaler: bool | Any = False,
+    gradient_accumulation_steps: int = 1,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
+    backend: str | None = None,
+) -> Engine:
+    """An engine that trains ``model`` with ``optimizer`` on ``loss_fn``, as ignite's.
+
+    ``amp_mode="amp"`` runs the forward pass under ``torch.autocast``; ``scaler=True`` (or a
+    ``GradScaler``) scales the loss, and ``scaler=True`` stores the scaler in
+    ``engine.state.scaler``. ``deterministic=True`` returns a :class:`DeterministicEngine`.
+    """
+    _check_options(device, amp_mode, scaler, gradient_accumulation_steps)
+    grad_scaler = None
+    if scaler is True:
+        grad_scaler = torch.amp.GradScaler(_autocast_device(device))
+    elif scaler is not False:
+        grad_scaler = scaler
+    step = supervised_training_step(
+        model,
+        optimizer,
+        loss_fn,
+        device=device,
+        non_blocking=non_blocking,
+        prepare_batch=prepare_batch,
+        model_transform=model_transform,
+        output_transform=output_transform,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        model_fn=model_fn,
+        amp_mode=amp_mode,
+        scaler=grad_scaler,
+    )
+    engine_cls = DeterministicEngine if deterministic else Engine
+    trainer = engine_cls(step, backend=backend)
+    if scaler is True:
+        trainer.state.scaler = grad_scaler
+    return trainer
+
+
+def supervised_evaluation_step(
+    model: torch.nn.Module,
+    device: str | torch.device | None = None,
+    non_blocking: bool = False,
+    prepare_batch: Callable[..., tuple[Any, Any]] = prepare_batch,
+    model_transform: Callable[[Any], Any] = lambda output: output,
+    output_transform: Callable[..., Any] = lambda x, y, y_pred: (y_pred, y),
+    amp_mode: str | None = None,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
+    inference_mode: bool = True,
+) -> Callable[[Engine, Any], Any]:
+    """The process function of an evaluator: forward pass without autograd.
+
+    It runs under ``torch.inference_mode()`` (``torch.no_grad()`` with
+    ``inference_mode=False``, for models whose outputs must take part in autograd later).
+    """
+    autocast_device = _autocast_device(device)
+    no_autograd = torch.inference_mode if inference_mode else torch.no_grad
+
+    def step(engine: Engine, batch: Any) -> Any:
+        if model.training:
+            model.eval()
+        with no_autograd():
+            x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
+            with torch.autocast(autocast_device, enabled=amp_mode == "amp"):
+                y_pred = model_transform(model_fn(model, x))
+            return output_transform(x, y, y_pred)
+
+    return step
+
+
+def create_supervised_evaluator(
+    model: torch.nn.Module,
+    metrics: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    non_blocking: bool = False,
+    prepare_batch: Callable[..., tuple[Any, Any]] = prepare_batch,
+    model_transform: Callable[[Any], Any] = lambda output: output,
+    output_transform: Callable[..., Any] = lambda x, y, y_pred: (y_pred, y),
+    amp_mode: str | None = None,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
+    inference_mode: bool = True,
+    backend: str | None = None,
+) -> Engine:
+    """An engine that evaluates ``model`` and computes ``metrics`` (attached by name)."""
+    _check_options(device, amp_mode, False, 1)
+    step = supervised_evaluation_step(
+        model,
+        device=device,
+        non_blocking=non_blocking,
+        prepare_batch=prepare_batch,
+        model_transform=model_transform,
+        output_transform=output_transform,
+        amp_mode=amp_mode,
+        model_fn=model_fn,
+        inference_mode=inference_mode,
+    )
+    evaluator = Engine(step, backend=backend)
+    for name, metric in (metrics or {}).items():
+        metric.attach(evaluator, name)
+    return evaluator

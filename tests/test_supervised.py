@@ -1,0 +1,184 @@
+"""create_supervised_trainer / create_supervised_evaluator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ember.engine import (  # noqa: E402
+    DeterministicEngine,
+    Engine,
+    Events,
+    create_supervised_evaluator,
+    create_supervised_trainer,
+)
+
+
+def regression_data(batches: int = 6) -> list[tuple[Any, Any]]:
+    torch.manual_seed(0)
+    weight = torch.tensor([[2.0], [-1.0]])
+    data = []
+    for _ in range(batches):
+        x = torch.randn(8, 2)
+        data.append((x, x @ weight + 0.5))
+    return data
+
+
+def test_trainer_matches_a_hand_written_loop(backend: str) -> None:
+    data = regression_data()
+    torch.manual_seed(1)
+    model = torch.nn.Linear(2, 1)
+    reference = torch.nn.Linear(2, 1)
+    reference.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+
+    trainer = create_supervised_trainer(
+        model, optimizer, torch.nn.functional.mse_loss, backend=backend
+    )
+    trainer.run(data, max_epochs=3)
+
+    for _ in range(3):
+        for x, y in data:
+            reference_optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(reference(x), y)
+            loss.backward()
+            reference_optimizer.step()
+    assert torch.equal(model.weight, reference.weight)
+    assert trainer.state.output == pytest.approx(loss.item())
+
+
+def test_gradient_accumulation_steps_every_n_iterations(backend: str) -> None:
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    steps: list[int] = []
+    original = optimizer.step
+
+    def counted_step(*args: Any, **kwargs: Any) -> Any:
+        steps.append(1)
+        return original(*args, **kwargs)
+
+    optimizer.step = counted_step  # type: ignore[method-assign]
+    trainer = create_supervised_trainer(
+        model,
+        optimizer,
+        torch.nn.functional.mse_loss,
+        gradient_accumulation_steps=3,
+        backend=backend,
+    )
+    trainer.run(regression_data(6), max_epochs=1)
+    assert len(steps) == 2
+
+
+def test_train_mode_is_set_once_per_run_not_every_iteration(backend: str) -> None:
+    model = torch.nn.Linear(2, 1)
+    calls: list[bool] = []
+    original = model.train
+
+    def train(mode: bool = True) -> Any:
+        calls.append(mode)
+        return original(mode)
+
+    model.train = train  # type: ignore[method-assign]
+    model.eval()
+    calls.clear()
+    trainer = create_supervised_trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+        backend=backend,
+    )
+    trainer.run(regression_data(6), max_epochs=2)
+    assert calls == [True]
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def evaluate(engine: Engine) -> None:
+        model.eval()  # what an evaluator run does
+
+    calls.clear()
+    trainer.run(regression_data(6), max_epochs=2)
+    # back to training once after the evaluation that ended epoch 1, not every iteration
+    assert calls == [False, True, False]
+
+
+def test_evaluator_runs_in_inference_mode_and_attaches_metrics(backend: str) -> None:
+    model = torch.nn.Linear(2, 1)
+    seen: dict[str, Any] = {}
+
+    class Recorder:
+        def attach(self, engine: Engine, name: str) -> None:
+            @engine.on(Events.ITERATION_COMPLETED)
+            def record(e: Engine) -> None:
+                y_pred, _ = e.state.output
+                seen["inference"] = y_pred.is_inference()
+                seen["requires_grad"] = y_pred.requires_grad
+                e.state.metrics[name] = float(y_pred.sum())
+
+    evaluator = create_supervised_evaluator(model, metrics={"total": Recorder()}, backend=backend)
+    state = evaluator.run(regression_data(2))
+    assert seen == {"inference": True, "requires_grad": False}
+    assert "total" in state.metrics
+    assert not model.training
+
+
+def test_evaluator_with_no_grad_instead_of_inference_mode(backend: str) -> None:
+    model = torch.nn.Linear(2, 1)
+    evaluator = create_supervised_evaluator(model, inference_mode=False, backend=backend)
+    evaluator.run(regression_data(1))
+    y_pred, _ = evaluator.state.output
+    assert not y_pred.is_inference()
+
+
+def test_amp_with_a_scaler_on_cpu(backend: str) -> None:
+    model = torch.nn.Linear(2, 1)
+    trainer = create_supervised_trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        torch.nn.functional.mse_loss,
+        amp_mode="amp",
+        scaler=True,
+        backend=backend,
+    )
+    trainer.run(regression_data(2))
+    assert isinstance(trainer.state.scaler, torch.amp.GradScaler)
+    assert isinstance(trainer.state.output, float)
+
+
+def test_deterministic_option_returns_a_deterministic_engine(backend: str) -> None:
+    model = torch.nn.Linear(2, 1)
+    trainer = create_supervised_trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        torch.nn.functional.mse_loss,
+        deterministic=True,
+        backend=backend,
+    )
+    assert isinstance(trainer, DeterministicEngine)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"amp_mode": "apex"}, "amp_mode should be None or 'amp'"),
+        ({"scaler": True}, "scaler= needs amp_mode='amp'"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps should be a positive"),
+    ],
+)
+def test_bad_options(kwargs: dict, message: str) -> None:
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(ValueError, match=message):
+        create_supervised_trainer(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+            **kwargs,
+        )
+
+
+def test_batches_that_are_not_pairs_are_refused(backend: str) -> None:
+    model = torch.nn.Linear(2, 1)
+    trainer = create_supervised_trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+        backend=backend,
+    )
+    with pytest.raises(ValueError, match="prepare_batch expects batches of \\(x, y\\)"):
+        trainer.run([torch.randn(3, 2)])
