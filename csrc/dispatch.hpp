@@ -5,6 +5,7 @@
 
 #include "config.hpp"
 #include "filters.hpp"
+#include "timings.hpp"
 
 #include <vector>
 
@@ -18,6 +19,9 @@ namespace ember {
 class Dispatcher {
 public:
     explicit Dispatcher(PyObject* engine) : engine_(engine) {}
+
+    // Time each handler call into `timings` (null: no clock reads).
+    void time_handlers(Timings* timings) { timings_ = timings; }
 
     // `event_arg` (the exception) and `event_kwargs` (iter_counter) may be null. False when
     // the event had no handler.
@@ -46,6 +50,7 @@ private:
     long long counter_value(Counter counter) const;
 
     PyObject* engine_;
+    Timings* timings_ = nullptr;
     py::object registry_;
     py::object version_;  // held, so an unchanged version is the same object
     py::object lists_[EVENT_COUNT];

@@ -57,6 +57,11 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
     native_setup_iter_ =
         cls.attr("_setup_dataloader_iter").ptr() == c.base_setup_dataloader_iter;
     logs_info_ = support.attr("logs_info")(py::handle(engine)).cast<bool>();
+    profiler_ = py::handle(engine).attr("_profiler");
+    if (!profiler_.is_none()) {
+        timings_ = std::make_unique<Timings>();
+        dispatcher_.time_handlers(timings_.get());
+    }
 
     py::object point = py::reinterpret_borrow<py::object>(c.engine.resume_point.get(engine));
     c.engine.resume_point.set(engine, Py_None);
@@ -93,6 +98,24 @@ PyObject* Run::state() {
 }
 
 void Run::run() {
+    if (!timings_) {
+        loop();
+        return;
+    }
+    try {
+        loop();
+    } catch (...) {
+        try {
+            timings_->flush(profiler_);
+        } catch (py::error_already_set& flush_error) {
+            flush_error.discard_as_unraisable("ember: adding timings to the profiler");
+        }
+        throw;
+    }
+    timings_->flush(profiler_);
+}
+
+void Run::loop() {
     try {
         try {
             epochs();
@@ -239,8 +262,10 @@ void Run::iterations() {
                     c.engine.process_function.get(engine_));
                 py::object batch = py::reinterpret_borrow<py::object>(c.state.batch.get(state()));
                 PyObject* args[] = {engine_, batch.ptr()};
+                double started = timings_ ? now_seconds() : 0.0;
                 py::object output =
                     steal_or_throw(PyObject_Vectorcall(process.ptr(), args, 2, nullptr));
+                if (timings_) timings_->step.add(now_seconds() - started);
                 c.state.output.set(state(), output.ptr());
                 fire(ITERATION_COMPLETED);
                 check(AFTER_ITERATION_COMPLETED);
@@ -264,8 +289,10 @@ bool Run::next_batch() {
                      Py_TYPE(iterator.ptr())->tp_name);
         throw py::error_already_set();
     }
+    double started = timings_ ? now_seconds() : 0.0;
     PyObject* batch = PyIter_Next(iterator.ptr());
     iterator = py::object();
+    if (timings_ && batch != nullptr) timings_->data.add(now_seconds() - started);
     if (batch == nullptr) {
         if (PyErr_Occurred()) throw py::error_already_set();
         PyObject* s = state();
@@ -331,6 +358,14 @@ bool Run::last_event_is_stop_iteration() const {
 }
 
 bool Run::fire(EventId id) {
+    if (!timings_) return dispatch(id);
+    double started = now_seconds();
+    bool fired = dispatch(id);
+    timings_->events[id].add(now_seconds() - started);
+    return fired;
+}
+
+bool Run::dispatch(EventId id) {
     const Config& c = configured();
     if (python_dispatch_) {
         py::handle(engine_).attr("_fire_event")(py::handle(c.events[id]));

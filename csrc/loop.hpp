@@ -4,6 +4,9 @@
 #include "pybind11.hpp"
 
 #include "dispatch.hpp"
+#include "timings.hpp"
+
+#include <memory>
 
 namespace ember {
 
@@ -27,7 +30,7 @@ enum Phase : int {
 class Run {
 public:
     explicit Run(PyObject* engine);
-    void run();
+    void run();  // the loop, then the timings to an attached profiler
 
 private:
     // Control flow of the checks after events; never cross a Python frame.
@@ -35,6 +38,7 @@ private:
     struct TerminateEpoch {};
     struct Interrupted {};
 
+    void loop();
     void complete();
     void check(Phase reached);
     void epochs();
@@ -43,6 +47,7 @@ private:
     bool next_batch();
 
     bool fire(EventId id);  // false when the event had no handler
+    bool dispatch(EventId id);
     void fire_terminate_single_epoch();
     void setup_dataloader_iter();
     void call_support(const char* name);
@@ -57,6 +62,8 @@ private:
     PyObject* engine_;
     Dispatcher dispatcher_;
     py::object checked_state_;  // the last engine.state found to be a State
+    py::object profiler_;       // engine._profiler, None when not profiling
+    std::unique_ptr<Timings> timings_;
     bool python_dispatch_ = false;
     bool native_setup_iter_ = true;
     bool native_is_done_ = true;
@@ -70,7 +77,5 @@ private:
     long long epoch_first_iteration_ = 0;
     long long stalled_epochs_ = 0;
 };
-
-double now_seconds();
 
 }  // namespace ember

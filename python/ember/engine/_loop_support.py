@@ -7,6 +7,9 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ember.engine.events import Events
+from ember.engine.profile import handler_name
+
+__all__ = ["handler_name"]  # for the compiled loop's profiler names
 
 if TYPE_CHECKING:
     from ember.engine.engine import Engine

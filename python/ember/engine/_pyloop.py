@@ -58,6 +58,7 @@ from ember.engine._loop_support import (
 )
 from ember.engine.engine import Engine
 from ember.engine.events import Events
+from ember.engine.profile import handler_name
 
 # Enum attribute access costs ~0.1 µs in CPython 3.11; the loop reads these every iteration.
 _COMPLETED = Events.COMPLETED
@@ -93,6 +94,27 @@ def _is_stop_iteration(event: Any) -> bool:
     return bool(event == _DATALOADER_STOP_ITERATION)
 
 
+class _Timings:
+    """The loop's clock readings for an attached Profiler, added to it when run() returns."""
+
+    __slots__ = ("totals",)
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple[str, Any], list[float]] = {}
+
+    def add(self, kind: str, key: Any, seconds: float) -> None:
+        total = self.totals.setdefault((kind, key), [0.0, 0])
+        total[0] += seconds
+        total[1] += 1
+
+    def flush(self, profiler: Any) -> None:
+        for (kind, key), (seconds, calls) in self.totals.items():
+            if kind == "handler":
+                event, handler = key
+                key = f"{event}:{handler_name(handler)}"
+            profiler.add(kind, key, seconds, int(calls))
+
+
 class _Dispatch:
     """Fires built-in events for one run, the way the compiled loop does.
 
@@ -101,10 +123,11 @@ class _Dispatch:
     ``engine._fire_event`` instead.
     """
 
-    __slots__ = ("engine", "lists", "registry", "through_engine", "version")
+    __slots__ = ("engine", "lists", "registry", "through_engine", "timings", "version")
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, timings: _Timings | None) -> None:
         self.engine = engine
+        self.timings = timings
         self.through_engine = fire_event_overridden(engine) or logs_debug(engine)
         self.registry: object = None
         self.version = -1
@@ -112,6 +135,14 @@ class _Dispatch:
 
     def fire(self, event: Events, **event_kwargs: Any) -> bool:
         """Fire ``event``; false when it had no handler."""
+        if self.timings is None:
+            return self._fire(event, event_kwargs)
+        started = time.perf_counter()
+        fired = self._fire(event, event_kwargs)
+        self.timings.add("event", event.name, time.perf_counter() - started)
+        return fired
+
+    def _fire(self, event: Events, event_kwargs: dict[str, Any]) -> bool:
         engine = self.engine
         if self.through_engine:
             engine._fire_event(event, **event_kwargs)
@@ -124,7 +155,16 @@ class _Dispatch:
         handlers = self.lists.get(id(event))
         if not handlers:
             return False
-        Engine._call_handlers(handlers, (), event_kwargs)
+        if self.timings is None:
+            Engine._call_handlers(handlers, (), event_kwargs)
+            return True
+        index = 0
+        while index < len(handlers):  # the live list, as _call_handlers walks it
+            entry = handlers[index]
+            started = time.perf_counter()
+            Engine._call_handlers((entry,), (), event_kwargs)
+            self.timings.add("handler", (event.name, entry[0]), time.perf_counter() - started)
+            index += 1
         return True
 
 
@@ -146,11 +186,13 @@ class _Run:
         "restarted",
         "run_started",
         "stalled_epochs",
+        "timings",
     )
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.dispatch = _Dispatch(engine)
+        self.timings = None if engine._profiler is None else _Timings()
+        self.dispatch = _Dispatch(engine, self.timings)
         point = engine._resume_point
         engine._resume_point = None
         if point is None:
@@ -171,6 +213,13 @@ class _Run:
         ) = point
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            if self.timings is not None:
+                self.timings.flush(self.engine._profiler)
+
+    def _run(self) -> None:
         engine = self.engine
         try:
             try:
@@ -305,7 +354,13 @@ class _Run:
                     self.dispatch.fire(_ITERATION_STARTED)
                     self._check(AFTER_ITERATION_STARTED)
                 if self.phase == AFTER_ITERATION_STARTED:
-                    engine.state.output = engine._process_function(engine, engine.state.batch)
+                    # No local holds the output: the previous one must be freed before a step.
+                    if self.timings is None:
+                        engine.state.output = engine._process_function(engine, engine.state.batch)
+                    else:
+                        started = time.perf_counter()
+                        engine.state.output = engine._process_function(engine, engine.state.batch)
+                        self.timings.add("step", "step", time.perf_counter() - started)
                     self.dispatch.fire(_ITERATION_COMPLETED)
                     self._check(AFTER_ITERATION_COMPLETED)
         except _TerminateEpoch:
@@ -322,6 +377,7 @@ class _Run:
         iterator = engine._dataloader_iter
         if iterator is None:
             raise RuntimeError(ITERATOR_REMOVED)
+        started = time.perf_counter() if self.timings is not None else 0.0
         try:
             state.batch = next(iterator)
         except StopIteration:
@@ -342,6 +398,8 @@ class _Run:
             else:
                 self.phase = AFTER_DATALOADER_STOP_ITERATION
             return True
+        if self.timings is not None:
+            self.timings.add("data", "data", time.perf_counter() - started)
         state.output = None
         if state.dataloader is not None:
             self.dispatch.fire(_GET_BATCH_COMPLETED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import numbers
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,11 @@ from ember.engine.events import (
 from ember.engine.state import State
 
 __all__ = ["Engine"]
+
+
+def _is_integer(value: Any) -> bool:
+    """An int, or another integral type (NumPy's, torch's), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class Engine:
@@ -76,6 +82,7 @@ class Engine:
         self._dataloader_iter: Any = None
         self._init_iter: int | None = None
         self._resume_point: tuple[Any, ...] | None = None
+        self._profiler: Any = None  # an ember.engine.profile.Profiler, read at each run()
         self._run_loop = select_loop(backend)
         self.register_events(*Events)
         if process_function is None:
@@ -345,7 +352,7 @@ class Engine:
         if completed.get("epoch") == 0 or completed.get("iteration") == 0:
             completed["epoch"] = completed["iteration"] = 0
             return completed
-        if not isinstance(epoch_length, int) or epoch_length <= 0:
+        if not _is_integer(epoch_length) or epoch_length <= 0:
             raise ValueError(
                 "epoch_length must be a positive integer to calculate missing 'iteration' or "
                 f"'epoch' key. Input state_dict: {completed}"
@@ -363,7 +370,7 @@ class Engine:
         value = state_dict.get(key)
         if value is None and allow_none:
             return
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        if not _is_integer(value) or value < minimum:
             raise ValueError(
                 f"state_dict['{key}'] should be an integer >= {minimum}, got {value!r}"
             )
@@ -384,8 +391,9 @@ class Engine:
     ) -> None:
         if value is None:
             return
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not _is_integer(value):
             raise TypeError(f"Argument {name} should be an integer, got {type(value).__name__}")
+        value = int(value)
         if value < 1:
             raise ValueError(
                 f"Argument {name} is invalid. Please, set a correct {name} positive value"
@@ -444,6 +452,9 @@ class Engine:
         batches. Returns ``engine.state``, also after :meth:`interrupt`.
         """
         self._validate_run_arguments(data, max_epochs, max_iters, epoch_length)
+        max_epochs, max_iters, epoch_length = (
+            None if value is None else int(value) for value in (max_epochs, max_iters, epoch_length)
+        )
         self._validate_mode_switch(max_epochs, max_iters)
         if self.state.max_epochs is not None:
             self._check_and_set_termination("max_epochs", max_epochs, "epoch", self.state.epoch)
@@ -472,7 +483,7 @@ class Engine:
             ("max_iters", max_iters),
             ("epoch_length", epoch_length),
         ):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            if value is not None and not _is_integer(value):
                 raise TypeError(f"Argument {name} should be an integer, got {type(value).__name__}")
             if value is not None and value < 1:
                 if name == "epoch_length":
