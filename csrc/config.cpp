@@ -15,8 +15,8 @@ PyTypeObject* leak_type(py::handle cls) {
     return reinterpret_cast<PyTypeObject*>(leak(cls));
 }
 
-void configure(py::tuple events, py::handle engine_cls, py::handle state_cls,
-               py::handle registry_cls, py::handle filtered_handler_cls,
+void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle engine_cls,
+               py::handle state_cls, py::handle registry_cls, py::handle filtered_handler_cls,
                py::handle count_filter_cls, py::module_ support) {
     Config& c = config();
     if (events.size() != EVENT_COUNT)
@@ -27,13 +27,11 @@ void configure(py::tuple events, py::handle engine_cls, py::handle state_cls,
     c.registry_type = leak_type(registry_cls);
     c.filtered_handler_type = leak_type(filtered_handler_cls);
     c.count_filter_type = leak_type(count_filter_cls);
-    c.base_setup_dataloader_iter = leak(engine_cls.attr("_setup_dataloader_iter"));
     c.repeat = leak(py::module_::import("itertools").attr("repeat"));
     c.support = leak(support);
     c.epoch_completed_key = PyUnicode_InternFromString("EPOCH_COMPLETED");
     c.completed_key = PyUnicode_InternFromString("COMPLETED");
-    if (!c.epoch_completed_key || !c.completed_key)
-        throw py::error_already_set();
+    if (!c.epoch_completed_key || !c.completed_key) throw py::error_already_set();
     c.stalled_epochs_limit = support.attr("STALLED_EPOCHS_LIMIT").cast<long long>();
 
     c.engine.state = Slot(engine_cls, "state");
@@ -64,9 +62,9 @@ void configure(py::tuple events, py::handle engine_cls, py::handle state_cls,
 }  // namespace
 
 void bind_config(py::module_& m) {
-    m.def("configure", &configure, py::arg("events"), py::arg("engine_cls"),
-          py::arg("state_cls"), py::arg("registry_cls"), py::arg("filtered_handler_cls"),
-          py::arg("count_filter_cls"), py::arg("support"),
+    m.def("configure", &configure, py::arg("events"), py::arg("engine_cls"), py::arg("state_cls"),
+          py::arg("registry_cls"), py::arg("filtered_handler_cls"), py::arg("count_filter_cls"),
+          py::arg("support"),
           "Hand the compiled loop the Python classes it works with; called once by "
           "ember.engine._compiled.");
 }

@@ -37,9 +37,8 @@ struct Config {
     PyTypeObject* registry_type = nullptr;
     PyTypeObject* filtered_handler_type = nullptr;
     PyTypeObject* count_filter_type = nullptr;
-    PyObject* base_setup_dataloader_iter = nullptr;
-    PyObject* repeat = nullptr;  // itertools.repeat
-    PyObject* support = nullptr; // ember.engine._loop_support
+    PyObject* repeat = nullptr;   // itertools.repeat
+    PyObject* support = nullptr;  // ember.engine._loop_support
     // Interned names the loop uses every epoch.
     PyObject* epoch_completed_key = nullptr;
     PyObject* completed_key = nullptr;
@@ -50,7 +49,8 @@ struct Config {
             last_event_name, should_terminate, should_terminate_single_epoch, should_interrupt;
     } engine;
     struct {
-        Slot iteration, epoch, epoch_length, max_epochs, max_iters, output, batch, dataloader, times;
+        Slot iteration, epoch, epoch_length, max_epochs, max_iters, output, batch, dataloader,
+            times;
     } state;
     Slot registry_version;
     bool ready = false;

@@ -80,7 +80,8 @@ Dispatcher::Entry Dispatcher::decode(PyObject* item, EventId id) const {
         args = steal_or_throw(PyTuple_GetSlice(args.ptr(), 1, PyTuple_GET_SIZE(args.ptr())));
     }
     entry.args = args;
-    entry.kwargs = py::reinterpret_borrow<py::object>(kwargs);  // read at each call: it may be edited
+    // Read at each call: it may be edited.
+    entry.kwargs = py::reinterpret_borrow<py::object>(kwargs);
 
     entry.callable = handler;
     if (Py_TYPE(handler.ptr()) != c.filtered_handler_type) return entry;
@@ -164,8 +165,8 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
         call_kwargs = merged.ptr();
     }
     if (PyDict_GET_SIZE(call_kwargs) == 0) call_kwargs = nullptr;
-    steal_or_throw(PyObject_VectorcallDict(entry.callable.ptr(), argv, static_cast<size_t>(n),
-                                           call_kwargs));
+    steal_or_throw(
+        PyObject_VectorcallDict(entry.callable.ptr(), argv, static_cast<size_t>(n), call_kwargs));
 }
 
 bool Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {

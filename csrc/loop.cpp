@@ -49,13 +49,12 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
     const Config& c = configured();
     if (!PyObject_TypeCheck(engine, c.engine_type))
         throw py::type_error("run_loop() needs an ember.engine.Engine");
-    py::handle cls(reinterpret_cast<PyObject*>(Py_TYPE(engine)));
     py::handle support(c.support);
     python_dispatch_ = support.attr("fire_event_overridden")(py::handle(engine)).cast<bool>() ||
                        support.attr("logs_debug")(py::handle(engine)).cast<bool>();
     native_is_done_ = !support.attr("is_done_overridden")(py::handle(engine)).cast<bool>();
     native_setup_iter_ =
-        cls.attr("_setup_dataloader_iter").ptr() == c.base_setup_dataloader_iter;
+        !support.attr("setup_dataloader_iter_overridden")(py::handle(engine)).cast<bool>();
     logs_info_ = support.attr("logs_info")(py::handle(engine)).cast<bool>();
     profiler_ = py::handle(engine).attr("_profiler");
     if (!profiler_.is_none()) {
@@ -208,8 +207,7 @@ bool Run::finish_epoch() {
     if (logs_info_) call_support("log_epoch_completed");
     phase_ = AFTER_STARTED;
     // See _pyloop._finish_epoch: a max_iters run that keeps getting no batch ends.
-    return c.state.max_epochs.get(state()) == Py_None &&
-           stalled_epochs_ >= c.stalled_epochs_limit;
+    return c.state.max_epochs.get(state()) == Py_None && stalled_epochs_ >= c.stalled_epochs_limit;
 }
 
 void Run::iterations() {
@@ -258,8 +256,8 @@ void Run::iterations() {
                 // Python runs signal handlers only between bytecodes; a step written in C
                 // would otherwise never let Ctrl-C through. The GIL is held here.
                 if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-                py::object process = py::reinterpret_borrow<py::object>(
-                    c.engine.process_function.get(engine_));
+                py::object process =
+                    py::reinterpret_borrow<py::object>(c.engine.process_function.get(engine_));
                 py::object batch = py::reinterpret_borrow<py::object>(c.state.batch.get(state()));
                 PyObject* args[] = {engine_, batch.ptr()};
                 double started = timings_ ? now_seconds() : 0.0;
@@ -281,8 +279,7 @@ void Run::iterations() {
 
 bool Run::next_batch() {
     const Config& c = configured();
-    py::object iterator =
-        py::reinterpret_borrow<py::object>(c.engine.dataloader_iter.get(engine_));
+    py::object iterator = py::reinterpret_borrow<py::object>(c.engine.dataloader_iter.get(engine_));
     if (iterator.is_none()) raise_message(PyExc_RuntimeError, "ITERATOR_REMOVED");
     if (!PyIter_Check(iterator.ptr())) {
         PyErr_Format(PyExc_TypeError, "'%.100s' object is not an iterator",
@@ -332,8 +329,7 @@ bool Run::next_batch() {
 bool Run::is_done() {
     const Config& c = configured();
     PyObject* s = state();
-    if (!native_is_done_)
-        return py::handle(engine_).attr("_is_done")(py::handle(s)).cast<bool>();
+    if (!native_is_done_) return py::handle(engine_).attr("_is_done")(py::handle(s)).cast<bool>();
     long long iteration = c.state.iteration.get_int(s);
     long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
     if (max_iters != NONE && iteration >= max_iters) return true;

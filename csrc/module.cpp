@@ -10,4 +10,6 @@ PYBIND11_MODULE(_core, m) {
     m.attr("__version__") = EMBER_VERSION;
     ember::bind_config(m);
     ember::bind_loop(m);
+    // What `from ember._core import *` gives, and what the generated stub (_core.pyi) declares.
+    m.attr("__all__") = py::make_tuple("configure", "run_loop");
 }

@@ -21,7 +21,8 @@ void Timings::flush(py::handle profiler) const {
     if (step.calls) add("step", "step", step.seconds, step.calls);
     for (int id = 0; id < EVENT_COUNT; ++id) {
         const Total& total = events[id];
-        if (total.calls) add("event", py::handle(c.events[id]).attr("name"), total.seconds, total.calls);
+        if (total.calls)
+            add("event", py::handle(c.events[id]).attr("name"), total.seconds, total.calls);
     }
     py::object handler_name = py::handle(c.support).attr("handler_name");
     for (const HandlerTotal& entry : handlers_) {

@@ -300,3 +300,19 @@ def test_is_done_override_is_honoured(backend: str) -> None:
 
     state = StopsAtThree(lambda e, b: b, backend=backend).run([0, 1], max_epochs=5)
     assert state.iteration == 4
+
+
+def test_instance_overrides_of_is_done_and_setup_are_honoured(make_engine: Any) -> None:
+    engine = make_engine()
+    engine._is_done = lambda state: state.iteration >= 6
+    restarts: list[int] = []
+    base_setup = engine._setup_dataloader_iter
+
+    def setup() -> None:
+        restarts.append(engine.state.iteration)
+        base_setup()
+
+    engine._setup_dataloader_iter = setup
+    state = engine.run([0, 1, 2], max_epochs=5)
+    assert (state.epoch, state.iteration) == (2, 6)
+    assert restarts == [0, 3]

@@ -68,9 +68,17 @@ def fire_event_overridden(engine: Engine) -> bool:
 
 
 def is_done_overridden(engine: Engine) -> bool:
+    """A subclass's ``_is_done`` or one assigned on the instance."""
     from ember.engine.engine import Engine
 
-    return type(engine)._is_done is not Engine._is_done
+    return engine._is_done is not Engine._is_done
+
+
+def setup_dataloader_iter_overridden(engine: Engine) -> bool:
+    from ember.engine.engine import Engine
+
+    bound = engine._setup_dataloader_iter
+    return getattr(bound, "__func__", None) is not Engine._setup_dataloader_iter
 
 
 def logs_info(engine: Engine) -> bool:
