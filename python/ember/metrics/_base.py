@@ -1,0 +1,589 @@
+"""The ``Metric`` base class, its usages (when it resets, updates and computes) and ``MetricsLambda``."""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import weakref
+from abc import ABCMeta, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+from ember.engine.events import Events
+
+__all__ = [
+    "BatchFiltered",
+    "BatchWise",
+    "EpochWise",
+    "Metric",
+    "MetricUsage",
+    "MetricsLambda",
+    "NotComputableError",
+    "RunningBatchWise",
+    "RunningEpochWise",
+    "SingleEpochRunningBatchWise",
+]
+
+
+class NotComputableError(RuntimeError):
+    """A metric was asked for its value before it saw anything it could compute one from."""
+
+
+# --------------------------------------------------------------------------------------- usages
+class MetricUsage:
+    """When an attached metric resets (``STARTED``), takes a batch (``ITERATION_COMPLETED``) and
+    writes its value to ``engine.state.metrics`` (``COMPLETED``)."""
+
+    usage_name: str = ""
+
+    def __init__(self, started: Any, completed: Any, iteration_completed: Any) -> None:
+        self._started = started
+        self._completed = completed
+        self._iteration_completed = iteration_completed
+
+    @property
+    def STARTED(self) -> Any:  # noqa: N802 - ignite's names
+        return self._started
+
+    @property
+    def COMPLETED(self) -> Any:  # noqa: N802
+        return self._completed
+
+    @property
+    def ITERATION_COMPLETED(self) -> Any:  # noqa: N802
+        return self._iteration_completed
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(started={self.STARTED!r}, "
+            f"iteration_completed={self.ITERATION_COMPLETED!r}, completed={self.COMPLETED!r})"
+        )
+
+
+class EpochWise(MetricUsage):
+    """Reset when an epoch starts, take every batch, compute when the epoch completes (default)."""
+
+    usage_name = "epoch_wise"
+
+    def __init__(self) -> None:
+        super().__init__(Events.EPOCH_STARTED, Events.EPOCH_COMPLETED, Events.ITERATION_COMPLETED)
+
+
+class RunningEpochWise(EpochWise):
+    """Reset once when the run starts, take every batch, compute at the end of every epoch: the
+    value covers everything seen since the run started. (``RunningAverage`` instead takes one
+    value per epoch, its source's epoch value, and averages those.)"""
+
+    usage_name = "running_epoch_wise"
+
+    def __init__(self) -> None:
+        MetricUsage.__init__(
+            self, Events.STARTED, Events.EPOCH_COMPLETED, Events.ITERATION_COMPLETED
+        )
+
+
+class BatchWise(MetricUsage):
+    """Reset, take the batch and compute at every iteration: the value of the last batch alone."""
+
+    usage_name = "batch_wise"
+
+    def __init__(self) -> None:
+        super().__init__(
+            Events.ITERATION_STARTED, Events.ITERATION_COMPLETED, Events.ITERATION_COMPLETED
+        )
+
+
+class RunningBatchWise(BatchWise):
+    """Reset once when the run starts; take and compute at every iteration (since the start)."""
+
+    usage_name = "running_batch_wise"
+
+    def __init__(self) -> None:
+        MetricUsage.__init__(
+            self, Events.STARTED, Events.ITERATION_COMPLETED, Events.ITERATION_COMPLETED
+        )
+
+
+class SingleEpochRunningBatchWise(BatchWise):
+    """Reset when an epoch starts; take and compute at every iteration (since the epoch began)."""
+
+    usage_name = "single_epoch_running_batch_wise"
+
+    def __init__(self) -> None:
+        MetricUsage.__init__(
+            self, Events.EPOCH_STARTED, Events.ITERATION_COMPLETED, Events.ITERATION_COMPLETED
+        )
+
+
+class BatchFiltered(MetricUsage):
+    """Epoch-wise, but taking only the iterations an ``ITERATION_COMPLETED`` filter accepts:
+    ``BatchFiltered(every=4)`` takes iterations 4, 8, 12, ... (``once=``, ``before=``/``after=``
+    and ``event_filter=`` work as for events)."""
+
+    usage_name = "batch_filtered"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(
+            Events.EPOCH_STARTED,
+            Events.EPOCH_COMPLETED,
+            Events.ITERATION_COMPLETED(*args, **kwargs),
+        )
+
+
+_USAGES_BY_NAME: dict[str, type[MetricUsage]] = {
+    cls.usage_name: cls
+    for cls in (
+        EpochWise,
+        RunningEpochWise,
+        BatchWise,
+        RunningBatchWise,
+        SingleEpochRunningBatchWise,
+    )
+}
+
+
+def _check_usage(usage: Any) -> MetricUsage:
+    if isinstance(usage, str):
+        if usage not in _USAGES_BY_NAME:
+            raise ValueError(
+                f"Argument usage should be a MetricUsage or one of {sorted(_USAGES_BY_NAME)}, "
+                f"got {usage!r}"
+            )
+        return _USAGES_BY_NAME[usage]()
+    if isinstance(usage, type) and issubclass(usage, MetricUsage):
+        raise TypeError(
+            f"Argument usage should be a MetricUsage instance: {usage.__name__}(), "
+            f"not the class {usage.__name__}"
+        )
+    if not isinstance(usage, MetricUsage):
+        raise TypeError(f"Argument usage should be a MetricUsage or a str, got {type(usage)}")
+    return usage
+
+
+# ---------------------------------------------------------------------------------------- helpers
+_STATE_TYPES = (type(None), bool, int, float, str, torch.Tensor)
+
+
+def _export_state(value: Any) -> Any:
+    if isinstance(value, Metric):
+        return value.state_dict()
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return [_export_state(item) for item in value]
+    if isinstance(value, _STATE_TYPES):
+        return value
+    raise TypeError(f"Cannot put a {type(value).__name__} into a metric's state_dict")
+
+
+# ------------------------------------------------------------------------------------------ Metric
+class Metric(metaclass=ABCMeta):
+    """Base class of ember's metrics.
+
+    A metric accumulates over batches: :meth:`reset` clears it, :meth:`update` takes one batch's
+    (transformed) output and :meth:`compute` returns the value of what it saw. :meth:`attach`
+    wires these to an engine's events (see the usages) and stores the value in
+    ``engine.state.metrics[name]``.
+
+    Subclasses set ``_state_attrs`` (the names of their accumulators, saved by
+    :meth:`state_dict`) and may set ``required_output_keys``: when the transformed output is a
+    mapping, these keys are picked out of it, in order (``None``: pass the mapping as it is).
+    """
+
+    required_output_keys: tuple[str, ...] | None = ("y_pred", "y")
+    _state_attrs: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        output_transform: Callable[[Any], Any] = lambda output: output,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if not callable(output_transform):
+            raise TypeError(
+                f"Argument output_transform should be callable, got {type(output_transform)}"
+            )
+        self._output_transform = output_transform
+        self._device = torch.device(device)
+        # float64 accumulators, except where the device has none (Apple's MPS).
+        self._double_dtype = torch.float32 if self._device.type == "mps" else torch.float64
+        self.reset()
+
+    # -------------------------------------------------------------------- the three operations
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget everything seen; called when the usage's period starts."""
+
+    @abstractmethod
+    def update(self, output: Any) -> None:
+        """Take one batch's transformed output, typically ``(y_pred, y)``."""
+
+    @abstractmethod
+    def compute(self) -> Any:
+        """The value of everything seen since :meth:`reset`.
+
+        Raises :class:`NotComputableError` when nothing was seen.
+        """
+
+    @property
+    def device(self) -> torch.device:
+        """Where the accumulators live."""
+        return self._device
+
+    @property
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def _not_computable(self) -> NotComputableError:
+        return NotComputableError(
+            f"{self._name} must have at least one example before it can be computed "
+            "(compute() was called before any update())."
+        )
+
+    # ------------------------------------------------------------------------- engine handlers
+    def started(self, engine: Any) -> None:
+        """Handler: reset."""
+        self.reset()
+
+    def _transformed_output(self, engine: Any) -> Any:
+        output = self._output_transform(engine.state.output)
+        if isinstance(output, Mapping) and self.required_output_keys is not None:
+            missing = [key for key in self.required_output_keys if key not in output]
+            if missing:
+                raise ValueError(
+                    f"{self._name}: when the transformed engine output is a mapping it should "
+                    f"contain the keys {list(self.required_output_keys)}, but it has "
+                    f"{list(output.keys())} (missing {missing})"
+                )
+            output = tuple(output[key] for key in self.required_output_keys)
+        return output
+
+    def iteration_completed(self, engine: Any) -> None:
+        """Handler: update with ``output_transform(engine.state.output)``, without autograd."""
+        output = self._transformed_output(engine)
+        with torch.no_grad():
+            self.update(output)
+
+    def completed(self, engine: Any, name: str) -> None:
+        """Handler: compute and store the value in ``engine.state.metrics[name]``.
+
+        A tensor holding one element is stored as a Python number, other tensors are moved to
+        the CPU. A mapping result is also spread into ``state.metrics``, key by key.
+        """
+        result = self.compute()
+        if isinstance(result, Mapping):
+            if name in result:
+                raise ValueError(
+                    f"Argument name '{name}' is conflicting with mapping keys: {list(result.keys())}"
+                )
+            for key, value in result.items():
+                engine.state.metrics[key] = value
+            engine.state.metrics[name] = result
+            return
+        if isinstance(result, torch.Tensor):
+            result = result.item() if result.numel() == 1 else result.cpu()
+        engine.state.metrics[name] = result
+
+    # ------------------------------------------------------------------------------- attaching
+    def _usage_events(self, usage: MetricUsage) -> tuple[Any, Any, Any]:
+        """``(reset, update, compute)`` events of ``usage`` for this metric."""
+        return usage.STARTED, usage.ITERATION_COMPLETED, usage.COMPLETED
+
+    def _attach_accumulation(self, engine: Any, usage: MetricUsage) -> None:
+        """Add the reset and update handlers (once) without the compute one."""
+        started, iteration, _ = self._usage_events(usage)
+        if not engine.has_event_handler(self.started, started):
+            engine.add_event_handler(started, self.started)
+        if not engine.has_event_handler(self.iteration_completed, iteration):
+            engine.add_event_handler(iteration, self.iteration_completed)
+
+    def _accumulation_attached(self, engine: Any, usage: MetricUsage) -> bool:
+        started, iteration, _ = self._usage_events(usage)
+        return engine.has_event_handler(self.started, started) and engine.has_event_handler(
+            self.iteration_completed, iteration
+        )
+
+    def attach(self, engine: Any, name: str, usage: str | MetricUsage = "epoch_wise") -> None:
+        """Compute this metric on ``engine`` and store it as ``engine.state.metrics[name]``.
+
+        ``usage`` (a :class:`MetricUsage` or its ``usage_name``) says when: ``EpochWise()``
+        (default), ``RunningEpochWise()``, ``BatchWise()``, ``RunningBatchWise()``,
+        ``SingleEpochRunningBatchWise()`` or ``BatchFiltered(every=n)``.
+        """
+        usage = _check_usage(usage)
+        if not isinstance(name, str):
+            raise TypeError(f"Argument name should be a str, got {type(name)}")
+        self._attach_accumulation(engine, usage)
+        engine.add_event_handler(self._usage_events(usage)[2], self.completed, name)
+
+    def detach(self, engine: Any, usage: str | MetricUsage = "epoch_wise") -> None:
+        """Remove the handlers :meth:`attach` added for ``usage`` (all names)."""
+        usage = _check_usage(usage)
+        started, iteration, completed = self._usage_events(usage)
+        for handler, event in (
+            (self.completed, completed),
+            (self.started, started),
+            (self.iteration_completed, iteration),
+        ):
+            if engine.has_event_handler(handler, event):
+                engine.remove_event_handler(handler, event)
+
+    def is_attached(self, engine: Any, usage: str | MetricUsage = "epoch_wise") -> bool:
+        """Whether the metric stores its value on ``engine`` with ``usage``."""
+        usage = _check_usage(usage)
+        return bool(engine.has_event_handler(self.completed, self._usage_events(usage)[2]))
+
+    # ------------------------------------------------------------------------------ state dict
+    def state_dict(self) -> OrderedDict[str, Any]:
+        """The accumulators (copies), by attribute name; nested metrics give nested dicts."""
+        return OrderedDict((attr, _export_state(getattr(self, attr))) for attr in self._state_attrs)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore accumulators saved by :meth:`state_dict` (tensors go to this metric's device)."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"Argument state_dict should be a mapping from state_dict(), got {type(state_dict)}"
+            )
+        expected, given = set(self._state_attrs), set(state_dict)
+        if expected != given:
+            raise ValueError(
+                f"{self._name}.load_state_dict: expected the keys {sorted(expected)}, got "
+                f"{sorted(given)} (missing {sorted(expected - given)}, "
+                f"unexpected {sorted(given - expected)})"
+            )
+        for attr in self._state_attrs:
+            setattr(self, attr, self._import_state(getattr(self, attr), state_dict[attr], attr))
+
+    def _import_state(self, current: Any, value: Any, attr: str) -> Any:
+        if isinstance(current, Metric):
+            current.load_state_dict(value)
+            return current
+        if isinstance(current, list) and isinstance(value, (list, tuple)):
+            if len(current) != len(value):
+                raise ValueError(
+                    f"{self._name}.load_state_dict: '{attr}' should have {len(current)} items, "
+                    f"got {len(value)}"
+                )
+            return [self._import_state(c, v, attr) for c, v in zip(current, value, strict=True)]
+        if isinstance(value, torch.Tensor):
+            return value.detach().to(self._device).clone()
+        if not isinstance(value, _STATE_TYPES):
+            raise TypeError(
+                f"{self._name}.load_state_dict: unsupported value of type {type(value).__name__} "
+                f"for '{attr}'"
+            )
+        return value
+
+    # ------------------------------------------------------------------------------ arithmetic
+    def __add__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.add, self, other)
+
+    def __radd__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.add, other, self)
+
+    def __sub__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.sub, self, other)
+
+    def __rsub__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.sub, other, self)
+
+    def __mul__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.mul, self, other)
+
+    def __rmul__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.mul, other, self)
+
+    def __truediv__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.truediv, self, other)
+
+    def __rtruediv__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.truediv, other, self)
+
+    def __floordiv__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.floordiv, self, other)
+
+    def __rfloordiv__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.floordiv, other, self)
+
+    def __mod__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.mod, self, other)
+
+    def __rmod__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.mod, other, self)
+
+    def __pow__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.pow, self, other)
+
+    def __rpow__(self, other: Any) -> MetricsLambda:
+        return MetricsLambda(operator.pow, other, self)
+
+    def __neg__(self) -> MetricsLambda:
+        return MetricsLambda(operator.neg, self)
+
+    def __pos__(self) -> MetricsLambda:
+        return MetricsLambda(operator.pos, self)
+
+    def __abs__(self) -> MetricsLambda:
+        return MetricsLambda(abs, self)
+
+    def __getitem__(self, index: Any) -> MetricsLambda:
+        return MetricsLambda(lambda value: value[index], self)
+
+    def __iter__(self) -> Iterator[Any]:
+        # Without this, __getitem__ would make every metric an endless iterable.
+        raise TypeError(f"'{self._name}' object is not iterable")
+
+    def __getattr__(self, attr: str) -> Callable[..., MetricsLambda]:
+        """``metric.mean()``, ``cm.diag()``, ``cm.to(torch.double)``: a public ``torch.Tensor``
+        method applied to the computed value, as a new metric."""
+        if attr.startswith("_") or not callable(getattr(torch.Tensor, attr, None)):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{attr}'")
+
+        def apply(value: Any, *args: Any, **kwargs: Any) -> Any:
+            method = getattr(value, attr, None)
+            if method is None:
+                raise AttributeError(
+                    f"The value of a metric, of type {type(value).__name__}, has no method "
+                    f"'{attr}' (used as metric.{attr}(...))"
+                )
+            return method(*args, **kwargs)
+
+        def wrapper(*args: Any, **kwargs: Any) -> MetricsLambda:
+            return MetricsLambda(apply, self, *args, **kwargs)
+
+        return wrapper
+
+
+# ------------------------------------------------------------------------------------ MetricsLambda
+def _materialize(value: Any) -> Any:
+    if isinstance(value, Metric):
+        value = value.compute()
+    if isinstance(value, torch.Tensor):
+        value = value.cpu()
+    return value
+
+
+class MetricsLambda(Metric):
+    """``f`` applied to the values of other metrics (and plain arguments), itself a metric.
+
+    Attaching it attaches its metric arguments' reset and update handlers with the same usage
+    (once each, so a metric that is also attached under its own name is not updated twice);
+    at compute time every metric argument is computed and ``f(*values, **kwvalues)`` returned.
+    Arithmetic on metrics builds these: ``2 * p * r / (p + r)``.
+    """
+
+    required_output_keys = None
+
+    def __init__(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if not callable(f):
+            raise TypeError(f"Argument f should be callable, got {type(f)}")
+        self.function = f
+        self.args = list(args)
+        self.kwargs = dict(kwargs)
+        self._engine: weakref.ref[Any] | None = None
+        self._updated = False
+        super().__init__(device="cpu")
+
+    @property
+    def _name(self) -> str:
+        name = getattr(self.function, "__name__", type(self.function).__name__)
+        return f"MetricsLambda({name})"
+
+    def _metrics(self) -> list[Metric]:
+        return [
+            m for m in itertools.chain(self.args, self.kwargs.values()) if isinstance(m, Metric)
+        ]
+
+    @property
+    def engine(self) -> Any:
+        """The engine this lambda is attached to, if any."""
+        return None if self._engine is None else self._engine()
+
+    def reset(self) -> None:
+        for metric in self._metrics():
+            metric.reset()
+        self._updated = False
+
+    def update(self, output: Any) -> None:
+        if self.engine is not None:
+            raise ValueError(
+                "MetricsLambda is already attached to an engine, and MetricsLambda can't use "
+                "the update API while it's attached."
+            )
+        self._forward_update(output)
+
+    def _forward_update(self, output: Any) -> None:
+        # Nested lambdas are updated through here: attaching the outer one marked them
+        # attached too, and only the outer one's state decides whether update() is allowed.
+        for metric in self._metrics():
+            if isinstance(metric, MetricsLambda):
+                metric._forward_update(output)
+            else:
+                metric.update(output)
+        self._updated = True
+
+    def compute(self) -> Any:
+        values = [_materialize(arg) for arg in self.args]
+        kwvalues = {key: _materialize(value) for key, value in self.kwargs.items()}
+        return self.function(*values, **kwvalues)
+
+    def _attach_accumulation(self, engine: Any, usage: MetricUsage) -> None:
+        self._engine = weakref.ref(engine)
+        for metric in self._metrics():
+            metric._attach_accumulation(engine, usage)
+
+    def _accumulation_attached(self, engine: Any, usage: MetricUsage) -> bool:
+        return all(metric._accumulation_attached(engine, usage) for metric in self._metrics())
+
+    def attach(self, engine: Any, name: str, usage: str | MetricUsage = "epoch_wise") -> None:
+        if self._updated:
+            raise ValueError(
+                "The underlying metrics are already updated, can't attach while using "
+                "reset/update/compute API."
+            )
+        super().attach(engine, name, usage)
+
+    def detach(self, engine: Any, usage: str | MetricUsage = "epoch_wise") -> None:
+        """Stop storing the value; the metric arguments stay attached (they may be shared)."""
+        usage = _check_usage(usage)
+        completed = self._usage_events(usage)[2]
+        if engine.has_event_handler(self.completed, completed):
+            engine.remove_event_handler(self.completed, completed)
+        if self.engine is engine:
+            self._engine = None
+
+    def is_attached(self, engine: Any, usage: str | MetricUsage = "epoch_wise") -> bool:
+        usage = _check_usage(usage)
+        return super().is_attached(engine, usage) and self._accumulation_attached(engine, usage)
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        """``{"metrics": [state_dict of each metric argument, in order], "_updated": bool}``."""
+        return OrderedDict(
+            [
+                ("metrics", [metric.state_dict() for metric in self._metrics()]),
+                ("_updated", self._updated),
+            ]
+        )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"Argument state_dict should be a mapping from state_dict(), got {type(state_dict)}"
+            )
+        if set(state_dict) != {"metrics", "_updated"}:
+            raise ValueError(
+                f"{self._name}.load_state_dict: expected the keys ['_updated', 'metrics'], got "
+                f"{sorted(state_dict)}"
+            )
+        metrics = self._metrics()
+        states = state_dict["metrics"]
+        if not isinstance(states, (list, tuple)) or len(states) != len(metrics):
+            raise ValueError(
+                f"{self._name}.load_state_dict: 'metrics' should hold {len(metrics)} state dicts, "
+                f"got {states!r}"
+            )
+        for metric, state in zip(metrics, states, strict=True):
+            metric.load_state_dict(state)
+        self._updated = bool(state_dict["_updated"])

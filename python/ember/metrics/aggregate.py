@@ -1,0 +1,304 @@
+"""Loss, Average and RunningAverage: averages of values rather than of predictions."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from ember.engine.events import Events
+from ember.metrics._base import (
+    Metric,
+    MetricUsage,
+    RunningBatchWise,
+    RunningEpochWise,
+    SingleEpochRunningBatchWise,
+    _check_usage,
+)
+from ember.metrics._checks import shape_of
+
+__all__ = ["Average", "Loss", "RunningAverage"]
+
+
+def _identity(output: Any) -> Any:
+    return output
+
+
+def _is_value(value: Any) -> bool:
+    return isinstance(value, (numbers.Real, torch.Tensor)) and not isinstance(value, bool)
+
+
+class Loss(Metric):
+    """The average of ``loss_fn(y_pred, y, **kwargs)`` over samples.
+
+    Each update takes ``(y_pred, y)`` or ``(y_pred, y, kwargs)`` (a mapping output may carry
+    ``"y_pred"``, ``"y"`` and optionally ``"criterion_kwargs"``). ``loss_fn`` must return the
+    batch's *average* loss (a one-element tensor or a number); it is weighted by
+    ``batch_size(y)`` (``len`` by default).
+    """
+
+    required_output_keys = ("y_pred", "y", "criterion_kwargs")
+    _state_attrs = ("_sum", "_num_examples")
+
+    def __init__(
+        self,
+        loss_fn: Callable[..., Any],
+        output_transform: Callable[[Any], Any] = _identity,
+        batch_size: Callable[[Any], int] = len,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if not callable(loss_fn):
+            raise TypeError(f"Loss: loss_fn should be callable, got {type(loss_fn)}")
+        if not callable(batch_size):
+            raise TypeError(f"Loss: batch_size should be callable, got {type(batch_size)}")
+        self._loss_fn = loss_fn
+        self._batch_size = batch_size
+        super().__init__(output_transform=output_transform, device=device)
+
+    def _transformed_output(self, engine: Any) -> Any:
+        output = self._output_transform(engine.state.output)
+        if isinstance(output, Mapping):
+            missing = [key for key in ("y_pred", "y") if key not in output]
+            if missing:
+                raise ValueError(
+                    "Loss: when the transformed engine output is a mapping it should contain "
+                    f"the keys ['y_pred', 'y'] (and optionally 'criterion_kwargs'), but it has "
+                    f"{list(output.keys())}"
+                )
+            return (output["y_pred"], output["y"], output.get("criterion_kwargs", {}))
+        return output
+
+    def reset(self) -> None:
+        self._sum = torch.tensor(0.0, dtype=self._double_dtype, device=self._device)
+        self._num_examples = 0
+
+    def update(self, output: Any) -> None:
+        if not isinstance(output, (tuple, list)) or len(output) not in (2, 3):
+            raise TypeError(
+                "Loss.update expects (y_pred, y) or (y_pred, y, kwargs), got "
+                f"{type(output).__name__}"
+                + (f" of length {len(output)}" if isinstance(output, (tuple, list)) else "")
+            )
+        y_pred, y = output[0], output[1]
+        kwargs = output[2] if len(output) == 3 else {}
+        if not isinstance(kwargs, Mapping):
+            raise TypeError(
+                f"Loss: the third item (loss_fn kwargs) should be a mapping, got {type(kwargs)}"
+            )
+        loss = self._loss_fn(y_pred, y, **kwargs)
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise ValueError(
+                    "Loss: loss_fn did not return the average loss: expected one value, got a "
+                    f"tensor of shape {shape_of(loss)} (use reduction='mean')"
+                )
+            loss = loss.detach().reshape(()).to(self._device, self._double_dtype)
+        elif not _is_value(loss):
+            raise TypeError(
+                f"Loss: loss_fn should return a tensor or a number, got {type(loss).__name__}"
+            )
+        n = self._batch_size(y)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
+        self._sum = self._sum + loss * int(n)
+        self._num_examples += int(n)
+
+    def compute(self) -> float:
+        if self._num_examples == 0:
+            raise self._not_computable()
+        return self._sum.item() / self._num_examples
+
+
+class Average(Metric):
+    """The mean of the values seen: a number, or a tensor, per update.
+
+    A tensor of shape ``(B, ...)`` with two or more dimensions counts as a batch of ``B`` values;
+    a number, a 0-d or a 1-d tensor counts as one value. The result is a number for one-element
+    values and a tensor otherwise.
+    """
+
+    required_output_keys = None
+    _state_attrs = ("_accumulator", "_num_examples")
+
+    def __init__(
+        self,
+        output_transform: Callable[[Any], Any] = _identity,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._accumulator: torch.Tensor | None = None
+        self._num_examples = 0
+
+    def update(self, output: Any) -> None:
+        if not _is_value(output):
+            raise TypeError(
+                f"{self._name}.update expects a number or a torch.Tensor, got {type(output).__name__}"
+            )
+        if isinstance(output, torch.Tensor):
+            if output.is_complex():
+                raise TypeError(f"{self._name}: values should be real, got dtype {output.dtype}")
+            value = output.detach().to(self._device, self._double_dtype)
+            if value.ndim > 1:
+                count = value.shape[0]
+                value = value.sum(dim=0)
+            else:
+                count = 1
+        else:
+            value = torch.tensor(float(output), dtype=self._double_dtype, device=self._device)
+            count = 1
+        if self._accumulator is None:
+            self._accumulator = value.clone()
+        else:
+            if value.shape != self._accumulator.shape:
+                raise ValueError(
+                    f"{self._name}: value shape changed from {shape_of(self._accumulator)} to "
+                    f"{shape_of(value)} between updates"
+                )
+            self._accumulator = self._accumulator + value
+        self._num_examples += count
+
+    def compute(self) -> float | torch.Tensor:
+        if self._accumulator is None or self._num_examples == 0:
+            raise self._not_computable()
+        mean = self._accumulator / self._num_examples
+        return mean.item() if mean.numel() == 1 else mean
+
+
+class RunningAverage(Metric):
+    """Exponential moving average ``v = alpha * v + (1 - alpha) * x`` (the first ``x`` as is).
+
+    ``x`` is either a metric's value (``src``: at each update the metric is computed, then reset,
+    so ``x`` is its value over the batches since the previous update) or a value taken from the
+    engine's output (``output_transform``, e.g. ``lambda loss: loss``).
+
+    Default usage ``RunningBatchWise()``: updated and stored at every iteration, reset when the
+    run starts. ``SingleEpochRunningBatchWise()`` restarts every epoch; ``RunningEpochWise()``
+    takes one ``x`` per epoch (the ``src`` value over the epoch). ``epoch_bound=True``/``False``
+    picks ``SingleEpochRunningBatchWise``/``RunningBatchWise`` whatever ``usage`` says.
+    """
+
+    required_output_keys = None
+    _state_attrs = ("_value", "src")
+
+    def __init__(
+        self,
+        src: Metric | None = None,
+        alpha: float = 0.98,
+        output_transform: Callable[[Any], Any] | None = None,
+        epoch_bound: bool | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if not (src is None or isinstance(src, Metric)):
+            raise TypeError(f"RunningAverage: src should be a Metric or None, got {type(src)}")
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 < alpha <= 1.0:
+            raise ValueError(f"RunningAverage: alpha should be a number in (0, 1], got {alpha!r}")
+        if epoch_bound is not None and not isinstance(epoch_bound, bool):
+            raise TypeError(
+                f"RunningAverage: epoch_bound should be a bool or None, got {epoch_bound!r}"
+            )
+        if src is not None:
+            if output_transform is not None:
+                raise ValueError(
+                    "RunningAverage: output_transform should be None when src is a Metric "
+                    "(the metric has its own)"
+                )
+            if device is not None:
+                raise ValueError(
+                    "RunningAverage: device should be None when src is a Metric (its device is used)"
+                )
+            device = src.device
+            output_transform = _identity
+        elif output_transform is None:
+            raise ValueError(
+                "RunningAverage: give src (a Metric) or output_transform (to take the value "
+                "from the engine's output)"
+            )
+        self.src = src
+        self.alpha = float(alpha)
+        self.epoch_bound = epoch_bound
+        super().__init__(output_transform=output_transform, device=device or "cpu")
+
+    def reset(self) -> None:
+        self._value: float | torch.Tensor | None = None
+        if self.src is not None:
+            self.src.reset()
+
+    def update(self, output: Any) -> None:
+        if self.src is not None:
+            value = self.src.compute()
+            self.src.reset()
+        else:
+            if not _is_value(output):
+                raise TypeError(
+                    "RunningAverage.update expects a number or a torch.Tensor (the output "
+                    f"selected by output_transform), got {type(output).__name__}"
+                )
+            value = output
+        if isinstance(value, torch.Tensor):
+            value = value.detach().to(self._device, self._double_dtype)
+        elif _is_value(value):
+            value = float(value)
+        else:
+            raise TypeError(
+                f"RunningAverage: src should compute a number or a tensor, got {type(value).__name__}"
+            )
+        if self._value is None:
+            self._value = value.clone() if isinstance(value, torch.Tensor) else value
+        else:
+            self._value = self._value * self.alpha + (1.0 - self.alpha) * value
+
+    def compute(self) -> float | torch.Tensor:
+        if self._value is None:
+            raise self._not_computable()
+        value = self._value
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            return value.item()
+        return value
+
+    def iteration_completed(self, engine: Any) -> None:
+        if self.src is None:
+            super().iteration_completed(engine)
+        else:
+            with torch.no_grad():
+                self.update(None)
+
+    # ------------------------------------------------------------------------------ attaching
+    def _usage_events(self, usage: MetricUsage) -> tuple[Any, Any, Any]:
+        if self.epoch_bound is not None:
+            usage = SingleEpochRunningBatchWise() if self.epoch_bound else RunningBatchWise()
+        if isinstance(usage, RunningEpochWise):
+            return Events.STARTED, Events.EPOCH_COMPLETED, Events.EPOCH_COMPLETED
+        return usage.STARTED, usage.ITERATION_COMPLETED, usage.COMPLETED
+
+    def _attach_accumulation(self, engine: Any, usage: MetricUsage) -> None:
+        if self.src is not None and not engine.has_event_handler(
+            self.src.iteration_completed, Events.ITERATION_COMPLETED
+        ):
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self.src.iteration_completed)
+        super()._attach_accumulation(engine, usage)
+
+    def _accumulation_attached(self, engine: Any, usage: MetricUsage) -> bool:
+        source_ok = self.src is None or engine.has_event_handler(
+            self.src.iteration_completed, Events.ITERATION_COMPLETED
+        )
+        return source_ok and super()._accumulation_attached(engine, usage)
+
+    def attach(
+        self, engine: Any, name: str, usage: str | MetricUsage = "running_batch_wise"
+    ) -> None:
+        super().attach(engine, name, usage)
+
+    def detach(self, engine: Any, usage: str | MetricUsage = "running_batch_wise") -> None:
+        usage = _check_usage(usage)
+        if self.src is not None and engine.has_event_handler(
+            self.src.iteration_completed, Events.ITERATION_COMPLETED
+        ):
+            engine.remove_event_handler(self.src.iteration_completed, Events.ITERATION_COMPLETED)
+        super().detach(engine, usage)
+
+    def is_attached(self, engine: Any, usage: str | MetricUsage = "running_batch_wise") -> bool:
+        return super().is_attached(engine, usage)
