@@ -56,6 +56,7 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
     native_setup_iter_ =
         !support.attr("setup_dataloader_iter_overridden")(py::handle(engine)).cast<bool>();
     logs_info_ = support.attr("logs_info")(py::handle(engine)).cast<bool>();
+    set_sampler_epoch_ = py::handle(engine).attr("set_sampler_epoch").cast<bool>();
     profiler_ = py::handle(engine).attr("_profiler");
     if (!profiler_.is_none()) {
         timings_ = std::make_unique<Timings>();
@@ -173,6 +174,7 @@ void Run::epochs() {
     if (phase_ > AFTER_STARTED && finish_epoch()) return;
     while (!is_done() && !truthy(c.engine.should_terminate.get(engine_))) {
         c.state.epoch.set_int(state(), c.state.epoch.get_int(state()) + 1);
+        if (set_sampler_epoch_) set_sampler_epoch();
         epoch_started_ = now_seconds();
         epoch_first_iteration_ = c.state.iteration.get_int(state());
         fire(EPOCH_STARTED);
@@ -324,6 +326,18 @@ bool Run::next_batch() {
         phase_ = AFTER_GET_BATCH_COMPLETED;
     }
     return true;
+}
+
+// Looks for set_epoch once per data object: lists and most loaders have none, and pay nothing.
+void Run::set_sampler_epoch() {
+    const Config& c = configured();
+    PyObject* data = c.state.dataloader.get(state());
+    if (data != checked_dataloader_.ptr()) {
+        checked_dataloader_ = py::reinterpret_borrow<py::object>(data);
+        sampler_has_set_epoch_ =
+            py::handle(c.support).attr("sampler_has_set_epoch")(checked_dataloader_).cast<bool>();
+    }
+    if (sampler_has_set_epoch_) call_support("set_sampler_epoch");
 }
 
 bool Run::is_done() {

@@ -57,12 +57,16 @@ private:
     void set_epoch_time(PyObject* key, double seconds);
     PyObject* state();
     bool is_done();
+    void set_sampler_epoch();
     bool last_event_is_stop_iteration() const;
 
     PyObject* engine_;
     Dispatcher dispatcher_;
     py::object checked_state_;  // the last engine.state found to be a State
     py::object profiler_;       // engine._profiler, None when not profiling
+    py::object checked_dataloader_;  // the data last looked at for a sampler with set_epoch
+    bool sampler_has_set_epoch_ = false;
+    bool set_sampler_epoch_ = true;
     std::unique_ptr<Timings> timings_;
     bool python_dispatch_ = false;
     bool native_setup_iter_ = true;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ember.engine.events import Events
 from ember.engine.profile import handler_name
@@ -45,8 +45,9 @@ def format_duration(seconds: float) -> str:
 
 def warn_data_exhausted(engine: Engine) -> None:
     state = engine.state
+    total: int | None
     if state.max_epochs is not None:
-        total = state.epoch_length * state.max_epochs
+        total = cast(int, state.epoch_length) * state.max_epochs
     else:
         total = state.max_iters
     warnings.warn(
@@ -81,6 +82,24 @@ def setup_dataloader_iter_overridden(engine: Engine) -> bool:
     return getattr(bound, "__func__", None) is not Engine._setup_dataloader_iter
 
 
+def set_sampler_epoch(engine: Engine) -> None:
+    """Tell the data's sampler the epoch (0-based), so that a ``DistributedSampler`` shuffles
+    differently each epoch on every rank; ``engine.set_sampler_epoch = False`` turns it off."""
+    data = engine.state.dataloader
+    for sampler in (getattr(data, "sampler", None), getattr(data, "batch_sampler", None)):
+        set_epoch = getattr(sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(engine.state.epoch - 1)
+            return
+
+
+def sampler_has_set_epoch(data: object) -> bool:
+    return any(
+        callable(getattr(getattr(data, name, None), "set_epoch", None))
+        for name in ("sampler", "batch_sampler")
+    )
+
+
 def logs_info(engine: Engine) -> bool:
     return engine.logger.isEnabledFor(logging.INFO)
 
@@ -90,14 +109,14 @@ def logs_debug(engine: Engine) -> bool:
 
 
 def log_epoch_completed(engine: Engine) -> None:
-    seconds = engine.state.times[Events.EPOCH_COMPLETED.name]
+    seconds = cast(float, engine.state.times[Events.EPOCH_COMPLETED.name])
     engine.logger.info(
         "Epoch[%s] Complete. Time taken: %s", engine.state.epoch, format_duration(seconds)
     )
 
 
 def log_run_finished(engine: Engine) -> None:
-    seconds = engine.state.times[Events.COMPLETED.name]
+    seconds = cast(float, engine.state.times[Events.COMPLETED.name])
     engine.logger.info("Engine run finished. Time taken: %s", format_duration(seconds))
 
 

@@ -54,6 +54,7 @@ from ember.engine._loop_support import (
     fire_event_overridden,
     log_run_finished,
     logs_debug,
+    set_sampler_epoch,
     warn_data_exhausted,
 )
 from ember.engine.engine import Engine
@@ -277,6 +278,8 @@ class _Run:
             return
         while not engine._is_done(engine.state) and not engine.should_terminate:
             engine.state.epoch += 1
+            if engine.set_sampler_epoch:
+                set_sampler_epoch(engine)
             self.epoch_started = time.perf_counter()
             self.epoch_first_iteration = engine.state.iteration
             self.dispatch.fire(_EPOCH_STARTED)

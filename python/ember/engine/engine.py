@@ -7,8 +7,8 @@ import logging
 import numbers
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeGuard
 
 from ember.engine._backend import select_loop
 from ember.engine._registry import FilteredHandler, HandlerRegistry
@@ -25,7 +25,7 @@ from ember.engine.state import State
 __all__ = ["Engine"]
 
 
-def _is_integer(value: Any) -> bool:
+def _is_integer(value: Any) -> TypeGuard[int]:
     """An int, or another integral type (NumPy's, torch's), but not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -61,6 +61,8 @@ class Engine:
     )
 
     interrupt_resume_enabled: ClassVar[bool] = True
+    # Call the data sampler's set_epoch(epoch - 1) at every epoch start (DistributedSampler).
+    set_sampler_epoch: bool = True
     _state_dict_all_req_keys: ClassVar[tuple[str, ...]] = ("epoch_length", "iteration")
     _state_dict_one_of_opt_keys: ClassVar[tuple[tuple[str, ...], ...]] = (
         ("max_epochs", "max_iters"),
@@ -221,12 +223,12 @@ class Engine:
 
     @staticmethod
     def _call_handlers(
-        handlers: list[Any], event_args: tuple[Any, ...], event_kwargs: dict[str, Any]
+        handlers: Sequence[Any], event_args: tuple[Any, ...], event_kwargs: dict[str, Any]
     ) -> None:
         """Call each ``(handler, args, kwargs)`` of the live list, engine first where stored."""
         for handler, args, kwargs in handlers:
             if event_kwargs:
-                kwargs = {**kwargs, **event_kwargs}
+                kwargs = {**kwargs, **event_kwargs}  # noqa: PLW2901 (for this call only)
             if args and isinstance(args[0], weakref.ref):
                 engine = args[0]()
                 if engine is None:
@@ -425,7 +427,7 @@ class Engine:
 
     def _setup_dataloader_iter(self) -> None:
         if self.state.dataloader is None:
-            self._dataloader_iter = itertools.repeat(None, self.state.epoch_length)
+            self._dataloader_iter = itertools.repeat(None, self.state.epoch_length)  # type: ignore[arg-type]
         else:
             self._dataloader_iter = iter(self.state.dataloader)
 
