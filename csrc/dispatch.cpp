@@ -29,7 +29,7 @@ PyObject* Dispatcher::handlers(EventId id) {
     PyObject* version = c.registry_version.get(registry);
     if (registry != registry_.ptr() || version != version_.ptr()) refresh(registry, version);
     PyObject* list = lists_[id].ptr();
-    if (list == nullptr || PyList_GET_SIZE(list) == 0) return nullptr;
+    if (list == nullptr || PySequence_Fast_GET_SIZE(list) == 0) return nullptr;
     return list;
 }
 
@@ -44,7 +44,7 @@ void Dispatcher::refresh(PyObject* registry, PyObject* version) {
     for (int id = 0; id < EVENT_COUNT; ++id) {
         PyObject* list = PyDict_GetItemWithError(registry, c.events[id]);
         if (list == nullptr && PyErr_Occurred()) throw py::error_already_set();
-        if (list != nullptr && !PyList_Check(list)) {
+        if (list != nullptr && !PyList_Check(list) && !PyTuple_Check(list)) {
             PyErr_Format(PyExc_TypeError,
                          "engine._event_handlers[%R] should be a list of (handler, args, kwargs), "
                          "got %.100s",
@@ -174,8 +174,9 @@ bool Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
     if (list == nullptr) return false;
     py::object keep_alive = py::reinterpret_borrow<py::object>(list);
     std::vector<Entry>& cache = entries_[id];
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); ++i) {
-        PyObject* item = PyList_GET_ITEM(list, i);
+    // PySequence_Fast_*: the registry holds lists, or tuples someone assigned.
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(list); ++i) {
+        PyObject* item = PySequence_Fast_GET_ITEM(list, i);
         auto index = static_cast<size_t>(i);
         if (index >= cache.size()) cache.emplace_back();
         if (cache[index].item.ptr() != item) cache[index] = decode(item, id);

@@ -258,6 +258,13 @@ void Run::iterations() {
                 // Python runs signal handlers only between bytecodes; a step written in C
                 // would otherwise never let Ctrl-C through. The GIL is held here.
                 if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                // Nor would a C step let other threads run (one calling terminate(), say):
+                // the interpreter hands the GIL over only between bytecodes, so hand it over
+                // here now and then. Safe: nothing touches a Python object while it is released.
+                if (++steps_since_gil_release_ == GIL_RELEASE_INTERVAL) {
+                    steps_since_gil_release_ = 0;
+                    py::gil_scoped_release let_other_threads_run;
+                }
                 py::object process =
                     py::reinterpret_borrow<py::object>(c.engine.process_function.get(engine_));
                 py::object batch = py::reinterpret_borrow<py::object>(c.state.batch.get(state()));

@@ -66,6 +66,9 @@ private:
     py::object profiler_;       // engine._profiler, None when not profiling
     py::object checked_dataloader_;  // the data last looked at for a sampler with set_epoch
     bool sampler_has_set_epoch_ = false;
+    // Iterations between two releases of the GIL (see iterations()).
+    static constexpr int GIL_RELEASE_INTERVAL = 64;
+    int steps_since_gil_release_ = 0;
     bool set_sampler_epoch_ = true;
     std::unique_ptr<Timings> timings_;
     bool python_dispatch_ = false;

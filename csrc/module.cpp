@@ -11,5 +11,5 @@ PYBIND11_MODULE(_core, m) {
     ember::bind_config(m);
     ember::bind_loop(m);
     // What `from ember._core import *` gives, and what the generated stub (_core.pyi) declares.
-    m.attr("__all__") = py::make_tuple("configure", "run_loop");
+    m.attr("__all__") = py::list(py::make_tuple("configure", "run_loop"));
 }

@@ -7,6 +7,8 @@
 
 #include <structmember.h>
 
+#include <cmath>
+
 namespace py = pybind11;
 
 namespace ember {
@@ -50,19 +52,13 @@ public:
         Py_XDECREF(old);  // may run __del__ of the old value: after the store, as CPython does
     }
 
-    long long get_int(PyObject* obj) const {
-        long long value = PyLong_AsLongLong(get(obj));
-        if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
-        return value;
-    }
+    long long get_int(PyObject* obj) const { return as_count(get(obj)); }
 
     // None maps to `none_value`.
     long long get_optional_int(PyObject* obj, long long none_value) const {
         PyObject* value = get(obj);
         if (value == Py_None) return none_value;
-        long long result = PyLong_AsLongLong(value);
-        if (result == -1 && PyErr_Occurred()) throw py::error_already_set();
-        return result;
+        return as_count(value);
     }
 
     void set_int(PyObject* obj, long long value) const {
@@ -71,6 +67,23 @@ public:
     }
 
 private:
+    // An int, anything with __index__, or a float with an integral value (which the Python
+    // loop, comparing numbers, would accept too).
+    long long as_count(PyObject* value) const {
+        if (PyFloat_Check(value)) {
+            double number = PyFloat_AS_DOUBLE(value);
+            if (std::isfinite(number) && std::fabs(number) < 9.0e18) {  // in long long's range
+                auto whole = static_cast<long long>(number);
+                if (static_cast<double>(whole) == number) return whole;
+            }
+            PyErr_Format(PyExc_TypeError, "'%s' should be a whole number, got %R", name_, value);
+            throw py::error_already_set();
+        }
+        long long result = PyLong_AsLongLong(value);
+        if (result == -1 && PyErr_Occurred()) throw py::error_already_set();
+        return result;
+    }
+
     PyObject** address(PyObject* obj) const {
         return reinterpret_cast<PyObject**>(reinterpret_cast<char*>(obj) + offset_);
     }
