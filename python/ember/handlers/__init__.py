@@ -1,0 +1,85 @@
+"""ember's own handlers, under pytorch-ignite's names: train, checkpoint, resume and watch progress
+with ember alone.
+
+=============================  ==========================================================
+name                           module
+=============================  ==========================================================
+``Checkpoint``, ``DiskSaver``,  :mod:`ember.handlers.checkpoint` (needs torch); saves
+``ModelCheckpoint``,           atomically and never deletes an old checkpoint before the
+``CheckpointEvents``,          new one is on disk
+``BaseSaveHandler``,
+``global_step_from_engine``
+``EarlyStopping``              :mod:`ember.handlers.early_stopping`
+``Timer``                      :mod:`ember.handlers.timing`
+``TerminateOnNan``             :mod:`ember.handlers.terminate_on_nan`
+``ProgressBar``                :mod:`ember.handlers.tqdm_logger` (needs tqdm)
+``LRScheduler``, ...           :mod:`ember.handlers.param_scheduler` (needs torch)
+=============================  ==========================================================
+
+Every name is loaded on first use, so ``import ember.handlers`` imports neither torch nor tqdm.
+The handlers use only the public :class:`~ember.engine.Engine` API and run on both loops.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULES = {
+    "BaseSaveHandler": "checkpoint",
+    "Checkpoint": "checkpoint",
+    "CheckpointEvents": "checkpoint",
+    "DiskSaver": "checkpoint",
+    "ModelCheckpoint": "checkpoint",
+    "global_step_from_engine": "checkpoint",
+    "EarlyStopping": "early_stopping",
+    "Timer": "timing",
+    "TerminateOnNan": "terminate_on_nan",
+    "ProgressBar": "tqdm_logger",
+    "BaseParamScheduler": "param_scheduler",
+    "ConcatScheduler": "param_scheduler",
+    "CosineAnnealingScheduler": "param_scheduler",
+    "CyclicalScheduler": "param_scheduler",
+    "LinearCyclicalScheduler": "param_scheduler",
+    "LRScheduler": "param_scheduler",
+    "ParamGroupScheduler": "param_scheduler",
+    "ParamScheduler": "param_scheduler",
+    "PiecewiseLinear": "param_scheduler",
+    "create_lr_scheduler_with_warmup": "param_scheduler",
+}
+
+__all__ = [
+    "BaseParamScheduler",
+    "BaseSaveHandler",
+    "Checkpoint",
+    "CheckpointEvents",
+    "ConcatScheduler",
+    "CosineAnnealingScheduler",
+    "CyclicalScheduler",
+    "DiskSaver",
+    "EarlyStopping",
+    "LRScheduler",
+    "LinearCyclicalScheduler",
+    "ModelCheckpoint",
+    "ParamGroupScheduler",
+    "ParamScheduler",
+    "PiecewiseLinear",
+    "ProgressBar",
+    "TerminateOnNan",
+    "Timer",
+    "create_lr_scheduler_with_warmup",
+    "global_step_from_engine",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ember.handlers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ember.handlers.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

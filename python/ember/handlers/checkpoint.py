@@ -1,0 +1,782 @@
+"""Checkpointing: ``Checkpoint``, ``DiskSaver``, ``ModelCheckpoint`` (ignite's names and files).
+
+What differs from ignite 0.5.5, on purpose:
+
+* **No checkpoint is deleted before its replacement is on disk.** ignite removes the file that
+  falls out of ``n_saved`` *before* writing the new one, so a crash in between leaves no
+  checkpoint at all (bug C1). Here the new file is written first, and the old one removed only
+  after the write succeeded; a failed write leaves the files and ``last_checkpoint`` as they were.
+* **Atomic, durable writes.** ``DiskSaver(atomic=True)`` writes a hidden temporary file in the
+  target directory, flushes and ``fsync``\\ s it, ``os.replace``\\ s it onto the final name and
+  ``fsync``\\ s the directory: a reader sees either the previous file or the complete new one,
+  also after a power loss or ``SIGKILL``. Temporary files left by killed writers are removed
+  when a ``DiskSaver`` is constructed on the directory (a writer holds an ``flock`` on its
+  temporary file, so a live writer's file is never taken for a stale one).
+* **Clear loading errors.** :meth:`Checkpoint.load_objects` names the file when it is missing,
+  truncated, not a checkpoint, or lacks an entry, and adds the file and key to errors raised by
+  ``load_state_dict``.
+* A ``score_function`` returning NaN raises ``ValueError`` (ignite would store ``..._nan.pt`` and
+  then order the kept files arbitrarily).
+* ``include_self=True`` with a single object stores ``{name: state_dict, "checkpointer": ...}``
+  instead of writing the key ``"checkpointer"`` into the object's own state_dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import numbers
+import os
+import stat
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from ember.engine import Engine, EventEnum, Events
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "BaseSaveHandler",
+    "Checkpoint",
+    "CheckpointEvents",
+    "DiskSaver",
+    "ModelCheckpoint",
+    "global_step_from_engine",
+]
+
+# Temporary files are ".{final name}.{random}.ember-tmp" next to the final file.
+TEMPORARY_SUFFIX = ".ember-tmp"
+
+
+class CheckpointEvents(EventEnum):
+    """Events fired by :class:`Checkpoint`: ``SAVED_CHECKPOINT`` after each completed save.
+
+    The checkpointer registers them on the engine it is called with, on its first call. To add a
+    handler before that, register them yourself: ``engine.register_events(*CheckpointEvents)``.
+    """
+
+    SAVED_CHECKPOINT = "saved_checkpoint"
+
+
+def _rank() -> int:
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        return int(distributed.get_rank())
+    return 0
+
+
+def _tree_map(function: Callable[[Any], Any], objects: Any) -> Any:
+    """Apply ``function`` to the leaves of nested mappings, lists and tuples."""
+    if isinstance(objects, Mapping):
+        return {key: _tree_map(function, value) for key, value in objects.items()}
+    if isinstance(objects, (list, tuple)):
+        return [_tree_map(function, value) for value in objects]
+    return function(objects)
+
+
+def _unwrap(obj: Any) -> Any:
+    if isinstance(obj, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return obj.module
+    return obj
+
+
+def _accepts_metadata(save_handler: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(save_handler).bind({}, "name", None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (a builtin): try with metadata, as ignite does
+        return True
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename or creation in ``directory`` durable (a no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def global_step_from_engine(engine: Engine) -> Callable[[Any, Any], int]:
+    """A ``global_step_transform`` that reads ``engine``'s counter for the event being handled
+    (e.g. the trainer's epoch when a checkpointer runs on the evaluator's COMPLETED)."""
+
+    def global_step_transform(_: Any, event_name: Any) -> int:
+        return int(engine.state.get_event_attrib_value(event_name))
+
+    return global_step_transform
+
+
+class BaseSaveHandler:
+    """Base class of save handlers: ``__call__(checkpoint, filename, metadata=None)`` saves,
+    ``remove(filename)`` deletes. :class:`Checkpoint` calls ``remove`` only for a file it saved
+    earlier, and only after the save that made it redundant has succeeded."""
+
+    def __call__(
+        self,
+        checkpoint: Mapping[str, Any],
+        filename: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    def remove(self, filename: str) -> None:
+        raise NotImplementedError
+
+
+class DiskSaver(BaseSaveHandler):
+    """Saves checkpoints as files in ``dirname`` with ``torch.save``.
+
+    Args:
+        dirname: the directory.
+        atomic: write a temporary file, ``fsync`` it, and ``os.replace`` it onto the final name
+            (then ``fsync`` the directory), so the final name never holds a partial file. With
+            ``False`` the file is written in place (still ``fsync``\\ ed).
+        create_dir: create ``dirname`` (and parents) if missing.
+        require_empty: raise ``ValueError`` if ``dirname`` already holds ``.pt`` files.
+        save_on_rank: in a distributed run, the rank that writes.
+        kwargs: passed to ``torch.save``.
+
+    Constructing a ``DiskSaver`` removes the temporary files that killed writers left in
+    ``dirname`` (:meth:`remove_stale_temporary_files`).
+    """
+
+    def __init__(
+        self,
+        dirname: str | Path,
+        atomic: bool = True,
+        create_dir: bool = True,
+        require_empty: bool = True,
+        save_on_rank: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.dirname = Path(dirname).expanduser()
+        self._atomic = bool(atomic)
+        self.save_on_rank = save_on_rank
+        self.kwargs = kwargs
+        if _rank() == save_on_rank:
+            self._check_and_setup(create_dir, require_empty)
+
+    def _check_and_setup(self, create_dir: bool, require_empty: bool) -> None:
+        if create_dir:
+            self.dirname.mkdir(parents=True, exist_ok=True)
+        if not self.dirname.is_dir():
+            raise ValueError(f"Directory path '{self.dirname}' is not found")
+        self.remove_stale_temporary_files()
+        if require_empty:
+            matched = sorted(p.name for p in self.dirname.iterdir() if p.name.endswith(".pt"))
+            if matched:
+                raise ValueError(
+                    f"Files {matched} with extension '.pt' are already present in the directory "
+                    f"{self.dirname}. If you want to use this directory anyway, pass "
+                    "`require_empty=False`."
+                )
+
+    def remove_stale_temporary_files(self) -> list[str]:
+        """Delete the temporary files of writers that died in ``dirname``; return their names.
+
+        A writer holds an exclusive ``flock`` on its temporary file until the file has its final
+        name, and the kernel drops the lock when the writer dies: a file whose lock can be taken
+        is stale. (Without ``fcntl``, on Windows, every temporary file is taken for stale.)
+        """
+        removed: list[str] = []
+        try:
+            paths = list(self.dirname.iterdir())
+        except FileNotFoundError:
+            return removed
+        for path in paths:
+            name = path.name
+            if not (name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                if fcntl is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        continue  # a live writer holds it
+                try:
+                    if not os.path.samestat(path.stat(), os.fstat(fd)):
+                        continue
+                    path.unlink()
+                except OSError:
+                    continue
+                removed.append(name)
+            finally:
+                os.close(fd)
+        return removed
+
+    def __call__(
+        self,
+        checkpoint: Mapping[str, Any],
+        filename: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if _rank() != self.save_on_rank:
+            return
+        path = self.dirname / filename
+        if not self._atomic:
+            with path.open("wb") as file:
+                torch.save(checkpoint, file, **self.kwargs)
+                file.flush()
+                os.fsync(file.fileno())
+            _fsync_directory(path.parent)
+            return
+        fd, temporary = self._create_temporary(path)
+        file = os.fdopen(fd, "wb")
+        try:
+            try:
+                torch.save(checkpoint, file, **self.kwargs)
+                file.flush()
+                os.fsync(file.fileno())
+                # mkstemp creates the file 0600; give group and others read access, as ignite.
+                mode = os.fstat(file.fileno()).st_mode
+                temporary.chmod(stat.S_IMODE(mode) | stat.S_IRGRP | stat.S_IROTH)
+                temporary.replace(path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                raise
+        finally:
+            file.close()  # releases the lock, after the rename
+        _fsync_directory(path.parent)
+
+    @staticmethod
+    def _create_temporary(path: Path) -> tuple[int, Path]:
+        """Create and lock a temporary file next to ``path``; return its descriptor and path."""
+        prefix = f".{path.name[:120]}."
+        for _ in range(100):
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TEMPORARY_SUFFIX)
+            temporary = Path(name)
+            if fcntl is None:
+                return fd, temporary
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # A cleaner may have taken the file for stale before the lock: check it is ours.
+                if os.path.samestat(temporary.stat(), os.fstat(fd)):
+                    return fd, temporary
+            except FileNotFoundError:
+                pass
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        raise RuntimeError(f"Could not create a temporary file in '{path.parent}'")
+
+    def remove(self, filename: str) -> None:
+        if _rank() == self.save_on_rank:
+            (self.dirname / filename).unlink(missing_ok=True)
+
+
+class Checkpoint:
+    """Saves the ``state_dict`` of ``to_save``'s objects when called, keeping the ``n_saved`` best.
+
+    Attach it to an event: ``trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)``.
+    The file name is ``{filename_prefix}_{name}_{global_step}_{score_name}={score}.pt``, each part
+    present only when defined (see ignite's table): ``name`` is the key of ``to_save`` if it holds
+    a single object, else ``"checkpoint"``; without score and ``global_step_transform`` the
+    step is the engine's iteration; a float score is written with 4 decimals. Priority is the
+    score, else the step; when full, a new checkpoint replaces the lowest priority one if its
+    priority is higher (or equal, with ``greater_or_equal``). The replaced file is removed after
+    the new one is saved.
+
+    Args:
+        to_save: objects with ``state_dict``/``load_state_dict`` (an engine, a model, an
+            optimizer, a scheduler, this checkpointer...), by name.
+        save_handler: a :class:`DiskSaver`, a directory (a ``DiskSaver`` with ``create_dir=True``
+            and ``require_empty=True`` is made), or a callable ``(checkpoint, filename[,
+            metadata])``, optionally with ``remove(filename)``.
+        filename_prefix: prefix of the file names.
+        score_function: ``engine -> number``; the highest scores are kept. NaN raises.
+        score_name: shown in the file name; alone, it scores with ``engine.state.metrics[name]``.
+        n_saved: how many files to keep (``None``: all); at least 1.
+        global_step_transform: ``(engine, event_name) -> int`` for the step in the name.
+        filename_pattern: a ``str.format`` pattern over ``filename_prefix``, ``name``,
+            ``global_step``, ``score_name``, ``score`` and ``ext``.
+        include_self: also save this checkpointer's ``state_dict`` under ``"checkpointer"``.
+        greater_or_equal: on equal priority, replace the kept file (default keeps the first).
+        save_on_rank: in a distributed run, the rank that writes.
+    """
+
+    SAVED_CHECKPOINT = CheckpointEvents.SAVED_CHECKPOINT
+
+    class Item(NamedTuple):
+        priority: Any
+        filename: str
+
+    _state_dict_all_req_keys = ("_saved",)
+
+    def __init__(
+        self,
+        to_save: Mapping[str, Any],
+        save_handler: str | Path | Callable[..., Any] | BaseSaveHandler,
+        filename_prefix: str = "",
+        score_function: Callable[[Engine], Any] | None = None,
+        score_name: str | None = None,
+        n_saved: int | None = 1,
+        global_step_transform: Callable[[Engine, Any], int] | None = None,
+        filename_pattern: str | None = None,
+        include_self: bool = False,
+        greater_or_equal: bool = False,
+        save_on_rank: int = 0,
+    ) -> None:
+        if not isinstance(to_save, Mapping):
+            raise TypeError(f"Argument `to_save` should be a dictionary, but given {type(to_save)}")
+        self._check_objects(to_save, "state_dict")
+        if include_self:
+            if not isinstance(to_save, MutableMapping):
+                raise TypeError(
+                    "If `include_self` is True, then `to_save` must be mutable, "
+                    f"but given {type(to_save)}."
+                )
+            if "checkpointer" in to_save:
+                raise ValueError(
+                    f"Cannot have key 'checkpointer' if `include_self` is True: {to_save}"
+                )
+        if not (isinstance(save_handler, (str, Path)) or callable(save_handler)):
+            raise TypeError(
+                "Argument `save_handler` should be a string or Path object or callable or "
+                "inherit from BaseSaveHandler"
+            )
+        if score_function is not None and not callable(score_function):
+            raise TypeError(f"score_function should be a function, got {type(score_function)}")
+        if global_step_transform is not None and not callable(global_step_transform):
+            raise TypeError(
+                "global_step_transform should be a function, got "
+                f"{type(global_step_transform)} instead."
+            )
+        if n_saved is not None and (
+            not isinstance(n_saved, numbers.Integral) or isinstance(n_saved, bool) or n_saved < 1
+        ):
+            raise ValueError(f"n_saved must be a positive integer or None, got {n_saved!r}")
+        if not isinstance(filename_prefix, str):
+            raise TypeError(f"filename_prefix should be a string, got {type(filename_prefix)}")
+        self.to_save = to_save
+        self.filename_prefix = filename_prefix
+        if isinstance(save_handler, (str, Path)):
+            self.save_handler: Any = DiskSaver(
+                save_handler, create_dir=True, save_on_rank=save_on_rank
+            )
+        else:
+            self.save_handler = save_handler
+        self.score_function = score_function
+        self.score_name = score_name
+        if score_name is not None and score_function is None:
+            self.score_function = self.get_default_score_fn(score_name)
+        self.n_saved = n_saved
+        self.ext = "pt"
+        self.global_step_transform = global_step_transform
+        self.filename_pattern = filename_pattern
+        self.include_self = include_self
+        self.greater_or_equal = greater_or_equal
+        self.save_on_rank = save_on_rank
+        self._saved: list[Checkpoint.Item] = []
+
+    # ------------------------------------------------------------------ naming
+    def _get_filename_pattern(self, global_step: int | None) -> str:
+        if self.filename_pattern is not None:
+            return self.filename_pattern
+        return self.setup_filename_pattern(
+            with_prefix=len(self.filename_prefix) > 0,
+            with_score=self.score_function is not None,
+            with_score_name=self.score_name is not None,
+            with_global_step=global_step is not None,
+        )
+
+    @staticmethod
+    def setup_filename_pattern(
+        with_prefix: bool = True,
+        with_score: bool = True,
+        with_score_name: bool = True,
+        with_global_step: bool = True,
+    ) -> str:
+        """The default file name pattern, e.g.
+        ``"{filename_prefix}_{name}_{global_step}_{score_name}={score}.{ext}"``."""
+        if not (with_global_step or with_score):
+            raise ValueError("At least one of with_score and with_global_step should be True.")
+        if with_score_name and not with_score:
+            raise ValueError("If with_score_name is True, with_score should be also True")
+        pattern = "{name}"
+        if with_global_step:
+            pattern += "_{global_step}"
+        if with_score_name:
+            pattern += "_{score_name}={score}"
+        elif with_score:
+            pattern += "_{score}"
+        if with_prefix:
+            pattern = "{filename_prefix}_" + pattern
+        return pattern + ".{ext}"
+
+    @staticmethod
+    def get_default_score_fn(metric_name: str, score_sign: float = 1.0) -> Callable[[Engine], Any]:
+        """``engine -> score_sign * engine.state.metrics[metric_name]`` (use -1 for a loss)."""
+        if score_sign not in (1.0, -1.0):
+            raise ValueError("Argument score_sign should be 1 or -1")
+
+        def score(engine: Engine) -> Any:
+            return score_sign * engine.state.metrics[metric_name]
+
+        return score
+
+    # ------------------------------------------------------------------ saving
+    def reset(self) -> None:
+        """Forget the saved files (their files stay), e.g. before an independent new run."""
+        self._saved = []
+
+    @property
+    def last_checkpoint(self) -> str | Path | None:
+        """The file saved last: a ``Path`` for a :class:`DiskSaver`, else the file name."""
+        if not self._saved:
+            return None
+        filename = self._saved[-1].filename
+        if isinstance(self.save_handler, DiskSaver):
+            return self.save_handler.dirname / filename
+        return filename
+
+    def _check_lt_n_saved(self, or_equal: bool = False) -> bool:
+        if self.n_saved is None:
+            return True
+        return len(self._saved) < self.n_saved + int(or_equal)
+
+    def _compare_fn(self, new: Any) -> bool:
+        if self.greater_or_equal:
+            return bool(new >= self._saved[0].priority)
+        return bool(new > self._saved[0].priority)
+
+    def _score(self, engine: Engine) -> Any:
+        assert self.score_function is not None
+        score = self.score_function(engine)
+        if not isinstance(score, numbers.Number):
+            raise ValueError(  # noqa: TRY004 - ignite's exception type
+                f"Output of score_function should be a number, got {type(score).__name__}: "
+                f"{score!r}"
+            )
+        if isinstance(score, numbers.Real) and math.isnan(score):
+            name = f" '{self.score_name}'" if self.score_name else ""
+            raise ValueError(
+                f"score_function{name} returned NaN at iteration {engine.state.iteration}: a NaN "
+                "score cannot be ranked, so no checkpoint was saved"
+            )
+        return score
+
+    def __call__(self, engine: Engine, *args: Any, **kwargs: Any) -> None:
+        if not engine.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT):
+            engine.register_events(*CheckpointEvents)
+        global_step = None
+        if self.global_step_transform is not None:
+            global_step = self.global_step_transform(engine, engine.last_event_name)
+        if self.score_function is not None:
+            priority = self._score(engine)
+        else:
+            if global_step is None:
+                global_step = engine.state.get_event_attrib_value(Events.ITERATION_COMPLETED)
+            priority = global_step
+        if not (self._check_lt_n_saved() or self._compare_fn(priority)):
+            return
+
+        checkpoint = self._setup_checkpoint()
+        name = "checkpoint"
+        if len(checkpoint) == 1:
+            name = next(iter(checkpoint))
+            if not self.include_self:
+                checkpoint = checkpoint[name]
+        if isinstance(priority, numbers.Integral):
+            priority_text = f"{priority}"
+        else:
+            priority_text = f"{priority:.4f}"
+        filename = self._get_filename_pattern(global_step).format(
+            filename_prefix=self.filename_prefix,
+            ext=self.ext,
+            name=name,
+            score_name=self.score_name,
+            score=priority_text if self.score_function is not None else None,
+            global_step=global_step,
+        )
+        metadata = {
+            "basename": f"{self.filename_prefix}{'_' if self.filename_prefix else ''}{name}",
+            "score_name": self.score_name,
+            "priority": priority,
+        }
+
+        # The list as it will be once the save succeeded; nothing changes before that.
+        saved = list(self._saved)
+        obsolete: Checkpoint.Item | None = None
+        same_name = [index for index, item in enumerate(saved) if item.filename == filename]
+        if same_name:
+            saved.pop(same_name[0])  # the save overwrites it
+        elif not self._check_lt_n_saved():
+            obsolete = saved.pop(0)
+        saved.append(Checkpoint.Item(priority, filename))
+        saved.sort(key=lambda item: item.priority)
+        if self.include_self:
+            checkpoint["checkpointer"] = self._state_dict_of(saved)
+
+        if _accepts_metadata(self.save_handler):
+            self.save_handler(checkpoint, filename, metadata)
+        else:
+            self.save_handler(checkpoint, filename)
+        self._saved = saved
+        if obsolete is not None and obsolete.filename != filename:
+            remove = getattr(self.save_handler, "remove", None)
+            if callable(remove):
+                remove(obsolete.filename)
+        engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+
+    def _setup_checkpoint(self) -> dict[str, Any]:
+        if self.to_save is None:
+            return {}
+        return dict(_tree_map(lambda obj: _unwrap(obj).state_dict(), self.to_save))
+
+    @staticmethod
+    def _check_objects(objects: Mapping[str, Any], attribute: str) -> None:
+        def check(obj: Any) -> None:
+            if not hasattr(obj, attribute):
+                raise TypeError(f"Object {type(obj)} should have `{attribute}` method")
+
+        _tree_map(check, objects)
+
+    # ------------------------------------------------------------------ loading
+    @staticmethod
+    def load_objects(
+        to_load: Mapping[str, Any],
+        checkpoint: str | Path | Mapping[str, Any],
+        strict: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Call ``load_state_dict`` of each object of ``to_load`` with its entry of ``checkpoint``.
+
+        Args:
+            to_load: objects by name, as given to ``to_save``.
+            checkpoint: a file path (loaded with ``torch.load(..., weights_only=True)``) or the
+                loaded dictionary. When ``to_load`` holds one object, the checkpoint may also be
+                that object's state_dict itself.
+            strict: passed to ``torch.nn.Module.load_state_dict``.
+            kwargs: also passed to ``torch.nn.Module.load_state_dict``.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            ValueError: the file is truncated, corrupted, or not a ``torch.save`` file; or an
+                entry of ``to_load`` is missing from the checkpoint. The message names the file.
+            TypeError: the file holds something other than a dictionary.
+        """
+        if not isinstance(checkpoint, (Mapping, str, Path)):
+            raise TypeError(
+                "Argument checkpoint should be a string or a dictionary, "
+                f"but given {type(checkpoint)}"
+            )
+        if not isinstance(to_load, Mapping):
+            raise TypeError(f"Argument to_load should be a dictionary, but given {type(to_load)}")
+        Checkpoint._check_objects(to_load, "load_state_dict")
+        if isinstance(checkpoint, (str, Path)):
+            source = f"checkpoint file '{checkpoint}'"
+            checkpoint_obj = _load_file(Path(checkpoint))
+        else:
+            source = "the checkpoint dictionary"
+            checkpoint_obj = checkpoint
+
+        def load(obj: Any, state: Any, key: str) -> None:
+            obj = _unwrap(obj)
+            try:
+                if isinstance(obj, nn.Module):
+                    obj.load_state_dict(state, strict=strict, **kwargs)
+                else:
+                    obj.load_state_dict(state)
+            except Exception as exc:
+                exc.add_note(f"while loading '{key}' from {source}")
+                raise
+
+        if len(to_load) == 1:
+            key, obj = next(iter(to_load.items()))
+            if key not in checkpoint_obj:
+                load(obj, checkpoint_obj, key)
+                return
+        _load_tree(load, to_load, checkpoint_obj, source, "")
+
+    def reload_objects(
+        self,
+        to_load: Mapping[str, Any],
+        load_kwargs: dict[str, Any] | None = None,
+        **filename_components: Any,
+    ) -> None:
+        """:meth:`load_objects` from this checkpointer's directory, the file named from
+        ``filename_components`` (``name``, ``score``, ``global_step``) as when saving."""
+        if not isinstance(self.save_handler, DiskSaver):
+            raise AttributeError(  # noqa: TRY004 - ignite's exception type
+                "Checkpoint's `save_handler` should be of type `DiskSaver`, "
+                f"given {type(self.save_handler)}"
+            )
+        global_step = filename_components.get("global_step")
+        checkpoint = self._setup_checkpoint()
+        name = next(iter(checkpoint)) if len(checkpoint) == 1 else "checkpoint"
+        filename = self._get_filename_pattern(global_step).format(
+            filename_prefix=self.filename_prefix,
+            ext=self.ext,
+            name=filename_components.get("name", name),
+            score_name=self.score_name,
+            score=filename_components.get("score"),
+            global_step=global_step,
+        )
+        Checkpoint.load_objects(
+            to_load, self.save_handler.dirname / filename, **(load_kwargs or {})
+        )
+
+    # ------------------------------------------------------------------ state
+    @staticmethod
+    def _state_dict_of(saved: list[Checkpoint.Item]) -> OrderedDict[str, Any]:
+        return OrderedDict([("_saved", [(item.priority, item.filename) for item in saved])])
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        """``{"_saved": [(priority, filename), ...]}``, lowest priority first."""
+        return self._state_dict_of(self._saved)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the list of saved files, e.g. to go on pruning them after a resume."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"Argument state_dict should be a dictionary, but given {type(state_dict)}"
+            )
+        for key in self._state_dict_all_req_keys:
+            if key not in state_dict:
+                raise ValueError(
+                    f"Required state attribute '{key}' is absent in provided state_dict "
+                    f"'{state_dict.keys()}'"
+                )
+        items = []
+        for entry in state_dict["_saved"]:
+            if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
+                raise TypeError(
+                    f"state_dict['_saved'] should hold (priority, filename) pairs, got {entry!r}"
+                )
+            items.append(Checkpoint.Item(entry[0], str(entry[1])))
+        self._saved = items
+
+
+def _load_file(path: Path) -> Any:
+    if not path.exists():
+        raise FileNotFoundError(f"Checkpoint file '{path}' does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"Checkpoint file '{path}' is a directory")
+    try:
+        obj = torch.load(path, weights_only=True)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(
+            f"Checkpoint file '{path}' could not be loaded: it is truncated, corrupted or not a "
+            f"checkpoint written by torch.save ({type(exc).__name__}: {first_line})"
+        ) from exc
+    if not isinstance(obj, Mapping):
+        raise TypeError(
+            f"Checkpoint file '{path}' holds a {type(obj).__name__}, not a dictionary of "
+            "state_dicts"
+        )
+    return obj
+
+
+def _load_tree(
+    load: Callable[[Any, Any, str], None],
+    to_load: Mapping[str, Any],
+    checkpoint: Any,
+    source: str,
+    parent: str,
+) -> None:
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(
+            f"Entry '{parent}' of {source} should be a dictionary, got {type(checkpoint).__name__}"
+        )
+    for key, obj in to_load.items():
+        path = f"{parent}.{key}" if parent else str(key)
+        if key not in checkpoint:
+            raise ValueError(
+                f"Object '{path}' is not found in {source}; it holds {sorted(map(str, checkpoint))}"
+            )
+        if isinstance(obj, Mapping) and not hasattr(obj, "load_state_dict"):
+            _load_tree(load, obj, checkpoint[key], source, path)
+        else:
+            load(obj, checkpoint[key], path)
+
+
+class ModelCheckpoint(Checkpoint):
+    """A :class:`Checkpoint` writing to ``dirname`` with a :class:`DiskSaver`, called as
+    ``handler(engine, to_save)``::
+
+        handler = ModelCheckpoint("/tmp/models", "myprefix", n_saved=2, require_empty=False)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, handler, {"model": model})
+
+    Arguments as for :class:`Checkpoint` and :class:`DiskSaver`; ``kwargs`` go to ``torch.save``.
+    """
+
+    def __init__(
+        self,
+        dirname: str | Path,
+        filename_prefix: str = "",
+        score_function: Callable[[Engine], Any] | None = None,
+        score_name: str | None = None,
+        n_saved: int | None = 1,
+        atomic: bool = True,
+        require_empty: bool = True,
+        create_dir: bool = True,
+        global_step_transform: Callable[[Engine, Any], int] | None = None,
+        filename_pattern: str | None = None,
+        include_self: bool = False,
+        greater_or_equal: bool = False,
+        save_on_rank: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        disk_saver = DiskSaver(
+            dirname,
+            atomic=atomic,
+            create_dir=create_dir,
+            require_empty=require_empty,
+            save_on_rank=save_on_rank,
+            **kwargs,
+        )
+        super().__init__(
+            to_save={},
+            save_handler=disk_saver,
+            filename_prefix=filename_prefix,
+            score_function=score_function,
+            score_name=score_name,
+            n_saved=n_saved,
+            global_step_transform=global_step_transform,
+            filename_pattern=filename_pattern,
+            include_self=include_self,
+            greater_or_equal=greater_or_equal,
+            save_on_rank=save_on_rank,
+        )
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        if not self._saved:
+            return None
+        return Path(self.save_handler.dirname) / self._saved[-1].filename
+
+    def __call__(self, engine: Engine, to_save: Mapping[str, Any]) -> None:
+        if len(to_save) == 0:
+            raise RuntimeError("No objects to checkpoint found.")
+        self._check_objects(to_save, "state_dict")
+        self.to_save = to_save
+        super().__call__(engine)

@@ -1,0 +1,735 @@
+"""Parameter schedulers: ``LRScheduler`` around torch's schedulers, ``PiecewiseLinear``,
+``LinearCyclicalScheduler``, ``CosineAnnealingScheduler``, ``ConcatScheduler``,
+``ParamGroupScheduler`` and ``create_lr_scheduler_with_warmup`` (ignite's names and values).
+
+A scheduler is a handler, normally on ITERATION_STARTED (``scheduler.attach(trainer)`` does
+that): the ``n``-th call (``event_index = n - 1``) sets the parameter for the ``n``-th iteration.
+With ``save_history=True`` each call appends the values of the param groups to
+``engine.state.param_history[name]``.
+
+``LRScheduler`` differs from ignite in how it drives the torch scheduler: it calls the torch
+scheduler's public ``step()`` from the second call on (ignite sets ``last_epoch`` and calls
+``get_lr()`` under a private flag). Iteration ``n`` runs with the learning rate after ``n - 1``
+steps, as in a plain torch loop that steps after each ``optimizer.step()``; the values are
+ignite's, except where ignite's differ from that torch loop (``CosineAnnealingLR``'s first value,
+``CosineAnnealingWarmRestarts`` shifted by one), where they are torch's. The torch scheduler's own ``state_dict`` stays the truth, so saving either
+the torch scheduler or the wrapper resumes correctly.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from copy import copy
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler as _TorchLRScheduler
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from ember.engine import Events
+
+__all__ = [
+    "BaseParamScheduler",
+    "ConcatScheduler",
+    "CosineAnnealingScheduler",
+    "CyclicalScheduler",
+    "LRScheduler",
+    "LinearCyclicalScheduler",
+    "ParamGroupScheduler",
+    "ParamScheduler",
+    "PiecewiseLinear",
+    "create_lr_scheduler_with_warmup",
+]
+
+
+def _record_history(engine: Any, name: str, values: list[Any]) -> None:
+    if engine is None:
+        return
+    history = getattr(engine.state, "param_history", None)
+    if history is None:
+        history = {}
+        engine.state.param_history = history
+    history.setdefault(name, []).append(values)
+
+
+def _fake_optimizer() -> Optimizer:
+    return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+
+
+class BaseParamScheduler:
+    """Common state handling: ``event_index``, ``param_name``, ``save_history``."""
+
+    def __init__(self, param_name: str, save_history: bool = False) -> None:
+        self.param_name: Any = param_name
+        self.event_index: int = 0
+        self._save_history: bool = save_history
+        self._state_attrs: list[str] = ["event_index", "param_name", "save_history"]
+
+    @property
+    def save_history(self) -> bool:
+        return self._save_history
+
+    @save_history.setter
+    def save_history(self, value: bool) -> None:
+        self._save_history = value
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = OrderedDict()
+        for name in self._state_attrs:
+            if hasattr(self, name):
+                value = getattr(self, name)
+                if hasattr(value, "state_dict"):
+                    value = value.state_dict()
+                state[name] = copy(value)
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"Argument state_dict should be a dictionary, but given {type(state_dict)}"
+            )
+        for name in self._state_attrs:
+            if name not in state_dict:
+                raise ValueError(
+                    f"Required state attribute '{name}' is absent in provided state_dict "
+                    f"'{state_dict.keys()}'"
+                )
+            value = state_dict[name]
+            current = getattr(self, name)
+            if isinstance(value, Mapping) and hasattr(current, "load_state_dict"):
+                current.load_state_dict(value)
+            else:
+                setattr(self, name, value)
+
+    def get_param(self) -> Any:
+        raise NotImplementedError
+
+
+class ParamScheduler(BaseParamScheduler):
+    """Sets ``param_name`` of the optimizer's param groups (or of group ``param_group_index``)
+    to :meth:`get_param` at each call. Subclasses implement ``get_param``."""
+
+    def __init__(
+        self,
+        optimizer: Any,
+        param_name: str,
+        save_history: bool = False,
+        param_group_index: int | None = None,
+    ) -> None:
+        super().__init__(param_name, save_history)
+        if not (
+            isinstance(optimizer, Optimizer)
+            or isinstance(getattr(optimizer, "param_groups", None), Sequence)
+        ):
+            raise TypeError(
+                "Argument optimizer should be torch.optim.Optimizer or has attribute "
+                f"'param_groups' as list/tuple, but given {type(optimizer)}"
+            )
+        self.optimizer: Any = optimizer
+        self.param_group_index: int | None = param_group_index
+        self._state_attrs += ["param_group_index"]
+
+    def attach(self, engine: Any, event: Any = Events.ITERATION_STARTED) -> None:
+        """Call this scheduler on ``event`` (default ITERATION_STARTED)."""
+        engine.add_event_handler(event, self)
+
+    @property
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = self.optimizer.param_groups
+        if self.param_group_index is None:
+            return groups
+        return [groups[self.param_group_index]]
+
+    def _get_param(self) -> Any:
+        return self.get_param()
+
+    def __call__(self, engine: Any = None, name: str | None = None) -> None:
+        value = self._get_param()
+        groups = self.optimizer_param_groups
+        if isinstance(value, list):
+            if len(value) != len(groups):
+                raise ValueError(
+                    "size of value is different than optimizer_param_groups "
+                    f"{len(value)} != {len(groups)}"
+                )
+            for group, item in zip(groups, value, strict=True):
+                group[self.param_name] = item
+        else:
+            for group in groups:
+                group[self.param_name] = value
+        if self.save_history:
+            _record_history(
+                engine, name or self.param_name, [group[self.param_name] for group in groups]
+            )
+        self.event_index += 1
+
+    @classmethod
+    def simulate_values(cls, num_events: int, **scheduler_kwargs: Any) -> list[list[Any]]:
+        """``[[event_index, value], ...]`` for ``num_events`` calls on a throwaway optimizer."""
+        scheduler_kwargs.pop("optimizer", None)
+        scheduler_kwargs.pop("save_history", None)
+        scheduler = cls(optimizer=_fake_optimizer(), save_history=False, **scheduler_kwargs)
+        values = []
+        for index in range(num_events):
+            scheduler(None)
+            values.append([index, scheduler.optimizer_param_groups[0][scheduler.param_name]])
+        return values
+
+
+class PiecewiseLinear(ParamScheduler):
+    """Linear interpolation between ``(event_index, value)`` milestones; constant before the
+    first and after the last."""
+
+    def __init__(
+        self,
+        optimizer: Any,
+        param_name: str,
+        milestones_values: list[tuple[int, float]],
+        save_history: bool = False,
+        param_group_index: int | None = None,
+    ) -> None:
+        super().__init__(optimizer, param_name, save_history, param_group_index)
+        if not isinstance(milestones_values, Sequence):
+            raise TypeError(
+                "Argument milestones_values should be a list or tuple, "
+                f"but given {type(milestones_values)}"
+            )
+        if len(milestones_values) < 1:
+            raise ValueError(
+                "Argument milestones_values should be with at least one value, "
+                f"but given {milestones_values}"
+            )
+        milestones: list[int] = []
+        values: list[float] = []
+        for pair in milestones_values:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise ValueError(
+                    "Argument milestones_values should be a list of pairs (milestone, param_value)"
+                )
+            if not isinstance(pair[0], numbers.Integral):
+                raise TypeError(
+                    f"Value of a milestone should be integer, but given {type(pair[0])}"
+                )
+            if milestones and pair[0] < milestones[-1]:
+                raise ValueError(
+                    f"Milestones should be increasing integers, but given {pair[0]} is smaller "
+                    f"than the previous milestone {milestones[-1]}"
+                )
+            milestones.append(int(pair[0]))
+            values.append(pair[1])
+        self.milestones: list[int] = milestones
+        self.values: list[float] = values
+        self._state_attrs += ["values", "milestones"]
+
+    def get_param(self) -> float:
+        index = self.event_index
+        milestones, values = self.milestones, self.values
+        if index <= milestones[0]:
+            return values[0]
+        if index >= milestones[-1]:
+            return values[-1]
+        for k in range(len(milestones) - 1):
+            start, end = milestones[k], milestones[k + 1]
+            if start <= index < end:
+                return values[k] + (values[k + 1] - values[k]) * (index - start) / (end - start)
+        return values[-1]  # pragma: no cover - unreachable
+
+
+class CyclicalScheduler(ParamScheduler):
+    """Base of cyclical schedulers: a cycle of ``cycle_size`` events from ``start_value`` to
+    ``end_value`` and (for the linear one) back, optionally with a linear warm-up of
+    ``warmup_duration`` events from the previous ``end_value`` to the next ``start_value``
+    before each new cycle; ``*_mult`` scale the cycle and the values after each cycle."""
+
+    def __init__(
+        self,
+        optimizer: Any,
+        param_name: str,
+        start_value: float,
+        end_value: float,
+        cycle_size: int,
+        cycle_mult: float = 1.0,
+        start_value_mult: float = 1.0,
+        end_value_mult: float = 1.0,
+        warmup_duration: int = 0,
+        save_history: bool = False,
+        param_group_index: int | None = None,
+    ) -> None:
+        super().__init__(optimizer, param_name, save_history, param_group_index)
+        if not isinstance(cycle_size, numbers.Integral) or cycle_size < 2:
+            raise ValueError(
+                f"Argument cycle_size should be positive and larger than 1, but given {cycle_size}"
+            )
+        if not isinstance(warmup_duration, numbers.Integral) or warmup_duration < 0:
+            raise ValueError(f"Argument warmup_duration should be >= 0, got {warmup_duration}")
+        self.start_value: float = start_value
+        self.end_value: float = end_value
+        self.cycle_size: int = int(cycle_size)
+        self.cycle_mult: float = cycle_mult
+        self.cycle: int = 0
+        self.start_value_mult: float = start_value_mult
+        self.end_value_mult: float = end_value_mult
+        self.warmup_duration: int = int(warmup_duration)
+        self.total_cycle_size: int = self.warmup_duration + self.cycle_size
+        self._state_attrs += [
+            "start_value",
+            "end_value",
+            "cycle_size",
+            "cycle_mult",
+            "cycle",
+            "start_value_mult",
+            "end_value_mult",
+            "warmup_duration",
+            "total_cycle_size",
+        ]
+
+    def __call__(self, engine: Any = None, name: str | None = None) -> None:
+        if self.event_index != 0 and self.event_index == self.cycle_size:
+            self.start_value *= self.start_value_mult
+        if self.event_index != 0 and self.event_index == self.total_cycle_size:
+            self.event_index = 0
+            self.cycle_size = int(self.cycle_size * self.cycle_mult)
+            self.warmup_duration = int(self.warmup_duration * self.cycle_mult)
+            self.total_cycle_size = self.warmup_duration + self.cycle_size
+            self.cycle += 1
+            self.end_value *= self.end_value_mult
+        super().__call__(engine, name)
+
+    def _get_param(self) -> Any:
+        if self.event_index > self.cycle_size:  # the warm-up before the next cycle
+            progress = (self.event_index - self.cycle_size) / self.warmup_duration
+            return self.end_value + (self.start_value - self.end_value) * progress
+        return self.get_param()
+
+
+class LinearCyclicalScheduler(CyclicalScheduler):
+    """Linear from ``start_value`` to ``end_value`` over half a cycle and back over the other
+    half; with ``monotonic=True``, from ``start_value`` to ``end_value`` over the whole cycle."""
+
+    def __init__(self, *args: Any, monotonic: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.monotonic: bool = monotonic
+        if self.warmup_duration > 0 and not self.monotonic:
+            raise ValueError(
+                "Invalid combination when warmup_duration > 0 and monotonic=False, "
+                "please use either set warmup_duration=0 or monotonic=True"
+            )
+
+    def get_param(self) -> float:
+        progress = self.event_index / self.cycle_size
+        if self.monotonic:
+            return self.start_value + (self.end_value - self.start_value) * progress
+        return self.end_value + (self.start_value - self.end_value) * abs(progress - 0.5) * 2
+
+
+class CosineAnnealingScheduler(CyclicalScheduler):
+    """Half a cosine from ``start_value`` to ``end_value`` over each cycle (SGDR-style)."""
+
+    def get_param(self) -> float:
+        progress = self.event_index / self.cycle_size
+        return self.start_value + (self.end_value - self.start_value) / 2 * (
+            1 - math.cos(math.pi * progress)
+        )
+
+
+class LRScheduler(ParamScheduler):
+    """A ``torch.optim.lr_scheduler`` scheduler as a handler, stepped at each call after the first.
+
+    Attach it to ITERATION_STARTED (``scheduler.attach(trainer)``): iteration ``n`` then uses the
+    learning rate after ``n - 1`` steps, as ignite does. With ``use_legacy=True`` (for
+    ITERATION_COMPLETED) it steps at every call, the first included.
+
+    Args:
+        lr_scheduler: any ``torch.optim.lr_scheduler.LRScheduler`` except ``ReduceLROnPlateau``
+            (which needs a metric).
+        save_history: record the learning rates in ``engine.state.param_history["lr"]``.
+        use_legacy: step at every call.
+    """
+
+    def __init__(
+        self, lr_scheduler: Any, save_history: bool = False, use_legacy: bool = False
+    ) -> None:
+        if not isinstance(lr_scheduler, _TorchLRScheduler) or isinstance(
+            lr_scheduler, ReduceLROnPlateau
+        ):
+            raise TypeError(
+                "Argument lr_scheduler should be a subclass of "
+                f"torch.optim.lr_scheduler.LRScheduler (not ReduceLROnPlateau), "
+                f"but given {type(lr_scheduler)}"
+            )
+        self.lr_scheduler: Any = lr_scheduler
+        self._stepped: bool = False
+        super().__init__(lr_scheduler.optimizer, "lr", save_history=save_history)
+        if use_legacy:
+            self.event_index = 1
+        self._state_attrs += ["lr_scheduler"]
+
+    def __call__(self, engine: Any = None, name: str | None = None) -> None:
+        if self.event_index > 0:
+            if self._stepped:
+                self.lr_scheduler.step()
+            else:
+                with warnings.catch_warnings():
+                    # Our first step comes before any optimizer.step() only when nothing trains
+                    # (a dry run, simulate_values); torch's warning about the order is moot then.
+                    warnings.filterwarnings(
+                        "ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before"
+                    )
+                    self.lr_scheduler.step()
+                self._stepped = True
+        if self.save_history:
+            _record_history(
+                engine,
+                name or self.param_name,
+                [group["lr"] for group in self.optimizer_param_groups],
+            )
+        self.event_index += 1
+
+    def get_param(self) -> Any:
+        """The current learning rate(s) of the optimizer (one value per group)."""
+        lrs = [group["lr"] for group in self.optimizer_param_groups]
+        return lrs[0] if len(lrs) == 1 else lrs
+
+    @classmethod
+    def simulate_values(  # type: ignore[override]
+        cls, num_events: int, lr_scheduler: Any, **kwargs: Any
+    ) -> list[list[Any]]:
+        """``[[event_index, lr of each group...], ...]``; ``lr_scheduler`` and its optimizer are
+        restored afterwards."""
+        if not isinstance(lr_scheduler, _TorchLRScheduler):
+            raise TypeError(
+                "Argument lr_scheduler should be a subclass of torch.optim.lr_scheduler.LRScheduler, "
+                f"but given {type(lr_scheduler)}"
+            )
+        saved_scheduler = _deep_copy_state(lr_scheduler.state_dict())
+        saved_optimizer = _deep_copy_state(lr_scheduler.optimizer.state_dict())
+        try:
+            scheduler = cls(lr_scheduler, save_history=False, **kwargs)
+            values = []
+            for index in range(num_events):
+                scheduler(None)
+                values.append([index] + [g["lr"] for g in scheduler.optimizer_param_groups])
+            return values
+        finally:
+            lr_scheduler.load_state_dict(saved_scheduler)
+            lr_scheduler.optimizer.load_state_dict(saved_optimizer)
+
+
+def _deep_copy_state(state: Any) -> Any:
+    import copy as copy_module
+
+    return copy_module.deepcopy(state)
+
+
+class ParamGroupScheduler:
+    """Several schedulers (typically one per param group) called as one."""
+
+    def __init__(
+        self,
+        schedulers: list[ParamScheduler],
+        names: list[str] | None = None,
+        save_history: bool = False,
+    ) -> None:
+        if not isinstance(schedulers, Sequence):
+            raise TypeError(f"Argument schedulers should be a list/tuple, but given {schedulers}")
+        if not all(isinstance(s, ParamScheduler) for s in schedulers):
+            raise ValueError(
+                "Argument schedulers should be a list/tuple of parameter schedulers, "
+                f"but given {schedulers}"
+            )
+        if names is None:
+            names = [s.param_name for s in schedulers]
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"Argument names should be a list/tuple of strings, but given {names}")
+        if len(names) != len(schedulers):
+            raise ValueError(f"{len(schedulers)} should be equal {len(names)}")
+        self.schedulers: list[ParamScheduler] = list(schedulers)
+        self.names: list[str] = list(names)
+        for scheduler in self.schedulers:
+            scheduler.save_history = save_history
+        self.optimizer: list[Any] = [s.optimizer for s in self.schedulers]
+        self.param_name: list[Any] = [s.param_name for s in self.schedulers]
+
+    def attach(self, engine: Any, event: Any = Events.ITERATION_STARTED) -> None:
+        engine.add_event_handler(event, self)
+
+    def __call__(self, engine: Any = None, name: str | None = None) -> None:
+        for scheduler, scheduler_name in zip(self.schedulers, self.names, strict=True):
+            scheduler(engine, scheduler_name)
+
+    @property
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        return [group for s in self.schedulers for group in s.optimizer_param_groups]
+
+    @property
+    def save_history(self) -> bool:
+        return self.schedulers[0].save_history
+
+    @save_history.setter
+    def save_history(self, value: bool) -> None:
+        for scheduler in self.schedulers:
+            scheduler.save_history = value
+
+    def get_param(self) -> list[Any]:
+        return [s.get_param() for s in self.schedulers]
+
+    def state_dict(self) -> dict[str, Any]:
+        return OrderedDict(
+            [
+                (
+                    "schedulers",
+                    [(n, s.state_dict()) for n, s in zip(self.names, self.schedulers, strict=True)],
+                )
+            ]
+        )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if not isinstance(state_dict, Mapping) or "schedulers" not in state_dict:
+            raise ValueError("state_dict of a ParamGroupScheduler needs the key 'schedulers'")
+        entries = state_dict["schedulers"]
+        if len(entries) != len(self.schedulers):
+            raise ValueError(
+                f"Input state_dict contains {len(entries)} state_dicts of param group "
+                f"schedulers, but {len(self.schedulers)} needed"
+            )
+        for required, scheduler, (name, sub_state) in zip(
+            self.names, self.schedulers, entries, strict=True
+        ):
+            if required != name:
+                raise ValueError(
+                    "Name of scheduler from input state dict does not correspond to required "
+                    f"one, {name} vs {required}"
+                )
+            scheduler.load_state_dict(sub_state)
+
+
+class ConcatScheduler(ParamScheduler):
+    """Runs ``schedulers[0]`` for ``durations[0]`` events, then ``schedulers[1]``, ...; the last
+    one runs for ever. All must drive the same optimizer and parameter."""
+
+    def __init__(
+        self, schedulers: list[Any], durations: list[int], save_history: bool = False
+    ) -> None:
+        if not isinstance(schedulers, Sequence):
+            raise TypeError(f"Argument schedulers should be a sequence, but given {schedulers}")
+        if len(schedulers) < 2:
+            raise ValueError(
+                "Argument schedulers should be of more than one parameter schedulers, "
+                f"but given {schedulers}"
+            )
+        if not isinstance(durations, (list, tuple)):
+            raise TypeError(f"Argument durations should be list/tuple, but given {durations}")
+        if not all(isinstance(t, numbers.Integral) and t >= 0 for t in durations):
+            raise ValueError(
+                f"Argument durations should be list/tuple of integers >= 0, but given {durations}"
+            )
+        if len(schedulers) != len(durations) + 1:
+            raise ValueError(
+                "Incorrect number schedulers or duration values, "
+                f"given {len(schedulers)} and {len(durations)}"
+            )
+        for index, scheduler in enumerate(schedulers):
+            if not isinstance(scheduler, (ParamScheduler, ParamGroupScheduler)):
+                raise TypeError(
+                    f"Value at index {index} of schedulers should be a parameter scheduler, "
+                    f"but given {type(scheduler)}"
+                )
+        optimizers = {
+            id(o)
+            for s in schedulers
+            for o in (s.optimizer if isinstance(s.optimizer, list) else [s.optimizer])
+        }
+        if len(optimizers) != 1:
+            raise ValueError("schedulers should be related to same optimizer")
+        names = {
+            n
+            for s in schedulers
+            for n in (s.param_name if isinstance(s.param_name, list) else [s.param_name])
+        }
+        if len(names) != 1:
+            raise ValueError("schedulers should be related to same param_name")
+        first = schedulers[0]
+        optimizer = first.optimizer[0] if isinstance(first.optimizer, list) else first.optimizer
+        self.schedulers: list[Any] = list(schedulers)
+        self.durations: list[int] = list(durations)
+        for scheduler in self.schedulers:
+            scheduler.save_history = save_history
+        super().__init__(optimizer, names.pop(), save_history=save_history)
+        self._scheduler_index: int = 0
+        self._current_scheduler: Any = None
+        self._current_duration: int = 0
+        self._setup_scheduler()
+        self._state_attrs += ["_current_duration", "durations", "_scheduler_index"]
+
+    def _setup_scheduler(self) -> None:
+        self._current_scheduler = self.schedulers[self._scheduler_index]
+        if self._scheduler_index < len(self.durations):
+            self._current_duration = self.durations[self._scheduler_index]
+        else:
+            self._current_duration = -1
+
+    def __call__(self, engine: Any = None, name: str | None = None) -> None:
+        while self._current_duration == 0:
+            self._scheduler_index += 1
+            self._setup_scheduler()
+        self._current_scheduler(engine, name)
+        self._current_duration -= 1
+        self.event_index += 1
+
+    @property
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = self._current_scheduler.optimizer_param_groups
+        return groups
+
+    @property
+    def save_history(self) -> bool:
+        return self._save_history
+
+    @save_history.setter
+    def save_history(self, value: bool) -> None:
+        self._save_history = value
+        for scheduler in getattr(self, "schedulers", []):
+            scheduler.save_history = value
+
+    def get_param(self) -> Any:
+        return self._current_scheduler.get_param()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["schedulers"] = [s.state_dict() for s in self.schedulers]
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"Argument state_dict should be a dictionary, but given {type(state_dict)}"
+            )
+        if "schedulers" not in state_dict:
+            raise ValueError(
+                "Required state attribute 'schedulers' is absent in provided state_dict "
+                f"'{state_dict.keys()}'"
+            )
+        sub_states = state_dict["schedulers"]
+        if len(sub_states) != len(self.schedulers):
+            raise ValueError(
+                f"Input state_dict contains {len(sub_states)} state_dicts of concatenated "
+                f"schedulers, but {len(self.schedulers)} needed"
+            )
+        for scheduler, sub_state in zip(self.schedulers, sub_states, strict=True):
+            scheduler.load_state_dict(sub_state)
+        super().load_state_dict(state_dict)
+        self._current_scheduler = self.schedulers[self._scheduler_index]
+
+    @classmethod
+    def simulate_values(  # type: ignore[override]
+        cls, num_events: int, schedulers: list[Any], durations: list[int], **kwargs: Any
+    ) -> list[list[Any]]:
+        """``[[event_index, value of each group...], ...]``; schedulers and optimizer are
+        restored afterwards."""
+        saved = [_deep_copy_state(s.state_dict()) for s in schedulers]
+        first = schedulers[0]
+        optimizer = first.optimizer[0] if isinstance(first.optimizer, list) else first.optimizer
+        saved_optimizer = _deep_copy_state(optimizer.state_dict())
+        history = [s.save_history for s in schedulers]
+        try:
+            scheduler = cls(schedulers=schedulers, durations=durations, save_history=False)
+            values = []
+            for index in range(num_events):
+                scheduler(None)
+                values.append(
+                    [index] + [g[scheduler.param_name] for g in scheduler.optimizer_param_groups]
+                )
+            return values
+        finally:
+            for s, state, flag in zip(schedulers, saved, history, strict=True):
+                s.load_state_dict(state)
+                s.save_history = flag
+            optimizer.load_state_dict(saved_optimizer)
+
+
+def create_lr_scheduler_with_warmup(
+    lr_scheduler: Any,
+    warmup_start_value: float,
+    warmup_duration: int,
+    warmup_end_value: float | None = None,
+    save_history: bool = False,
+    output_simulated_values: list[Any] | None = None,
+) -> ConcatScheduler:
+    """A linear warm-up from ``warmup_start_value`` to ``warmup_end_value`` (default: each
+    group's current lr) over ``warmup_duration`` events, then ``lr_scheduler`` (a torch scheduler
+    or an ember :class:`ParamScheduler`, e.g. :class:`CosineAnnealingScheduler`).
+
+    The values are ignite's: if the scheduler's first value differs from ``warmup_end_value``,
+    one more event sets it before the scheduler goes on; if it equals it, the warm-up is one
+    event shorter so the value is not repeated.
+    """
+    if not isinstance(lr_scheduler, (ParamScheduler, _TorchLRScheduler)):
+        raise TypeError(
+            "Argument lr_scheduler should be a subclass of torch.optim.lr_scheduler.LRScheduler "
+            f"or ParamScheduler, but given {type(lr_scheduler)}"
+        )
+    if not isinstance(warmup_duration, numbers.Integral) or isinstance(warmup_duration, bool):
+        raise TypeError(f"Argument warmup_duration should be integer, but given {warmup_duration}")
+    if warmup_duration < 2:
+        raise ValueError(
+            f"Argument warmup_duration should be at least 2 events, but given {warmup_duration}"
+        )
+    if isinstance(lr_scheduler, _TorchLRScheduler):
+        # After the warm-up the torch scheduler's first call steps: its initial value is the
+        # warm-up's last (or the extra event's) value.
+        after: ParamScheduler = LRScheduler(
+            lr_scheduler, save_history=save_history, use_legacy=True
+        )
+        is_torch = True
+    else:
+        after = lr_scheduler
+        is_torch = False
+    optimizer = lr_scheduler.optimizer
+    warmups: list[ParamScheduler] = []
+    milestones: list[tuple[int, float]] = []
+    for index, group in enumerate(optimizer.param_groups):
+        end_value = group["lr"] if warmup_end_value is None else warmup_end_value
+        milestones = [(0, warmup_start_value), (warmup_duration - 1, end_value)]
+        if is_torch:
+            initial = group["lr"]
+            if initial != end_value:
+                milestones.append((warmup_duration, initial))
+        else:
+            initial = after.get_param()
+            if isinstance(initial, list):
+                initial = initial[index]
+            if initial == end_value:
+                if warmup_duration > 2:
+                    step = (end_value - warmup_start_value) / (warmup_duration - 1)
+                    milestones[-1] = (warmup_duration - 2, end_value - step)
+                else:
+                    milestones.pop(-1)
+        warmups.append(
+            PiecewiseLinear(
+                optimizer,
+                "lr",
+                milestones_values=milestones,
+                param_group_index=index,
+                save_history=save_history,
+            )
+        )
+    warmup = ParamGroupScheduler(warmups, save_history=save_history)
+    schedulers: list[Any] = [warmup, after]
+    durations = [milestones[-1][0] + 1]
+    combined = ConcatScheduler(schedulers, durations=durations, save_history=save_history)
+    if output_simulated_values is not None:
+        if not isinstance(output_simulated_values, list):
+            raise TypeError(
+                "Argument output_simulated_values should be a list of None, e.g. `[None] * 100`, "
+                f"but given {type(output_simulated_values)}."
+            )
+        simulated = ConcatScheduler.simulate_values(
+            len(output_simulated_values), schedulers=schedulers, durations=durations
+        )
+        output_simulated_values[:] = simulated
+    return combined

@@ -1,0 +1,278 @@
+"""ember.handlers' parameter schedulers on both loops: the learning rates each iteration sees."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ember.engine import Engine, Events  # noqa: E402
+from ember.handlers import (  # noqa: E402
+    ConcatScheduler,
+    CosineAnnealingScheduler,
+    LinearCyclicalScheduler,
+    LRScheduler,
+    ParamGroupScheduler,
+    PiecewiseLinear,
+    create_lr_scheduler_with_warmup,
+)
+
+MakeEngine = Callable[..., Any]
+
+
+def model_and_optimizer(lr: float = 0.1, groups: int = 1) -> tuple[torch.nn.Module, Any]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(groups)])
+    params = [{"params": layer.parameters(), "lr": lr * (i + 1)} for i, layer in enumerate(model)]
+    return model, torch.optim.SGD(params, lr=lr)
+
+
+def lrs_seen(
+    make_engine: MakeEngine, optimizer: Any, scheduler: Any, iterations: int, model: Any = None
+) -> list[float]:
+    """Train for ``iterations`` and return the lr of group 0 each iteration trained with."""
+    seen: list[float] = []
+
+    def step(engine: Engine, batch: Any) -> None:
+        if model is not None:
+            optimizer.zero_grad()
+            model(torch.ones(1, 2)).sum().backward()
+            optimizer.step()
+        seen.append(optimizer.param_groups[0]["lr"])
+
+    trainer = make_engine(step)
+    scheduler.attach(trainer) if hasattr(scheduler, "attach") else trainer.add_event_handler(
+        Events.ITERATION_STARTED, scheduler
+    )
+    trainer.run([0] * iterations)
+    return seen
+
+
+def test_lr_scheduler_steps_like_torch(make_engine: MakeEngine) -> None:
+    model, optimizer = model_and_optimizer()
+    scheduler = LRScheduler(
+        torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1), save_history=True
+    )
+    trainer_lrs = lrs_seen(make_engine, optimizer, scheduler, 8, model)
+    assert trainer_lrs == pytest.approx([0.1] * 3 + [0.01] * 3 + [0.001] * 2)
+
+    # the same as a plain torch loop that steps the scheduler after the optimizer
+    model, optimizer = model_and_optimizer()
+    torch_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5)
+    plain = []
+    for _ in range(8):
+        plain.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        torch_scheduler.step()
+    model, optimizer = model_and_optimizer()
+    wrapped = LRScheduler(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5))
+    assert lrs_seen(make_engine, optimizer, wrapped, 8, model) == pytest.approx(plain)
+
+
+def test_lr_scheduler_history_and_state(make_engine: MakeEngine) -> None:
+    _model, optimizer = model_and_optimizer(groups=2)
+    scheduler = LRScheduler(
+        torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.5), save_history=True
+    )
+    trainer = make_engine(lambda engine, batch: optimizer.step())
+    trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
+    trainer.run([0] * 3)
+    assert trainer.state.param_history["lr"] == [
+        pytest.approx([0.1, 0.2]),
+        pytest.approx([0.05, 0.1]),
+        pytest.approx([0.025, 0.05]),
+    ]
+    assert scheduler.get_param() == pytest.approx([0.025, 0.05])
+    state = scheduler.state_dict()
+    assert state["event_index"] == 3
+    assert state["lr_scheduler"]["last_epoch"] == 2
+
+    # a new wrapper loaded from the state goes on where the first stopped
+    _, optimizer2 = model_and_optimizer(groups=2)
+    resumed = LRScheduler(torch.optim.lr_scheduler.ExponentialLR(optimizer2, gamma=0.5))
+    optimizer2.load_state_dict(optimizer.state_dict())
+    resumed.load_state_dict(state)
+    resumed(None)
+    assert optimizer2.param_groups[0]["lr"] == pytest.approx(0.0125)
+
+
+def test_warmup_then_torch_scheduler(make_engine: MakeEngine) -> None:
+    model, optimizer = model_and_optimizer()
+    scheduler = create_lr_scheduler_with_warmup(
+        torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.98),
+        warmup_start_value=0.0,
+        warmup_end_value=0.1,
+        warmup_duration=3,
+    )
+    seen = lrs_seen(make_engine, optimizer, scheduler, 8, model)
+    # ignite's documented values
+    assert seen == pytest.approx(
+        [0.0, 0.05, 0.1, 0.098, 0.09604, 0.0941192, 0.092236816, 0.09039207968], rel=1e-9
+    )
+
+
+def test_warmup_to_another_value_then_torch_scheduler(make_engine: MakeEngine) -> None:
+    model, optimizer = model_and_optimizer()
+    simulated = [None] * 7
+    scheduler = create_lr_scheduler_with_warmup(
+        torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5),
+        warmup_start_value=0.0,
+        warmup_end_value=0.2,
+        warmup_duration=3,
+        output_simulated_values=simulated,
+    )
+    seen = lrs_seen(make_engine, optimizer, scheduler, 7, model)
+    # 0 -> 0.2 in 3 events, one event at the initial lr 0.1, then StepLR from 0.1
+    assert seen == pytest.approx([0.0, 0.1, 0.2, 0.1, 0.1, 0.05, 0.05])
+    assert [value for _, value in simulated] == pytest.approx(seen)
+
+
+def test_cosine_warmup_with_param_scheduler(make_engine: MakeEngine) -> None:
+    model, optimizer = model_and_optimizer()
+    cosine = CosineAnnealingScheduler(optimizer, "lr", start_value=0.1, end_value=0.0, cycle_size=4)
+    scheduler = create_lr_scheduler_with_warmup(cosine, warmup_start_value=0.0, warmup_duration=3)
+    seen = lrs_seen(make_engine, optimizer, scheduler, 8, model)
+    cos = [0.1 + (0.0 - 0.1) / 2 * (1 - math.cos(math.pi * i / 4)) for i in range(4)]
+    # the warm-up stops one step short of 0.1, which the cosine starts with
+    assert seen == pytest.approx([0.0, 0.05, *cos, *cos[:2]])
+
+
+def test_cyclical_schedulers_values(make_engine: MakeEngine) -> None:
+    _model, optimizer = model_and_optimizer()
+    linear = LinearCyclicalScheduler(optimizer, "lr", 0.0, 1.0, cycle_size=4)
+    assert lrs_seen(make_engine, optimizer, linear, 9) == pytest.approx(
+        [0.0, 0.5, 1.0, 0.5, 0.0, 0.5, 1.0, 0.5, 0.0]
+    )
+    _, optimizer = model_and_optimizer()
+    cosine = CosineAnnealingScheduler(
+        optimizer, "lr", 1.0, 0.0, cycle_size=2, cycle_mult=2, save_history=True
+    )
+    values = lrs_seen(make_engine, optimizer, cosine, 6)
+    assert values == pytest.approx(
+        [
+            1.0,
+            0.5,
+            1.0,
+            1 - (1 - math.cos(math.pi / 4)) / 2,
+            0.5,
+            1 - (1 - math.cos(3 * math.pi / 4)) / 2,
+        ]
+    )
+
+
+def test_piecewise_concat_and_param_groups(make_engine: MakeEngine) -> None:
+    _model, optimizer = model_and_optimizer(groups=2)
+    first = PiecewiseLinear(optimizer, "lr", [(0, 0.0), (2, 0.2)], param_group_index=0)
+    second = PiecewiseLinear(optimizer, "lr", [(0, 1.0), (2, 0.0)], param_group_index=1)
+    grouped = ParamGroupScheduler([first, second], names=["lr_a", "lr_b"], save_history=True)
+    trainer = make_engine(lambda engine, batch: [g["lr"] for g in optimizer.param_groups])
+    outputs: list[Any] = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, grouped)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
+    trainer.run([0] * 4)
+    assert outputs == [pytest.approx(v) for v in ([0.0, 1.0], [0.1, 0.5], [0.2, 0.0], [0.2, 0.0])]
+    assert trainer.state.param_history["lr_b"] == [[1.0], [0.5], [0.0], [0.0]]
+
+    _, optimizer = model_and_optimizer()
+    concat = ConcatScheduler(
+        [
+            LinearCyclicalScheduler(optimizer, "lr", 0.0, 1.0, 8),
+            CosineAnnealingScheduler(optimizer, "lr", 1.0, 0.2, 4),
+        ],
+        durations=[4],
+    )
+    assert lrs_seen(make_engine, optimizer, concat, 8) == pytest.approx(
+        [0.0, 0.25, 0.5, 0.75, 1.0, 0.8828427, 0.6, 0.3171573]
+    )  # ignite's documented values
+
+
+def test_scheduler_state_dict_resumes_mid_schedule() -> None:
+    _, optimizer = model_and_optimizer()
+    make = lambda opt: create_lr_scheduler_with_warmup(  # noqa: E731
+        CosineAnnealingScheduler(opt, "lr", 0.1, 0.0, cycle_size=5), 0.0, warmup_duration=4
+    )
+    straight = make(optimizer)
+    values = []
+    for _ in range(10):
+        straight(None)
+        values.append(optimizer.param_groups[0]["lr"])
+
+    _, optimizer = model_and_optimizer()
+    first = make(optimizer)
+    for _ in range(6):
+        first(None)
+    state = first.state_dict()
+    _, optimizer = model_and_optimizer()
+    second = make(optimizer)
+    second.load_state_dict(state)
+    resumed = []
+    for _ in range(4):
+        second(None)
+        resumed.append(optimizer.param_groups[0]["lr"])
+    assert resumed == pytest.approx(values[6:])
+
+
+@pytest.mark.ignite
+def test_simulated_values_match_ignite() -> None:
+    pytest.importorskip("ignite")
+    from ignite import handlers as ignite_handlers
+
+    for name, kwargs in [
+        (
+            "CosineAnnealingScheduler",
+            {
+                "param_name": "lr",
+                "start_value": 0.5,
+                "end_value": 0.1,
+                "cycle_size": 6,
+                "cycle_mult": 1.5,
+                "start_value_mult": 0.9,
+                "end_value_mult": 0.5,
+            },
+        ),
+        (
+            "LinearCyclicalScheduler",
+            {
+                "param_name": "lr",
+                "start_value": 0.0,
+                "end_value": 1.0,
+                "cycle_size": 5,
+                "warmup_duration": 3,
+                "monotonic": True,
+            },
+        ),
+        (
+            "PiecewiseLinear",
+            {"param_name": "lr", "milestones_values": [(2, 0.5), (5, 1.0), (9, 0.0)]},
+        ),
+    ]:
+        ours = getattr(__import__("ember.handlers", fromlist=[name]), name)
+        theirs = getattr(ignite_handlers, name)
+        expected = [value for _, value in theirs.simulate_values(30, **kwargs)]
+        assert [value for _, value in ours.simulate_values(30, **kwargs)] == pytest.approx(
+            expected
+        ), name
+
+
+def test_bad_arguments() -> None:
+    _, optimizer = model_and_optimizer()
+    with pytest.raises(TypeError, match="lr_scheduler"):
+        LRScheduler(optimizer)
+    with pytest.raises(TypeError, match="lr_scheduler"):
+        LRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer))
+    with pytest.raises(ValueError, match="at least 2 events"):
+        create_lr_scheduler_with_warmup(
+            torch.optim.lr_scheduler.StepLR(optimizer, 2), 0.0, warmup_duration=1
+        )
+    with pytest.raises(ValueError, match="cycle_size"):
+        CosineAnnealingScheduler(optimizer, "lr", 1.0, 0.0, cycle_size=1)
+    with pytest.raises(TypeError, match="optimizer"):
+        PiecewiseLinear(object(), "lr", [(0, 1.0)])
+    with pytest.raises(ValueError, match="increasing"):
+        PiecewiseLinear(optimizer, "lr", [(3, 1.0), (1, 0.0)])
+    with pytest.raises(ValueError, match="warmup_duration > 0 and monotonic=False"):
+        LinearCyclicalScheduler(optimizer, "lr", 0.0, 1.0, 4, warmup_duration=2)

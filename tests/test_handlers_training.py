@@ -1,0 +1,323 @@
+"""ember.handlers' EarlyStopping, Timer and TerminateOnNan on both loops, on a tiny torch model."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ember.engine import Engine, Events  # noqa: E402
+from ember.handlers import EarlyStopping, TerminateOnNan, Timer  # noqa: E402
+
+MakeEngine = Callable[..., Any]
+
+
+def regression(lr: float, seed: int = 0) -> tuple[Callable[..., float], torch.nn.Module, list[Any]]:
+    """A linear regression step function, its model, and 4 batches of data."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    true_weight = torch.tensor([[1.0, -2.0, 0.5]])
+    data = []
+    for _ in range(4):
+        x = torch.randn(8, 3, generator=generator)
+        data.append((x, x @ true_weight.T))
+
+    def step(engine: Engine, batch: tuple[Any, Any]) -> float:
+        x, y = batch
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step, model, data
+
+
+def validation_loss(model: torch.nn.Module, data: list[Any]) -> float:
+    with torch.no_grad():
+        return sum(torch.nn.functional.mse_loss(model(x), y).item() for x, y in data) / len(data)
+
+
+# ---------------------------------------------------------------------------- EarlyStopping
+def test_early_stopping_stops_a_stalled_trainer(make_engine: MakeEngine) -> None:
+    step, model, data = regression(lr=0.0)  # nothing learns: the score never improves
+    trainer = make_engine(step)
+    evaluator = make_engine(lambda engine, batch: None)
+
+    @evaluator.on(Events.COMPLETED)
+    def score(engine: Engine) -> None:
+        engine.state.metrics["loss"] = validation_loss(model, data)
+
+    handler = EarlyStopping(
+        patience=2, score_function=lambda e: -e.state.metrics["loss"], trainer=trainer
+    )
+    evaluator.add_event_handler(Events.COMPLETED, handler)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run([0]))
+    trainer.run(data, max_epochs=10)
+    assert trainer.state.epoch == 3  # best at 1, no improvement at 2 and 3
+    assert handler.counter == 2
+
+
+def test_early_stopping_lets_a_learning_trainer_finish(make_engine: MakeEngine) -> None:
+    step, model, data = regression(lr=0.05)
+    trainer = make_engine(step)
+    losses: list[float] = []
+
+    def score(engine: Engine) -> float:
+        losses.append(validation_loss(model, data))
+        return -losses[-1]
+
+    handler = EarlyStopping(patience=1, score_function=score, trainer=trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, handler)
+    trainer.run(data, max_epochs=6)
+    assert trainer.state.epoch == 6
+    assert losses == sorted(losses, reverse=True)
+    assert handler.counter == 0
+    assert handler.best_score == -losses[-1]
+
+
+def _drive(handler: Any, scores: list[float]) -> list[tuple[int, Any]]:
+    trace = []
+    iterator = iter(scores)
+    handler.score_function = lambda engine: next(iterator)
+    for _ in scores:
+        handler(None)
+        trace.append((handler.counter, handler.best_score))
+    return trace
+
+
+SEQUENCES = [
+    ([1.0, 1.05, 1.08, 1.2, 1.19, 1.3], 0.1, False),
+    ([1.0, 1.05, 1.08, 1.2, 1.19, 1.3], 0.1, True),
+    ([0.5, 0.4, 0.6, 0.6, 0.61, 0.7, 0.9], 0.0, False),
+    ([0.5, 0.4, 0.6, 0.6, 0.61, 0.7, 0.9], 0.05, True),
+]
+
+
+@pytest.mark.ignite
+@pytest.mark.parametrize(("scores", "min_delta", "cumulative"), SEQUENCES)
+def test_early_stopping_counts_like_ignite(
+    make_engine: MakeEngine, scores: list[float], min_delta: float, cumulative: bool
+) -> None:
+    pytest.importorskip("ignite")
+    from ignite.engine import Engine as IgniteEngine
+    from ignite.handlers import EarlyStopping as IgniteEarlyStopping
+
+    trainer = make_engine()
+    ours = EarlyStopping(
+        10, lambda e: 0.0, trainer, min_delta=min_delta, cumulative_delta=cumulative
+    )
+    theirs = IgniteEarlyStopping(
+        10,
+        lambda e: 0.0,
+        IgniteEngine(lambda e, b: None),
+        threshold=min_delta,
+        cumulative=cumulative,
+    )
+    assert _drive(ours, scores) == _drive(theirs, scores)
+
+
+def test_early_stopping_terminates_after_patience(make_engine: MakeEngine) -> None:
+    trainer = make_engine()
+    scores = iter([0.5, 0.4, 0.45, 0.3, 0.9, 0.9, 0.9, 0.9])
+    handler = EarlyStopping(3, lambda e: next(scores), trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, handler)
+    trainer.run([0, 1], max_epochs=8)
+    assert trainer.state.epoch == 4
+
+    trainer = make_engine()
+    scores = iter([0.5, 0.4, 0.45, 0.6, 0.5, 0.5, 0.5, 0.5])
+    handler = EarlyStopping(3, lambda e: next(scores), trainer, mode="max")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, handler)
+    trainer.run([0, 1], max_epochs=8)
+    assert trainer.state.epoch == 7
+
+
+def test_early_stopping_min_mode_nan_state_and_reset(make_engine: MakeEngine) -> None:
+    trainer = make_engine()
+    handler = EarlyStopping(2, lambda e: 0.0, trainer, mode="min", min_delta=0.1)
+    assert _drive(handler, [1.0, 0.95, 0.8]) == [(0, 1.0), (1, 0.95), (0, 0.8)]
+    nan_handler = EarlyStopping(2, lambda e: 0.0, trainer)
+    # a NaN never improves (ignite would make it the best, after which nothing compares)
+    assert _drive(nan_handler, [1.0, math.nan, 2.0, math.nan]) == [
+        (0, 1.0),
+        (1, 1.0),
+        (0, 2.0),
+        (1, 2.0),
+    ]
+    state = nan_handler.state_dict()
+    other = EarlyStopping(2, lambda e: 0.0, trainer)
+    other.load_state_dict(state)
+    assert (other.counter, other.best_score) == (1, 2.0)
+    other.reset()
+    assert (other.counter, other.best_score) == (0, None)
+    with pytest.raises(ValueError, match="best_score"):
+        other.load_state_dict({"counter": 0})
+    assert not trainer.should_terminate
+    _drive(other, [1.0, 0.5, 0.5])
+    assert trainer.should_terminate
+
+
+def test_early_stopping_attach_resets_on_the_trainer(make_engine: MakeEngine) -> None:
+    trainer, evaluator = make_engine(), make_engine()
+    handler = EarlyStopping(5, lambda e: 1.0, trainer)
+    handler.attach(evaluator, reset_engine=trainer)
+    evaluator.run([0], max_epochs=1)
+    evaluator.run([0], max_epochs=1)
+    assert handler.counter == 1
+    trainer.run([0])
+    assert (handler.counter, handler.best_score) == (0, None)
+
+
+def test_early_stopping_bad_arguments(make_engine: MakeEngine) -> None:
+    trainer = make_engine()
+    with pytest.raises(TypeError, match="terminate"):
+        EarlyStopping(2, lambda e: 0.0, trainer=object())
+    with pytest.raises(ValueError, match="patience"):
+        EarlyStopping(0, lambda e: 0.0, trainer)
+    with pytest.raises(ValueError, match="min_delta"):
+        EarlyStopping(1, lambda e: 0.0, trainer, min_delta=-0.1)
+    with pytest.raises(TypeError, match="score_function"):
+        EarlyStopping(1, 0.5, trainer)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mode"):
+        EarlyStopping(1, lambda e: 0.0, trainer, mode="up")
+
+
+# ---------------------------------------------------------------------------- Timer
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr("ember.handlers.timing.perf_counter", fake)
+    return fake
+
+
+def test_timer_average_time_of_the_process_function(
+    make_engine: MakeEngine, clock: FakeClock
+) -> None:
+    step, _model, data = regression(lr=0.01)
+
+    def timed_step(engine: Engine, batch: Any) -> float:
+        clock.now += 2.0  # the step takes 2 s
+        return step(engine, batch)
+
+    trainer = make_engine(timed_step)
+    process = Timer(average=True).attach(
+        trainer,
+        start=Events.EPOCH_STARTED,
+        resume=Events.ITERATION_STARTED,
+        pause=Events.ITERATION_COMPLETED,
+        step=Events.ITERATION_COMPLETED,
+    )
+    total = Timer().attach(trainer)  # STARTED to COMPLETED
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def idle() -> None:  # 1 s between iterations, after the timer paused
+        clock.now += 1.0
+
+    trainer.run(data, max_epochs=2)
+    assert process.value() == 2.0
+    assert process.step_count == 4.0
+    assert total.value() == 24.0
+    assert not total.running
+    assert process.total == 8.0
+
+
+def test_timer_by_hand(clock: FakeClock) -> None:
+    timer = Timer()
+    clock.now += 3.0
+    assert timer.value() == 3.0
+    timer.pause()
+    clock.now += 10.0
+    assert timer.value() == 3.0
+    timer.resume()
+    timer.resume()  # no effect while running
+    clock.now += 1.0
+    assert timer.value() == 4.0
+    average = Timer(average=True)
+    clock.now += 6.0
+    assert average.value() == 6.0  # no step yet: divided by 1
+    average.step()
+    average.step()
+    assert average.value() == 3.0
+    average.reset()
+    assert average.value() == 0.0
+
+
+def test_timer_real_clock(make_engine: MakeEngine) -> None:
+    trainer = make_engine(lambda engine, batch: sum(range(20000)))
+    timer = Timer(average=True).attach(
+        trainer, start=Events.STARTED, pause=Events.COMPLETED, step=Events.ITERATION_COMPLETED
+    )
+    trainer.run(range(10))
+    assert 0 < timer.value() < 1.0
+    assert timer.step_count == 10
+
+
+# ---------------------------------------------------------------------------- TerminateOnNan
+def test_terminate_on_nan_stops_a_diverging_model(make_engine: MakeEngine) -> None:
+    step, _model, data = regression(lr=10.0)  # diverges: inf, then nan
+    losses: list[float] = []
+
+    def recording_step(engine: Engine, batch: Any) -> float:
+        losses.append(step(engine, batch))
+        return losses[-1]
+
+    trainer = make_engine(recording_step)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.run(data, max_epochs=50)
+    first_bad = next(i for i, loss in enumerate(losses, 1) if not math.isfinite(loss))
+    assert trainer.state.iteration == first_bad == len(losses)
+    assert all(math.isfinite(loss) for loss in losses[:-1])
+
+
+@pytest.mark.parametrize(
+    ("output", "stops"),
+    [
+        (1.0, False),
+        (float("inf"), True),
+        (float("-inf"), True),
+        (math.nan, True),
+        (3, False),
+        (complex(1, math.inf), True),
+        ("nan", False),
+        (None, False),
+        (torch.tensor([1.0, 2.0]), False),
+        (torch.tensor([1.0, math.nan]), True),
+        (torch.tensor(math.inf, dtype=torch.float64), True),
+        (torch.tensor([1, 2]), False),
+        ((1.0, [2.0, {"loss": torch.tensor(math.nan)}]), True),
+        ({"a": 1.0, "b": (torch.ones(3), 2.0)}, False),
+        ([1.0, "text", None, {"x": [float("nan")]}], True),
+    ],
+)
+def test_terminate_on_nan_outputs(make_engine: MakeEngine, output: Any, stops: bool) -> None:
+    trainer = make_engine(lambda engine, batch: output)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.run([0, 1, 2])
+    assert trainer.state.iteration == (1 if stops else 3)
+
+
+def test_terminate_on_nan_output_transform(make_engine: MakeEngine) -> None:
+    outputs = [(1.0, math.nan), (math.nan, 1.0)]
+    trainer = make_engine(lambda engine, batch: outputs[batch])
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, TerminateOnNan(output_transform=lambda out: out[0])
+    )
+    trainer.run([0, 1, 0])
+    assert trainer.state.iteration == 2
+    with pytest.raises(TypeError, match="callable"):
+        TerminateOnNan(output_transform=3)  # type: ignore[arg-type]
