@@ -112,11 +112,11 @@ Dispatcher::Entry Dispatcher::decode(PyObject* item, EventId id) const {
     return entry;
 }
 
-long long Dispatcher::counter_value(Counter counter) const {
+long long Dispatcher::counter_value(Counter counter) {
     const Config& c = configured();
     PyObject* state = c.engine.state.get(engine_);
-    const Slot& slot = counter == Counter::iteration ? c.state.iteration : c.state.epoch;
-    return slot.get_int(state);
+    if (counter == Counter::iteration) return c.state.iteration.get_int(state, iteration_memo_);
+    return c.state.epoch.get_int(state, epoch_memo_);
 }
 
 void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs) {

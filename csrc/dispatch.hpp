@@ -47,10 +47,11 @@ private:
     void refresh(PyObject* registry, PyObject* version);
     Entry decode(PyObject* item, EventId id) const;
     void call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs);
-    long long counter_value(Counter counter) const;
+    long long counter_value(Counter counter);
 
     PyObject* engine_;
     Timings* timings_ = nullptr;
+    IntMemo iteration_memo_, epoch_memo_;
     py::object registry_;
     py::object version_;  // held, so an unchanged version is the same object
     py::object lists_[EVENT_COUNT];

@@ -26,6 +26,18 @@ CountFilter CountFilter::from_python(py::handle filter) {
 }
 
 bool CountFilter::accepts(long long counter) const {
+    if (counter >= rejected_from_ && counter < next_hit_) return false;
+    bool accepted = evaluate(counter);
+    if (!accepted && once.empty() && every > 1) {
+        long long remainder = (counter - grid_origin) % every;
+        if (remainder < 0) remainder += every;
+        rejected_from_ = counter;
+        next_hit_ = counter + (every - remainder);  // the next counter on the grid
+    }
+    return accepted;
+}
+
+bool CountFilter::evaluate(long long counter) const {
     if (!once.empty()) return std::binary_search(once.begin(), once.end(), counter);
     if ((has_after && counter <= after) || (has_before && counter >= before)) return false;
     long long offset = counter - grid_origin;

@@ -19,6 +19,13 @@ inline py::object steal_or_throw(PyObject* result) {
     return py::reinterpret_steal<py::object>(result);
 }
 
+// The last int object read from a slot and its value. The object is held, so finding the
+// same object in the slot again means the same value: no conversion needed.
+struct IntMemo {
+    py::object held;
+    long long value = 0;
+};
+
 // A __slots__ member of a Python class, read and written at its offset without an attribute
 // lookup. Built from the class's member descriptor, so it also works on subclass instances.
 class Slot {
@@ -53,6 +60,19 @@ public:
     }
 
     long long get_int(PyObject* obj) const { return as_count(get(obj)); }
+
+    long long get_int(PyObject* obj, IntMemo& memo) const {
+        PyObject* value = get(obj);
+        if (value != memo.held.ptr()) {
+            memo.value = as_count(value);
+            memo.held = py::reinterpret_borrow<py::object>(value);
+        }
+        return memo.value;
+    }
+
+    long long get_optional_int(PyObject* obj, long long none_value, IntMemo& memo) const {
+        return get(obj) == Py_None ? none_value : get_int(obj, memo);
+    }
 
     // None maps to `none_value`.
     long long get_optional_int(PyObject* obj, long long none_value) const {
