@@ -115,8 +115,7 @@ Dispatcher::Entry Dispatcher::decode(PyObject* item, EventId id) const {
 long long Dispatcher::counter_value(Counter counter) {
     const Config& c = configured();
     PyObject* state = c.engine.state.get(engine_);
-    if (counter == Counter::iteration) return c.state.iteration.get_int(state, iteration_memo_);
-    return c.state.epoch.get_int(state, epoch_memo_);
+    return (counter == Counter::iteration ? c.state.iteration : c.state.epoch).get_int(state);
 }
 
 void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs) {
@@ -172,7 +171,7 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
 bool Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
     PyObject* list = handlers(id);
     if (list == nullptr) return false;
-    py::object keep_alive = py::reinterpret_borrow<py::object>(list);
+    py::object keep_alive;  // taken before the first call: a handler may rebind the list
     std::vector<Entry>& cache = entries_[id];
     // PySequence_Fast_*: the registry holds lists, or tuples someone assigned.
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(list); ++i) {
@@ -180,13 +179,19 @@ bool Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
         auto index = static_cast<size_t>(i);
         if (index >= cache.size()) cache.emplace_back();
         if (cache[index].item.ptr() != item) cache[index] = decode(item, id);
+        const Entry& entry = cache[index];
+        // The common case of a filtered handler: its count filter says no, nothing is called.
+        if (timings_ == nullptr && entry.filter_kind == FilterKind::count &&
+            !entry.count.accepts(counter_value(entry.counter)))
+            continue;
+        if (!keep_alive) keep_alive = py::reinterpret_borrow<py::object>(list);
         if (timings_ == nullptr) {
-            call(cache[index], event_arg, event_kwargs);
+            call(entry, event_arg, event_kwargs);
             continue;
         }
         // Timed with its filter, as the Python loop times a filtered handler's wrapper.
         double started = now_seconds();
-        call(cache[index], event_arg, event_kwargs);
+        call(entry, event_arg, event_kwargs);
         timings_->add_handler(id, PyTuple_GET_ITEM(item, 0), now_seconds() - started);
     }
     return true;

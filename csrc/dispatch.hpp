@@ -51,7 +51,6 @@ private:
 
     PyObject* engine_;
     Timings* timings_ = nullptr;
-    IntMemo iteration_memo_, epoch_memo_;
     py::object registry_;
     py::object version_;  // held, so an unchanged version is the same object
     py::object lists_[EVENT_COUNT];

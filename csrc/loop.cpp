@@ -219,10 +219,10 @@ void Run::iterations() {
             if (phase_ == AFTER_ITERATION_COMPLETED) {
                 PyObject* s = state();
                 long long epoch_length =
-                    c.state.epoch_length.get_optional_int(s, NONE, epoch_length_memo_);
+                    c.state.epoch_length.get_optional_int(s, NONE);
                 if (epoch_length != NONE && iter_counter_ == epoch_length) return;
-                long long max_iters = c.state.max_iters.get_optional_int(s, NONE, max_iters_memo_);
-                if (max_iters != NONE && c.state.iteration.get_int(s, iteration_memo_) == max_iters) {
+                long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
+                if (max_iters != NONE && c.state.iteration.get_int(s) == max_iters) {
                     c.engine.should_terminate.set(engine_, Py_True);
                     throw Terminate{};
                 }
@@ -251,7 +251,7 @@ void Run::iterations() {
                 ++iter_counter_;
                 restarted_ = false;
                 PyObject* s = state();
-                c.state.iteration.set_int(s, c.state.iteration.get_int(s, iteration_memo_) + 1);
+                c.state.iteration.set_int(s, c.state.iteration.get_int(s) + 1);
                 fire(ITERATION_STARTED);
                 check(AFTER_ITERATION_STARTED);
             }

@@ -63,7 +63,6 @@ private:
     PyObject* engine_;
     Dispatcher dispatcher_;
     py::object checked_state_;  // the last engine.state found to be a State
-    IntMemo iteration_memo_, epoch_length_memo_, max_iters_memo_;
     py::object profiler_;       // engine._profiler, None when not profiling
     py::object checked_dataloader_;  // the data last looked at for a sampler with set_epoch
     bool sampler_has_set_epoch_ = false;

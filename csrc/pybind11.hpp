@@ -19,13 +19,6 @@ inline py::object steal_or_throw(PyObject* result) {
     return py::reinterpret_steal<py::object>(result);
 }
 
-// The last int object read from a slot and its value. The object is held, so finding the
-// same object in the slot again means the same value: no conversion needed.
-struct IntMemo {
-    py::object held;
-    long long value = 0;
-};
-
 // A __slots__ member of a Python class, read and written at its offset without an attribute
 // lookup. Built from the class's member descriptor, so it also works on subclass instances.
 class Slot {
@@ -61,18 +54,6 @@ public:
 
     long long get_int(PyObject* obj) const { return as_count(get(obj)); }
 
-    long long get_int(PyObject* obj, IntMemo& memo) const {
-        PyObject* value = get(obj);
-        if (value != memo.held.ptr()) {
-            memo.value = as_count(value);
-            memo.held = py::reinterpret_borrow<py::object>(value);
-        }
-        return memo.value;
-    }
-
-    long long get_optional_int(PyObject* obj, long long none_value, IntMemo& memo) const {
-        return get(obj) == Py_None ? none_value : get_int(obj, memo);
-    }
 
     // None maps to `none_value`.
     long long get_optional_int(PyObject* obj, long long none_value) const {
@@ -90,6 +71,7 @@ private:
     // An int, anything with __index__, or a float with an integral value (which the Python
     // loop, comparing numbers, would accept too).
     long long as_count(PyObject* value) const {
+        if (PyLong_CheckExact(value)) return checked(PyLong_AsLongLong(value));
         if (PyFloat_Check(value)) {
             double number = PyFloat_AS_DOUBLE(value);
             if (std::isfinite(number) && std::fabs(number) < 9.0e18) {  // in long long's range
@@ -99,7 +81,10 @@ private:
             PyErr_Format(PyExc_TypeError, "'%s' should be a whole number, got %R", name_, value);
             throw py::error_already_set();
         }
-        long long result = PyLong_AsLongLong(value);
+        return checked(PyLong_AsLongLong(value));  // anything with __index__
+    }
+
+    static long long checked(long long result) {
         if (result == -1 && PyErr_Occurred()) throw py::error_already_set();
         return result;
     }
