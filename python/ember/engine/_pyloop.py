@@ -48,10 +48,10 @@ from ember.engine._loop_support import (
     START,
     TERMINATE_EPOCH_TOO_EARLY,
     ZERO_SIZE_DATA,
+    fire_event_overridden,
     log_epoch_completed,
     log_iteration_error,
     log_run_error,
-    fire_event_overridden,
     log_run_finished,
     logs_debug,
     set_sampler_epoch,
@@ -110,10 +110,11 @@ class _Timings:
 
     def flush(self, profiler: Any) -> None:
         for (kind, key), (seconds, calls) in self.totals.items():
+            name = key
             if kind == "handler":
                 event, handler = key
-                key = f"{event}:{handler_name(handler)}"
-            profiler.add(kind, key, seconds, int(calls))
+                name = f"{event}:{handler_name(handler)}"
+            profiler.add(kind, name, seconds, int(calls))
 
 
 class _Dispatch:
@@ -343,7 +344,13 @@ class _Run:
                         and engine.state.dataloader is not None
                     ):
                         self.dispatch.fire(_GET_BATCH_STARTED)
-                        self._check(AFTER_GET_BATCH_STARTED)
+                        self.phase = AFTER_GET_BATCH_STARTED
+                        if (
+                            engine.should_terminate
+                            or engine.should_terminate_single_epoch
+                            or engine.should_interrupt
+                        ):  # _check() inlined where it runs every iteration
+                            self._check(AFTER_GET_BATCH_STARTED)
                     else:
                         self.phase = AFTER_GET_BATCH_STARTED
                 if self.phase == AFTER_GET_BATCH_STARTED:
@@ -355,7 +362,13 @@ class _Run:
                     self.restarted = False
                     engine.state.iteration += 1
                     self.dispatch.fire(_ITERATION_STARTED)
-                    self._check(AFTER_ITERATION_STARTED)
+                    self.phase = AFTER_ITERATION_STARTED
+                    if (
+                        engine.should_terminate
+                        or engine.should_terminate_single_epoch
+                        or engine.should_interrupt
+                    ):  # _check() inlined where it runs every iteration
+                        self._check(AFTER_ITERATION_STARTED)
                 if self.phase == AFTER_ITERATION_STARTED:
                     # No local holds the output: the previous one must be freed before a step.
                     if self.timings is None:
@@ -365,7 +378,13 @@ class _Run:
                         engine.state.output = engine._process_function(engine, engine.state.batch)
                         self.timings.add("step", "step", time.perf_counter() - started)
                     self.dispatch.fire(_ITERATION_COMPLETED)
-                    self._check(AFTER_ITERATION_COMPLETED)
+                    self.phase = AFTER_ITERATION_COMPLETED
+                    if (
+                        engine.should_terminate
+                        or engine.should_terminate_single_epoch
+                        or engine.should_interrupt
+                    ):  # _check() inlined where it runs every iteration
+                        self._check(AFTER_ITERATION_COMPLETED)
         except _TerminateEpoch:
             self.dispatch.fire(_TERMINATE_SINGLE_EPOCH, iter_counter=self.iter_counter)
             engine._setup_dataloader_iter()
@@ -406,7 +425,13 @@ class _Run:
         state.output = None
         if state.dataloader is not None:
             self.dispatch.fire(_GET_BATCH_COMPLETED)
-            self._check(AFTER_GET_BATCH_COMPLETED)
+            self.phase = AFTER_GET_BATCH_COMPLETED
+            if (
+                engine.should_terminate
+                or engine.should_terminate_single_epoch
+                or engine.should_interrupt
+            ):  # _check() inlined where it runs every iteration
+                self._check(AFTER_GET_BATCH_COMPLETED)
         else:
             self.phase = AFTER_GET_BATCH_COMPLETED
         return True
