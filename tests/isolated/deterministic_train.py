@@ -1,8 +1,8 @@
 """Trains a tiny model on a DeterministicEngine; optionally dies by SIGKILL mid-epoch or resumes.
 
     python deterministic_train.py OUT_DIR full
-    python deterministic_train.py OUT_DIR kill ITERATION   # checkpoint, then SIGKILL itself
-    python deterministic_train.py OUT_DIR resume           # from OUT_DIR/checkpoint.pt
+    python deterministic_train.py OUT_DIR kill ITERATION   # checkpoint each iteration, SIGKILL at one
+    python deterministic_train.py OUT_DIR resume           # Checkpoint.load_objects, newest file
 
 Writes OUT_DIR/<mode>.pt: the batches each iteration saw and the final weights.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ember.engine import DeterministicEngine, Events
+from ember.handlers import Checkpoint, DiskSaver
 
 MAX_EPOCHS = 3
 
@@ -48,29 +49,20 @@ def main() -> None:
         return loss.item()
 
     trainer = DeterministicEngine(step)
-    checkpoint = out_dir / "checkpoint.pt"
+    to_save = {"model": model, "optimizer": optimizer, "trainer": trainer}
 
     if mode == "kill":
         kill_at = int(sys.argv[3])
+        saver = DiskSaver(out_dir / "checkpoints", require_empty=False)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, Checkpoint(to_save, saver))
 
-        @trainer.on(Events.ITERATION_COMPLETED)
-        def save_then_maybe_die(engine: DeterministicEngine) -> None:
-            objects = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "trainer": engine.state_dict(),
-            }
-            temporary = checkpoint.with_suffix(".tmp")
-            torch.save(objects, temporary)
-            os.replace(temporary, checkpoint)
-            if engine.state.iteration == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+        @trainer.on(Events.ITERATION_COMPLETED(once=kill_at))
+        def die(engine: DeterministicEngine) -> None:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     if mode == "resume":
-        objects = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(objects["model"])
-        optimizer.load_state_dict(objects["optimizer"])
-        trainer.load_state_dict(objects["trainer"])
+        newest = max((out_dir / "checkpoints").glob("checkpoint_*.pt"), key=os.path.getmtime)
+        Checkpoint.load_objects(to_save, newest)
 
     trainer.run(loader, max_epochs=MAX_EPOCHS)
     torch.save({"seen": seen, "weights": model.state_dict()}, out_dir / f"{mode}.pt")

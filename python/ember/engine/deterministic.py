@@ -23,19 +23,19 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ember.engine.engine import Engine
 from ember.engine.events import Events
 
-__all__ = ["DeterministicEngine", "get_rng_states", "set_rng_states", "manual_seed"]
+__all__ = ["DeterministicEngine", "get_rng_states", "manual_seed", "set_rng_states"]
 
 try:
     import numpy as np
 except ImportError:  # numpy is optional
-    np = None
+    np = None  # type: ignore[assignment]
 
 
 def manual_seed(seed: int) -> None:
@@ -49,7 +49,9 @@ def manual_seed(seed: int) -> None:
 def get_rng_states() -> dict[str, Any]:
     states: dict[str, Any] = {"random": random.getstate(), "torch": torch.get_rng_state()}
     if np is not None:
-        states["numpy"] = np.random.get_state()
+        # Plain Python values, not an ndarray: checkpoints load with torch.load(weights_only=True).
+        name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        states["numpy"] = (name, keys.tolist(), position, has_gauss, cached_gaussian)
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -59,7 +61,9 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
     random.setstate(states["random"])
     torch.set_rng_state(states["torch"])
     if np is not None and "numpy" in states:
-        np.random.set_state(states["numpy"])
+        name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+        keys = np.asarray(keys, dtype=np.uint32)
+        np.random.set_state((name, keys, position, has_gauss, cached_gaussian))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
@@ -77,11 +81,13 @@ class _BatchList(torch.utils.data.Sampler):  # type: ignore[type-arg]
         return len(self.batches)
 
 
-def _dataloader_from(loader: torch.utils.data.DataLoader, seed: int, skip: int) -> Iterator[Any]:
+def _dataloader_from(
+    loader: torch.utils.data.DataLoader[Any], seed: int, skip: int
+) -> Iterator[Any]:
     generator = getattr(loader.sampler, "generator", None)
     if generator is not None:
         generator.manual_seed(seed)
-    batches = [list(batch) for batch in loader.batch_sampler]
+    batches = [list(batch) for batch in loader.batch_sampler]  # type: ignore[union-attr]
     rebuilt = torch.utils.data.DataLoader(
         loader.dataset,
         batch_sampler=_BatchList(batches[skip:]),
@@ -181,7 +187,7 @@ class DeterministicEngine(Engine):
             skip = 0
         if self.state.seed is None:
             self._draw_seed()
-        seed = self.state.seed + self._data_pass
+        seed = cast(int, self.state.seed) + self._data_pass
         manual_seed(seed)
         self._pass_iterator = _Counted(self._positioned(data, seed, skip), skip)
         self._dataloader_iter = self._pass_iterator
