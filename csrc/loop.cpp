@@ -218,8 +218,7 @@ void Run::iterations() {
         for (;;) {
             if (phase_ == AFTER_ITERATION_COMPLETED) {
                 PyObject* s = state();
-                long long epoch_length =
-                    c.state.epoch_length.get_optional_int(s, NONE);
+                long long epoch_length = c.state.epoch_length.get_optional_int(s, NONE);
                 if (epoch_length != NONE && iter_counter_ == epoch_length) return;
                 long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
                 if (max_iters != NONE && c.state.iteration.get_int(s) == max_iters) {

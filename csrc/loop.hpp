@@ -62,8 +62,8 @@ private:
 
     PyObject* engine_;
     Dispatcher dispatcher_;
-    py::object checked_state_;  // the last engine.state found to be a State
-    py::object profiler_;       // engine._profiler, None when not profiling
+    py::object checked_state_;       // the last engine.state found to be a State
+    py::object profiler_;            // engine._profiler, None when not profiling
     py::object checked_dataloader_;  // the data last looked at for a sampler with set_epoch
     bool sampler_has_set_epoch_ = false;
     // Iterations between two releases of the GIL (see iterations()).

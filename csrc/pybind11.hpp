@@ -54,7 +54,6 @@ public:
 
     long long get_int(PyObject* obj) const { return as_count(get(obj)); }
 
-
     // None maps to `none_value`.
     long long get_optional_int(PyObject* obj, long long none_value) const {
         PyObject* value = get(obj);

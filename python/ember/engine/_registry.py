@@ -6,7 +6,7 @@ import functools
 import weakref
 from collections import defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from ember.engine.engine import Engine
@@ -56,7 +56,7 @@ class HandlerRegistry(defaultdict):  # type: ignore[type-arg]
         self.version += 1
         return super().setdefault(key, default)
 
-    def __ior__(self, other: Any) -> HandlerRegistry:
+    def __ior__(self, other: Any) -> Self:  # type: ignore[misc]  # typeshed's dict.__or__
         self.update(other)
         return self
 

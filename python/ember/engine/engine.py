@@ -309,9 +309,7 @@ class Engine:
                 )
         for options in self._state_dict_one_of_opt_keys:
             if sum(key in state_dict for key in options) != 1:
-                raise ValueError(
-                    f"state_dict should contain exactly one of '{options}' keys"
-                )
+                raise ValueError(f"state_dict should contain exactly one of '{options}' keys")
         for key in self._state_dict_user_keys:
             if key not in state_dict:
                 raise ValueError(
@@ -384,7 +382,10 @@ class Engine:
             return True
         if state.max_epochs is None:
             return False
-        if state.epoch_length is not None and state.iteration >= state.epoch_length * state.max_epochs:
+        if (
+            state.epoch_length is not None
+            and state.iteration >= state.epoch_length * state.max_epochs
+        ):
             return True
         return bool(state.epoch >= state.max_epochs)
 

@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from types import DynamicClassAttribute
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self, TypeGuard, cast
 
 from ember.engine._signature import check_signature
 
@@ -17,13 +17,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallableEventWithFilter",
-    "is_event",
-    "is_events_list",
     "CountFilter",
     "EventEnum",
     "Events",
     "EventsList",
     "RemovableEventHandle",
+    "is_event",
+    "is_events_list",
 ]
 
 
@@ -69,7 +69,7 @@ class CountFilter:
         )
 
 
-def is_event(value: Any) -> bool:
+def is_event(value: object) -> TypeGuard[CallableEventWithFilter]:
     """An event object: ours, or another library's built the same way (ignite's, for its
     handlers), recognised by its ``name`` and ``filter`` attributes."""
     return isinstance(value, CallableEventWithFilter) or (
@@ -85,11 +85,17 @@ def is_events_list(value: Any) -> bool:
 
 
 def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+    return (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and cast(int, value) > 0
+    )
 
 
 def _is_non_negative_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and cast(int, value) >= 0
+    )
 
 
 def _count_filter(
@@ -193,7 +199,7 @@ class CallableEventWithFilter:
         text = f"Events.{self.name}"
         return text if self.filter is None else f"{text}(filter={self.filter})"
 
-    def __eq__(self, other: Any) -> bool:
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
             return self.name == other
         if is_event(other):
@@ -203,14 +209,14 @@ class CallableEventWithFilter:
     def __hash__(self) -> int:
         return hash(self._name_)
 
-    def __or__(self, other: Any) -> EventsList:
+    def __or__(self, other: CallableEventWithFilter) -> EventsList:
         return EventsList() | self | other
 
 
 class EventEnum(CallableEventWithFilter, Enum):
     """Base class of :class:`Events` and of user-defined custom events."""
 
-    def __new__(cls, value: str) -> EventEnum:
+    def __new__(cls, value: str) -> Self:
         member = object.__new__(cls)
         member._value_ = value
         return member
@@ -252,7 +258,7 @@ class Events(EventEnum):
     TERMINATE_SINGLE_EPOCH = "terminate_single_epoch"
     INTERRUPT = "interrupt"
 
-    def __or__(self, other: Any) -> EventsList:
+    def __or__(self, other: CallableEventWithFilter) -> EventsList:
         return EventsList() | self | other
 
 
@@ -289,9 +295,7 @@ class EventsList:
 class RemovableEventHandle:
     """Removes a handler it refers to weakly; also a context manager that removes on exit."""
 
-    def __init__(
-        self, event_name: Any, handler: Callable[..., Any], engine: Engine
-    ) -> None:
+    def __init__(self, event_name: Any, handler: Callable[..., Any], engine: Engine) -> None:
         self.event_name = event_name
         self.handler = weakref.ref(handler)
         self.engine = weakref.ref(engine)
@@ -310,8 +314,8 @@ class RemovableEventHandle:
             if engine.has_event_handler(handler, event):
                 engine.remove_event_handler(handler, event)
 
-    def __enter__(self) -> RemovableEventHandle:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.remove()

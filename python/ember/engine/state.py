@@ -73,7 +73,8 @@ class State:
             name = State.event_to_attr[event_name]
         except KeyError:
             raise RuntimeError(f"Unknown event name '{event_name}'") from None
-        return getattr(self, name)
+        value: int = getattr(self, name)
+        return value
 
     def _fields(self) -> dict[str, Any]:
         slots = {name: getattr(self, name) for name in State.__slots__ if not name.startswith("__")}

@@ -106,7 +106,7 @@ def supervised_training_step(
         if scaler is not None:
             scaler.scale(loss).backward()
         else:
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
         if engine.state.iteration % gradient_accumulation_steps == 0:
             if scaler is not None:
                 scaler.step(optimizer)
@@ -163,7 +163,7 @@ def create_supervised_trainer(
     engine_cls = DeterministicEngine if deterministic else Engine
     trainer = engine_cls(step, backend=backend)
     if scaler is True:
-        trainer.state.scaler = grad_scaler
+        trainer.state.scaler = grad_scaler  # type: ignore[attr-defined]  # State is open
     return trainer
 
 

@@ -14,6 +14,7 @@ name                           module
 ``TerminateOnNan``             :mod:`ember.handlers.terminate_on_nan`
 ``ProgressBar``                :mod:`ember.handlers.tqdm_logger` (needs tqdm)
 ``LRScheduler``, ...           :mod:`ember.handlers.param_scheduler` (needs torch)
+``Profiler``                   :mod:`ember.engine.profile`: timings taken by the loop itself
 =============================  ==========================================================
 
 Every name is loaded on first use, so ``import ember.handlers`` imports neither torch nor tqdm.
@@ -46,6 +47,7 @@ _MODULES = {
     "ParamScheduler": "param_scheduler",
     "PiecewiseLinear": "param_scheduler",
     "create_lr_scheduler_with_warmup": "param_scheduler",
+    "Profiler": "ember.engine.profile",
 }
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "ParamScheduler",
     "PiecewiseLinear",
     "ProgressBar",
+    "Profiler",
     "TerminateOnNan",
     "Timer",
     "create_lr_scheduler_with_warmup",
@@ -76,7 +79,9 @@ def __getattr__(name: str) -> Any:
     module = _MODULES.get(name)
     if module is None:
         raise AttributeError(f"module 'ember.handlers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"ember.handlers.{module}"), name)
+    if "." not in module:
+        module = f"ember.handlers.{module}"
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -1,0 +1,16 @@
+"""
+ember's compiled run loop
+"""
+from __future__ import annotations
+import types
+import typing
+__all__: list = ['configure', 'run_loop']
+def configure(events: tuple[typing.Any, ...], engine_cls: typing.Any, state_cls: typing.Any, registry_cls: typing.Any, filtered_handler_cls: typing.Any, count_filter_cls: typing.Any, support: types.ModuleType) -> None:
+    """
+    Hand the compiled loop the Python classes it works with; called once by ember.engine._compiled.
+    """
+def run_loop(engine: typing.Any) -> None:
+    """
+    Run, or resume, the loop of engine.run() once the Python side has validated the arguments and prepared engine.state.
+    """
+__version__: str = '0.1.0'
