@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ember
 import torch
+
+import ember
 from ember.engine import Engine as EmberEngine
 from ember.engine import Events as EmberEvents
 from ember.handlers import ProgressBar as EmberProgressBar
@@ -154,7 +155,7 @@ def make_training_step() -> TrainingStep:
 
 @functools.cache
 def devnull_stream() -> Any:
-    return open(os.devnull, "w")
+    return Path(os.devnull).open("w")
 
 
 # ----------------------------------------------------------------------------- cases
@@ -632,7 +633,9 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        padded = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        padded = [cells[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=False)
+        ]
         return "| " + " | ".join(padded) + " |"
 
     separator = (

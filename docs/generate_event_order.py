@@ -636,13 +636,13 @@ def aligned(outcome: Outcome) -> list[tuple[Row | None, Row | None]]:
         if tag == "equal":
             pairs.extend((row, SAME) for row in left)
             continue
-        for index in range(max(len(left), len(right))):
-            pairs.append(
-                (
-                    left[index] if index < len(left) else None,
-                    right[index] if index < len(right) else ("_(nothing)_", "", ""),
-                )
+        pairs.extend(
+            (
+                left[index] if index < len(left) else None,
+                right[index] if index < len(right) else ("_(nothing)_", "", ""),
             )
+            for index in range(max(len(left), len(right)))
+        )
     return pairs
 
 

@@ -18,13 +18,15 @@ def test_core_version_matches_the_package() -> None:
 def test_core_exposes_the_loop() -> None:
     core = pytest.importorskip("ember._core")
     assert callable(core.run_loop) and callable(core.configure)
-    with pytest.raises(TypeError, match="needs an ember.engine.Engine"):
+    with pytest.raises(TypeError, match=r"needs an ember\.engine\.Engine"):
         core.run_loop(object())
 
 
 def test_engine_import_does_not_import_torch() -> None:
     code = "import sys, ember.engine; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -38,5 +40,7 @@ def test_python_backend_runs_without_the_compiled_module() -> None:
         "except ImportError as exc:\n"
         "    print('did you forget to build' in ''.join(getattr(exc, '__notes__', [])))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["2", "True"]

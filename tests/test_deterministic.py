@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from ember.engine import DeterministicEngine, Events  # noqa: E402
+from ember.engine import DeterministicEngine, Events
 
 SCRIPT = Path(__file__).resolve().parent / "isolated" / "deterministic_train.py"
 

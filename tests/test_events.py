@@ -26,7 +26,7 @@ def fired(event: CallableEventWithFilter, counters: range) -> list[int]:
     ],
 )
 def test_count_filters_fire_where_ignite_fires(kwargs: dict, expected: list[int]) -> None:
-    counters = range(0, 30) if "before" in kwargs else range(0, 11)
+    counters = range(30) if "before" in kwargs else range(11)
     assert fired(Events.ITERATION_COMPLETED(**kwargs), counters) == expected
 
 
@@ -81,7 +81,7 @@ def test_events_list_is_built_with_or() -> None:
 
 def test_events_list_rejects_non_events() -> None:
     with pytest.raises(TypeError, match="Argument event should be Events or"):
-        Events.STARTED | "COMPLETED"  # noqa: B018
+        Events.STARTED | "COMPLETED"
 
 
 def test_declaration_order_and_values() -> None:

@@ -16,8 +16,15 @@ def test_digits_example_reaches_its_accuracy(backend: str, tmp_path: Path) -> No
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
     result = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--no-progress", "--backend", backend, "--out-dir",
-         str(tmp_path)],
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--no-progress",
+            "--backend",
+            backend,
+            "--out-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -127,7 +127,9 @@ def test_keyboard_interrupt_takes_the_run_level_route(make_engine: Any) -> None:
         raise KeyboardInterrupt
 
     engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), stop)
-    engine.add_event_handler(Events.EXCEPTION_RAISED, lambda e, exc: seen.append(type(exc).__name__))
+    engine.add_event_handler(
+        Events.EXCEPTION_RAISED, lambda e, exc: seen.append(type(exc).__name__)
+    )
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append("epoch"))
     engine.run([0, 1, 2], max_epochs=2)
     assert seen == ["KeyboardInterrupt"]

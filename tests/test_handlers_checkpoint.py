@@ -16,8 +16,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ember.engine import Engine, Events  # noqa: E402
-from ember.handlers import (  # noqa: E402
+from ember.engine import Engine, Events
+from ember.handlers import (
     Checkpoint,
     CheckpointEvents,
     DiskSaver,
@@ -25,7 +25,7 @@ from ember.handlers import (  # noqa: E402
     ModelCheckpoint,
     global_step_from_engine,
 )
-from ember.handlers.checkpoint import TEMPORARY_SUFFIX  # noqa: E402
+from ember.handlers.checkpoint import TEMPORARY_SUFFIX
 
 MakeEngine = Callable[..., Any]
 

@@ -33,8 +33,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("fcntl")
 
-from ember.handlers import Checkpoint, DiskSaver  # noqa: E402
-from ember.handlers.checkpoint import TEMPORARY_SUFFIX  # noqa: E402
+from ember.handlers import Checkpoint, DiskSaver
+from ember.handlers.checkpoint import TEMPORARY_SUFFIX
 
 WRITER = Path(__file__).resolve().parent / "isolated" / "checkpoint_writer.py"
 MEGABYTES = 24

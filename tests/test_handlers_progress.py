@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("tqdm")
 torch = pytest.importorskip("torch")
 
-from ember.engine import Engine, Events  # noqa: E402
-from ember.handlers import ProgressBar  # noqa: E402
+from ember.engine import Engine, Events
+from ember.handlers import ProgressBar
 
 MakeEngine = Callable[..., Any]
 

@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ember.engine import Engine, Events  # noqa: E402
-from ember.handlers import (  # noqa: E402
+from ember.engine import Engine, Events
+from ember.handlers import (
     ConcatScheduler,
     CosineAnnealingScheduler,
     LinearCyclicalScheduler,

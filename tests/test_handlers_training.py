@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ember.engine import Engine, Events  # noqa: E402
-from ember.handlers import EarlyStopping, TerminateOnNan, Timer  # noqa: E402
+from ember.engine import Engine, Events
+from ember.handlers import EarlyStopping, TerminateOnNan, Timer
 
 MakeEngine = Callable[..., Any]
 

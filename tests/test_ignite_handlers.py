@@ -22,7 +22,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("ignite")
 
 import torch.nn.functional as F
-from ember.engine import Engine, Events
 from ignite.engine import Engine as IgniteEngine
 from ignite.engine import Events as IgniteEvents
 from ignite.handlers import (
@@ -43,6 +42,8 @@ from ignite.handlers.checkpoint import CheckpointEvents
 from ignite.metrics import Accuracy, Loss, RunningAverage
 from ignite.metrics.metric import BatchFiltered
 from torch import nn
+
+from ember.engine import Engine, Events
 
 MakeEngine = Callable[..., Any]
 
@@ -589,9 +590,9 @@ def test_handlers_that_demand_ignites_engine_class_refuse_ember(make_engine: Mak
 
     with pytest.raises(TypeError, match="Argument trainer should be an instance of Engine"):
         EarlyStopping(patience=2, score_function=lambda engine: 0.0, trainer=trainer)
-    with pytest.raises(TypeError, match="Argument engine should be ignite.engine.Engine"):
+    with pytest.raises(TypeError, match=r"Argument engine should be ignite\.engine\.Engine"):
         BasicTimeProfiler().attach(trainer)
-    with pytest.raises(TypeError, match="Argument engine should be ignite.engine.Engine"):
+    with pytest.raises(TypeError, match=r"Argument engine should be ignite\.engine\.Engine"):
         HandlersTimeProfiler().attach(trainer)
 
     # Nothing was attached on the way to the error: the engine still runs cleanly.

@@ -52,7 +52,7 @@ def test_interrupted_engine_is_freed_and_fires_nothing(backend: str) -> None:
 def test_engine_in_a_cycle_is_collected(backend: str) -> None:
     engine = build_engine(backend)
     engine.state.myself = engine
-    engine.add_event_handler(Events.COMPLETED, lambda: engine.state)
+    engine.add_event_handler(Events.COMPLETED, lambda: engine.state)  # noqa: F821 - the cycle
     engine.run([1, 2])
     ref = weakref.ref(engine)
     del engine

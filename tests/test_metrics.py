@@ -16,11 +16,11 @@ import pytest
 torch = pytest.importorskip("torch")
 metrics = pytest.importorskip("sklearn.metrics")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ember.engine import Engine, Events  # noqa: E402
-from ember.metrics import (  # noqa: E402
+from ember.engine import Engine, Events
+from ember.metrics import (
     Accuracy,
     Average,
     ConfusionMatrix,
@@ -34,7 +34,7 @@ from ember.metrics import (  # noqa: E402
     RunningAverage,
     TopKCategoricalAccuracy,
 )
-from test_metrics_support import (  # noqa: E402
+from test_metrics_support import (
     binary_batches,
     evaluate,
     joined,

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ember.metrics import (  # noqa: E402
+from ember.metrics import (
     Accuracy,
     Average,
     ConfusionMatrix,

@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ember.engine import Events  # noqa: E402
-from ember.metrics import (  # noqa: E402
+from ember.engine import Events
+from ember.metrics import (
     Accuracy,
     Average,
     BatchFiltered,
@@ -34,7 +34,7 @@ from ember.metrics import (  # noqa: E402
     SingleEpochRunningBatchWise,
     TopKCategoricalAccuracy,
 )
-from test_metrics_support import multiclass_batches, multilabel_batches  # noqa: E402
+from test_metrics_support import multiclass_batches, multilabel_batches
 
 
 def batch_accuracy(batches: list[tuple[Any, Any]]) -> float:

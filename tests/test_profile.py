@@ -34,7 +34,9 @@ def test_profile_counts_and_times(backend: str) -> None:
     assert results["events"]["STARTED"].calls == 1
     assert results["events"]["EPOCH_COMPLETED"].seconds >= 2 * 0.003
     handlers = results["handlers"]
-    epoch_handler = handlers["EPOCH_COMPLETED:test_profile_counts_and_times.<locals>.checkpoint_like"]
+    epoch_handler = handlers[
+        "EPOCH_COMPLETED:test_profile_counts_and_times.<locals>.checkpoint_like"
+    ]
     assert epoch_handler.calls == 2 and epoch_handler.seconds >= 0.006
     filtered = [name for name in handlers if name.startswith("ITERATION_COMPLETED:")]
     # a filtered handler is counted (and timed) with its filter, at every firing

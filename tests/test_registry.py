@@ -19,7 +19,7 @@ def test_handlers_get_engine_args_and_kwargs(make_engine: Any) -> None:
     calls: list[Any] = []
     engine = make_engine()
     engine.add_event_handler(Events.STARTED, lambda e, a, b=0: calls.append((e, a, b)), 1, b=2)
-    engine.add_event_handler(Events.STARTED, lambda a: calls.append(a), "no engine")
+    engine.add_event_handler(Events.STARTED, calls.append, "no engine")
     engine.run([0])
     assert calls == [(engine, 1, 2), "no engine"]
 
@@ -31,14 +31,15 @@ def test_on_decorator_returns_the_function(make_engine: Any) -> None:
     def handler(e: Engine) -> None:
         e.state.calls = getattr(e.state, "calls", 0) + 1
 
-    assert callable(handler) and handler.__name__ == "handler"
+    assert callable(handler)
+    assert handler.__name__ == "handler"
     engine.run([0])
     assert engine.state.calls == 2
 
 
 def test_signature_is_checked_at_registration(make_engine: Any) -> None:
     engine = make_engine()
-    with pytest.raises(ValueError, match="Error adding .* takes parameters .* but will be called"):
+    with pytest.raises(ValueError, match=r"Error adding .* takes parameters .* but will be called"):
         engine.add_event_handler(Events.STARTED, lambda a, b, c: None)
     with pytest.raises(ValueError, match="Error adding"):
         engine.add_event_handler(Events.STARTED, lambda e: None, 1, 2)
@@ -232,7 +233,8 @@ def test_fire_event_override_sees_every_event(backend: str) -> None:
             super()._fire_event(event_name, *args, **kwargs)
 
     Recorded(lambda e, b: b, backend=backend).run([0, 1], max_epochs=1)
-    assert seen[0] == "STARTED" and seen[-1] == "COMPLETED"
+    assert seen[0] == "STARTED"
+    assert seen[-1] == "COMPLETED"
     assert len(seen) == 12
 
 
@@ -250,9 +252,10 @@ def test_many_filtered_and_plain_handlers_fire_on_their_counters(make_engine: An
     for name, event in specs.items():
         counter = "epoch" if name == "epochs" else "iteration"
         engine.add_event_handler(
-            event, lambda e, name=name, counter=counter: fired.setdefault(name, []).append(
+            event,
+            lambda e, name=name, counter=counter: fired.setdefault(name, []).append(
                 getattr(e.state, counter)
-            )
+            ),
         )
     engine.run(range(4), max_epochs=2)
     assert fired == {
@@ -289,7 +292,8 @@ def test_instance_fire_event_is_honoured(make_engine: Any) -> None:
 
     engine._fire_event = recording
     engine.run([0])
-    assert seen[0] == "STARTED" and seen[-1] == "COMPLETED"
+    assert seen[0] == "STARTED"
+    assert seen[-1] == "COMPLETED"
 
 
 def test_is_done_override_is_honoured(backend: str) -> None:

@@ -187,7 +187,9 @@ def test_logging_messages(make_engine: Any, caplog: pytest.LogCaptureFixture) ->
     assert messages[-1].startswith("Engine run finished. Time taken: ")
 
 
-def test_debug_logging_reports_every_fire(make_engine: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_debug_logging_reports_every_fire(
+    make_engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = make_engine()
     with caplog.at_level("DEBUG", logger="ember.engine.engine.Engine"):
         engine.run([1], max_epochs=1)

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ember.engine import Engine  # noqa: E402
+from ember.engine import Engine
 
 
 def epoch_orders(backend: str, enabled: bool) -> list[list[int]]:

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ember.engine import (  # noqa: E402
+from ember.engine import (
     DeterministicEngine,
     Engine,
     Events,
@@ -86,7 +86,9 @@ def test_train_mode_is_set_once_per_run_not_every_iteration(backend: str) -> Non
     model.eval()
     calls.clear()
     trainer = create_supervised_trainer(
-        model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.mse_loss,
         backend=backend,
     )
     trainer.run(regression_data(6), max_epochs=2)
@@ -169,7 +171,9 @@ def test_bad_options(kwargs: dict, message: str) -> None:
     model = torch.nn.Linear(2, 1)
     with pytest.raises(ValueError, match=message):
         create_supervised_trainer(
-            model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            torch.nn.functional.mse_loss,
             **kwargs,
         )
 
@@ -177,7 +181,9 @@ def test_bad_options(kwargs: dict, message: str) -> None:
 def test_batches_that_are_not_pairs_are_refused(backend: str) -> None:
     model = torch.nn.Linear(2, 1)
     trainer = create_supervised_trainer(
-        model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.mse_loss,
         backend=backend,
     )
     with pytest.raises(ValueError, match="prepare_batch expects batches of \\(x, y\\)"):

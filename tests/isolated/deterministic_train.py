@@ -28,7 +28,9 @@ def build() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.utils.data.Da
     targets = torch.randint(0, 3, (40,))
     dataset = torch.utils.data.TensorDataset(features, targets)
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return model, optimizer, loader
 

@@ -50,8 +50,8 @@ def get_rng_states() -> dict[str, Any]:
     states: dict[str, Any] = {"random": random.getstate(), "torch": torch.get_rng_state()}
     if np is not None:
         # Plain Python values, not an ndarray: checkpoints load with torch.load(weights_only=True).
-        name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-        states["numpy"] = (name, keys.tolist(), position, has_gauss, cached_gaussian)
+        name, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+        states["numpy"] = (name, np.asarray(keys).tolist(), position, has_gauss, cached_gaussian)
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
