@@ -258,9 +258,7 @@ def _interrupted(engine: Any) -> bool:
     return pending is not None
 
 
-def _attach(
-    engine: Any, events: Any, custom: Any, spec: Handler, index: int, record: Any
-) -> None:
+def _attach(engine: Any, events: Any, custom: Any, spec: Handler, index: int, record: Any) -> None:
     event = getattr(events, spec.event)
     filter_kwargs = _event_filter(spec)
     if filter_kwargs:
