@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ember.distributed._reduce import sum_over_ranks
 from ember.engine.events import Events
 
 __all__ = [
@@ -188,6 +189,11 @@ class Metric(metaclass=ABCMeta):
     wires these to an engine's events (see the usages) and stores the value in
     ``engine.state.metrics[name]``.
 
+    Under torch.distributed (a group of more than one process), :meth:`compute` sums the
+    accumulators of every rank first (:meth:`_sum_over_ranks`), so every rank gets the value of
+    the whole data set, as one process would over all of it; ``update`` and ``state_dict`` stay
+    per rank. ``compute`` is then a collective: every rank must call it.
+
     Subclasses set ``_state_attrs`` (the names of their accumulators, saved by
     :meth:`state_dict`) and may set ``required_output_keys``: when the transformed output is a
     mapping, these keys are picked out of it, in order (``None``: pass the mapping as it is).
@@ -231,6 +237,15 @@ class Metric(metaclass=ABCMeta):
     def device(self) -> torch.device:
         """Where the accumulators live."""
         return self._device
+
+    def _sum_over_ranks(self, *values: Any) -> tuple[Any, ...]:
+        """The accumulators ``values`` summed over the ranks of torch.distributed's group, for
+        :meth:`compute` (copies: the metric's own state stays this rank's). In a single process
+        they come back as they are. ``None`` (nothing seen on a rank) counts as zeros.
+
+        Every rank must call it, in the same order: check for emptiness on the sums, after.
+        """
+        return sum_over_ranks(self._name, values, self._device)
 
     @property
     def _name(self) -> str:

@@ -106,9 +106,10 @@ class Loss(Metric):
         self._num_examples += int(n)
 
     def compute(self) -> float:
-        if self._num_examples == 0:
+        total, count = self._sum_over_ranks(self._sum, self._num_examples)
+        if count == 0:
             raise self._not_computable()
-        return self._sum.item() / self._num_examples
+        return float(total.item()) / int(count)
 
 
 class Average(Metric):
@@ -162,9 +163,10 @@ class Average(Metric):
         self._num_examples += count
 
     def compute(self) -> float | torch.Tensor:
-        if self._accumulator is None or self._num_examples == 0:
+        accumulator, count = self._sum_over_ranks(self._accumulator, self._num_examples)
+        if accumulator is None or count == 0:
             raise self._not_computable()
-        mean = self._accumulator / self._num_examples
+        mean: torch.Tensor = accumulator / int(count)
         return mean.item() if mean.numel() == 1 else mean
 
 
@@ -174,6 +176,10 @@ class RunningAverage(Metric):
     ``x`` is either a metric's value (``src``: at each update the metric is computed, then reset,
     so ``x`` is its value over the batches since the previous update) or a value taken from the
     engine's output (``output_transform``, e.g. ``lambda loss: loss``).
+
+    Under torch.distributed, ``src`` is computed over all ranks at each update (a collective per
+    iteration); with ``output_transform``, ``compute()`` gives the mean over the ranks of their
+    averages (the average of the ranks' mean outputs). Every rank must run as many iterations.
 
     Default usage ``RunningBatchWise()``: updated and stored at every iteration, reset when the
     run starts. ``SingleEpochRunningBatchWise()`` restarts every epoch; ``RunningEpochWise()``
@@ -252,9 +258,15 @@ class RunningAverage(Metric):
             self._value = self._value * self.alpha + (1.0 - self.alpha) * value
 
     def compute(self) -> float | torch.Tensor:
-        if self._value is None:
-            raise self._not_computable()
+        # With src, the value is already over all ranks (src.compute() summed them). Otherwise
+        # each rank averaged its own outputs: the average is linear in them, so the mean over
+        # the ranks is the running average of the ranks' mean output (ignite's meaning).
         value = self._value
+        if self.src is None:
+            total, count = self._sum_over_ranks(value, 0 if value is None else 1)
+            value = None if total is None else total / count
+        if value is None:
+            raise self._not_computable()
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             return value.item()
         return value

@@ -186,9 +186,10 @@ class Accuracy(_ClassificationMetric):
         self._num_examples += correct.numel()
 
     def compute(self) -> float:
-        if self._num_examples == 0:
+        correct, count = self._sum_over_ranks(self._num_correct, self._num_examples)
+        if count == 0:
             raise self._not_computable()
-        return self._num_correct.item() / self._num_examples
+        return int(correct.item()) / int(count)
 
 
 _AVERAGES = (False, None, True, "macro", "micro", "weighted", "samples")
@@ -252,8 +253,20 @@ class _PrecisionRecall(_ClassificationMetric):
     ) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _class_denominator(self) -> torch.Tensor:  # pragma: no cover - overridden
+    def _class_denominator(
+        self, predicted: torch.Tensor, actual: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _totals(self) -> tuple[Any, Any, Any, Any, int]:
+        """``(true, predicted, actual positives, samples_sum, num_samples)`` over all ranks."""
+        return self._sum_over_ranks(
+            self._true_positives,
+            self._predicted_positives,
+            self._actual_positives,
+            self._samples_sum,
+            self._num_samples,
+        )
 
     def update(self, output: Any) -> None:
         kind, y_pred, y, num_classes = self._check_input(output)
@@ -287,21 +300,22 @@ class _PrecisionRecall(_ClassificationMetric):
             self._num_samples += hits.shape[0]
 
     def compute(self) -> float | torch.Tensor:
-        if self._true_positives is None:
+        true_positives, predicted, actual, samples_sum, num_samples = self._totals()
+        if true_positives is None:
             raise self._not_computable()
         if self._average == "samples":
-            if self._num_samples == 0:
+            if num_samples == 0:
                 raise self._not_computable()
-            return (self._samples_sum / self._num_samples).item()
-        denominator = self._class_denominator()
+            return float((samples_sum / num_samples).item())
+        denominator = self._class_denominator(predicted, actual)
         if self._average == "micro":
-            return _safe_ratio(self._true_positives.sum(), denominator.sum()).item()
-        per_class = _safe_ratio(self._true_positives, denominator)
+            return _safe_ratio(true_positives.sum(), denominator.sum()).item()
+        per_class = _safe_ratio(true_positives, denominator)
         if self._average is False:
             return per_class.item() if per_class.ndim == 0 else per_class
         if self._average == "macro":
             return per_class.mean().item()
-        weights = self._actual_positives  # "weighted": by support, as scikit-learn
+        weights = actual  # "weighted": by support, as scikit-learn
         return _safe_ratio((per_class * weights).sum(), weights.sum()).item()
 
 
@@ -318,9 +332,8 @@ class Precision(_PrecisionRecall):
     def _sample_denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
         return predicted.sum(dim=1)
 
-    def _class_denominator(self) -> torch.Tensor:
-        assert self._predicted_positives is not None
-        return self._predicted_positives
+    def _class_denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+        return predicted
 
 
 class Recall(_PrecisionRecall):
@@ -329,9 +342,8 @@ class Recall(_PrecisionRecall):
     def _sample_denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
         return actual.sum(dim=1)
 
-    def _class_denominator(self) -> torch.Tensor:
-        assert self._actual_positives is not None
-        return self._actual_positives
+    def _class_denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+        return actual
 
 
 def _fbeta_value(beta_squared: float, precision: Any, recall: Any) -> Any:
@@ -413,7 +425,7 @@ def Fbeta(  # noqa: N802 - ignite's name; a function that builds a MetricsLambda
         value = _fbeta_value(beta_squared, p, r)
         if not isinstance(value, torch.Tensor):
             return value
-        weights = support._actual_positives
+        weights = support._totals()[2]  # the support over all ranks
         assert weights is not None
         weights = weights.cpu()
         return _safe_ratio((value * weights).sum(), weights.sum()).item()
@@ -494,14 +506,15 @@ class ConfusionMatrix(Metric):
         self._num_examples += y_pred.shape[0]
 
     def compute(self) -> torch.Tensor:
-        if self._num_examples == 0:
+        matrix: torch.Tensor
+        matrix, count = self._sum_over_ranks(self.confusion_matrix, self._num_examples)
+        if count == 0:
             raise self._not_computable()
-        matrix = self.confusion_matrix
         if self.average is None:
             return matrix.clone()
         matrix = matrix.to(self._double_dtype)
         if self.average == "samples":
-            return matrix / self._num_examples
+            return matrix / int(count)
         if self.average == "recall":
             return _safe_ratio(matrix, matrix.sum(dim=1, keepdim=True))
         return _safe_ratio(matrix, matrix.sum(dim=0, keepdim=True))
@@ -550,6 +563,7 @@ class TopKCategoricalAccuracy(Metric):
         self._num_examples += correct.numel()
 
     def compute(self) -> float:
-        if self._num_examples == 0:
+        correct, count = self._sum_over_ranks(self._num_correct, self._num_examples)
+        if count == 0:
             raise self._not_computable()
-        return self._num_correct.item() / self._num_examples
+        return int(correct.item()) / int(count)

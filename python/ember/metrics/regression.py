@@ -63,9 +63,10 @@ class _ErrorSum(Metric):
         self._num_examples += y.shape[0]
 
     def _mean(self) -> float:
-        if self._num_examples == 0:
+        total, count = self._sum_over_ranks(self._sum_of_errors, self._num_examples)
+        if count == 0:
             raise self._not_computable()
-        return self._sum_of_errors.item() / self._num_examples
+        return float(total.item()) / int(count)
 
 
 class MeanSquaredError(_ErrorSum):
