@@ -376,3 +376,14 @@ def test_user_filtered_event_is_respected(make_engine: MakeEngine) -> None:
     assert finished_lines(stream)[0].startswith("Iteration: [7/7] 100%")
     assert "[3/7]" in stream.getvalue()
     assert "[1/7]" not in stream.getvalue()
+
+
+def test_only_rank_zero_draws(make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    trainer = make_engine()
+    stream = io.StringIO()
+    pbar = ProgressBar(persist=True, file=stream)
+    pbar.attach(trainer)
+    pbar.log_message("hello")
+    trainer.run(range(4), max_epochs=1)
+    assert stream.getvalue() == ""

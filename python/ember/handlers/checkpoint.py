@@ -69,10 +69,12 @@ class CheckpointEvents(EventEnum):
 
 
 def _rank() -> int:
-    distributed = torch.distributed
-    if distributed.is_available() and distributed.is_initialized():
-        return int(distributed.get_rank())
-    return 0
+    """This process's rank; refuses a process launched as one of several without its group,
+    which would otherwise believe it is rank 0 and write too."""
+    from ember import distributed
+
+    distributed.refuse_without_group("Checkpoint")
+    return distributed.get_rank()
 
 
 def _tree_map(function: Callable[[Any], Any], objects: Any) -> Any:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 import math
 import numbers
+import os
 import sys
 import warnings
 import weakref
@@ -59,6 +60,15 @@ def _event_order() -> list[Any]:
         Events.EPOCH_COMPLETED,
         Events.COMPLETED,
     ]
+
+
+def _is_rank_zero() -> bool:
+    """Rank 0 of torch.distributed's group, or of the launch (RANK) before the group exists.
+    Read without importing torch: only a process that imported torch.distributed has a group."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        return int(distributed.get_rank()) == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 class ProgressBar:
@@ -114,8 +124,10 @@ class ProgressBar:
         return None
 
     def log_message(self, message: str) -> None:
-        """Print ``message`` above the bar without breaking it (use instead of ``print``)."""
-        importlib.import_module("tqdm").tqdm.write(message, file=self.file)
+        """Print ``message`` above the bar without breaking it (use instead of ``print``); on
+        rank 0 only in a distributed run."""
+        if _is_rank_zero():
+            importlib.import_module("tqdm").tqdm.write(message, file=self.file)
 
     def attach(
         self,
@@ -166,6 +178,8 @@ class ProgressBar:
                 f"Logging event {event_name} should be called before closing event "
                 f"{closing_event_name}"
             )
+        if not _is_rank_zero():
+            return  # one bar per run: rank 0 draws it, the other ranks stay quiet
         tracker = _Tracker(
             self, event_name, closing_event_name, metric_names, output_transform, state_attributes
         )
