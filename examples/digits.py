@@ -1,10 +1,14 @@
 """Train a small network on scikit-learn's digits (bundled, no download) with ember alone.
 
     python examples/digits.py [--epochs 40] [--out-dir checkpoints] [--backend cpp|python]
+    python examples/digits.py --nproc 2      # 2 processes on the CPU (torch.distributed, gloo)
+    torchrun --nproc-per-node 2 examples/digits.py --nproc 2
 
 Trainer and evaluator from ember.engine, metrics from ember.metrics, checkpointing of the best
 model, early stopping and a progress bar from ember.handlers. Prints the validation accuracy
-of each epoch and the best one; exits with status 1 if it stays below --target.
+of each epoch and the best one; exits with status 1 if it stays below --target. With --nproc N
+the same script trains with N processes: the data is sharded, gradients are averaged (DDP),
+metrics are computed over the whole validation set, and rank 0 alone writes and prints.
 """
 
 from __future__ import annotations
@@ -12,17 +16,19 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+import ember.distributed as edist
 from ember.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
 from ember.handlers import Checkpoint, DiskSaver, EarlyStopping, ProgressBar
 from ember.metrics import Accuracy, Loss
 
 
-def loaders(batch_size: int) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+def datasets() -> tuple[torch.utils.data.TensorDataset, torch.utils.data.TensorDataset]:
     digits = load_digits()
     x_train, x_val, y_train, y_val = train_test_split(
         digits.data, digits.target, test_size=0.25, random_state=0, stratify=digits.target
@@ -30,15 +36,75 @@ def loaders(batch_size: int) -> tuple[torch.utils.data.DataLoader, torch.utils.d
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     std[std == 0] = 1.0  # pixels that are blank in every training image
 
-    def dataset(x: object, y: object) -> torch.utils.data.TensorDataset:
-        features = torch.tensor((x - mean) / std, dtype=torch.float32)  # type: ignore[operator]
+    def dataset(x: Any, y: Any) -> torch.utils.data.TensorDataset:
+        features = torch.tensor((x - mean) / std, dtype=torch.float32)
         return torch.utils.data.TensorDataset(features, torch.tensor(y))
 
-    train = torch.utils.data.DataLoader(
-        dataset(x_train, y_train), batch_size=batch_size, shuffle=True
+    return dataset(x_train, y_train), dataset(x_val, y_val)
+
+
+def train(local_rank: int, args: argparse.Namespace) -> float:
+    """One process's training (all of it in a single process); returns the best accuracy."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    train_set, val_set = datasets()
+    # Global batch sizes: each of N processes loads 1/N of them.
+    train_loader = edist.auto_dataloader(train_set, batch_size=args.batch_size, shuffle=True)
+    val_loader = edist.auto_dataloader(val_set, batch_size=256)
+    model = edist.auto_model(
+        torch.nn.Sequential(
+            torch.nn.Linear(64, 128),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.1),
+            torch.nn.Linear(128, 10),
+        )
     )
-    val = torch.utils.data.DataLoader(dataset(x_val, y_val), batch_size=256)
-    return train, val
+    optimizer = edist.auto_optim(torch.optim.Adam(model.parameters(), lr=1e-3))
+    loss_fn = torch.nn.functional.cross_entropy
+
+    trainer = create_supervised_trainer(model, optimizer, loss_fn, backend=args.backend)
+    evaluator = create_supervised_evaluator(
+        model, metrics={"accuracy": Accuracy(), "loss": Loss(loss_fn)}, backend=args.backend
+    )
+    best = {"accuracy": 0.0}
+    progress = None if args.no_progress else ProgressBar(persist=False)
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def validate(engine: Engine) -> None:
+        metrics = evaluator.run(val_loader).metrics  # over all ranks' shards
+        best["accuracy"] = max(best["accuracy"], metrics["accuracy"])
+        message = (
+            f"epoch {engine.state.epoch:3d}  val accuracy {metrics['accuracy']:.4f}  "
+            f"val loss {metrics['loss']:.4f}"
+        )
+        if progress is not None:
+            progress.log_message(message)
+        elif edist.get_rank() == 0:
+            print(message)
+
+    def accuracy(engine: Engine) -> float:
+        return float(engine.state.metrics["accuracy"])
+
+    checkpoint = Checkpoint(
+        {"model": model, "optimizer": optimizer, "trainer": trainer},
+        DiskSaver(args.out_dir, require_empty=False),
+        n_saved=2,
+        score_function=accuracy,
+        score_name="accuracy",
+        global_step_transform=lambda engine, event: trainer.state.epoch,
+    )
+    evaluator.add_event_handler(Events.COMPLETED, checkpoint)
+    evaluator.add_event_handler(
+        Events.COMPLETED, EarlyStopping(patience=8, score_function=accuracy, trainer=trainer)
+    )
+    if progress is not None:
+        progress.attach(trainer, output_transform=lambda loss: {"loss": loss})
+
+    trainer.run(train_loader, max_epochs=args.epochs)
+    if edist.get_rank() == 0:
+        print(f"best val accuracy {best['accuracy']:.4f}; checkpoints in {args.out_dir}")
+        print(f"last checkpoint: {checkpoint.last_checkpoint}")
+    return best["accuracy"]
 
 
 def main() -> int:
@@ -49,60 +115,23 @@ def main() -> int:
     parser.add_argument("--backend", choices=("cpp", "python"), default=None)
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--nproc", type=int, default=1, help="processes (gloo on the CPU)")
     args = parser.parse_args()
+    args.out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="ember-digits-"))
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    train_loader, val_loader = loaders(args.batch_size)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(128, 10)
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.functional.cross_entropy
+    if args.nproc == 1:
+        best = train(0, args)
+    else:
+        with edist.Parallel(backend="gloo", nproc_per_node=args.nproc) as parallel:
+            parallel.run(train, args)
+        best = _best_from_checkpoints(args.out_dir)
+    return 0 if best >= args.target else 1
 
-    trainer = create_supervised_trainer(model, optimizer, loss_fn, backend=args.backend)
-    evaluator = create_supervised_evaluator(
-        model, metrics={"accuracy": Accuracy(), "loss": Loss(loss_fn)}, backend=args.backend
-    )
-    best = {"accuracy": 0.0}
 
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def validate(engine: Engine) -> None:
-        metrics = evaluator.run(val_loader).metrics
-        best["accuracy"] = max(best["accuracy"], metrics["accuracy"])
-        message = (
-            f"epoch {engine.state.epoch:3d}  val accuracy {metrics['accuracy']:.4f}  "
-            f"val loss {metrics['loss']:.4f}"
-        )
-        if args.no_progress:
-            print(message)
-        else:
-            progress.log_message(message)
-
-    def accuracy(engine: Engine) -> float:
-        return float(engine.state.metrics["accuracy"])
-
-    out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="ember-digits-"))
-    checkpoint = Checkpoint(
-        {"model": model, "optimizer": optimizer, "trainer": trainer},
-        DiskSaver(out_dir, require_empty=False),
-        n_saved=2,
-        score_function=accuracy,
-        score_name="accuracy",
-        global_step_transform=lambda engine, event: trainer.state.epoch,
-    )
-    evaluator.add_event_handler(Events.COMPLETED, checkpoint)
-    evaluator.add_event_handler(
-        Events.COMPLETED, EarlyStopping(patience=8, score_function=accuracy, trainer=trainer)
-    )
-    if not args.no_progress:
-        progress = ProgressBar(persist=False)
-        progress.attach(trainer, output_transform=lambda loss: {"loss": loss})
-
-    trainer.run(train_loader, max_epochs=args.epochs)
-    print(f"best val accuracy {best['accuracy']:.4f}; checkpoints in {out_dir}")
-    print(f"last checkpoint: {checkpoint.last_checkpoint}")
-    return 0 if best["accuracy"] >= args.target else 1
+def _best_from_checkpoints(out_dir: Path) -> float:
+    """The best accuracy of a multi-process run, read back from the checkpoints' names."""
+    scores = [float(path.stem.split("=")[-1]) for path in out_dir.glob("*accuracy=*.pt")]
+    return max(scores, default=0.0)
 
 
 if __name__ == "__main__":
