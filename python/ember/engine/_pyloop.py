@@ -117,6 +117,14 @@ class _Timings:
             profiler.add(kind, name, seconds, int(calls))
 
 
+def _stop_requested(engine: Engine) -> bool:
+    """Whether the check after an event has anything to do: terminate, terminate the epoch or
+    interrupt was asked for. Tested before calling _check() where it runs every iteration."""
+    return bool(
+        engine.should_terminate or engine.should_terminate_single_epoch or engine.should_interrupt
+    )
+
+
 class _Dispatch:
     """Fires built-in events for one run, the way the compiled loop does.
 
@@ -339,20 +347,14 @@ class _Run:
                     AFTER_DATALOADER_STOP_ITERATION,
                 ):
                     engine.state.batch = None
+                    self.phase = AFTER_GET_BATCH_STARTED
                     if (
                         not _is_stop_iteration(engine.last_event_name)
                         and engine.state.dataloader is not None
                     ):
                         self.dispatch.fire(_GET_BATCH_STARTED)
-                        self.phase = AFTER_GET_BATCH_STARTED
-                        if (
-                            engine.should_terminate
-                            or engine.should_terminate_single_epoch
-                            or engine.should_interrupt
-                        ):  # _check() inlined where it runs every iteration
+                        if _stop_requested(engine):
                             self._check(AFTER_GET_BATCH_STARTED)
-                    else:
-                        self.phase = AFTER_GET_BATCH_STARTED
                 if self.phase == AFTER_GET_BATCH_STARTED:
                     if not self._next_batch():
                         return
@@ -363,11 +365,7 @@ class _Run:
                     engine.state.iteration += 1
                     self.dispatch.fire(_ITERATION_STARTED)
                     self.phase = AFTER_ITERATION_STARTED
-                    if (
-                        engine.should_terminate
-                        or engine.should_terminate_single_epoch
-                        or engine.should_interrupt
-                    ):  # _check() inlined where it runs every iteration
+                    if _stop_requested(engine):
                         self._check(AFTER_ITERATION_STARTED)
                 if self.phase == AFTER_ITERATION_STARTED:
                     # No local holds the output: the previous one must be freed before a step.
@@ -379,11 +377,7 @@ class _Run:
                         self.timings.add("step", "step", time.perf_counter() - started)
                     self.dispatch.fire(_ITERATION_COMPLETED)
                     self.phase = AFTER_ITERATION_COMPLETED
-                    if (
-                        engine.should_terminate
-                        or engine.should_terminate_single_epoch
-                        or engine.should_interrupt
-                    ):  # _check() inlined where it runs every iteration
+                    if _stop_requested(engine):
                         self._check(AFTER_ITERATION_COMPLETED)
         except _TerminateEpoch:
             self.dispatch.fire(_TERMINATE_SINGLE_EPOCH, iter_counter=self.iter_counter)
@@ -423,15 +417,9 @@ class _Run:
         if self.timings is not None:
             self.timings.add("data", "data", time.perf_counter() - started)
         state.output = None
+        self.phase = AFTER_GET_BATCH_COMPLETED
         if state.dataloader is not None:
             self.dispatch.fire(_GET_BATCH_COMPLETED)
-            self.phase = AFTER_GET_BATCH_COMPLETED
-            if (
-                engine.should_terminate
-                or engine.should_terminate_single_epoch
-                or engine.should_interrupt
-            ):  # _check() inlined where it runs every iteration
+            if _stop_requested(engine):
                 self._check(AFTER_GET_BATCH_COMPLETED)
-        else:
-            self.phase = AFTER_GET_BATCH_COMPLETED
         return True
