@@ -115,7 +115,8 @@ Dispatcher::Entry Dispatcher::decode(PyObject* item, EventId id) const {
 long long Dispatcher::counter_value(Counter counter) {
     const Config& c = configured();
     PyObject* state = c.engine.state.get(engine_);
-    return (counter == Counter::iteration ? c.state.iteration : c.state.epoch).get_int(state);
+    if (counter == Counter::iteration) return c.state.iteration.get_int(state, iteration_);
+    return c.state.epoch.get_int(state);
 }
 
 void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs) {

@@ -18,7 +18,9 @@ namespace ember {
 // their (handler, args, kwargs) tuple, which the cache keeps alive.
 class Dispatcher {
 public:
-    explicit Dispatcher(PyObject* engine) : engine_(engine) {}
+    // `iteration`: what the loop last wrote to state.iteration, for count filters to read.
+    Dispatcher(PyObject* engine, const WrittenInt& iteration)
+        : engine_(engine), iteration_(iteration) {}
 
     // Time each handler call into `timings` (null: no clock reads).
     void time_handlers(Timings* timings) { timings_ = timings; }
@@ -50,6 +52,7 @@ private:
     long long counter_value(Counter counter);
 
     PyObject* engine_;
+    const WrittenInt& iteration_;
     Timings* timings_ = nullptr;
     py::object registry_;
     py::object version_;  // held, so an unchanged version is the same object

@@ -45,7 +45,7 @@ py::object exception_with_traceback(const py::error_already_set& error) {
 
 }  // namespace
 
-Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine) {
+Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine, iteration_) {
     const Config& c = configured();
     if (!PyObject_TypeCheck(engine, c.engine_type))
         throw py::type_error("run_loop() needs an ember.engine.Engine");
@@ -221,7 +221,7 @@ void Run::iterations() {
                 long long epoch_length = c.state.epoch_length.get_optional_int(s, NONE);
                 if (epoch_length != NONE && iter_counter_ == epoch_length) return;
                 long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
-                if (max_iters != NONE && c.state.iteration.get_int(s) == max_iters) {
+                if (max_iters != NONE && c.state.iteration.get_int(s, iteration_) == max_iters) {
                     c.engine.should_terminate.set(engine_, Py_True);
                     throw Terminate{};
                 }
@@ -250,7 +250,8 @@ void Run::iterations() {
                 ++iter_counter_;
                 restarted_ = false;
                 PyObject* s = state();
-                c.state.iteration.set_int(s, c.state.iteration.get_int(s) + 1);
+                c.state.iteration.set_int(s, c.state.iteration.get_int(s, iteration_) + 1,
+                                          iteration_);
                 fire(ITERATION_STARTED);
                 check(AFTER_ITERATION_STARTED);
             }

@@ -61,6 +61,7 @@ private:
     bool last_event_is_stop_iteration() const;
 
     PyObject* engine_;
+    WrittenInt iteration_;  // declared before dispatcher_, which reads it
     Dispatcher dispatcher_;
     py::object checked_state_;       // the last engine.state found to be a State
     py::object profiler_;            // engine._profiler, None when not profiling

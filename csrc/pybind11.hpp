@@ -19,6 +19,13 @@ inline py::object steal_or_throw(PyObject* result) {
     return py::reinterpret_steal<py::object>(result);
 }
 
+// The int object the loop last wrote to a counter slot, held so that finding the same object
+// there again means the same value: no conversion needed (a handler may write another one).
+struct WrittenInt {
+    py::object object;
+    long long value = 0;
+};
+
 // A __slots__ member of a Python class, read and written at its offset without an attribute
 // lookup. Built from the class's member descriptor, so it also works on subclass instances.
 class Slot {
@@ -59,6 +66,17 @@ public:
         PyObject* value = get(obj);
         if (value == Py_None) return none_value;
         return as_count(value);
+    }
+
+    long long get_int(PyObject* obj, const WrittenInt& written) const {
+        PyObject* value = get(obj);
+        return value == written.object.ptr() ? written.value : as_count(value);
+    }
+
+    void set_int(PyObject* obj, long long value, WrittenInt& written) const {
+        written.object = steal_or_throw(PyLong_FromLongLong(value));
+        written.value = value;
+        set(obj, written.object.ptr());
     }
 
     void set_int(PyObject* obj, long long value) const {
