@@ -367,3 +367,21 @@ def test_spawning_refuses_a_function_it_cannot_send() -> None:
 def test_handlers_can_refuse_to_run_without_the_group() -> None:
     with pytest.raises(edist.GroupNotInitializedError, match="Checkpoint was called"):
         edist.refuse_without_group("Checkpoint")
+
+
+def test_ranks_above_zero_keep_ember_info_logging_quiet() -> None:
+    import logging
+
+    from ember.distributed import _context
+
+    logger = logging.getLogger("ember")
+    level = logger.level
+    try:
+        _context._quiet_other_ranks(0)
+        assert logger.level == level
+        _context._quiet_other_ranks(1)
+        assert (
+            logging.getLogger("ember.engine.engine.Engine").getEffectiveLevel() == logging.WARNING
+        )
+    finally:
+        logger.setLevel(level)

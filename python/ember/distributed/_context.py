@@ -6,6 +6,7 @@ Nothing here has its own transport: the group is ``torch.distributed``'s default
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -448,6 +449,15 @@ def initialize(backend: str, timeout: timedelta | float = DEFAULT_TIMEOUT) -> No
         )
         raise
     _state.context = _Context(**{**context.__dict__, "store": store})
+    _quiet_other_ranks(rank)
+
+
+def _quiet_other_ranks(rank: int) -> None:
+    """ember's own INFO and DEBUG messages (run start, epoch times) come from rank 0 only, as
+    its ProgressBar does; warnings and errors still show on every rank. Loggers given a level
+    of their own keep it."""
+    if rank != 0:
+        logging.getLogger("ember").setLevel(logging.WARNING)
 
 
 def finalize() -> None:
