@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -16,7 +17,11 @@ from types import TracebackType
 from typing import Any, Self
 
 import torch.distributed as dist
-from torch.multiprocessing.spawn import ProcessException, start_processes
+from torch.multiprocessing.spawn import (
+    ProcessException,
+    ProcessExitedException,
+    start_processes,
+)
 
 from ember.distributed import _context
 
@@ -344,7 +349,8 @@ class Parallel:
             while not context.join():
                 pass
         except ProcessException as exc:
-            raise _failure(exc, spec) from None
+            processes = context.processes if context is not None else []
+            raise _failure(exc, spec, [process.exitcode for process in processes]) from None
         finally:
             if context is not None:
                 for process in context.processes:
@@ -359,8 +365,12 @@ class Parallel:
             del store
 
 
-def _failure(exc: ProcessException, spec: _Spawn) -> BaseException:
-    """The exception that tells what went wrong first among the spawned processes."""
+def _failure(exc: ProcessException, spec: _Spawn, exit_codes: list[int | None]) -> BaseException:
+    """The exception that tells what went wrong first among the spawned processes.
+
+    A process that died without a Python exception (os._exit, a signal) is the cause: the
+    others can only have failed for losing it, even when their errors were recorded first.
+    """
     records = []
     for path in Path(spec.error_dir).glob("rank*.pkl"):
         try:
@@ -368,8 +378,21 @@ def _failure(exc: ProcessException, spec: _Spawn) -> BaseException:
         except (OSError, pickle.UnpicklingError, EOFError):
             continue
     local_rank = exc.error_index
+    recorded = {record["local_rank"] for record in records}
+    silent = [i for i, code in enumerate(exit_codes) if code not in (0, None) and i not in recorded]
+    if silent and local_rank not in silent:
+        local_rank = silent[0]
+        code = exit_codes[local_rank] or 0
+        signal_name = signal.Signals(-code).name if code < 0 else None
+        exc = ProcessExitedException(
+            f"process {local_rank} terminated with exit code {code}",
+            error_index=local_rank,
+            error_pid=0,
+            exit_code=code,
+            signal_name=signal_name,
+        )
     rank = spec.node_rank * spec.nproc_per_node + local_rank
-    if records:
+    if records and not silent:
         # The earliest failure is the cause; later ones are ranks that lost their peer.
         record = min(records, key=lambda r: r["time"])
         where = f"rank {record['rank']} of {spec.world_size} (local rank {record['local_rank']})"
