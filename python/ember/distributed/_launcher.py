@@ -368,8 +368,8 @@ class Parallel:
 def _failure(exc: ProcessException, spec: _Spawn, exit_codes: list[int | None]) -> BaseException:
     """The exception that tells what went wrong first among the spawned processes.
 
-    A process that died without a Python exception (os._exit, a signal) is the cause: the
-    others can only have failed for losing it, even when their errors were recorded first.
+    A process that died without a Python exception (os._exit, a kill) is the cause: the others
+    can only have failed for losing it, even when their errors were recorded first.
     """
     records = []
     for path in Path(spec.error_dir).glob("rank*.pkl"):
@@ -379,7 +379,13 @@ def _failure(exc: ProcessException, spec: _Spawn, exit_codes: list[int | None]) 
             continue
     local_rank = exc.error_index
     recorded = {record["local_rank"] for record in records}
-    silent = [i for i, code in enumerate(exit_codes) if code not in (0, None) and i not in recorded]
+    # SIGABRT is how a rank that lost its peer often ends (an abort in the collective library):
+    # a consequence, not a cause.
+    silent = [
+        i
+        for i, code in enumerate(exit_codes)
+        if code not in (0, None, -signal.SIGABRT) and i not in recorded
+    ]
     if silent and local_rank not in silent:
         local_rank = silent[0]
         code = exit_codes[local_rank] or 0
