@@ -30,6 +30,7 @@ from typing import Any
 import ignite
 import ignite.engine as ignite_engine
 import torch
+from generate_event_order import fail_transiently, first_fetch_of_epochs  # docs/, beside this
 
 import ember
 import ember.engine as ember_engine
@@ -441,28 +442,11 @@ def handlers_time_profiler(kind: Kind) -> str:
     return accepted(lambda: HandlersTimeProfiler().attach(kind.engine()))
 
 
-def first_fetch_of_epochs(epochs: tuple[int, ...], action: Callable[[Any], None]) -> Any:
-    """A GET_BATCH_STARTED handler: ``action`` at the first fetch of each epoch in ``epochs``."""
-    done: set[int] = set()
-
-    def handler(engine: Any) -> None:
-        epoch = engine.state.epoch
-        if epoch in epochs and epoch not in done:
-            done.add(epoch)
-            action(engine)
-
-    return handler
-
-
-def transient_error(engine: Any) -> None:
-    raise OSError("transient")
-
-
 def errors_before_first_batch(*epochs: int) -> Callable[[Kind], str]:
     def check(kind: Kind) -> str:
         engine = kind.engine(cap=True)
         engine.add_event_handler(
-            kind.Events.GET_BATCH_STARTED, first_fetch_of_epochs(epochs, transient_error)
+            kind.Events.GET_BATCH_STARTED, first_fetch_of_epochs(epochs, fail_transiently)
         )
         engine.add_event_handler(
             kind.Events.EXCEPTION_RAISED,

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, TypeGuard
 from ember.engine._backend import select_loop
 from ember.engine._registry import FilteredHandler, HandlerRegistry
 from ember.engine._signature import check_signature
+from ember.engine._state_dict import check_state_dict
 from ember.engine.events import (
     EventEnum,
     Events,
@@ -296,17 +297,9 @@ class Engine:
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore counters and user keys saved by :meth:`state_dict` (``epoch`` also accepted)."""
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a dictionary, but given {type(state_dict)}"
-            )
+        check_state_dict(state_dict)
         state_dict = self._with_iteration_and_epoch(state_dict)
-        for key in self._state_dict_all_req_keys:
-            if key not in state_dict:
-                raise ValueError(
-                    f"Required state attribute '{key}' is absent in provided state_dict "
-                    f"'{state_dict.keys()}'"
-                )
+        check_state_dict(state_dict, self._state_dict_all_req_keys)
         for options in self._state_dict_one_of_opt_keys:
             if sum(key in state_dict for key in options) != 1:
                 raise ValueError(f"state_dict should contain exactly one of '{options}' keys")

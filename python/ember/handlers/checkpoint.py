@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ember.engine import Engine, EventEnum, Events
+from ember.engine._state_dict import check_state_dict
 
 try:
     import fcntl
@@ -655,16 +656,7 @@ class Checkpoint:
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the list of saved files, e.g. to go on pruning them after a resume."""
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a dictionary, but given {type(state_dict)}"
-            )
-        for key in self._state_dict_all_req_keys:
-            if key not in state_dict:
-                raise ValueError(
-                    f"Required state attribute '{key}' is absent in provided state_dict "
-                    f"'{state_dict.keys()}'"
-                )
+        check_state_dict(state_dict, self._state_dict_all_req_keys)
         items = []
         for entry in state_dict["_saved"]:
             if not (isinstance(entry, (tuple, list)) and len(entry) == 2):

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ember.engine import Events
+from ember.engine._state_dict import check_state_dict
 
 __all__ = ["EarlyStopping"]
 
@@ -153,16 +154,7 @@ class EarlyStopping:
         return OrderedDict([("counter", self.counter), ("best_score", self.best_score)])
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a dictionary, but given {type(state_dict)}"
-            )
-        for key in self._state_dict_all_req_keys:
-            if key not in state_dict:
-                raise ValueError(
-                    f"Required state attribute '{key}' is absent in provided state_dict "
-                    f"'{state_dict.keys()}'"
-                )
+        check_state_dict(state_dict, self._state_dict_all_req_keys)
         self.counter = state_dict["counter"]
         self.best_score = state_dict["best_score"]
 

@@ -32,6 +32,7 @@ from torch.optim.lr_scheduler import LRScheduler as _TorchLRScheduler
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from ember.engine import Events
+from ember.engine._state_dict import check_state_dict
 
 __all__ = [
     "BaseParamScheduler",
@@ -89,16 +90,8 @@ class BaseParamScheduler:
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a dictionary, but given {type(state_dict)}"
-            )
+        check_state_dict(state_dict, self._state_attrs)
         for name in self._state_attrs:
-            if name not in state_dict:
-                raise ValueError(
-                    f"Required state attribute '{name}' is absent in provided state_dict "
-                    f"'{state_dict.keys()}'"
-                )
             value = state_dict[name]
             current = getattr(self, name)
             if isinstance(value, Mapping) and hasattr(current, "load_state_dict"):
@@ -605,15 +598,7 @@ class ConcatScheduler(ParamScheduler):
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a dictionary, but given {type(state_dict)}"
-            )
-        if "schedulers" not in state_dict:
-            raise ValueError(
-                "Required state attribute 'schedulers' is absent in provided state_dict "
-                f"'{state_dict.keys()}'"
-            )
+        check_state_dict(state_dict, ["schedulers"])
         sub_states = state_dict["schedulers"]
         if len(sub_states) != len(self.schedulers):
             raise ValueError(
