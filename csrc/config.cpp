@@ -2,6 +2,8 @@
 
 #include "config.hpp"
 
+#include <stdexcept>
+
 namespace ember {
 
 namespace {
@@ -60,6 +62,10 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
 }
 
 }  // namespace
+
+void raise_not_configured() {
+    throw std::runtime_error("ember._core.configure() has not been called");
+}
 
 void bind_config(py::module_& m) {
     m.def("configure", &configure, py::arg("events"), py::arg("engine_cls"), py::arg("state_cls"),

@@ -3,8 +3,6 @@
 
 #include "pybind11.hpp"
 
-#include <stdexcept>
-
 namespace ember {
 
 // Built-in events in the order ember.engine._compiled passes them.
@@ -62,10 +60,13 @@ inline Config& config() {
     return instance;
 }
 
-// Raises RuntimeError unless configure() ran.
+[[noreturn]] void raise_not_configured();
+
+// Raises RuntimeError unless configure() ran. The raise is out of line so that this inlines
+// into every event's path.
 inline const Config& configured() {
     const Config& c = config();
-    if (!c.ready) throw std::runtime_error("ember._core.configure() has not been called");
+    if (__builtin_expect(!c.ready, 0)) raise_not_configured();
     return c;
 }
 

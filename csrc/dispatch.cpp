@@ -2,6 +2,7 @@
 
 #include "dispatch.hpp"
 
+#include <algorithm>
 #include <string>
 
 namespace ember {
@@ -22,16 +23,6 @@ PyObject* live_engine(PyObject* weak) {
 }
 
 }  // namespace
-
-PyObject* Dispatcher::handlers(EventId id) {
-    const Config& c = configured();
-    PyObject* registry = c.engine.registry.get(engine_);
-    PyObject* version = c.registry_version.get(registry);
-    if (registry != registry_.ptr() || version != version_.ptr()) refresh(registry, version);
-    PyObject* list = lists_[id].ptr();
-    if (list == nullptr || PySequence_Fast_GET_SIZE(list) == 0) return nullptr;
-    return list;
-}
 
 void Dispatcher::refresh(PyObject* registry, PyObject* version) {
     const Config& c = configured();
@@ -54,6 +45,7 @@ void Dispatcher::refresh(PyObject* registry, PyObject* version) {
         if (list != lists_[id].ptr()) {
             lists_[id] = py::reinterpret_borrow<py::object>(list);
             entries_[id].clear();
+            quiet_[id] = QuietSpan{};
         }
     }
     registry_ = py::reinterpret_borrow<py::object>(registry);
@@ -169,9 +161,28 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
         PyObject_VectorcallDict(entry.callable.ptr(), argv, static_cast<size_t>(n), call_kwargs));
 }
 
-bool Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
-    PyObject* list = handlers(id);
-    if (list == nullptr) return false;
+void Dispatcher::measure_quiet_span(EventId id, PyObject* list) {
+    QuietSpan& span = quiet_[id];
+    span = QuietSpan{};
+    const std::vector<Entry>& cache = entries_[id];
+    Py_ssize_t size = PySequence_Fast_GET_SIZE(list);
+    if (size == 0 || cache.size() < static_cast<size_t>(size)) return;
+    if (cache[0].filter_kind != FilterKind::count) return;
+    Counter counter = cache[0].counter;
+    long long now = counter_value(counter);
+    if (now == CountFilter::NEVER) return;
+    long long until = CountFilter::NEVER;
+    for (Py_ssize_t i = 0; i < size; ++i) {
+        const Entry& entry = cache[static_cast<size_t>(i)];
+        // A handler may have edited the list during the walk: only entries it still holds count.
+        if (entry.item.ptr() != PySequence_Fast_GET_ITEM(list, i)) return;
+        if (entry.filter_kind != FilterKind::count || entry.counter != counter) return;
+        until = std::min(until, entry.count.first_accepted_from(now + 1));
+    }
+    span = QuietSpan{counter, now + 1, until, size};
+}
+
+void Dispatcher::walk(EventId id, PyObject* list, PyObject* event_arg, PyObject* event_kwargs) {
     py::object keep_alive;  // taken before the first call: a handler may rebind the list
     std::vector<Entry>& cache = entries_[id];
     // PySequence_Fast_*: the registry holds lists, or tuples someone assigned.
@@ -195,7 +206,8 @@ bool Dispatcher::fire(EventId id, PyObject* event_arg, PyObject* event_kwargs) {
         call(entry, event_arg, event_kwargs);
         timings_->add_handler(id, PyTuple_GET_ITEM(item, 0), now_seconds() - started);
     }
-    return true;
+    // Timed runs walk every time: the profiler counts a rejected filter as a handler call.
+    if (timings_ == nullptr) measure_quiet_span(id, list);
 }
 
 }  // namespace ember

@@ -15,7 +15,9 @@ namespace ember {
 // the registry's version moves (a key bound, rebound or removed); each list is walked live, by
 // index, re-reading its length after every call, as Python's list iterator does, so handlers
 // appended during a firing run in the same pass. Decoded entries are cached by the identity of
-// their (handler, args, kwargs) tuple, which the cache keeps alive.
+// their (handler, args, kwargs) tuple, which the cache keeps alive. An event whose handlers
+// all have count filters on one counter remembers the span of counters in which none of them
+// fires, so that most firings of an `every=100` handler cost a compare, not a walk.
 class Dispatcher {
 public:
     // `iteration`: what the loop last wrote to state.iteration, for count filters to read.
@@ -27,7 +29,14 @@ public:
 
     // `event_arg` (the exception) and `event_kwargs` (iter_counter) may be null. False when
     // the event had no handler.
-    bool fire(EventId id, PyObject* event_arg = nullptr, PyObject* event_kwargs = nullptr);
+    // Inline, with the checks it calls: the loop fires four events an iteration, most of them
+    // without a handler or with filters that say no.
+    bool fire(EventId id, PyObject* event_arg = nullptr, PyObject* event_kwargs = nullptr) {
+        PyObject* list = handlers(id);
+        if (list == nullptr) return false;
+        if (!is_quiet(id, list)) walk(id, list, event_arg, event_kwargs);
+        return true;
+    }
 
 private:
     enum class FilterKind { none, count, callable };
@@ -45,7 +54,63 @@ private:
         py::object filter_engine_ref;
     };
 
-    PyObject* handlers(EventId id);
+    // Counters in [from, until) fire none of the `size` cached entries, while the list still
+    // holds those entries.
+    struct QuietSpan {
+        Counter counter = Counter::none;  // none: no span known
+        long long from = 0;
+        long long until = 0;
+        Py_ssize_t size = 0;
+    };
+
+    // The event's handler list, null when it has none.
+    PyObject* handlers(EventId id) {
+        const Config& c = configured();
+        PyObject* registry = c.engine.registry.get(engine_);
+        PyObject* version = c.registry_version.get(registry);
+        if (registry != registry_.ptr() || version != version_.ptr()) refresh(registry, version);
+        PyObject* list = lists_[id].ptr();
+        if (list == nullptr || PySequence_Fast_GET_SIZE(list) == 0) return nullptr;
+        return list;
+    }
+
+    bool is_quiet(EventId id, PyObject* list) const {
+        const QuietSpan& span = quiet_[id];
+        if (span.counter == Counter::none) return false;
+        long long counter = 0;
+        if (!peek_counter(span.counter, counter) || counter < span.from || counter >= span.until)
+            return false;
+        // The list may have been edited in place, which does not move the registry's version.
+        if (PySequence_Fast_GET_SIZE(list) != span.size) return false;
+        PyObject** items = PySequence_Fast_ITEMS(list);
+        const Entry* entries = entries_[id].data();
+        for (Py_ssize_t i = 0; i < span.size; ++i) {
+            if (items[i] != entries[i].item.ptr()) return false;
+        }
+        return true;
+    }
+
+    // The counter's value when it is an int in its slot; false where only counter_value()
+    // can tell (and raise).
+    bool peek_counter(Counter counter, long long& value) const {
+        const Config& c = configured();
+        PyObject* state = c.engine.state.peek(engine_);
+        if (state == nullptr) return false;
+        if (counter == Counter::iteration &&
+            c.state.iteration.peek(state) == iteration_.object.ptr()) {
+            value = iteration_.value;
+            return true;
+        }
+        PyObject* object =
+            (counter == Counter::iteration ? c.state.iteration : c.state.epoch).peek(state);
+        if (object == nullptr || !PyLong_CheckExact(object)) return false;
+        int overflow = 0;
+        value = PyLong_AsLongLongAndOverflow(object, &overflow);
+        return overflow == 0;
+    }
+
+    void walk(EventId id, PyObject* list, PyObject* event_arg, PyObject* event_kwargs);
+    void measure_quiet_span(EventId id, PyObject* list);
     void refresh(PyObject* registry, PyObject* version);
     Entry decode(PyObject* item, EventId id) const;
     void call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs);
@@ -58,6 +123,7 @@ private:
     py::object version_;  // held, so an unchanged version is the same object
     py::object lists_[EVENT_COUNT];
     std::vector<Entry> entries_[EVENT_COUNT];
+    QuietSpan quiet_[EVENT_COUNT];
 };
 
 }  // namespace ember

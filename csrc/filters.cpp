@@ -26,25 +26,30 @@ CountFilter CountFilter::from_python(py::handle filter) {
 }
 
 bool CountFilter::accepts(long long counter) const {
-    if (counter >= rejected_from_ && counter < next_hit_) return false;
-    bool accepted = evaluate(counter);
-    if (!accepted && once.empty() && every > 1) {
-        long long remainder = (counter - grid_origin) % every;
-        if (remainder < 0) remainder += every;
-        rejected_from_ = counter;
-        next_hit_ = counter + (every - remainder);  // the next counter on the grid
+    if (counter < memo_from_ || counter > memo_hit_) {
+        memo_from_ = counter;
+        memo_hit_ = first_accepted_from(counter);
     }
-    return accepted;
+    return counter == memo_hit_;
 }
 
-bool CountFilter::evaluate(long long counter) const {
-    if (!once.empty()) return std::binary_search(once.begin(), once.end(), counter);
-    if ((has_after && counter <= after) || (has_before && counter >= before)) return false;
-    long long offset = counter - grid_origin;
+long long CountFilter::first_accepted_from(long long counter) const {
+    if (!once.empty()) {
+        auto hit = std::lower_bound(once.begin(), once.end(), counter);
+        return hit == once.end() ? NEVER : *hit;
+    }
+    long long candidate = counter;
+    if (has_after && candidate <= after) {
+        if (after == NEVER) return NEVER;
+        candidate = after + 1;
+    }
     // Python's modulo: the sign follows the divisor, so negative offsets still land on the grid.
-    long long remainder = offset % every;
+    long long remainder = (candidate - grid_origin) % every;
     if (remainder < 0) remainder += every;
-    return remainder == 0;
+    if (remainder != 0 && __builtin_add_overflow(candidate, every - remainder, &candidate))
+        return NEVER;
+    if (has_before && candidate >= before) return NEVER;
+    return candidate;
 }
 
 }  // namespace ember

@@ -3,11 +3,15 @@
 
 #include "pybind11.hpp"
 
+#include <limits>
 #include <vector>
 
 namespace ember {
 
 struct CountFilter {
+    // first_accepted_from() when no counter from there on is accepted.
+    static constexpr long long NEVER = std::numeric_limits<long long>::max();
+
     long long every = 1;
     bool has_after = false;
     long long after = 0;
@@ -19,17 +23,18 @@ struct CountFilter {
     // Reads the fields of an ember.engine.events.CountFilter.
     static CountFilter from_python(py::handle filter);
 
-    // Mutable only for the memo below, which never changes the answer.
     bool accepts(long long counter) const;
 
-private:
-    bool evaluate(long long counter) const;
+    // The smallest accepted counter at or after `counter`, or NEVER.
+    long long first_accepted_from(long long counter) const;
 
-    // Counters only grow during a run, so after a rejection every counter up to the next hit
-    // is rejected without the division (a modulo by a runtime value costs ~40 cycles, and an
-    // every=100 handler is asked 99 times for each time it runs).
-    mutable long long rejected_from_ = 1;
-    mutable long long next_hit_ = 0;
+private:
+    // Counters only grow during a run, so one answer of first_accepted_from() serves every
+    // counter up to the hit it names (a modulo by a runtime value costs ~40 cycles, and an
+    // every=100 handler is asked 99 times for each time it runs). Mutable: a memo, never a
+    // different answer.
+    mutable long long memo_from_ = 1;
+    mutable long long memo_hit_ = 0;
 };
 
 }  // namespace ember

@@ -51,6 +51,9 @@ public:
         return value;
     }
 
+    // Borrowed; null when the slot was never assigned.
+    PyObject* peek(PyObject* obj) const { return *address(obj); }
+
     void set(PyObject* obj, PyObject* value) const {
         PyObject** where = address(obj);
         PyObject* old = *where;
