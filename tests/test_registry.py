@@ -200,6 +200,77 @@ def test_entry_replaced_in_place_is_used(make_engine: Any) -> None:
     assert calls == ["old", "new", "new"]
 
 
+def test_filtered_entry_replaced_in_place_between_its_hits_is_used(make_engine: Any) -> None:
+    # The compiled loop skips an event whose count filters all say no until their next hit;
+    # a same-size edit of the list must end that skip.
+    calls: list[Any] = []
+    engine = make_engine()
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(every=5), lambda e: calls.append(("every5", e.state.iteration))
+    )
+
+    @engine.on(Events.ITERATION_STARTED(once=7))
+    def swap(e: Engine) -> None:
+        e._event_handlers[Events.ITERATION_COMPLETED][0] = (calls.append, ("new",), {})
+
+    engine.run(range(9))
+    assert calls == [("every5", 5), "new", "new", "new"]
+
+
+def test_entry_appended_in_place_between_hits_fires_at_once(make_engine: Any) -> None:
+    calls: list[Any] = []
+    engine = make_engine()
+    engine.add_event_handler(Events.ITERATION_COMPLETED(every=100), lambda: calls.append("never"))
+
+    @engine.on(Events.ITERATION_STARTED(once=4))
+    def append(e: Engine) -> None:
+        e._event_handlers[Events.ITERATION_COMPLETED].append((calls.append, ("added",), {}))
+
+    engine.run(range(6))
+    assert calls == ["added", "added", "added"]
+
+
+def test_counter_moved_back_by_a_handler_meets_the_filters_again(make_engine: Any) -> None:
+    fired: list[int] = []
+    engine = make_engine()
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(every=3), lambda e: fired.append(e.state.iteration)
+    )
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(once=[4, 8]), lambda e: fired.append(-e.state.iteration)
+    )
+
+    @engine.on(Events.ITERATION_STARTED(once=8))
+    def rewind(e: Engine) -> None:
+        e.state.iteration = 2
+
+    engine.run(range(12))
+    # iterations 1..7, then 2 (rewound from 8), 3, 4, 5, 6
+    assert fired == [3, -4, 6, 3, -4, 6]
+
+
+def test_filters_on_epochs_skip_and_fire_on_their_counter(make_engine: Any) -> None:
+    fired: list[tuple[str, int]] = []
+    engine = make_engine()
+    engine.add_event_handler(
+        Events.EPOCH_COMPLETED(every=3), lambda e: fired.append(("every3", e.state.epoch))
+    )
+    engine.add_event_handler(
+        Events.EPOCH_COMPLETED(after=4, before=9),
+        lambda e: fired.append(("between", e.state.epoch)),
+    )
+    engine.run(range(2), max_epochs=10)
+    assert fired == [
+        ("every3", 3),
+        ("between", 5),
+        ("every3", 6),
+        ("between", 6),
+        ("between", 7),
+        ("between", 8),
+        ("every3", 9),
+    ]
+
+
 def test_assigning_a_plain_dict_to_the_registry_converts_it(make_engine: Any) -> None:
     calls: list[str] = []
     engine = make_engine()
