@@ -244,7 +244,7 @@ void Run::iterations() {
             }
             if (phase_ == AFTER_GET_BATCH_STARTED) {
                 if (!next_batch()) return;
-                continue;
+                if (phase_ != AFTER_GET_BATCH_COMPLETED) continue;  // the data restarted
             }
             if (phase_ == AFTER_GET_BATCH_COMPLETED) {
                 ++iter_counter_;
