@@ -169,8 +169,10 @@ void Dispatcher::measure_quiet_span(EventId id, PyObject* list) {
     if (size == 0 || cache.size() < static_cast<size_t>(size)) return;
     if (cache[0].filter_kind != FilterKind::count) return;
     Counter counter = cache[0].counter;
-    long long now = counter_value(counter);
-    if (now == CountFilter::NEVER) return;
+    // Never raises: a counter that only counter_value() can read gets no span, and the next
+    // firing reports it where the Python loop would.
+    long long now = 0;
+    if (!peek_counter(counter, now) || now == CountFilter::NEVER) return;
     long long until = CountFilter::NEVER;
     for (Py_ssize_t i = 0; i < size; ++i) {
         const Entry& entry = cache[static_cast<size_t>(i)];
