@@ -249,6 +249,21 @@ def test_counter_moved_back_by_a_handler_meets_the_filters_again(make_engine: An
     assert fired == [3, -4, 6, 3, -4, 6]
 
 
+def test_counter_made_a_float_by_a_handler_still_meets_the_filters(make_engine: Any) -> None:
+    fired: list[float] = []
+    engine = make_engine()
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(every=3), lambda e: fired.append(e.state.iteration)
+    )
+
+    @engine.on(Events.ITERATION_STARTED(once=4))
+    def to_float(e: Engine) -> None:
+        e.state.iteration = float(e.state.iteration)
+
+    engine.run(range(10))
+    assert fired == [3, 6, 9]
+
+
 def test_filters_on_epochs_skip_and_fire_on_their_counter(make_engine: Any) -> None:
     fired: list[tuple[str, int]] = []
     engine = make_engine()
