@@ -31,7 +31,6 @@ continues from it. Exceptions inside the iteration loop are routed first at the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ember.engine._loop_support import (
@@ -134,10 +133,7 @@ class _Dispatch:
     ``engine._fire_event`` instead.
     """
 
-    __slots__ = ("engine", "fire", "lists", "registry", "through_engine", "timings", "version")
-
-    fire: Callable[..., bool]
-    """``fire(event, **event_kwargs)``: fire ``event``; false when it had no handler."""
+    __slots__ = ("engine", "lists", "registry", "through_engine", "timings", "version")
 
     def __init__(self, engine: Engine, timings: _Timings | None) -> None:
         self.engine = engine
@@ -146,17 +142,9 @@ class _Dispatch:
         self.registry: object = None
         self.version = -1
         self.lists: dict[int, list[Any]] = {}
-        # Chosen once: an untimed run saves a Python call on each of an iteration's events.
-        self.fire = self._fire if timings is None else self._timed_fire
 
-    def _timed_fire(self, event: Events, **event_kwargs: Any) -> bool:
-        assert self.timings is not None
-        started = time.perf_counter()
-        fired = self._fire(event, **event_kwargs)
-        self.timings.add("event", event.name, time.perf_counter() - started)
-        return fired
-
-    def _fire(self, event: Events, **event_kwargs: Any) -> bool:
+    def fire(self, event: Events, **event_kwargs: Any) -> bool:
+        """Fire ``event``; false when it had no handler."""
         engine = self.engine
         if self.through_engine:
             engine._fire_event(event, **event_kwargs)
@@ -180,6 +168,20 @@ class _Dispatch:
             self.timings.add("handler", (event.name, entry[0]), time.perf_counter() - started)
             index += 1
         return True
+
+
+class _TimedDispatch(_Dispatch):
+    """A profiled run's dispatch, which also times each firing as a whole. A subclass, so that
+    an untimed firing is a single Python call."""
+
+    __slots__ = ()
+
+    def fire(self, event: Events, **event_kwargs: Any) -> bool:
+        assert self.timings is not None
+        started = time.perf_counter()
+        fired = super().fire(event, **event_kwargs)
+        self.timings.add("event", event.name, time.perf_counter() - started)
+        return fired
 
 
 def run_loop(engine: Engine) -> None:
@@ -206,7 +208,8 @@ class _Run:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.timings = None if engine._profiler is None else _Timings()
-        self.dispatch = _Dispatch(engine, self.timings)
+        dispatch = _Dispatch if self.timings is None else _TimedDispatch
+        self.dispatch = dispatch(engine, self.timings)
         point = engine._resume_point
         engine._resume_point = None
         if point is None:
