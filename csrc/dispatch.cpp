@@ -161,11 +161,23 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
         PyObject_VectorcallDict(entry.callable.ptr(), argv, static_cast<size_t>(n), call_kwargs));
 }
 
+bool Dispatcher::peek_any_counter(PyObject* state, Counter counter, long long& value) const {
+    const Config& c = configured();
+    if (counter == Counter::none) return false;
+    PyObject* object =
+        (counter == Counter::iteration ? c.state.iteration : c.state.epoch).peek(state);
+    if (object == nullptr || !PyLong_CheckExact(object)) return false;
+    int overflow = 0;
+    value = PyLong_AsLongLongAndOverflow(object, &overflow);
+    return overflow == 0;
+}
+
 void Dispatcher::measure_quiet_span(EventId id, PyObject* list) {
     QuietSpan& span = quiet_[id];
     span = QuietSpan{};
     const std::vector<Entry>& cache = entries_[id];
-    Py_ssize_t size = PySequence_Fast_GET_SIZE(list);
+    if (!PyList_Check(list)) return;  // a tuple someone assigned: walked every time
+    Py_ssize_t size = PyList_GET_SIZE(list);
     if (size == 0 || cache.size() < static_cast<size_t>(size)) return;
     if (cache[0].filter_kind != FilterKind::count) return;
     Counter counter = cache[0].counter;
@@ -177,7 +189,7 @@ void Dispatcher::measure_quiet_span(EventId id, PyObject* list) {
     for (Py_ssize_t i = 0; i < size; ++i) {
         const Entry& entry = cache[static_cast<size_t>(i)];
         // A handler may have edited the list during the walk: only entries it still holds count.
-        if (entry.item.ptr() != PySequence_Fast_GET_ITEM(list, i)) return;
+        if (entry.item.ptr() != PyList_GET_ITEM(list, i)) return;
         if (entry.filter_kind != FilterKind::count || entry.counter != counter) return;
         until = std::min(until, entry.count.first_accepted_from(now + 1));
     }

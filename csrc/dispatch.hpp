@@ -57,10 +57,10 @@ private:
     // Counters in [from, until) fire none of the `size` cached entries, while the list still
     // holds those entries.
     struct QuietSpan {
-        Counter counter = Counter::none;  // none: no span known
+        Counter counter = Counter::none;
         long long from = 0;
         long long until = 0;
-        Py_ssize_t size = 0;
+        Py_ssize_t size = 0;  // 0: no span known
     };
 
     // The event's handler list, null when it has none.
@@ -76,18 +76,16 @@ private:
 
     bool is_quiet(EventId id, PyObject* list) const {
         const QuietSpan& span = quiet_[id];
-        if (span.counter == Counter::none) return false;
-        long long counter = 0;
-        if (!peek_counter(span.counter, counter) || counter < span.from || counter >= span.until)
-            return false;
         // The list may have been edited in place, which does not move the registry's version.
-        if (PySequence_Fast_GET_SIZE(list) != span.size) return false;
-        PyObject** items = PySequence_Fast_ITEMS(list);
+        // Without a span, size is 0 and the list, which has handlers, fails here; with one, the
+        // list is a list (measure_quiet_span() makes none for a tuple) and stays one.
+        if (Py_SIZE(list) != span.size) return false;
         const Entry* entries = entries_[id].data();
         for (Py_ssize_t i = 0; i < span.size; ++i) {
-            if (items[i] != entries[i].item.ptr()) return false;
+            if (PyList_GET_ITEM(list, i) != entries[i].item.ptr()) return false;
         }
-        return true;
+        long long counter = 0;
+        return peek_counter(span.counter, counter) && counter >= span.from && counter < span.until;
     }
 
     // The counter's value when it is an int in its slot; false where only counter_value()
@@ -98,16 +96,13 @@ private:
         if (state == nullptr) return false;
         if (counter == Counter::iteration &&
             c.state.iteration.peek(state) == iteration_.object.ptr()) {
-            value = iteration_.value;
+            value = iteration_.value;  // what the loop wrote: no conversion
             return true;
         }
-        PyObject* object =
-            (counter == Counter::iteration ? c.state.iteration : c.state.epoch).peek(state);
-        if (object == nullptr || !PyLong_CheckExact(object)) return false;
-        int overflow = 0;
-        value = PyLong_AsLongLongAndOverflow(object, &overflow);
-        return overflow == 0;
+        return peek_any_counter(state, counter, value);
     }
+
+    bool peek_any_counter(PyObject* state, Counter counter, long long& value) const;
 
     void walk(EventId id, PyObject* list, PyObject* event_arg, PyObject* event_kwargs);
     void measure_quiet_span(EventId id, PyObject* list);

@@ -43,11 +43,7 @@ public:
     // Borrowed; raises AttributeError when the slot was never assigned.
     PyObject* get(PyObject* obj) const {
         PyObject* value = *address(obj);
-        if (value == nullptr) {
-            PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
-                         Py_TYPE(obj)->tp_name, name_);
-            throw py::error_already_set();
-        }
+        if (__builtin_expect(value == nullptr, 0)) raise_unassigned(obj);
         return value;
     }
 
@@ -88,6 +84,13 @@ public:
     }
 
 private:
+    // Out of line, so that get() inlines into the loop's every read.
+    [[noreturn, gnu::noinline, gnu::cold]] void raise_unassigned(PyObject* obj) const {
+        PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
+                     Py_TYPE(obj)->tp_name, name_);
+        throw py::error_already_set();
+    }
+
     // An int, anything with __index__, or a float with an integral value (which the Python
     // loop, comparing numbers, would accept too).
     long long as_count(PyObject* value) const {

@@ -264,6 +264,18 @@ def test_counter_made_a_float_by_a_handler_still_meets_the_filters(make_engine: 
     assert fired == [3, 6, 9]
 
 
+def test_filtered_handlers_in_an_assigned_tuple_fire_on_their_counter(make_engine: Any) -> None:
+    fired: list[int] = []
+    engine = make_engine()
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(every=4), lambda e: fired.append(e.state.iteration)
+    )
+    handlers = engine._event_handlers
+    handlers[Events.ITERATION_COMPLETED] = tuple(handlers[Events.ITERATION_COMPLETED])
+    engine.run(range(10))
+    assert fired == [4, 8]
+
+
 def test_filters_on_epochs_skip_and_fire_on_their_counter(make_engine: Any) -> None:
     fired: list[tuple[str, int]] = []
     engine = make_engine()
