@@ -299,7 +299,15 @@ def timed_run_seconds(case: Case, units: int) -> float:
     return (time.perf_counter_ns() - start) / 1e9
 
 
+# CPython 3.11 reaches its steady speed on a function that loops long only after several calls
+# (the plain while loop runs at ~100 ns/iteration for its first 7 calls, ~60 after), so every
+# case runs this many short times before it is calibrated and timed.
+WARM_UP_CALLS = 12
+
+
 def calibrate_units(case: Case, min_seconds: float) -> int:
+    for _ in range(WARM_UP_CALLS):
+        case.prepare(1)()
     units = 1
     while True:
         seconds = timed_run_seconds(case, units)
@@ -721,7 +729,9 @@ less disturbed figure when the machine is busy.
 
 All cases run in one process, interleaved: `for repeat: for scenario: for implementation:
 measure`, so that a slow phase of a noisy machine hits every implementation alike and ratios
-stay meaningful. The number of iterations of each case is calibrated once, so that one
+stay meaningful. Each case first runs {WARM_UP_CALLS} short times: CPython's specialising
+interpreter speeds up a long-looping function such as `floor_while` by ~40% only after several
+calls. The number of iterations of each case is then calibrated once, so that one
 measurement lasts at least {settings["min_seconds"]} s; engines and handlers are built outside
 the timed region and `gc.collect()` runs before each measurement. The overhead of an engine is
 its time minus `floor_while`, the loop an engine has to run anyway. `train_step` compares a plain
