@@ -4,8 +4,10 @@ group, bad input, samplers. (Several processes: tests/test_distributed.py.)"""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +15,11 @@ torch = pytest.importorskip("torch")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
+from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import ember.distributed as edist
+from ember.distributed._launcher import _failure, _record_failure, _Spawn
 from ember.metrics import Accuracy, Average, Loss, Precision
 
 LAUNCH_VARIABLES = (
@@ -385,3 +389,42 @@ def test_ranks_above_zero_keep_ember_info_logging_quiet() -> None:
         )
     finally:
         logger.setLevel(level)
+
+
+# ------------------------------------------------------------- which rank a spawned failure names
+def _spawn_spec(error_dir: Path) -> _Spawn:
+    return _Spawn("gloo", timedelta(seconds=5), 2, 1, 0, "127.0.0.1", 29500, str(error_dir))
+
+
+def test_ranks_stopped_by_join_do_not_hide_the_rank_that_raised(tmp_path: Path) -> None:
+    spec = _spawn_spec(tmp_path)
+    _record_failure(spec, 1, 1, ValueError("rank 1 fails"))
+    # torch's join found rank 1 failing and sent SIGTERM to rank 0 before it recorded anything
+    error = _failure(ProcessRaisedException("trace", 1, 0), spec, [-signal.SIGTERM, 1])
+    assert isinstance(error, ValueError)
+    assert "raised on rank 1 of 2" in "".join(error.__notes__)
+
+
+def test_a_rank_that_died_silently_is_the_cause_even_when_a_peer_recorded_first(
+    tmp_path: Path,
+) -> None:
+    spec = _spawn_spec(tmp_path)
+    _record_failure(spec, 1, 1, RuntimeError("connection closed by peer"))
+    error = _failure(ProcessRaisedException("trace", 1, 0), spec, [3, 1])
+    assert isinstance(error, edist.WorkerError)
+    assert "rank 0 of 2 (local rank 0) exited with code 3" in str(error)
+
+
+def test_the_rank_join_found_killed_by_sigterm_is_the_cause(tmp_path: Path) -> None:
+    spec = _spawn_spec(tmp_path)
+    _record_failure(spec, 1, 1, RuntimeError("connection closed by peer"))
+    exited = ProcessExitedException(
+        "process 0 terminated with signal SIGTERM",
+        error_index=0,
+        error_pid=0,
+        exit_code=-signal.SIGTERM,
+        signal_name="SIGTERM",
+    )
+    error = _failure(exited, spec, [-signal.SIGTERM, 1])
+    assert isinstance(error, edist.WorkerError)
+    assert "rank 0 of 2 (local rank 0) was killed by signal SIGTERM" in str(error)

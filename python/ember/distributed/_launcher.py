@@ -379,12 +379,16 @@ def _failure(exc: ProcessException, spec: _Spawn, exit_codes: list[int | None]) 
             continue
     local_rank = exc.error_index
     recorded = {record["local_rank"] for record in records}
-    # SIGABRT is how a rank that lost its peer often ends (an abort in the collective library):
-    # a consequence, not a cause.
+    # Consequences, not causes: SIGABRT is how a rank that lost its peer often ends (an abort in
+    # the collective library), and SIGTERM is how torch's join stops the processes still running
+    # once it has found one that failed (exc.error_index, which may itself have got a SIGTERM).
+    stopped_by_join = [
+        i for i, code in enumerate(exit_codes) if code == -signal.SIGTERM and i != local_rank
+    ]
     silent = [
         i
         for i, code in enumerate(exit_codes)
-        if code not in (0, None, -signal.SIGABRT) and i not in recorded
+        if code not in (0, None, -signal.SIGABRT) and i not in recorded and i not in stopped_by_join
     ]
     if silent and local_rank not in silent:
         local_rank = silent[0]
