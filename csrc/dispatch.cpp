@@ -105,10 +105,12 @@ Dispatcher::Entry Dispatcher::decode(PyObject* item, EventId id) const {
 }
 
 long long Dispatcher::counter_value(Counter counter) {
+    long long value = 0;
+    if (peek_counter(counter, value)) return value;
+    // Not an int in its slot: read it the way that converts (a whole float, __index__) or raises.
     const Config& c = configured();
     PyObject* state = c.engine.state.get(engine_);
-    if (counter == Counter::iteration) return c.state.iteration.get_int(state, iteration_);
-    return c.state.epoch.get_int(state);
+    return (counter == Counter::iteration ? c.state.iteration : c.state.epoch).get_int(state);
 }
 
 void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs) {
@@ -163,7 +165,6 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
 
 bool Dispatcher::peek_any_counter(PyObject* state, Counter counter, long long& value) const {
     const Config& c = configured();
-    if (counter == Counter::none) return false;
     PyObject* object =
         (counter == Counter::iteration ? c.state.iteration : c.state.epoch).peek(state);
     if (object == nullptr || !PyLong_CheckExact(object)) return false;
@@ -197,7 +198,8 @@ void Dispatcher::measure_quiet_span(EventId id, PyObject* list) {
 }
 
 void Dispatcher::walk(EventId id, PyObject* list, PyObject* event_arg, PyObject* event_kwargs) {
-    py::object keep_alive;  // taken before the first call: a handler may rebind the list
+    // A handler may rebind the list: hold it for the walk.
+    py::object keep_alive = py::reinterpret_borrow<py::object>(list);
     std::vector<Entry>& cache = entries_[id];
     // PySequence_Fast_*: the registry holds lists, or tuples someone assigned.
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(list); ++i) {
@@ -206,11 +208,6 @@ void Dispatcher::walk(EventId id, PyObject* list, PyObject* event_arg, PyObject*
         if (index >= cache.size()) cache.emplace_back();
         if (cache[index].item.ptr() != item) cache[index] = decode(item, id);
         const Entry& entry = cache[index];
-        // The common case of a filtered handler: its count filter says no, nothing is called.
-        if (timings_ == nullptr && entry.filter_kind == FilterKind::count &&
-            !entry.count.accepts(counter_value(entry.counter)))
-            continue;
-        if (!keep_alive) keep_alive = py::reinterpret_borrow<py::object>(list);
         if (timings_ == nullptr) {
             call(entry, event_arg, event_kwargs);
             continue;

@@ -88,8 +88,8 @@ private:
         return peek_counter(span.counter, counter) && counter >= span.from && counter < span.until;
     }
 
-    // The counter's value when it is an int in its slot; false where only counter_value()
-    // can tell (and raise).
+    // The value of `counter` (iteration or epoch) when it is an int in its slot; false where
+    // only counter_value() can tell (and raise).
     bool peek_counter(Counter counter, long long& value) const {
         const Config& c = configured();
         PyObject* state = c.engine.state.peek(engine_);
@@ -102,6 +102,7 @@ private:
         return peek_any_counter(state, counter, value);
     }
 
+    // Out of line: an int the loop did not write (an epoch, or one a handler assigned).
     bool peek_any_counter(PyObject* state, Counter counter, long long& value) const;
 
     void walk(EventId id, PyObject* list, PyObject* event_arg, PyObject* event_kwargs);

@@ -50,8 +50,7 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine, iteration_) {
     if (!PyObject_TypeCheck(engine, c.engine_type))
         throw py::type_error("run_loop() needs an ember.engine.Engine");
     py::handle support(c.support);
-    python_dispatch_ = support.attr("fire_event_overridden")(py::handle(engine)).cast<bool>() ||
-                       support.attr("logs_debug")(py::handle(engine)).cast<bool>();
+    python_dispatch_ = support.attr("fires_through_engine")(py::handle(engine)).cast<bool>();
     native_is_done_ = !support.attr("is_done_overridden")(py::handle(engine)).cast<bool>();
     native_setup_iter_ =
         !support.attr("setup_dataloader_iter_overridden")(py::handle(engine)).cast<bool>();

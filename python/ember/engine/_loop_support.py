@@ -59,27 +59,31 @@ def warn_data_exhausted(engine: Engine) -> None:
     )
 
 
-def fire_event_overridden(engine: Engine) -> bool:
-    """True when ``engine._fire_event`` is not the base method: a subclass override or an
-    instance attribute. Built-in events then go through it."""
+def _method_overridden(engine: Engine, name: str) -> bool:
+    """True when ``engine.<name>`` is not Engine's own method: a subclass override or an
+    instance attribute."""
     from ember.engine.engine import Engine
 
-    bound = engine._fire_event
-    return getattr(bound, "__func__", None) is not Engine._fire_event
+    bound = getattr(engine, name)
+    return getattr(bound, "__func__", None) is not getattr(Engine, name)
+
+
+def fires_through_engine(engine: Engine) -> bool:
+    """Whether built-in events go through ``engine._fire_event`` instead of the loop's own
+    dispatch: when it is overridden, or debug logging wants its per-event lines."""
+    return _method_overridden(engine, "_fire_event") or logs_debug(engine)
 
 
 def is_done_overridden(engine: Engine) -> bool:
-    """A subclass's ``_is_done`` or one assigned on the instance."""
+    """A subclass's ``_is_done`` or one assigned on the instance (a staticmethod, so no
+    ``__func__`` to compare)."""
     from ember.engine.engine import Engine
 
     return engine._is_done is not Engine._is_done
 
 
 def setup_dataloader_iter_overridden(engine: Engine) -> bool:
-    from ember.engine.engine import Engine
-
-    bound = engine._setup_dataloader_iter
-    return getattr(bound, "__func__", None) is not Engine._setup_dataloader_iter
+    return _method_overridden(engine, "_setup_dataloader_iter")
 
 
 def set_sampler_epoch(engine: Engine) -> None:

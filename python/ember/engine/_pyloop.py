@@ -48,12 +48,11 @@ from ember.engine._loop_support import (
     START,
     TERMINATE_EPOCH_TOO_EARLY,
     ZERO_SIZE_DATA,
-    fire_event_overridden,
+    fires_through_engine,
     log_epoch_completed,
     log_iteration_error,
     log_run_error,
     log_run_finished,
-    logs_debug,
     set_sampler_epoch,
     warn_data_exhausted,
 )
@@ -138,7 +137,7 @@ class _Dispatch:
     def __init__(self, engine: Engine, timings: _Timings | None) -> None:
         self.engine = engine
         self.timings = timings
-        self.through_engine = fire_event_overridden(engine) or logs_debug(engine)
+        self.through_engine = fires_through_engine(engine)
         self.registry: object = None
         self.version = -1
         self.lists: dict[int, list[Any]] = {}
