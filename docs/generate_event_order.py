@@ -288,7 +288,7 @@ def failing_epoch_completed(api: Api) -> None:
         raise ValueError("EPOCH_COMPLETED handler failed")
 
     engine.add_event_handler(api.Events.EPOCH_COMPLETED, fail)
-    engine.add_event_handler(api.Events.EXCEPTION_RAISED, EXCEPTION_HANDLERS["swallow"])
+    engine.add_event_handler(api.Events.EXCEPTION_RAISED, swallow)
     api.run([0, 1, 2], max_epochs=2)
 
 
@@ -316,14 +316,6 @@ EXCEPTION_HANDLERS = {
 def one_shot_generator_max_iters(api: Api) -> None:
     api.make()
     api.run((i for i in range(3)), max_iters=5, epoch_length=3)
-
-
-def terminate_epoch_before_first_batch(api: Api) -> None:
-    engine = api.make()
-    engine.add_event_handler(
-        api.Events.GET_BATCH_STARTED, at(epoch_is(2), lambda e: e.terminate_epoch())
-    )
-    api.run([0, 1, 2], max_iters=6)
 
 
 def first_fetch_of_epochs(epochs: tuple[int, ...], action: Callable[[Any], None]) -> Any:
@@ -356,13 +348,16 @@ def error_before_first_batch(*epochs: int) -> Callable[[Api], None]:
     return program
 
 
-def terminate_epoch_before_first_batches(api: Api) -> None:
-    engine = api.make()
-    engine.add_event_handler(
-        api.Events.GET_BATCH_STARTED,
-        first_fetch_of_epochs((2, 3), lambda e: e.terminate_epoch()),
-    )
-    api.run([0, 1, 2], max_iters=6)
+def terminate_epoch_before_first_batch(*epochs: int) -> Callable[[Api], None]:
+    def program(api: Api) -> None:
+        engine = api.make()
+        engine.add_event_handler(
+            api.Events.GET_BATCH_STARTED,
+            first_fetch_of_epochs(epochs, lambda e: e.terminate_epoch()),
+        )
+        api.run([0, 1, 2], max_iters=6)
+
+    return program
 
 
 @dataclass(frozen=True)
@@ -436,7 +431,7 @@ GROUPS: list[tuple[str, list[Case]]] = [
                 "`terminate_epoch()` before the first batch of an epoch, `max_iters` run",
                 "GET_BATCH_STARTED handler, first fetch of epoch 2: engine.terminate_epoch(); "
                 "run([0, 1, 2], max_iters=6)",
-                terminate_epoch_before_first_batch,
+                terminate_epoch_before_first_batch(2),
             ),
         ],
     ),
@@ -541,7 +536,7 @@ GROUPS: list[tuple[str, list[Case]]] = [
                 "`max_iters` run",
                 "GET_BATCH_STARTED handler, first fetch of epochs 2 and 3: "
                 "engine.terminate_epoch(); run([0, 1, 2], max_iters=6)",
-                terminate_epoch_before_first_batches,
+                terminate_epoch_before_first_batch(2, 3),
                 ignite_differs="side effect of the H1/H3 fix: an epoch cut by "
                 "terminate_epoch() before its first batch counts as an epoch without an "
                 "iteration, so ember ends the run at iteration 3; ignite goes on with epoch 4 "

@@ -19,3 +19,8 @@ def recording(engine_cls: type) -> type:
             super()._fire_event(event_name, *args, **kwargs)
 
     return Recording
+
+
+def event_names(engine: Any) -> list[str]:
+    """The names of the events in ``engine.trace``, in firing order."""
+    return [name for name, _, _ in engine.trace]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ember.engine import Engine, Events
-from recording import recording
+from recording import event_names, recording
 
 
 class StepError(Exception):
@@ -46,13 +46,13 @@ def test_handler_exception_propagates(make_engine: Any) -> None:
     assert "broken" in [f.name for f in traceback.extract_tb(info.value.__traceback__)]
 
 
-def test_iteration_level_exception_is_swallowed_and_the_run_goes_on(backend: str) -> None:
+def test_iteration_level_exception_is_swallowed_and_the_run_goes_on(make_engine: Any) -> None:
     seen: list[BaseException] = []
-    engine = recording(Engine)(failing_step(2), backend=backend)
+    engine = make_engine(failing_step(2), cls=recording(Engine))
     engine.add_event_handler(Events.EXCEPTION_RAISED, lambda e, exc: seen.append(exc))
     state = engine.run([0, 1, 2], max_epochs=2)
     assert len(seen) == 1 and isinstance(seen[0], StepError)
-    trace = [name for name, _, _ in engine.trace]
+    trace = event_names(engine)
     failure = trace.index("EXCEPTION_RAISED")
     assert trace[failure - 1] == "ITERATION_STARTED"
     assert trace[failure + 1] == "EPOCH_COMPLETED"
@@ -60,8 +60,8 @@ def test_iteration_level_exception_is_swallowed_and_the_run_goes_on(backend: str
     assert state.epoch == 2
 
 
-def test_run_level_exception_is_swallowed_without_completed(backend: str) -> None:
-    engine = recording(Engine)(lambda e, b: b, backend=backend)
+def test_run_level_exception_is_swallowed_without_completed(make_engine: Any) -> None:
+    engine = make_engine(cls=recording(Engine))
     engine.add_event_handler(Events.EXCEPTION_RAISED, lambda e, exc: None)
 
     def broken(engine: Engine) -> None:
@@ -69,7 +69,7 @@ def test_run_level_exception_is_swallowed_without_completed(backend: str) -> Non
 
     engine.add_event_handler(Events.EPOCH_COMPLETED, broken)
     engine.run([0, 1], max_epochs=2)
-    trace = [name for name, _, _ in engine.trace]
+    trace = event_names(engine)
     assert trace[-2:] == ["EPOCH_COMPLETED", "EXCEPTION_RAISED"]
     assert "COMPLETED" not in trace
 

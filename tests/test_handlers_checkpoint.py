@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ember.engine import Engine, Events
+from ember.engine.supervised import supervised_training_step
 from ember.handlers import (
     Checkpoint,
     CheckpointEvents,
@@ -150,18 +151,27 @@ def test_saved_checkpoint_event_is_registered_lazily(
     assert trainer.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT)
 
 
-def test_score_keeps_the_best(make_engine: MakeEngine, tmp_path: Path) -> None:
-    scores = iter([0.1, 0.5, 0.3, 0.7, 0.2, 0.5])
+def scored_run(
+    make_engine: MakeEngine, tmp_path: Path, scores: list[float], **kwargs: Any
+) -> Checkpoint:
+    """Run an evaluator for one epoch per score, keeping the 2 best checkpoints by "acc"."""
+    remaining = iter(scores)
     evaluator = make_engine()
     checkpoint = Checkpoint(
         {"model": linear()},
         DiskSaver(tmp_path),
-        score_function=lambda engine: next(scores),
+        score_function=lambda engine: next(remaining),
         score_name="acc",
         n_saved=2,
+        **kwargs,
     )
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
-    evaluator.run([0], max_epochs=6)
+    evaluator.run([0], max_epochs=len(scores))
+    return checkpoint
+
+
+def test_score_keeps_the_best(make_engine: MakeEngine, tmp_path: Path) -> None:
+    checkpoint = scored_run(make_engine, tmp_path, [0.1, 0.5, 0.3, 0.7, 0.2, 0.5])
     assert names(tmp_path) == ["model_acc=0.5000.pt", "model_acc=0.7000.pt"]
     assert checkpoint.last_checkpoint == tmp_path / "model_acc=0.7000.pt"  # the best
     assert [priority for priority, _ in checkpoint._saved] == [0.5, 0.7]
@@ -177,19 +187,13 @@ def test_score_keeps_the_best(make_engine: MakeEngine, tmp_path: Path) -> None:
 def test_greater_or_equal_replaces_on_ties(
     make_engine: MakeEngine, tmp_path: Path, greater_or_equal: bool, expected: list[str]
 ) -> None:
-    scores = iter([0.5, 0.7, 0.5, 0.2])
-    evaluator = make_engine()
-    checkpoint = Checkpoint(
-        {"model": linear()},
-        DiskSaver(tmp_path),
-        score_function=lambda engine: next(scores),
-        score_name="acc",
-        n_saved=2,
+    scored_run(
+        make_engine,
+        tmp_path,
+        [0.5, 0.7, 0.5, 0.2],
         global_step_transform=lambda engine, event: engine.state.epoch,
         greater_or_equal=greater_or_equal,
     )
-    evaluator.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
-    evaluator.run([0], max_epochs=4)
     assert names(tmp_path) == expected
 
 
@@ -237,15 +241,7 @@ def _training(backend: str, seed: int = 0) -> tuple[Engine, dict[str, Any]]:
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scheduler = LRScheduler(torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5))
-
-    def step(engine: Engine, batch: tuple[Any, Any]) -> float:
-        x, y = batch
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
+    step = supervised_training_step(model, optimizer, torch.nn.functional.mse_loss)
     trainer = Engine(step, backend=backend)
     trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
     objects = {

@@ -199,7 +199,7 @@ def test_sigkill_while_writing_keeps_the_previous_checkpoint(
         assert max(steps) >= last_saved
         # n_saved=1, plus at most one file per kill that fell between the rename and the pruning
         assert len(steps) <= 2 + round_index
-        assert DiskSaver(tmp_path, require_empty=False)  # removes what the killed write left
+        DiskSaver(tmp_path, require_empty=False)  # removes what the killed write left
         assert temporary_files(tmp_path) == []
         assert check_checkpoints(tmp_path) == steps
     assert killed_mid_write >= 1, "no kill landed during a write; make the checkpoint bigger"

@@ -18,6 +18,7 @@ pytest.importorskip("tqdm")
 torch = pytest.importorskip("torch")
 
 from ember.engine import Engine, Events
+from ember.engine.supervised import supervised_training_step
 from ember.handlers import ProgressBar
 
 MakeEngine = Callable[..., Any]
@@ -34,21 +35,12 @@ def finished_lines(stream: io.StringIO) -> list[str]:
     return [line.rsplit("\r", 1)[-1] for line in lines]
 
 
-def tiny_training() -> tuple[Callable[..., float], list[Any]]:
+def tiny_training() -> tuple[Callable[[Engine, Any], Any], list[Any]]:
     torch.manual_seed(0)
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     data = [(torch.randn(4, 2), torch.randn(4, 1)) for _ in range(5)]
-
-    def step(engine: Engine, batch: tuple[Any, Any]) -> float:
-        x, y = batch
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return step, data
+    return supervised_training_step(model, optimizer, torch.nn.functional.mse_loss), data
 
 
 # ---------------------------------------------------------------------------- what it shows
@@ -80,8 +72,9 @@ def test_single_epoch_says_iteration_and_shows_a_value_as_output(make_engine: Ma
     stream = io.StringIO()
     ProgressBar(persist=True, file=stream).attach(trainer, output_transform=lambda x: x)
     trainer.run([1, 2, 3, 4])
-    assert finished_lines(stream) == [finished_lines(stream)[0]]
-    line = finished_lines(stream)[0]
+    lines = finished_lines(stream)
+    assert len(lines) == 1
+    line = lines[0]
     assert line.startswith("Iteration: [4/4] 100%|")
     assert "output=6" in line
 

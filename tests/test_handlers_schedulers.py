@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ember import handlers as ember_handlers
 from ember.engine import Engine, Events
 from ember.handlers import (
     ConcatScheduler,
@@ -45,9 +46,7 @@ def lrs_seen(
         seen.append(optimizer.param_groups[0]["lr"])
 
     trainer = make_engine(step)
-    scheduler.attach(trainer) if hasattr(scheduler, "attach") else trainer.add_event_handler(
-        Events.ITERATION_STARTED, scheduler
-    )
+    scheduler.attach(trainer)
     trainer.run([0] * iterations)
     return seen
 
@@ -190,30 +189,30 @@ def test_piecewise_concat_and_param_groups(make_engine: MakeEngine) -> None:
     )  # ignite's documented values
 
 
+def lrs_of_calls(scheduler: Any, optimizer: Any, calls: int) -> list[float]:
+    """Call ``scheduler`` by hand ``calls`` times; the lr of group 0 after each call."""
+    lrs = []
+    for _ in range(calls):
+        scheduler(None)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs
+
+
 def test_scheduler_state_dict_resumes_mid_schedule() -> None:
     _, optimizer = model_and_optimizer()
     make = lambda opt: create_lr_scheduler_with_warmup(  # noqa: E731
         CosineAnnealingScheduler(opt, "lr", 0.1, 0.0, cycle_size=5), 0.0, warmup_duration=4
     )
-    straight = make(optimizer)
-    values = []
-    for _ in range(10):
-        straight(None)
-        values.append(optimizer.param_groups[0]["lr"])
+    values = lrs_of_calls(make(optimizer), optimizer, 10)
 
     _, optimizer = model_and_optimizer()
     first = make(optimizer)
-    for _ in range(6):
-        first(None)
+    lrs_of_calls(first, optimizer, 6)
     state = first.state_dict()
     _, optimizer = model_and_optimizer()
     second = make(optimizer)
     second.load_state_dict(state)
-    resumed = []
-    for _ in range(4):
-        second(None)
-        resumed.append(optimizer.param_groups[0]["lr"])
-    assert resumed == pytest.approx(values[6:])
+    assert lrs_of_calls(second, optimizer, 4) == pytest.approx(values[6:])
 
 
 @pytest.mark.ignite
@@ -250,7 +249,7 @@ def test_simulated_values_match_ignite() -> None:
             {"param_name": "lr", "milestones_values": [(2, 0.5), (5, 1.0), (9, 0.0)]},
         ),
     ]:
-        ours = getattr(__import__("ember.handlers", fromlist=[name]), name)
+        ours = getattr(ember_handlers, name)
         theirs = getattr(ignite_handlers, name)
         expected = [value for _, value in theirs.simulate_values(30, **kwargs)]
         assert [value for _, value in ours.simulate_values(30, **kwargs)] == pytest.approx(

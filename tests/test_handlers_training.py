@@ -11,12 +11,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ember.engine import Engine, Events
+from ember.engine.supervised import supervised_training_step
 from ember.handlers import EarlyStopping, TerminateOnNan, Timer
 
 MakeEngine = Callable[..., Any]
 
 
-def regression(lr: float, seed: int = 0) -> tuple[Callable[..., float], torch.nn.Module, list[Any]]:
+def regression(
+    lr: float, seed: int = 0
+) -> tuple[Callable[[Engine, Any], Any], torch.nn.Module, list[Any]]:
     """A linear regression step function, its model, and 4 batches of data."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -27,15 +30,7 @@ def regression(lr: float, seed: int = 0) -> tuple[Callable[..., float], torch.nn
     for _ in range(4):
         x = torch.randn(8, 3, generator=generator)
         data.append((x, x @ true_weight.T))
-
-    def step(engine: Engine, batch: tuple[Any, Any]) -> float:
-        x, y = batch
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
+    step = supervised_training_step(model, optimizer, torch.nn.functional.mse_loss)
     return step, model, data
 
 
@@ -123,20 +118,20 @@ def test_early_stopping_counts_like_ignite(
     assert _drive(ours, scores) == _drive(theirs, scores)
 
 
-def test_early_stopping_terminates_after_patience(make_engine: MakeEngine) -> None:
+def epochs_before_stopping(make_engine: MakeEngine, scores: list[float], **kwargs: Any) -> int:
+    """Train with EarlyStopping(patience=3) scoring each epoch by the next of ``scores``."""
     trainer = make_engine()
-    scores = iter([0.5, 0.4, 0.45, 0.3, 0.9, 0.9, 0.9, 0.9])
-    handler = EarlyStopping(3, lambda e: next(scores), trainer)
+    remaining = iter(scores)
+    handler = EarlyStopping(3, lambda e: next(remaining), trainer, **kwargs)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, handler)
-    trainer.run([0, 1], max_epochs=8)
-    assert trainer.state.epoch == 4
+    trainer.run([0, 1], max_epochs=len(scores))
+    return trainer.state.epoch
 
-    trainer = make_engine()
-    scores = iter([0.5, 0.4, 0.45, 0.6, 0.5, 0.5, 0.5, 0.5])
-    handler = EarlyStopping(3, lambda e: next(scores), trainer, mode="max")
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, handler)
-    trainer.run([0, 1], max_epochs=8)
-    assert trainer.state.epoch == 7
+
+def test_early_stopping_terminates_after_patience(make_engine: MakeEngine) -> None:
+    assert epochs_before_stopping(make_engine, [0.5, 0.4, 0.45, 0.3, 0.9, 0.9, 0.9, 0.9]) == 4
+    scores = [0.5, 0.4, 0.45, 0.6, 0.5, 0.5, 0.5, 0.5]
+    assert epochs_before_stopping(make_engine, scores, mode="max") == 7
 
 
 def test_early_stopping_min_mode_nan_state_and_reset(make_engine: MakeEngine) -> None:

@@ -45,6 +45,11 @@ from test_metrics_support import (
 
 SEEDS = [0, 1, 2]
 AVERAGES = [False, "macro", "micro", "weighted"]
+BATCHES = {
+    "binary": binary_batches,
+    "multiclass": multiclass_batches,
+    "multilabel": multilabel_batches,
+}
 
 
 def approx(expected: Any) -> Any:
@@ -101,14 +106,10 @@ def _sklearn_precision_recall(kind: str, y: Any, labels_pred: Any, average: Any)
     return precision, recall
 
 
-@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("kind", list(BATCHES))
 @pytest.mark.parametrize("seed", SEEDS)
 def test_precision_and_recall_match_sklearn(make_engine: Any, kind: str, seed: int) -> None:
-    data = {
-        "binary": binary_batches,
-        "multiclass": multiclass_batches,
-        "multilabel": multilabel_batches,
-    }[kind](seed)
+    data = BATCHES[kind](seed)
     multilabel = kind == "multilabel"
     averages = AVERAGES + (["samples"] if multilabel else [])
     attached: dict[str, Any] = {}
@@ -144,20 +145,15 @@ def test_average_true_is_macro_and_none_is_per_class(make_engine: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ Fbeta
-@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("kind", list(BATCHES))
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fbeta_matches_sklearn(make_engine: Any, kind: str, seed: int) -> None:
-    data = {
-        "binary": binary_batches,
-        "multiclass": multiclass_batches,
-        "multilabel": multilabel_batches,
-    }[kind](seed)
+    data = BATCHES[kind](seed)
     multilabel = kind == "multilabel"
     attached: dict[str, Any] = {}
     for beta in (0.5, 1, 2):
         for average in (False, True, "micro", "weighted"):
-            fbeta = Fbeta(beta, average=average)
-            if multilabel:  # Fbeta's own Precision/Recall: give multilabel ones instead
+            if multilabel:  # Fbeta's own Precision/Recall are not multilabel: give such ones
                 inner = "micro" if average == "micro" else False
                 fbeta = Fbeta(
                     beta,
@@ -165,6 +161,8 @@ def test_fbeta_matches_sklearn(make_engine: Any, kind: str, seed: int) -> None:
                     precision=Precision(average=inner, is_multilabel=True),
                     recall=Recall(average=inner, is_multilabel=True),
                 )
+            else:
+                fbeta = Fbeta(beta, average=average)
             attached[f"{beta}-{average}"] = fbeta
     got = evaluate(make_engine, attached, data)
 

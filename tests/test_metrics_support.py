@@ -52,14 +52,11 @@ def joined(batches: Sequence[tuple[Any, Any]]) -> tuple[Any, Any]:
 
 
 def evaluate(
-    make_engine: Callable[..., Any],
-    metrics: Mapping[str, Any],
-    data: Sequence[Any],
-    **run_kwargs: Any,
+    make_engine: Callable[..., Any], metrics: Mapping[str, Any], data: Sequence[Any]
 ) -> dict[str, Any]:
     """Attach ``metrics`` (name -> metric) to an evaluator that outputs its batch, run it on
     ``data`` and return ``state.metrics``."""
     engine = make_engine(lambda engine, batch: batch)
     for name, metric in metrics.items():
         metric.attach(engine, name)
-    return dict(engine.run(data, **run_kwargs).metrics)
+    return dict(engine.run(data).metrics)

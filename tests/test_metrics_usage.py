@@ -34,19 +34,27 @@ from ember.metrics import (
     SingleEpochRunningBatchWise,
     TopKCategoricalAccuracy,
 )
-from test_metrics_support import multiclass_batches, multilabel_batches
+from test_metrics_support import joined, multiclass_batches, multilabel_batches
 
 
 def batch_accuracy(batches: list[tuple[Any, Any]]) -> float:
-    y_pred = torch.cat([b[0] for b in batches])
-    y = torch.cat([b[1] for b in batches])
-    return (y_pred.argmax(1) == y).double().mean().item()
+    y_pred, y = joined(batches)
+    return float((y_pred.argmax(1) == y).mean())
 
 
 def record(engine: Any, event: Any, name: str) -> list[Any]:
     """Values of ``state.metrics[name]`` each time ``event`` fires (after the metric's handler)."""
     values: list[Any] = []
     engine.add_event_handler(event, lambda e: values.append(e.state.metrics.get(name)))
+    return values
+
+
+def accuracy_after_each_iteration(make_engine: Any, data: Any, usage: Any) -> list[Any]:
+    """The value of an Accuracy attached with ``usage``, after each iteration of two epochs."""
+    engine = make_engine()
+    Accuracy().attach(engine, "acc", usage=usage)
+    values = record(engine, Events.ITERATION_COMPLETED, "acc")
+    engine.run(data, max_epochs=2)
     return values
 
 
@@ -88,29 +96,20 @@ def test_epoch_wise_is_the_default(make_engine: Any) -> None:
 
 def test_batch_wise_computes_each_batch_alone(make_engine: Any) -> None:
     data = multiclass_batches(1, count=5)
-    engine = make_engine()
-    Accuracy().attach(engine, "acc", usage=BatchWise())
-    values = record(engine, Events.ITERATION_COMPLETED, "acc")
-    engine.run(data, max_epochs=2)
+    values = accuracy_after_each_iteration(make_engine, data, BatchWise())
     assert values == pytest.approx([batch_accuracy([b]) for b in data] * 2)
 
 
 def test_running_batch_wise_accumulates_over_the_run(make_engine: Any) -> None:
     data = multiclass_batches(2, count=3)
-    engine = make_engine()
-    Accuracy().attach(engine, "acc", usage="running_batch_wise")
-    values = record(engine, Events.ITERATION_COMPLETED, "acc")
-    engine.run(data, max_epochs=2)
+    values = accuracy_after_each_iteration(make_engine, data, "running_batch_wise")
     seen = data * 2
     assert values == pytest.approx([batch_accuracy(seen[: i + 1]) for i in range(6)])
 
 
 def test_single_epoch_running_batch_wise_restarts_each_epoch(make_engine: Any) -> None:
     data = multiclass_batches(3, count=3)
-    engine = make_engine()
-    Accuracy().attach(engine, "acc", usage=SingleEpochRunningBatchWise())
-    values = record(engine, Events.ITERATION_COMPLETED, "acc")
-    engine.run(data, max_epochs=2)
+    values = accuracy_after_each_iteration(make_engine, data, SingleEpochRunningBatchWise())
     assert values == pytest.approx([batch_accuracy(data[: i + 1]) for i in range(3)] * 2)
 
 
@@ -155,7 +154,6 @@ def test_batch_filtered_epoch_without_a_taken_iteration_is_not_computable(make_e
 
 
 def test_usage_names_and_bad_usages() -> None:
-    engine_free = Accuracy()
     from ember.metrics._base import _check_usage
 
     for name, cls in (
@@ -173,7 +171,6 @@ def test_usage_names_and_bad_usages() -> None:
         _check_usage(BatchWise)
     with pytest.raises(TypeError, match="Argument usage should be a MetricUsage or a str"):
         _check_usage(3)
-    assert engine_free.device == torch.device("cpu")
 
 
 def test_attach_validates_usage_and_name(make_engine: Any) -> None:
@@ -274,6 +271,7 @@ def test_device_holds_the_accumulators(make_engine: Any) -> None:
         assert attached["p"]._true_positives.device.type == device
         assert metrics["cm"].device.type == "cpu"  # results come back to the CPU
     assert Accuracy(device=torch.device("cpu")).device == torch.device("cpu")
+    assert Accuracy().device == torch.device("cpu")  # the default
 
 
 # ------------------------------------------------------------------------------------- results
@@ -465,10 +463,6 @@ def test_metric_attribute_access_is_limited_to_tensor_methods() -> None:
 
 
 # ---------------------------------------------------------------------------------- state_dict
-def _classification_data() -> list[tuple[Any, Any]]:
-    return multiclass_batches(18, count=6)
-
-
 STATEFUL = {
     "accuracy": Accuracy,
     "precision": lambda: Precision(average=False),
@@ -499,19 +493,21 @@ def feed(metric: Metric, batch: Any) -> None:
 @pytest.mark.parametrize("name", sorted(STATEFUL))
 def test_state_dict_round_trip_continues_the_accumulation(name: str) -> None:
     make = STATEFUL[name]
-    data = _classification_data()
+    data = multiclass_batches(18, count=6)
     whole, first, resumed = make(), make(), make()
     for batch in data:
         feed(whole, batch)
     for batch in data[:3]:
         feed(first, batch)
     saved = first.state_dict()
+    # Before serializing: had state_dict() shared tensors with `first`, `resumed` would take
+    # these batches too and differ from `whole` below.
+    for batch in data[:3]:
+        feed(first, batch)
     buffer = io.BytesIO()
     torch.save(saved, buffer)
     buffer.seek(0)
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    for batch in data[:3]:
-        feed(first, batch)  # the saved copy does not move with the original
     for batch in data[3:]:
         feed(resumed, batch)
     expected, got = whole.compute(), resumed.compute()

@@ -67,6 +67,11 @@ def test_profile_is_kept_after_an_exception_and_across_runs(backend: str) -> Non
 
 
 def test_no_profiler_means_no_timing(make_engine: Any) -> None:
+    profiled = make_engine()
+    profiler = Profiler().attach(profiled)
+    profiled.run(range(3))
     engine = make_engine()
     engine.run(range(3))
     assert engine._profiler is None
+    # the unprofiled engine's run is counted nowhere, not in another engine's profiler either
+    assert (profiler.data.calls, profiler.step.calls) == (3, 3)

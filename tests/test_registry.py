@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ember.engine import Engine, EventEnum, Events, RemovableEventHandle
+from recording import event_names, recording
 
 
 class Custom(EventEnum):
@@ -322,15 +323,10 @@ def test_malformed_registry_entry_is_a_clear_error(make_engine: Any) -> None:
         engine.run([0])
 
 
-def test_fire_event_override_sees_every_event(backend: str) -> None:
-    seen: list[str] = []
-
-    class Recorded(Engine):
-        def _fire_event(self, event_name: Any, *args: Any, **kwargs: Any) -> None:
-            seen.append(event_name.name)
-            super()._fire_event(event_name, *args, **kwargs)
-
-    Recorded(lambda e, b: b, backend=backend).run([0, 1], max_epochs=1)
+def test_fire_event_override_sees_every_event(make_engine: Any) -> None:
+    engine = make_engine(cls=recording(Engine))
+    engine.run([0, 1], max_epochs=1)
+    seen = event_names(engine)
     assert seen[0] == "STARTED"
     assert seen[-1] == "COMPLETED"
     assert len(seen) == 12
@@ -384,11 +380,11 @@ def test_instance_fire_event_is_honoured(make_engine: Any) -> None:
     engine = make_engine()
     base = engine._fire_event
 
-    def recording(event: Any, *args: Any, **kwargs: Any) -> None:
+    def record(event: Any, *args: Any, **kwargs: Any) -> None:
         seen.append(event.name)
         base(event, *args, **kwargs)
 
-    engine._fire_event = recording
+    engine._fire_event = record
     engine.run([0])
     assert seen[0] == "STARTED"
     assert seen[-1] == "COMPLETED"

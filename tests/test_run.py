@@ -9,11 +9,7 @@ from typing import Any
 import pytest
 
 from ember.engine import Engine, Events, State
-from recording import recording
-
-
-def events_of(engine: Any) -> list[str]:
-    return [name for name, _, _ in engine.trace]
+from recording import event_names, recording
 
 
 def test_output_batch_and_counters(make_engine: Any) -> None:
@@ -25,8 +21,8 @@ def test_output_batch_and_counters(make_engine: Any) -> None:
     assert state.max_epochs == 2
 
 
-def test_event_order_of_a_two_epoch_run(backend: str) -> None:
-    engine = recording(Engine)(lambda e, b: b, backend=backend)
+def test_event_order_of_a_two_epoch_run(make_engine: Any) -> None:
+    engine = make_engine(cls=recording(Engine))
     engine.run([0, 1], max_epochs=2)
     assert engine.trace[:6] == [
         ("STARTED", 0, 0),
@@ -93,15 +89,15 @@ def test_one_shot_generator_with_max_iters_ends_instead_of_looping(make_engine: 
     assert state.iteration == 3
 
 
-def test_max_iters_mid_epoch_terminates_without_epoch_completed(backend: str) -> None:
-    engine = recording(Engine)(lambda e, b: b, backend=backend)
+def test_max_iters_mid_epoch_terminates_without_epoch_completed(make_engine: Any) -> None:
+    engine = make_engine(cls=recording(Engine))
     engine.run(list(range(5)), max_iters=7)
     assert engine.trace[-3:] == [
         ("ITERATION_COMPLETED", 2, 7),
         ("TERMINATE", 2, 7),
         ("COMPLETED", 2, 7),
     ]
-    assert events_of(engine).count("EPOCH_COMPLETED") == 1
+    assert event_names(engine).count("EPOCH_COMPLETED") == 1
     assert engine.state.max_epochs is None
 
 
@@ -117,7 +113,6 @@ def test_second_run_on_a_finished_engine_starts_over(make_engine: Any) -> None:
 def test_run_continues_to_a_larger_max_epochs(make_engine: Any) -> None:
     engine = make_engine()
     engine.run([1, 2], max_epochs=2)
-    engine.state.max_epochs = 2
     state = engine.run([1, 2], max_epochs=4)
     assert (state.iteration, state.epoch) == (8, 4)
 

@@ -8,6 +8,7 @@ in a subprocess, so that a failure cannot abort the pytest process itself.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -75,8 +76,6 @@ def test_terminate_from_another_thread_stops_a_c_step(backend: str) -> None:
 
 
 def test_sigint_raised_in_a_handler_leaves_the_engine_usable(make_engine: Any) -> None:
-    import signal
-
     seen: list[str] = []
     engine = make_engine()
     armed = [True]
@@ -446,4 +445,10 @@ def test_an_engine_run_from_its_own_handler_matches_the_python_loop(backend: str
         log.append(("end", engine.state.epoch, engine.state.iteration, engine.state.max_epochs))
         return log
 
-    assert trace(backend) == trace("python")
+    got = trace(backend)
+    if backend != "python":
+        assert got == trace("python")
+    # what the specification does: the inner run starts over from STARTED; the outer run then
+    # goes on with the state the inner one left (epoch 1 of 1 done) and completes, raising nothing
+    assert [entry for entry in got if entry[0] == "STARTED"] == [("STARTED", 0, 0)] * 2
+    assert got[-3:] == [("EPOCH_COMPLETED", 1, 2), ("COMPLETED", 1, 2), ("end", 1, 2, 1)]

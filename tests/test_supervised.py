@@ -27,6 +27,12 @@ def regression_data(batches: int = 6) -> list[tuple[Any, Any]]:
     return data
 
 
+def sgd_trainer(model: torch.nn.Module, **kwargs: Any) -> Engine:
+    """A supervised trainer of ``model`` by SGD on the mean squared error."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return create_supervised_trainer(model, optimizer, torch.nn.functional.mse_loss, **kwargs)
+
+
 def test_trainer_matches_a_hand_written_loop(backend: str) -> None:
     data = regression_data()
     torch.manual_seed(1)
@@ -85,12 +91,7 @@ def test_train_mode_is_set_once_per_run_not_every_iteration(backend: str) -> Non
     model.train = train  # type: ignore[method-assign]
     model.eval()
     calls.clear()
-    trainer = create_supervised_trainer(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        torch.nn.functional.mse_loss,
-        backend=backend,
-    )
+    trainer = sgd_trainer(model, backend=backend)
     trainer.run(regression_data(6), max_epochs=2)
     assert calls == [True]
 
@@ -134,28 +135,14 @@ def test_evaluator_with_no_grad_instead_of_inference_mode(backend: str) -> None:
 
 def test_amp_with_a_scaler_on_cpu(backend: str) -> None:
     model = torch.nn.Linear(2, 1)
-    trainer = create_supervised_trainer(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.01),
-        torch.nn.functional.mse_loss,
-        amp_mode="amp",
-        scaler=True,
-        backend=backend,
-    )
+    trainer = sgd_trainer(model, amp_mode="amp", scaler=True, backend=backend)
     trainer.run(regression_data(2))
     assert isinstance(trainer.state.scaler, torch.amp.GradScaler)
     assert isinstance(trainer.state.output, float)
 
 
 def test_deterministic_option_returns_a_deterministic_engine(backend: str) -> None:
-    model = torch.nn.Linear(2, 1)
-    trainer = create_supervised_trainer(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.01),
-        torch.nn.functional.mse_loss,
-        deterministic=True,
-        backend=backend,
-    )
+    trainer = sgd_trainer(torch.nn.Linear(2, 1), deterministic=True, backend=backend)
     assert isinstance(trainer, DeterministicEngine)
 
 
@@ -168,23 +155,11 @@ def test_deterministic_option_returns_a_deterministic_engine(backend: str) -> No
     ],
 )
 def test_bad_options(kwargs: dict, message: str) -> None:
-    model = torch.nn.Linear(2, 1)
     with pytest.raises(ValueError, match=message):
-        create_supervised_trainer(
-            model,
-            torch.optim.SGD(model.parameters(), lr=0.1),
-            torch.nn.functional.mse_loss,
-            **kwargs,
-        )
+        sgd_trainer(torch.nn.Linear(2, 1), **kwargs)
 
 
 def test_batches_that_are_not_pairs_are_refused(backend: str) -> None:
-    model = torch.nn.Linear(2, 1)
-    trainer = create_supervised_trainer(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        torch.nn.functional.mse_loss,
-        backend=backend,
-    )
+    trainer = sgd_trainer(torch.nn.Linear(2, 1), backend=backend)
     with pytest.raises(ValueError, match="prepare_batch expects batches of \\(x, y\\)"):
         trainer.run([torch.randn(3, 2)])

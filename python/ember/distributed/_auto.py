@@ -26,6 +26,18 @@ __all__ = [
 logger = logging.getLogger("ember.distributed")
 
 
+def _group_place(who: str, num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """A sampler's ``num_replicas`` and ``rank``: the group's where not given. Unlike torch's
+    ``DistributedSampler`` this works without a group (rank 0 of 1), except in a process
+    launched as one of several, where it refuses."""
+    if num_replicas is None:
+        refuse_without_group(who)
+        num_replicas = _context.get_world_size()
+    if rank is None:
+        rank = _context.get_rank()
+    return num_replicas, rank
+
+
 class UnpaddedDistributedSampler(DistributedSampler):  # type: ignore[type-arg]
     """A ``DistributedSampler`` that shards without padding: rank ``r`` of ``W`` takes the
     samples at positions ``r, r + W, r + 2W, ...`` of the (optionally shuffled) order, so
@@ -46,11 +58,7 @@ class UnpaddedDistributedSampler(DistributedSampler):  # type: ignore[type-arg]
         shuffle: bool = False,
         seed: int = 0,
     ) -> None:
-        if num_replicas is None:
-            refuse_without_group("UnpaddedDistributedSampler")
-            num_replicas = _context.get_world_size()
-        if rank is None:
-            rank = _context.get_rank()
+        num_replicas, rank = _group_place("UnpaddedDistributedSampler", num_replicas, rank)
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         size = len(dataset)
         self.num_samples = len(range(self.rank, size, self.num_replicas))
@@ -92,11 +100,7 @@ class DistributedProxySampler(DistributedSampler):  # type: ignore[type-arg]
             raise TypeError("DistributedProxySampler: the sampler is already distributed")
         if not hasattr(sampler, "__len__"):
             raise TypeError("DistributedProxySampler: the sampler should have a length")
-        if num_replicas is None:
-            refuse_without_group("DistributedProxySampler")
-            num_replicas = _context.get_world_size()
-        if rank is None:
-            rank = _context.get_rank()
+        num_replicas, rank = _group_place("DistributedProxySampler", num_replicas, rank)
         super().__init__(
             sampler,  # type: ignore[arg-type]  # only its length is used
             num_replicas=num_replicas,
@@ -168,33 +172,31 @@ def auto_dataloader(dataset: Dataset[Any], **kwargs: Any) -> DataLoader[Any]:
                 "rank's own share"
             )
         else:
-            sampler = kwargs.get("sampler")
             shuffle = bool(kwargs.pop("shuffle", False))
-            if sampler is None:
-                if shuffle:
-                    sampler = DistributedSampler(
-                        dataset, num_replicas=world_size, rank=rank, shuffle=True
-                    )
-                else:
-                    sampler = UnpaddedDistributedSampler(
-                        dataset, num_replicas=world_size, rank=rank
-                    )
-            elif isinstance(sampler, DistributedSampler):
-                if (sampler.num_replicas, sampler.rank) != (world_size, rank):
-                    raise ValueError(
-                        "auto_dataloader: the given DistributedSampler is for rank "
-                        f"{sampler.rank} of {sampler.num_replicas}, this process is rank "
-                        f"{rank} of {world_size}"
-                    )
-            else:
-                if shuffle:
-                    raise ValueError(
-                        "auto_dataloader: sampler option is mutually exclusive with shuffle"
-                    )
-                sampler = DistributedProxySampler(sampler, num_replicas=world_size, rank=rank)
-            kwargs["sampler"] = sampler
+            kwargs["sampler"] = _shard(dataset, kwargs.get("sampler"), shuffle, world_size, rank)
     kwargs.setdefault("pin_memory", _context.device().type == "cuda")
     return DataLoader(dataset, **kwargs)
+
+
+def _shard(
+    dataset: Dataset[Any], sampler: Any, shuffle: bool, world_size: int, rank: int
+) -> Sampler[Any]:
+    """The sampler that gives rank ``rank`` of ``world_size`` its share (see auto_dataloader)."""
+    if sampler is None:
+        if shuffle:
+            return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True)
+        return UnpaddedDistributedSampler(dataset, num_replicas=world_size, rank=rank)
+    if isinstance(sampler, DistributedSampler):
+        if (sampler.num_replicas, sampler.rank) != (world_size, rank):
+            raise ValueError(
+                "auto_dataloader: the given DistributedSampler is for rank "
+                f"{sampler.rank} of {sampler.num_replicas}, this process is rank "
+                f"{rank} of {world_size}"
+            )
+        return sampler
+    if shuffle:
+        raise ValueError("auto_dataloader: sampler option is mutually exclusive with shuffle")
+    return DistributedProxySampler(sampler, num_replicas=world_size, rank=rank)
 
 
 def auto_model(model: torch.nn.Module, sync_bn: bool = False, **kwargs: Any) -> torch.nn.Module:

@@ -122,8 +122,7 @@ def _gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
     lengths = [shape[2] for shape in shapes]
     longest = max(lengths)
     work = tensor.detach().to(_context.device())
-    convert = work.dtype == torch.bool
-    if convert:
+    if work.dtype == torch.bool:
         work = work.to(torch.uint8)
     if work.shape[0] < longest:
         padding = work.new_zeros((longest - work.shape[0], *work.shape[1:]))
@@ -192,8 +191,7 @@ def broadcast(tensor: Any, src: int = 0) -> Any:
         work = tensor.detach().to(_context.device(), copy=True)
     else:
         work = torch.empty(shape, dtype=dtype, device=_context.device())
-    convert = work.dtype == torch.bool
-    if convert:
+    if work.dtype == torch.bool:
         work = work.to(torch.uint8)
     with collective("broadcast"):
         dist.broadcast(work, src=src)

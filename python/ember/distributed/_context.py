@@ -6,10 +6,10 @@ Nothing here has its own transport: the group is ``torch.distributed``'s default
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -55,7 +55,7 @@ class GroupNotInitializedError(RuntimeError):
     process's data alone."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Context:
     backend: str
     rank: int
@@ -152,17 +152,26 @@ def _current() -> _Context | None:
     if known is not None and (known.rank, known.world_size) == (rank, world_size):
         return known
     env = _launch_env() or {}
+    return _layout(str(dist.get_backend()), rank, world_size, env, DEFAULT_TIMEOUT)
+
+
+def _layout(
+    backend: str, rank: int, world_size: int, env: dict[str, int], timeout: timedelta
+) -> _Context:
+    """Where ``rank`` of ``world_size`` stands: the launcher's variables in ``env`` where it set
+    them, else derived from ``LOCAL_WORLD_SIZE`` processes per node (all of them on one node
+    without it)."""
     nproc = env.get("LOCAL_WORLD_SIZE", world_size)
-    local_rank = env.get("LOCAL_RANK", rank % max(nproc, 1))
+    per_node = max(nproc, 1)  # a bad LOCAL_WORLD_SIZE must not divide by zero
     return _Context(
-        backend=str(dist.get_backend()),
+        backend=backend,
         rank=rank,
         world_size=world_size,
-        local_rank=local_rank,
+        local_rank=env.get("LOCAL_RANK", rank % per_node),
         nproc_per_node=nproc,
-        node_rank=env.get("GROUP_RANK", rank // max(nproc, 1)),
-        nnodes=env.get("GROUP_WORLD_SIZE", math.ceil(world_size / max(nproc, 1))),
-        timeout=DEFAULT_TIMEOUT,
+        node_rank=env.get("GROUP_RANK", rank // per_node),
+        nnodes=env.get("GROUP_WORLD_SIZE", math.ceil(world_size / per_node)),
+        timeout=timeout,
     )
 
 
@@ -388,23 +397,16 @@ def initialize(backend: str, timeout: timedelta | float = DEFAULT_TIMEOUT) -> No
             f"ember.distributed.initialize: RANK={rank} and WORLD_SIZE={world_size} do not "
             "describe a rank of a group (0 <= RANK < WORLD_SIZE)"
         )
-    nproc = env.get("LOCAL_WORLD_SIZE", world_size)  # without it: one node
+    # Checked as the launcher gave it, a missing LOCAL_RANK as RANK (LOCAL_WORLD_SIZE without
+    # LOCAL_RANK is refused past the first node, not guessed); once valid, it is context's.
     local_rank = env.get("LOCAL_RANK", rank)
+    context = _layout(name, rank, world_size, env, timeout)
+    nproc = context.nproc_per_node
     if not 0 <= local_rank < nproc or nproc > world_size:
         raise ValueError(
             f"ember.distributed.initialize: LOCAL_RANK={local_rank} and LOCAL_WORLD_SIZE={nproc} "
             f"do not fit a group of {world_size} (0 <= LOCAL_RANK < LOCAL_WORLD_SIZE <= WORLD_SIZE)"
         )
-    context = _Context(
-        backend=name,
-        rank=rank,
-        world_size=world_size,
-        local_rank=local_rank,
-        nproc_per_node=nproc,
-        node_rank=env.get("GROUP_RANK", rank // nproc),
-        nnodes=env.get("GROUP_WORLD_SIZE", math.ceil(world_size / nproc)),
-        timeout=timeout,
-    )
     if name == "nccl":
         torch.cuda.set_device(local_rank)
 
@@ -448,7 +450,7 @@ def initialize(backend: str, timeout: timedelta | float = DEFAULT_TIMEOUT) -> No
             f"{world_size} (timeout {timeout})"
         )
         raise
-    _state.context = _Context(**{**context.__dict__, "store": store})
+    _state.context = dataclasses.replace(context, store=store)
     _quiet_other_ranks(rank)
 
 

@@ -57,6 +57,10 @@ class _Spawn:
     def world_size(self) -> int:
         return self.nproc_per_node * self.nnodes
 
+    def rank_of(self, local_rank: int) -> int:
+        """The group rank of this node's process ``local_rank``."""
+        return self.node_rank * self.nproc_per_node + local_rank
+
 
 def _record_failure(spec: _Spawn, rank: int, local_rank: int, exc: BaseException) -> None:
     """Leave the exception where the parent finds it: pickled when possible, as text always."""
@@ -83,7 +87,7 @@ def _record_failure(spec: _Spawn, rank: int, local_rank: int, exc: BaseException
 
 def _spawned(local_rank: int, spec: _Spawn, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
     """Entry point of a spawned worker: the torchrun environment, the group, ``fn``."""
-    rank = spec.node_rank * spec.nproc_per_node + local_rank
+    rank = spec.rank_of(local_rank)
     os.environ.update(
         {
             "RANK": str(rank),
@@ -175,10 +179,10 @@ class Parallel:
     ) -> None:
         if backend is not None:
             _context.check_backend(backend)
-        for label, value, low in (("nproc_per_node", nproc_per_node, 1), ("nnodes", nnodes, 1)):
+        for label, value in (("nproc_per_node", nproc_per_node), ("nnodes", nnodes)):
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Parallel: {label} should be a positive int, got {value!r}")
         if isinstance(node_rank, bool) or not isinstance(node_rank, int):
             raise TypeError(f"Parallel: node_rank should be an int, got {node_rank!r}")
@@ -368,58 +372,84 @@ class Parallel:
 def _failure(exc: ProcessException, spec: _Spawn, exit_codes: list[int | None]) -> BaseException:
     """The exception that tells what went wrong first among the spawned processes.
 
-    A process that died without a Python exception (os._exit, a kill) is the cause: the others
-    can only have failed for losing it, even when their errors were recorded first.
+    One rule: a process that died without a Python exception (os._exit, a kill) is the cause,
+    unless its exit is a consequence of another's failure (see :func:`_is_consequence`); the
+    others can only have failed for losing it, even when their errors were recorded first.
+    Without such a process, the earliest recorded exception is the cause.
     """
+    records = _read_records(spec.error_dir)
+    recorded = {record["local_rank"] for record in records}
+    silent = [
+        local_rank
+        for local_rank, code in enumerate(exit_codes)
+        if local_rank not in recorded
+        and not _is_consequence(code, found_by_join=local_rank == exc.error_index)
+    ]
+    if silent:
+        if exc.error_index not in silent:
+            exc = _exited(silent[0], exit_codes[silent[0]] or 0)
+        return _died_error(exc, spec)
+    if records:
+        return _raised_error(min(records, key=lambda record: record["time"]), spec)
+    return _died_error(exc, spec)
+
+
+def _read_records(error_dir: str) -> list[dict[str, Any]]:
+    """The failures the spawned processes recorded (:func:`_record_failure`) and can be read."""
     records = []
-    for path in Path(spec.error_dir).glob("rank*.pkl"):
+    for path in Path(error_dir).glob("rank*.pkl"):
         try:
             records.append(pickle.loads(path.read_bytes()))
         except (OSError, pickle.UnpicklingError, EOFError):
             continue
+    return records
+
+
+def _is_consequence(code: int | None, found_by_join: bool) -> bool:
+    """Whether an exit code says nothing about the cause: the process succeeded or was still
+    running; it aborted (SIGABRT: how a rank that lost its peer often ends, in the collective
+    library); or it got the SIGTERM with which torch's join stops the processes still running
+    once it has found one that failed (the one it found may itself have got a SIGTERM)."""
+    if code in (0, None, -signal.SIGABRT):
+        return True
+    return code == -signal.SIGTERM and not found_by_join
+
+
+def _exited(local_rank: int, code: int) -> ProcessExitedException:
+    """What torch's join would have raised had it found process ``local_rank`` first."""
+    return ProcessExitedException(
+        f"process {local_rank} terminated with exit code {code}",
+        error_index=local_rank,
+        error_pid=0,
+        exit_code=code,
+        signal_name=signal.Signals(-code).name if code < 0 else None,
+    )
+
+
+def _raised_error(record: dict[str, Any], spec: _Spawn) -> BaseException:
+    """The recorded exception, raised again here with a note of where, or a WorkerError when it
+    cannot be unpickled."""
+    where = f"rank {record['rank']} of {spec.world_size} (local rank {record['local_rank']})"
+    note = (
+        f"ember.distributed.Parallel: raised on {where} in a spawned process; the "
+        f"other processes were stopped. Traceback there:\n{record['traceback']}"
+    )
+    original = pickle.loads(record["exception"]) if record["exception"] else None
+    if isinstance(original, BaseException):
+        original.add_note(note)
+        return original
+    return WorkerError(
+        f"{where} raised {record['type']}: {record['message']}\n{note}",
+        record["rank"],
+        record["local_rank"],
+        1,
+    )
+
+
+def _died_error(exc: ProcessException, spec: _Spawn) -> WorkerError:
+    """A WorkerError for the process ``exc`` names, which ended without a Python exception."""
     local_rank = exc.error_index
-    recorded = {record["local_rank"] for record in records}
-    # Consequences, not causes: SIGABRT is how a rank that lost its peer often ends (an abort in
-    # the collective library), and SIGTERM is how torch's join stops the processes still running
-    # once it has found one that failed (exc.error_index, which may itself have got a SIGTERM).
-    stopped_by_join = [
-        i for i, code in enumerate(exit_codes) if code == -signal.SIGTERM and i != local_rank
-    ]
-    silent = [
-        i
-        for i, code in enumerate(exit_codes)
-        if code not in (0, None, -signal.SIGABRT) and i not in recorded and i not in stopped_by_join
-    ]
-    if silent and local_rank not in silent:
-        local_rank = silent[0]
-        code = exit_codes[local_rank] or 0
-        signal_name = signal.Signals(-code).name if code < 0 else None
-        exc = ProcessExitedException(
-            f"process {local_rank} terminated with exit code {code}",
-            error_index=local_rank,
-            error_pid=0,
-            exit_code=code,
-            signal_name=signal_name,
-        )
-    rank = spec.node_rank * spec.nproc_per_node + local_rank
-    if records and not silent:
-        # The earliest failure is the cause; later ones are ranks that lost their peer.
-        record = min(records, key=lambda r: r["time"])
-        where = f"rank {record['rank']} of {spec.world_size} (local rank {record['local_rank']})"
-        note = (
-            f"ember.distributed.Parallel: raised on {where} in a spawned process; the "
-            f"other processes were stopped. Traceback there:\n{record['traceback']}"
-        )
-        original = pickle.loads(record["exception"]) if record["exception"] else None
-        if isinstance(original, BaseException):
-            original.add_note(note)
-            return original
-        return WorkerError(
-            f"{where} raised {record['type']}: {record['message']}\n{note}",
-            record["rank"],
-            record["local_rank"],
-            1,
-        )
+    rank = spec.rank_of(local_rank)
     exitcode = getattr(exc, "exit_code", None)
     signal_name = getattr(exc, "signal_name", None)
     how = f"was killed by signal {signal_name}" if signal_name else f"exited with code {exitcode}"

@@ -24,9 +24,7 @@ def _kind(value: Any) -> tuple[Any, ...]:
     if isinstance(value, torch.Tensor):
         floating = value.dtype.is_floating_point
         return ("tensor", tuple(value.shape), "float" if floating else "int")
-    if isinstance(value, bool):
-        return ("int",)
-    if isinstance(value, int):
+    if isinstance(value, int):  # bools too
         return ("int",)
     if isinstance(value, float):
         return ("float",)
@@ -61,9 +59,10 @@ def sum_over_ranks(
         if not present:
             plans.append(("none", ()))
             continue
-        shapes = {kind[1] for kind in present if kind[0] == "tensor"}
-        if any(kind[0] == "tensor" for kind in present):
-            if len(shapes) > 1 or len(present) != sum(k[0] == "tensor" for k in present):
+        tensors = [kind for kind in present if kind[0] == "tensor"]
+        shapes = {kind[1] for kind in tensors}
+        if tensors:
+            if len(shapes) > 1 or len(tensors) != len(present):
                 shown = ", ".join(
                     f"rank {rank}: " + (f"shape {kind[1]}" if kind[0] == "tensor" else kind[0])
                     for rank, kind in enumerate(seen)
@@ -72,7 +71,7 @@ def sum_over_ranks(
                     f"{name}: the ranks hold accumulators of different shapes ({shown}): they "
                     "saw different kinds of input (number of classes, value shape)"
                 )
-            floating = any(kind[2] == "float" for kind in present)
+            floating = any(kind[2] == "float" for kind in tensors)
             plans.append(("tensor-float" if floating else "tensor-int", next(iter(shapes))))
         else:
             floating = any(kind[0] == "float" for kind in present)

@@ -33,7 +33,7 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -242,18 +242,14 @@ class DiskSaver(BaseSaveHandler):
         path = self.dirname / filename
         if not self._atomic:
             with path.open("wb") as file:
-                torch.save(checkpoint, file, **self.kwargs)
-                file.flush()
-                os.fsync(file.fileno())
+                self._write_durably(checkpoint, file)
             _fsync_directory(path.parent)
             return
         fd, temporary = self._create_temporary(path)
         file = os.fdopen(fd, "wb")
         try:
             try:
-                torch.save(checkpoint, file, **self.kwargs)
-                file.flush()
-                os.fsync(file.fileno())
+                self._write_durably(checkpoint, file)
                 # mkstemp creates the file 0600; give group and others read access, as ignite.
                 mode = os.fstat(file.fileno()).st_mode
                 temporary.chmod(stat.S_IMODE(mode) | stat.S_IRGRP | stat.S_IROTH)
@@ -265,6 +261,11 @@ class DiskSaver(BaseSaveHandler):
         finally:
             file.close()  # releases the lock, after the rename
         _fsync_directory(path.parent)
+
+    def _write_durably(self, checkpoint: Mapping[str, Any], file: IO[bytes]) -> None:
+        torch.save(checkpoint, file, **self.kwargs)
+        file.flush()
+        os.fsync(file.fileno())
 
     @staticmethod
     def _create_temporary(path: Path) -> tuple[int, Path]:
@@ -458,10 +459,8 @@ class Checkpoint:
             return self.save_handler.dirname / filename
         return filename
 
-    def _check_lt_n_saved(self, or_equal: bool = False) -> bool:
-        if self.n_saved is None:
-            return True
-        return len(self._saved) < self.n_saved + int(or_equal)
+    def _check_lt_n_saved(self) -> bool:
+        return self.n_saved is None or len(self._saved) < self.n_saved
 
     def _compare_fn(self, new: Any) -> bool:
         if self.greater_or_equal:
@@ -500,23 +499,13 @@ class Checkpoint:
             return
 
         checkpoint = self._setup_checkpoint()
-        name = "checkpoint"
-        if len(checkpoint) == 1:
-            name = next(iter(checkpoint))
-            if not self.include_self:
-                checkpoint = checkpoint[name]
-        if isinstance(priority, numbers.Integral):
-            priority_text = f"{priority}"
-        else:
-            priority_text = f"{priority:.4f}"
-        filename = self._get_filename_pattern(global_step).format(
-            filename_prefix=self.filename_prefix,
-            ext=self.ext,
-            name=name,
-            score_name=self.score_name,
-            score=priority_text if self.score_function is not None else None,
-            global_step=global_step,
-        )
+        name = self._object_name()
+        if len(checkpoint) == 1 and not self.include_self:
+            checkpoint = checkpoint[name]
+        score = None
+        if self.score_function is not None:
+            score = f"{priority}" if isinstance(priority, numbers.Integral) else f"{priority:.4f}"
+        filename = self._filename(name, global_step, score)
         metadata = {
             "basename": f"{self.filename_prefix}{'_' if self.filename_prefix else ''}{name}",
             "score_name": self.score_name,
@@ -546,6 +535,21 @@ class Checkpoint:
             if callable(remove):
                 remove(obsolete.filename)
         engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+
+    def _object_name(self) -> str:
+        """The ``name`` part of file names: the key of a single object, else "checkpoint"."""
+        to_save = self.to_save or {}
+        return next(iter(to_save)) if len(to_save) == 1 else "checkpoint"
+
+    def _filename(self, name: str, global_step: int | None, score: Any) -> str:
+        return self._get_filename_pattern(global_step).format(
+            filename_prefix=self.filename_prefix,
+            ext=self.ext,
+            name=name,
+            score_name=self.score_name,
+            score=score,
+            global_step=global_step,
+        )
 
     def _setup_checkpoint(self) -> dict[str, Any]:
         if self.to_save is None:
@@ -630,16 +634,10 @@ class Checkpoint:
                 "Checkpoint's `save_handler` should be of type `DiskSaver`, "
                 f"given {type(self.save_handler)}"
             )
-        global_step = filename_components.get("global_step")
-        checkpoint = self._setup_checkpoint()
-        name = next(iter(checkpoint)) if len(checkpoint) == 1 else "checkpoint"
-        filename = self._get_filename_pattern(global_step).format(
-            filename_prefix=self.filename_prefix,
-            ext=self.ext,
-            name=filename_components.get("name", name),
-            score_name=self.score_name,
-            score=filename_components.get("score"),
-            global_step=global_step,
+        filename = self._filename(
+            filename_components.get("name", self._object_name()),
+            filename_components.get("global_step"),
+            filename_components.get("score"),
         )
         Checkpoint.load_objects(
             to_load, self.save_handler.dirname / filename, **(load_kwargs or {})
@@ -764,9 +762,8 @@ class ModelCheckpoint(Checkpoint):
 
     @property
     def last_checkpoint(self) -> Path | None:
-        if not self._saved:
-            return None
-        return Path(self.save_handler.dirname) / self._saved[-1].filename
+        # Narrows the base class's type: the save handler here is always a DiskSaver.
+        return cast("Path | None", super().last_checkpoint)
 
     def __call__(self, engine: Engine, to_save: Mapping[str, Any]) -> None:
         if len(to_save) == 0:

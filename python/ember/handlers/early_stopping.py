@@ -113,20 +113,17 @@ class EarlyStopping:
 
     def __call__(self, engine: Any) -> None:
         score = self.score_function(engine)
-        if self.best_score is None and not _is_nan(score):
-            self.best_score = score
-            return
-        if (
-            self.best_score is not None
-            and not _is_nan(score)
-            and self._improves(score, self.best_score)
-        ):
-            self.best_score = score
-            self.counter = 0
-            return
-        if not self.cumulative_delta and self.best_score is not None and not _is_nan(score):
-            better = max if self.mode == "max" else min
-            self.best_score = better(score, self.best_score)
+        if not _is_nan(score):  # a NaN is never an improvement, nor a best score
+            if self.best_score is None:
+                self.best_score = score
+                return
+            if self._improves(score, self.best_score):
+                self.best_score = score
+                self.counter = 0
+                return
+            if not self.cumulative_delta:
+                better = max if self.mode == "max" else min
+                self.best_score = better(score, self.best_score)
         self.counter += 1
         self.logger.debug("EarlyStopping: %i / %i", self.counter, self.patience)
         if self.counter >= self.patience:

@@ -12,8 +12,9 @@ scheduler's public ``step()`` from the second call on (ignite sets ``last_epoch`
 ``get_lr()`` under a private flag). Iteration ``n`` runs with the learning rate after ``n - 1``
 steps, as in a plain torch loop that steps after each ``optimizer.step()``; the values are
 ignite's, except where ignite's differ from that torch loop (``CosineAnnealingLR``'s first value,
-``CosineAnnealingWarmRestarts`` shifted by one), where they are torch's. The torch scheduler's own ``state_dict`` stays the truth, so saving either
-the torch scheduler or the wrapper resumes correctly.
+``CosineAnnealingWarmRestarts`` shifted by one), where they are torch's. The torch scheduler's
+own ``state_dict`` stays the truth, so saving either the torch scheduler or the wrapper resumes
+correctly.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numbers
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from copy import copy
+from copy import copy, deepcopy
 from typing import Any
 
 import torch
@@ -56,6 +57,15 @@ def _record_history(engine: Any, name: str, values: list[Any]) -> None:
         history = {}
         engine.state.param_history = history
     history.setdefault(name, []).append(values)
+
+
+def _simulated_values(scheduler: Any, num_events: int) -> list[list[Any]]:
+    """Call ``scheduler`` ``num_events`` times: ``[[event_index, value of each group...], ...]``."""
+    values = []
+    for index in range(num_events):
+        scheduler(None)
+        values.append([index] + [g[scheduler.param_name] for g in scheduler.optimizer_param_groups])
+    return values
 
 
 def _fake_optimizer() -> Optimizer:
@@ -399,24 +409,13 @@ class LRScheduler(ParamScheduler):
                 "Argument lr_scheduler should be a subclass of torch.optim.lr_scheduler.LRScheduler, "
                 f"but given {type(lr_scheduler)}"
             )
-        saved_scheduler = _deep_copy_state(lr_scheduler.state_dict())
-        saved_optimizer = _deep_copy_state(lr_scheduler.optimizer.state_dict())
+        saved_scheduler = deepcopy(lr_scheduler.state_dict())
+        saved_optimizer = deepcopy(lr_scheduler.optimizer.state_dict())
         try:
-            scheduler = cls(lr_scheduler, save_history=False, **kwargs)
-            values = []
-            for index in range(num_events):
-                scheduler(None)
-                values.append([index] + [g["lr"] for g in scheduler.optimizer_param_groups])
-            return values
+            return _simulated_values(cls(lr_scheduler, save_history=False, **kwargs), num_events)
         finally:
             lr_scheduler.load_state_dict(saved_scheduler)
             lr_scheduler.optimizer.load_state_dict(saved_optimizer)
-
-
-def _deep_copy_state(state: Any) -> Any:
-    import copy as copy_module
-
-    return copy_module.deepcopy(state)
 
 
 class ParamGroupScheduler:
@@ -616,20 +615,14 @@ class ConcatScheduler(ParamScheduler):
     ) -> list[list[Any]]:
         """``[[event_index, value of each group...], ...]``; schedulers and optimizer are
         restored afterwards."""
-        saved = [_deep_copy_state(s.state_dict()) for s in schedulers]
+        saved = [deepcopy(s.state_dict()) for s in schedulers]
         first = schedulers[0]
         optimizer = first.optimizer[0] if isinstance(first.optimizer, list) else first.optimizer
-        saved_optimizer = _deep_copy_state(optimizer.state_dict())
+        saved_optimizer = deepcopy(optimizer.state_dict())
         history = [s.save_history for s in schedulers]
         try:
             scheduler = cls(schedulers=schedulers, durations=durations, save_history=False)
-            values = []
-            for index in range(num_events):
-                scheduler(None)
-                values.append(
-                    [index] + [g[scheduler.param_name] for g in scheduler.optimizer_param_groups]
-                )
-            return values
+            return _simulated_values(scheduler, num_events)
         finally:
             for s, state, flag in zip(schedulers, saved, history, strict=True):
                 s.load_state_dict(state)

@@ -39,7 +39,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from time import perf_counter
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from ember.engine import Events
 
@@ -49,17 +49,6 @@ _DEFAULT_BAR_FORMAT = (
     "{desc}[{n_fmt}/{total_fmt}] {percentage:3.0f}%|{bar}{postfix} [{elapsed}<{remaining}]"
 )
 _MAX_EVERY = 1 << 24
-
-
-def _event_order() -> list[Any]:
-    return [
-        Events.STARTED,
-        Events.EPOCH_STARTED,
-        Events.ITERATION_STARTED,
-        Events.ITERATION_COMPLETED,
-        Events.EPOCH_COMPLETED,
-        Events.COMPLETED,
-    ]
 
 
 def _is_rank_zero() -> bool:
@@ -88,7 +77,14 @@ class ProgressBar:
         pbar.attach(trainer, metric_names=["accuracy"], output_transform=lambda x: {"loss": x})
     """
 
-    _events_order = _event_order()
+    _events_order: ClassVar[list[Any]] = [
+        Events.STARTED,
+        Events.EPOCH_STARTED,
+        Events.ITERATION_STARTED,
+        Events.ITERATION_COMPLETED,
+        Events.EPOCH_COMPLETED,
+        Events.COMPLETED,
+    ]
 
     def __init__(
         self,
@@ -223,7 +219,7 @@ class _Tracker:
         self.owner: ProgressBar = owner
         self.mode: str = _PROBE if getattr(event_name, "filter", None) is None else _GATED
         # The unfiltered event, for counters and for re-attaching with another filter.
-        self.base_event: Any = next(e for e in _event_order() if e == event_name)
+        self.base_event: Any = next(e for e in ProgressBar._events_order if e == event_name)
         self.registered_event: Any = event_name
         self.closing_event_name: Any = closing_event_name
         self.metric_names: str | list[str] | None = metric_names

@@ -165,7 +165,19 @@ def _check_usage(usage: Any) -> MetricUsage:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _identity(output: Any) -> Any:
+    """The default ``output_transform``: the engine's output as it is."""
+    return output
+
+
 _STATE_TYPES = (type(None), bool, int, float, str, torch.Tensor)
+
+
+def _require_mapping(state_dict: Any) -> None:
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"Argument state_dict should be a mapping from state_dict(), got {type(state_dict)}"
+        )
 
 
 def _export_state(value: Any) -> Any:
@@ -204,7 +216,7 @@ class Metric(metaclass=ABCMeta):
 
     def __init__(
         self,
-        output_transform: Callable[[Any], Any] = lambda output: output,
+        output_transform: Callable[[Any], Any] = _identity,
         device: str | torch.device = "cpu",
     ) -> None:
         if not callable(output_transform):
@@ -246,6 +258,14 @@ class Metric(metaclass=ABCMeta):
         Every rank must call it, in the same order: check for emptiness on the sums, after.
         """
         return sum_over_ranks(self._name, values, self._device)
+
+    def _ratio_over_ranks(self, total: torch.Tensor, count: int) -> float:
+        """``total / count`` for :meth:`compute`, both summed over the ranks first; not computable
+        while ``count`` is 0 on every rank."""
+        total, count = self._sum_over_ranks(total, count)
+        if count == 0:
+            raise self._not_computable()
+        return float(total.item()) / int(count)
 
     @property
     def _name(self) -> str:
@@ -357,10 +377,7 @@ class Metric(metaclass=ABCMeta):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore accumulators saved by :meth:`state_dict` (tensors go to this metric's device)."""
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a mapping from state_dict(), got {type(state_dict)}"
-            )
+        _require_mapping(state_dict)
         expected, given = set(self._state_attrs), set(state_dict)
         if expected != given:
             raise ValueError(
@@ -583,10 +600,7 @@ class MetricsLambda(Metric):
         )
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"Argument state_dict should be a mapping from state_dict(), got {type(state_dict)}"
-            )
+        _require_mapping(state_dict)
         if set(state_dict) != {"metrics", "_updated"}:
             raise ValueError(
                 f"{self._name}.load_state_dict: expected the keys ['_updated', 'metrics'], got "

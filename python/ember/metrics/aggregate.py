@@ -16,14 +16,11 @@ from ember.metrics._base import (
     RunningEpochWise,
     SingleEpochRunningBatchWise,
     _check_usage,
+    _identity,
 )
 from ember.metrics._checks import shape_of
 
 __all__ = ["Average", "Loss", "RunningAverage"]
-
-
-def _identity(output: Any) -> Any:
-    return output
 
 
 def _is_value(value: Any) -> bool:
@@ -106,10 +103,7 @@ class Loss(Metric):
         self._num_examples += int(n)
 
     def compute(self) -> float:
-        total, count = self._sum_over_ranks(self._sum, self._num_examples)
-        if count == 0:
-            raise self._not_computable()
-        return float(total.item()) / int(count)
+        return self._ratio_over_ranks(self._sum, self._num_examples)
 
 
 class Average(Metric):
@@ -122,13 +116,6 @@ class Average(Metric):
 
     required_output_keys = None
     _state_attrs = ("_accumulator", "_num_examples")
-
-    def __init__(
-        self,
-        output_transform: Callable[[Any], Any] = _identity,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        super().__init__(output_transform=output_transform, device=device)
 
     def reset(self) -> None:
         self._accumulator: torch.Tensor | None = None
@@ -237,21 +224,22 @@ class RunningAverage(Metric):
         if self.src is not None:
             value = self.src.compute()
             self.src.reset()
-        else:
-            if not _is_value(output):
+            if not _is_value(value):
                 raise TypeError(
-                    "RunningAverage.update expects a number or a torch.Tensor (the output "
-                    f"selected by output_transform), got {type(output).__name__}"
+                    "RunningAverage: src should compute a number or a tensor, got "
+                    f"{type(value).__name__}"
                 )
+        elif _is_value(output):
             value = output
-        if isinstance(value, torch.Tensor):
-            value = value.detach().to(self._device, self._double_dtype)
-        elif _is_value(value):
-            value = float(value)
         else:
             raise TypeError(
-                f"RunningAverage: src should compute a number or a tensor, got {type(value).__name__}"
+                "RunningAverage.update expects a number or a torch.Tensor (the output "
+                f"selected by output_transform), got {type(output).__name__}"
             )
+        if isinstance(value, torch.Tensor):
+            value = value.detach().to(self._device, self._double_dtype)
+        else:
+            value = float(value)
         if self._value is None:
             self._value = value.clone() if isinstance(value, torch.Tensor) else value
         else:

@@ -14,12 +14,13 @@ Input kinds (``y_pred``, ``y``), decided at every update and fixed until the nex
 from __future__ import annotations
 
 import numbers
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ember.metrics._base import Metric, MetricsLambda
+from ember.metrics._base import Metric, MetricsLambda, _identity
 from ember.metrics._checks import as_pair, is_integer_dtype, require_binary, shape_of
 
 __all__ = [
@@ -32,16 +33,17 @@ __all__ = [
 ]
 
 
-def _identity(output: Any) -> Any:
-    return output
+def _require_integer_targets(subject: str, y: torch.Tensor) -> None:
+    """Refuse a ``y`` that cannot hold class indices; ``subject`` starts the message."""
+    if not is_integer_dtype(y.dtype):
+        raise TypeError(
+            f"{subject} needs y of an integer dtype holding class indices, got dtype "
+            f"{y.dtype} (convert with y.long())"
+        )
 
 
 def _check_class_indices(name: str, y: torch.Tensor, num_classes: int, what: str) -> None:
-    if not is_integer_dtype(y.dtype):
-        raise TypeError(
-            f"{name}: {what} needs y of an integer dtype holding class indices, got dtype "
-            f"{y.dtype} (convert with y.long())"
-        )
+    _require_integer_targets(f"{name}: {what}", y)
     if y.numel() and (bool((y < 0).any()) or bool((y >= num_classes).any())):
         raise ValueError(
             f"{name}: y holds class indices outside [0, {num_classes}): min {y.min().item()}, "
@@ -69,13 +71,11 @@ class _ClassificationMetric(Metric):
         if not isinstance(is_multilabel, bool):
             raise TypeError(f"Argument is_multilabel should be a bool, got {type(is_multilabel)}")
         self._is_multilabel = is_multilabel
-        self._type: str | None = None
-        self._num_classes: int | None = None
         super().__init__(output_transform=output_transform, device=device)
 
     def reset(self) -> None:
-        self._type = None
-        self._num_classes = None
+        self._type: str | None = None
+        self._num_classes: int | None = None
 
     def _check_input(self, output: Any) -> tuple[str, torch.Tensor, torch.Tensor, int]:
         """``(kind, y_pred, y, num_classes)``; binary ``y_pred`` of shape (N, 1, ...) is squeezed."""
@@ -159,14 +159,6 @@ class Accuracy(_ClassificationMetric):
 
     _state_attrs = ("_num_correct", "_num_examples", "_type", "_num_classes")
 
-    def __init__(
-        self,
-        output_transform: Callable[[Any], Any] = _identity,
-        is_multilabel: bool = False,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        super().__init__(output_transform, is_multilabel=is_multilabel, device=device)
-
     def reset(self) -> None:
         self._num_correct = torch.tensor(0, dtype=torch.int64, device=self._device)
         self._num_examples = 0
@@ -186,22 +178,15 @@ class Accuracy(_ClassificationMetric):
         self._num_examples += correct.numel()
 
     def compute(self) -> float:
-        correct, count = self._sum_over_ranks(self._num_correct, self._num_examples)
-        if count == 0:
-            raise self._not_computable()
-        return int(correct.item()) / int(count)
+        return self._ratio_over_ranks(self._num_correct, self._num_examples)
 
 
 _AVERAGES = (False, None, True, "macro", "micro", "weighted", "samples")
 
 
 def _check_average(name: str, average: Any, allowed: tuple[Any, ...]) -> Any:
-    valid = (
-        average is None
-        or isinstance(average, bool)
-        or (isinstance(average, str) and average in allowed)
-    )
-    if not valid or average not in allowed:
+    # The type check first: 1 == True and 0 == False would let ints through ``in allowed``.
+    if not (average is None or isinstance(average, (bool, str))) or average not in allowed:
         shown = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"{name}: argument average should be one of {shown}; got {average!r}")
     return "macro" if average is True else (False if average is None else average)
@@ -248,15 +233,10 @@ class _PrecisionRecall(_ClassificationMetric):
         self._num_samples = 0
         super().reset()
 
-    def _sample_denominator(
-        self, predicted: torch.Tensor, actual: torch.Tensor
-    ) -> torch.Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _class_denominator(
-        self, predicted: torch.Tensor, actual: torch.Tensor
-    ) -> torch.Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def _denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+        """What the true positives are divided by, ``predicted`` (precision) or ``actual``
+        (recall): one-hot rows in :meth:`update`, per-class totals in :meth:`compute`."""
 
     def _totals(self) -> tuple[Any, Any, Any, Any, int]:
         """``(true, predicted, actual positives, samples_sum, num_samples)`` over all ranks."""
@@ -295,7 +275,9 @@ class _PrecisionRecall(_ClassificationMetric):
             self._predicted_positives = self._predicted_positives + counts[1]
             self._actual_positives = self._actual_positives + counts[2]
         if self._average == "samples":
-            per_sample = _safe_ratio(hits.sum(dim=1), self._sample_denominator(predicted, actual))
+            per_sample = _safe_ratio(
+                hits.sum(dim=1), self._denominator(predicted, actual).sum(dim=1)
+            )
             self._samples_sum = self._samples_sum + per_sample.sum()
             self._num_samples += hits.shape[0]
 
@@ -307,7 +289,7 @@ class _PrecisionRecall(_ClassificationMetric):
             if num_samples == 0:
                 raise self._not_computable()
             return float((samples_sum / num_samples).item())
-        denominator = self._class_denominator(predicted, actual)
+        denominator = self._denominator(predicted, actual)
         if self._average == "micro":
             return _safe_ratio(true_positives.sum(), denominator.sum()).item()
         per_class = _safe_ratio(true_positives, denominator)
@@ -329,20 +311,14 @@ class Precision(_PrecisionRecall):
     ``"samples"`` (multilabel): the mean over samples of each sample's precision.
     """
 
-    def _sample_denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
-        return predicted.sum(dim=1)
-
-    def _class_denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    def _denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
         return predicted
 
 
 class Recall(_PrecisionRecall):
     """Recall, ``TP / (TP + FN)`` (0 where a class never occurs); ``average`` as for Precision."""
 
-    def _sample_denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
-        return actual.sum(dim=1)
-
-    def _class_denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    def _denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
         return actual
 
 
@@ -409,7 +385,7 @@ def Fbeta(  # noqa: N802 - ignite's name; a function that builds a MetricsLambda
             transform,
             average=inner,
             is_multilabel=precision._is_multilabel,
-            device=precision.device if device is None else device,
+            device=precision.device,
         )
     beta_squared = float(beta) ** 2
     support = recall
@@ -492,11 +468,7 @@ class ConfusionMatrix(Metric):
                 f"ConfusionMatrix: y_pred of shape {shape_of(y_pred)} needs y of shape "
                 f"{expected}, got {shape_of(y)}"
             )
-        if not is_integer_dtype(y.dtype):
-            raise TypeError(
-                "ConfusionMatrix needs y of an integer dtype holding class indices, got dtype "
-                f"{y.dtype} (convert with y.long())"
-            )
+        _require_integer_targets("ConfusionMatrix", y)
         predicted = torch.argmax(y_pred, dim=1).reshape(-1)
         target = y.reshape(-1).long()
         keep = (target >= 0) & (target < c)
@@ -563,7 +535,4 @@ class TopKCategoricalAccuracy(Metric):
         self._num_examples += correct.numel()
 
     def compute(self) -> float:
-        correct, count = self._sum_over_ranks(self._num_correct, self._num_examples)
-        if count == 0:
-            raise self._not_computable()
-        return int(correct.item()) / int(count)
+        return self._ratio_over_ranks(self._num_correct, self._num_examples)

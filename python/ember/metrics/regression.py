@@ -9,7 +9,7 @@ scikit-learn's ``multioutput="uniform_average"`` value).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -20,26 +20,18 @@ from ember.metrics._checks import as_pair, shape_of
 __all__ = ["MeanAbsoluteError", "MeanSquaredError", "RootMeanSquaredError"]
 
 
-def _identity(output: Any) -> Any:
-    return output
-
-
 class _ErrorSum(Metric):
-    _state_attrs = ("_sum_of_errors", "_num_examples")
+    """Mean over samples of the summed elementwise ``_error(y_pred - y)``."""
 
-    def __init__(
-        self,
-        output_transform: Callable[[Any], Any] = _identity,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        super().__init__(output_transform=output_transform, device=device)
+    _state_attrs = ("_sum_of_errors", "_num_examples")
 
     def reset(self) -> None:
         self._sum_of_errors = torch.tensor(0.0, dtype=self._double_dtype, device=self._device)
         self._num_examples = 0
 
-    def _error(self, difference: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def _error(self, difference: torch.Tensor) -> torch.Tensor:
+        """The elementwise error of ``y_pred - y``."""
 
     def update(self, output: Any) -> None:
         name = self._name
@@ -62,11 +54,8 @@ class _ErrorSum(Metric):
         self._sum_of_errors = self._sum_of_errors + self._error(difference).sum()
         self._num_examples += y.shape[0]
 
-    def _mean(self) -> float:
-        total, count = self._sum_over_ranks(self._sum_of_errors, self._num_examples)
-        if count == 0:
-            raise self._not_computable()
-        return float(total.item()) / int(count)
+    def compute(self) -> float:
+        return self._ratio_over_ranks(self._sum_of_errors, self._num_examples)
 
 
 class MeanSquaredError(_ErrorSum):
@@ -75,15 +64,12 @@ class MeanSquaredError(_ErrorSum):
     def _error(self, difference: torch.Tensor) -> torch.Tensor:
         return difference.square()
 
-    def compute(self) -> float:
-        return self._mean()
-
 
 class RootMeanSquaredError(MeanSquaredError):
     """Square root of :class:`MeanSquaredError`."""
 
     def compute(self) -> float:
-        return math.sqrt(self._mean())
+        return math.sqrt(super().compute())
 
 
 class MeanAbsoluteError(_ErrorSum):
@@ -91,6 +77,3 @@ class MeanAbsoluteError(_ErrorSum):
 
     def _error(self, difference: torch.Tensor) -> torch.Tensor:
         return difference.abs()
-
-    def compute(self) -> float:
-        return self._mean()
