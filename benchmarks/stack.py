@@ -1,0 +1,528 @@
+"""Training-stack benchmark: the stack of ignite's tutorials, on ember, on ignite and by hand.
+
+The stack, on a small MLP (64 -> 256 -> 10, batches of 64, 100 training iterations and 20
+evaluation batches per epoch, one torch thread): ``create_supervised_trainer``, a
+``RunningAverage`` of the loss shown by a ``ProgressBar``, ``TerminateOnNan``, an ``LRScheduler``
+stepping every iteration, ``create_supervised_evaluator`` with ``Accuracy`` and ``Loss`` run at
+every EPOCH_COMPLETED and a ``ModelCheckpoint`` every epoch. The hand-written loop does the same
+work: same model, optimizer and scheduler, a float running average of the loss, a NaN check, the
+same evaluation and a ``torch.save`` each epoch. Writes benchmark-stack.md, benchmark-stack.json
+and benchmark-stack.png into --out-dir (default docs/).
+
+    python benchmarks/stack.py [--quick] [--device cpu|cuda] [--out-dir DIR]
+
+It only reports: the goal checks print PASS/FAIL, the exit status is 0 either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from loop_overhead import REPO_ROOT, devnull_stream, machine_info
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from syncs import HostSyncCounter  # noqa: E402 - the tests' counter, found through the path above
+
+import ember.engine  # noqa: E402
+import ember.handlers  # noqa: E402
+import ember.metrics  # noqa: E402
+
+try:
+    import ignite.engine
+    import ignite.handlers
+    import ignite.metrics
+except ImportError:
+    ignite = None
+
+HAND_WRITTEN, EMBER, IGNITE = "hand-written", "ember", "ignite"
+IMPLS = (HAND_WRITTEN, EMBER, IGNITE)
+INPUTS, HIDDEN, CLASSES, BATCH = 64, 256, 10, 64
+ALPHA = 0.98  # RunningAverage's default smoothing, also the hand-written loop's
+GOAL_RATIO, GOAL_SYNCS_PER_ITERATION = 1.05, 0.05
+
+
+@dataclass(frozen=True)
+class Sizes:
+    train_batches: int
+    eval_batches: int
+    epochs: int  # per timed run
+    repeats: int
+    eval_repeats: int
+
+
+FULL = Sizes(train_batches=100, eval_batches=20, epochs=4, repeats=7, eval_repeats=20)
+QUICK = Sizes(train_batches=10, eval_batches=4, epochs=2, repeats=1, eval_repeats=2)
+
+
+# ----------------------------------------------------------------------------- the work
+@dataclass
+class Work:
+    """What every implementation trains and evaluates: fresh model, optimizer and scheduler."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: torch.nn.Module
+    train_data: list[tuple[torch.Tensor, torch.Tensor]]
+    eval_data: list[tuple[torch.Tensor, torch.Tensor]]
+    device: torch.device
+    checkpoint_dir: Path
+
+
+def make_data(batches: int, device: torch.device, seed: int) -> list[tuple[torch.Tensor, ...]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.randn(BATCH, INPUTS, generator=generator).to(device),
+            torch.randint(0, CLASSES, (BATCH,), generator=generator).to(device),
+        )
+        for _ in range(batches)
+    ]
+
+
+def make_work(sizes: Sizes, device: torch.device, checkpoint_dir: Path) -> Work:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(INPUTS, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, CLASSES)
+    ).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return Work(
+        model=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.999),
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        train_data=make_data(sizes.train_batches, device, seed=1),  # type: ignore[arg-type]
+        eval_data=make_data(sizes.eval_batches, device, seed=2),  # type: ignore[arg-type]
+        device=device,
+        checkpoint_dir=checkpoint_dir,
+    )
+
+
+class Stack:
+    """One implementation's stack, built on a ``Work``: ``train(epochs)`` and ``evaluate()``."""
+
+    def train(self, epochs: int) -> None:
+        raise NotImplementedError
+
+    def evaluate(self) -> Any:
+        raise NotImplementedError
+
+
+class HandWrittenStack(Stack):
+    """The loop a user writes without a library, doing the stack's work."""
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+        self.running_loss: float | None = None
+        self.metrics: dict[str, float] = {}
+        self.epoch = 0
+
+    def train(self, epochs: int) -> None:
+        work = self.work
+        model, optimizer, scheduler, loss_fn = (
+            work.model,
+            work.optimizer,
+            work.scheduler,
+            work.loss_fn,
+        )
+        previous: Path | None = None
+        for _ in range(epochs):
+            self.epoch += 1
+            model.train()
+            for x, y in work.train_data:
+                optimizer.zero_grad()
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                value = loss.item()
+                if not math.isfinite(value):
+                    return
+                self.running_loss = (
+                    value
+                    if self.running_loss is None
+                    else ALPHA * self.running_loss + (1 - ALPHA) * value
+                )
+            self.metrics = self.evaluate()
+            path = work.checkpoint_dir / f"model_{self.epoch}.pt"
+            torch.save({"model": model.state_dict()}, path)
+            if previous is not None:
+                previous.unlink()
+            previous = path
+
+    def evaluate(self) -> dict[str, float]:
+        work = self.work
+        work.model.eval()
+        correct = torch.zeros((), dtype=torch.long, device=work.device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=work.device)
+        count = 0
+        with torch.inference_mode():
+            for x, y in work.eval_data:
+                y_pred = work.model(x)
+                correct += (y_pred.argmax(dim=1) == y).sum()
+                loss_sum += work.loss_fn(y_pred, y) * len(y)
+                count += len(y)
+        return {"accuracy": correct.item() / count, "loss": loss_sum.item() / count}
+
+
+class EngineStack(Stack):
+    """The tutorial stack on a library's engine (``lib`` names its modules)."""
+
+    def __init__(self, work: Work, lib: SimpleNamespace, bar_stream: Any) -> None:
+        engine, handlers, metrics = lib.engine, lib.handlers, lib.metrics
+        events = engine.Events
+        self.work = work
+        trainer = engine.create_supervised_trainer(
+            work.model, work.optimizer, work.loss_fn, device=work.device
+        )
+        metrics.RunningAverage(output_transform=lambda loss: loss).attach(trainer, "loss")
+        handlers.ProgressBar(file=bar_stream).attach(trainer, metric_names=["loss"])
+        trainer.add_event_handler(events.ITERATION_COMPLETED, handlers.TerminateOnNan())
+        trainer.add_event_handler(events.ITERATION_STARTED, handlers.LRScheduler(work.scheduler))
+        self.evaluator = engine.create_supervised_evaluator(
+            work.model,
+            metrics={"accuracy": metrics.Accuracy(), "loss": metrics.Loss(work.loss_fn)},
+            device=work.device,
+        )
+        trainer.add_event_handler(events.EPOCH_COMPLETED, lambda _: self.evaluate())
+        checkpoint = handlers.ModelCheckpoint(
+            str(work.checkpoint_dir), "stack", n_saved=1, require_empty=False
+        )
+        trainer.add_event_handler(events.EPOCH_COMPLETED, checkpoint, {"model": work.model})
+        self.trainer = trainer
+        self.epochs_done = 0
+
+    def train(self, epochs: int) -> None:
+        self.epochs_done += epochs
+        self.trainer.run(self.work.train_data, max_epochs=self.epochs_done)
+
+    def evaluate(self) -> Any:
+        return self.evaluator.run(self.work.eval_data).metrics
+
+
+LIBRARIES = {
+    EMBER: SimpleNamespace(engine=ember.engine, handlers=ember.handlers, metrics=ember.metrics),
+}
+if ignite is not None:
+    LIBRARIES[IGNITE] = SimpleNamespace(
+        engine=ignite.engine, handlers=ignite.handlers, metrics=ignite.metrics
+    )
+
+
+@contextlib.contextmanager
+def built_stack(impl: str, sizes: Sizes, device: torch.device) -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory() as directory:
+        work = make_work(sizes, device, Path(directory))
+        if impl == HAND_WRITTEN:
+            yield HandWrittenStack(work)
+        else:
+            yield EngineStack(work, LIBRARIES[impl], devnull_stream())
+
+
+# ----------------------------------------------------------------------------- measuring
+def synchronized_clock(device: torch.device) -> Callable[[], float]:
+    """A clock that first waits for the device, so that a time covers the work queued on it."""
+    if device.type == "cuda":
+
+        def clock() -> float:
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+
+        return clock
+    return time.perf_counter
+
+
+def measure_times(
+    impls: list[str], sizes: Sizes, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per epoch and per evaluation pass, interleaved: ``for repeat: for impl``."""
+    clock = synchronized_clock(device)
+    times: dict[str, dict[str, list[float]]] = {impl: {"epoch": [], "eval": []} for impl in impls}
+    for repeat in range(sizes.repeats + 1):  # repeat 0 warms up and is not kept
+        order = impls[repeat % len(impls) :] + impls[: repeat % len(impls)]
+        for impl in order:
+            with built_stack(impl, sizes, device) as stack:
+                gc.collect()
+                start = clock()
+                stack.train(sizes.epochs)
+                epoch_seconds = (clock() - start) / sizes.epochs
+                eval_seconds = []
+                for _ in range(sizes.eval_repeats):
+                    start = clock()
+                    stack.evaluate()
+                    eval_seconds.append(clock() - start)
+            if repeat:
+                times[impl]["epoch"].append(epoch_seconds)
+                times[impl]["eval"].append(min(eval_seconds))
+    return times
+
+
+def count_syncs(impl: str, sizes: Sizes, device: torch.device, epochs: int = 2) -> dict[str, float]:
+    """Host syncs over ``epochs`` epochs of training (evaluation and checkpoint included) and
+    over one evaluation pass; per training iteration excludes the evaluation passes."""
+    with built_stack(impl, sizes, device) as stack:
+        with HostSyncCounter() as run_counter:
+            stack.train(epochs)
+        with HostSyncCounter() as eval_counter:
+            stack.evaluate()
+    iterations = epochs * sizes.train_batches
+    return {
+        "per_epoch": run_counter.count / epochs,
+        "per_eval_pass": eval_counter.count,
+        "per_training_iteration": (run_counter.count - epochs * eval_counter.count) / iterations,
+    }
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"min_ms": 1e3 * min(values), "median_ms": 1e3 * statistics.median(values)}
+
+
+def build_results(
+    times: dict[str, dict[str, list[float]]], syncs: dict[str, dict[str, float]]
+) -> dict[str, dict[str, Any]]:
+    base = summary(times[HAND_WRITTEN]["epoch"])
+    results = {}
+    for impl, measured in times.items():
+        epoch = summary(measured["epoch"])
+        results[impl] = {
+            "epoch": epoch,
+            "eval_pass": summary(measured["eval"]),
+            "ratio_min": epoch["min_ms"] / base["min_ms"],
+            "ratio_median": epoch["median_ms"] / base["median_ms"],
+            "syncs": syncs[impl],
+        }
+    return results
+
+
+# ----------------------------------------------------------------------------- reporting
+def goal_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    ours = results[EMBER]
+    checks = [
+        (
+            f"ember stack <= {GOAL_RATIO}x the hand-written loop (median)",
+            f"{ours['ratio_median']:.3f} (on minimums {ours['ratio_min']:.3f})",
+            ours["ratio_median"] <= GOAL_RATIO,
+        ),
+        (
+            f"ember <= {GOAL_SYNCS_PER_ITERATION} host syncs per training iteration",
+            f"{ours['syncs']['per_training_iteration']:.3f}",
+            ours["syncs"]["per_training_iteration"] <= GOAL_SYNCS_PER_ITERATION,
+        ),
+        (
+            "ember <= 1 host sync per metric per evaluation pass (2 metrics)",
+            f"{ours['syncs']['per_eval_pass']:.0f}",
+            ours["syncs"]["per_eval_pass"] <= 2,
+        ),
+    ]
+    return [f"{'PASS' if ok else 'FAIL'} {text}: {value}" for text, value, ok in checks]
+
+
+def results_table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        ("wall time per epoch, median (min)", lambda r: _ms(r["epoch"])),
+        (
+            "ratio vs hand-written, median (min)",
+            lambda r: f"{r['ratio_median']:.2f}x ({r['ratio_min']:.2f}x)",
+        ),
+        ("one evaluation pass, median (min)", lambda r: _ms(r["eval_pass"])),
+        ("host syncs per evaluation pass", lambda r: f"{r['syncs']['per_eval_pass']:.0f}"),
+        (
+            "host syncs per training iteration",
+            lambda r: f"{r['syncs']['per_training_iteration']:.2f}",
+        ),
+    ]
+    impls = [impl for impl in IMPLS if impl in results]
+    lines = [
+        "| per epoch | " + " | ".join(impls) + " |",
+        "|---|" + "---:|" * len(impls),
+    ]
+    lines += [
+        f"| {label} | " + " | ".join(cell(results[impl]) for impl in impls) + " |"
+        for label, cell in rows
+    ]
+    return "\n".join(lines)
+
+
+def _ms(stats: dict[str, float]) -> str:
+    return f"{stats['median_ms']:.2f} ms ({stats['min_ms']:.2f})"
+
+
+def render_markdown(report: dict[str, Any], table: str, goals: list[str]) -> str:
+    machine, settings = report["machine"], report["settings"]
+    command = "python benchmarks/stack.py" + (" --quick" if settings["quick"] else "")
+    command += f" --device {settings['device']}" if settings["device"] != "cpu" else ""
+    kind = "quick smoke run, not representative" if settings["quick"] else "full run"
+    return f"""# Training-stack benchmark
+
+Generated by `{command}` ({kind}); every run overwrites this file, `benchmark-stack.json`
+and `benchmark-stack.png`.
+
+- Machine: {machine["cpu"]}, {machine["logical_cores"]} logical cores, {machine["platform"]}
+- Device: {settings["device"]}; Python {machine["python"]}, torch {machine["torch"]}
+  ({machine["torch_threads"]} thread), pytorch-ignite {machine["ignite"] or "not installed"},
+  ember {machine["ember"]} (commit {machine["commit"]})
+- Date: {machine["date"]}
+
+## What runs
+
+The stack of ignite's tutorials on an MLP {INPUTS} → {HIDDEN} → {CLASSES}, batches of {BATCH},
+{settings["train_batches"]} training iterations and {settings["eval_batches"]} evaluation
+batches per epoch: `create_supervised_trainer`, `RunningAverage` of the loss shown by a
+`ProgressBar`, `TerminateOnNan`, an `LRScheduler` (torch's `ExponentialLR`) stepping every
+iteration, `create_supervised_evaluator` with `Accuracy` and `Loss` run at every
+`EPOCH_COMPLETED`, and a `ModelCheckpoint` every epoch. ember's stack uses ember's classes,
+ignite's uses ignite's, with the same code. The **hand-written** loop does the same work:
+same model, SGD optimizer and scheduler, a float running average of the loss (`loss.item()`),
+a NaN check, the same evaluation and a `torch.save` of the model each epoch (the previous
+file removed, as `ModelCheckpoint(n_saved=1)` does).
+
+## Results
+
+{table}
+
+```
+{chr(10).join(goals)}
+```
+
+## How it is measured
+
+All implementations run in one process, interleaved (`for repeat: for implementation`, the
+order rotating each repeat) so that a busy phase of the machine hits all alike;
+{settings["repeats"]} repeats after one warm-up round. Each repeat builds a fresh stack (not
+timed), trains {settings["epochs"]} epochs (timed, divided by the number of epochs: the
+evaluation and checkpoint of each epoch included), then times
+{settings["eval_repeats"]} evaluation passes alone and keeps the fastest. `gc.collect()` runs
+before each measurement. On a GPU each time waits for the device first.
+
+Host syncs (the host waiting for a tensor's value: `.item()`, `float(t)`, `bool(t)`, a copy to
+the CPU) are counted in a separate run, with a `TorchDispatchMode` that counts
+`aten._local_scalar_dense` and device-to-CPU copies (`tests/syncs.py`): per evaluation pass, and
+per training iteration over two epochs with the evaluation passes taken out (the handlers'
+epoch-end reads included). The progress bar reads the running loss when it redraws (every 0.1 s
+and when it closes at the end of each epoch), so that count varies a little with the speed of the
+machine; all the others are fixed by the code.
+"""
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {HAND_WRITTEN: "#7f7f7f", EMBER: "#d62728", IGNITE: "#1f77b4"}
+    impls = [impl for impl in IMPLS if impl in results]
+    panels = (
+        ("wall time per epoch (ms)", lambda r: r["epoch"]["median_ms"], lambda r: r["epoch"]),
+        ("one evaluation pass (ms)", lambda r: r["eval_pass"]["median_ms"], lambda r: r["eval_pass"]),
+        ("host syncs per training iteration", lambda r: r["syncs"]["per_training_iteration"], None),
+        ("host syncs per evaluation pass", lambda r: r["syncs"]["per_eval_pass"], None),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    for ax, (label, value_of, stats_of) in zip(axes, panels, strict=True):
+        values = [value_of(results[impl]) for impl in impls]
+        ax.bar(impls, values, color=[colors[impl] for impl in impls])
+        for x, (impl, value) in enumerate(zip(impls, values, strict=True)):
+            ax.annotate(
+                f"{value:.2f}",
+                (x, value),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+            if stats_of is not None:
+                ax.plot(x, stats_of(results[impl])["min_ms"], marker="_", color="black", ms=14)
+        ax.set_title(label, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    fig.suptitle(title + " (bars: median; ticks: minimum)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny epochs, one repeat (a few seconds)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default: cpu)"
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=REPO_ROOT / "docs",
+        help="where benchmark-stack.{md,json,png} go (default: docs/)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: torch sees no CUDA device here; run on CPU (the default)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    device = torch.device(args.device)
+    sizes = QUICK if args.quick else FULL
+    impls = [impl for impl in IMPLS if impl == HAND_WRITTEN or impl in LIBRARIES]
+    print(
+        f"stack on {device}: {len(impls)} implementations, {sizes.repeats} repeats of "
+        f"{sizes.epochs} epochs ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    times = measure_times(impls, sizes, device)
+    syncs = {impl: count_syncs(impl, sizes, device) for impl in impls}
+    results = build_results(times, syncs)
+    goals = goal_lines(results)
+    report = {
+        "machine": machine_info(),
+        "settings": {
+            "quick": args.quick,
+            "device": args.device,
+            "train_batches": sizes.train_batches,
+            "eval_batches": sizes.eval_batches,
+            "epochs": sizes.epochs,
+            "repeats": sizes.repeats,
+            "eval_repeats": sizes.eval_repeats,
+        },
+        "results": results,
+        "goals": goals,
+        "notes": [] if ignite is not None else ["pytorch-ignite is not importable: skipped."],
+    }
+    table = results_table(results)
+    print("\n" + table + "\n\n" + "\n".join(goals))
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "benchmark-stack.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / "benchmark-stack.md").write_text(render_markdown(report, table, goals))
+    plot(
+        results,
+        args.out_dir / "benchmark-stack.png",
+        f"Training stack per epoch on {args.device} — {report['machine']['cpu']}",
+    )
+    print(f"\nwrote benchmark-stack.md, benchmark-stack.json, benchmark-stack.png to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
