@@ -279,31 +279,135 @@ def test_terminate_on_nan_stops_a_diverging_model(make_engine: MakeEngine) -> No
     assert all(math.isfinite(loss) for loss in losses[:-1])
 
 
+# In a 3-iteration epoch: where the exact handler stops, and where the lazy one does (it reads
+# tensors at the epoch's last iteration, Python numbers at once); None: it never stops.
 @pytest.mark.parametrize(
-    ("output", "stops"),
+    ("output", "exact_stop", "lazy_stop"),
     [
-        (1.0, False),
-        (float("inf"), True),
-        (float("-inf"), True),
-        (math.nan, True),
-        (3, False),
-        (complex(1, math.inf), True),
-        ("nan", False),
-        (None, False),
-        (torch.tensor([1.0, 2.0]), False),
-        (torch.tensor([1.0, math.nan]), True),
-        (torch.tensor(math.inf, dtype=torch.float64), True),
-        (torch.tensor([1, 2]), False),
-        ((1.0, [2.0, {"loss": torch.tensor(math.nan)}]), True),
-        ({"a": 1.0, "b": (torch.ones(3), 2.0)}, False),
-        ([1.0, "text", None, {"x": [float("nan")]}], True),
+        (1.0, None, None),
+        (float("inf"), 1, 1),
+        (float("-inf"), 1, 1),
+        (math.nan, 1, 1),
+        (3, None, None),
+        (complex(1, math.inf), 1, 1),
+        ("nan", None, None),
+        (None, None, None),
+        (torch.tensor([1.0, 2.0]), None, None),
+        (torch.tensor([1.0, math.nan]), 1, 3),
+        (torch.tensor(math.inf, dtype=torch.float64), 1, 3),
+        (torch.tensor([1, 2]), None, None),
+        ((1.0, [2.0, {"loss": torch.tensor(math.nan)}]), 1, 3),
+        ({"a": 1.0, "b": (torch.ones(3), 2.0)}, None, None),
+        ([1.0, "text", None, {"x": [float("nan")]}], 1, 1),
+        ((torch.tensor(math.nan), math.inf), 1, 1),
     ],
 )
-def test_terminate_on_nan_outputs(make_engine: MakeEngine, output: Any, stops: bool) -> None:
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "lazy"])
+def test_terminate_on_nan_outputs(
+    make_engine: MakeEngine, output: Any, exact_stop: int | None, lazy_stop: int | None, exact: bool
+) -> None:
     trainer = make_engine(lambda engine, batch: output)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan(exact=exact))
     trainer.run([0, 1, 2])
-    assert trainer.state.iteration == (1 if stops else 3)
+    stop = exact_stop if exact else lazy_stop
+    assert trainer.state.iteration == (3 if stop is None else stop)
+    assert trainer.should_terminate == (stop is not None)
+
+
+def nan_at(bad_iteration: int) -> Callable[[Engine, Any], torch.Tensor]:
+    """A step whose output is a 0-d loss tensor, NaN at ``bad_iteration``."""
+
+    def step(engine: Engine, batch: Any) -> torch.Tensor:
+        return torch.tensor(math.nan if engine.state.iteration == bad_iteration else 0.5)
+
+    return step
+
+
+@pytest.mark.parametrize(
+    ("exact", "check_every", "epoch_length", "bad", "stop"),
+    [
+        (True, 100, 50, 7, 7),
+        (False, 100, 50, 7, 50),  # read at the epoch's last iteration
+        (False, 100, 50, 57, 100),
+        (False, 16, 50, 7, 16),  # read every 16 iterations
+        (False, 16, 50, 49, 50),  # ... and at the epoch's last one
+        (False, 16, 50, 50, 50),
+        (False, 1, 50, 7, 7),  # check_every=1: as exact, in groups of one
+    ],
+)
+def test_terminate_on_nan_stops_within_the_documented_bound(
+    make_engine: MakeEngine,
+    caplog: pytest.LogCaptureFixture,
+    exact: bool,
+    check_every: int,
+    epoch_length: int,
+    bad: int,
+    stop: int,
+) -> None:
+    trainer = make_engine(nan_at(bad))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, TerminateOnNan(exact=exact, check_every=check_every)
+    )
+    epochs_completed: list[int] = []
+    trainer.add_event_handler(
+        Events.EPOCH_COMPLETED, lambda e: epochs_completed.append(e.state.epoch)
+    )
+    trainer.run(range(epoch_length), max_epochs=3)
+    assert trainer.state.iteration == stop
+    assert stop - bad < check_every
+    # the epoch of the NaN never completes: no evaluation or checkpoint runs on it
+    assert epochs_completed == list(range(1, (bad - 1) // epoch_length + 1))
+    assert f"of iteration {bad} contains NaN or Inf" in caplog.text
+
+
+def test_terminate_on_nan_data_of_unknown_length_is_read_every_check_every(
+    make_engine: MakeEngine,
+) -> None:
+    trainer = make_engine(nan_at(3))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan(check_every=8))
+    trainer.run(iter(range(20)))  # no len(): the epoch's end is not known in advance
+    assert trainer.state.iteration == 8
+
+
+@pytest.mark.parametrize(("exact", "syncs"), [(True, 40), (False, 2)])
+def test_terminate_on_nan_host_syncs(make_engine: MakeEngine, exact: bool, syncs: int) -> None:
+    from syncs import HostSyncCounter
+
+    trainer = make_engine(lambda engine, batch: torch.tensor(0.5))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan(exact=exact))
+    with HostSyncCounter() as counter:
+        trainer.run(range(20), max_epochs=2)
+    assert counter.count == syncs  # exact: one per iteration; lazy: one per epoch
+
+
+def test_terminate_on_nan_check_on_completed_reads_the_last_outputs(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Data without len(): the run ends before the handler's next read. NaN at the second call
+    # of the first run and of the third.
+    values = iter([1.0, math.nan, 1.0, 1.0, 1.0, 1.0, 1.0, math.nan, 1.0])
+    trainer = make_engine(lambda engine, batch: torch.tensor(next(values)))
+    handler = TerminateOnNan(check_every=100)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    trainer.run(iter(range(3)))
+    assert trainer.state.iteration == 3 and not trainer.should_terminate
+    # A new run starts from iteration 1: what the last one left unread is dropped.
+    trainer.run(iter(range(3)))
+    assert "NaN" not in caplog.text
+    # handler.check on COMPLETED reads what is left.
+    trainer.add_event_handler(Events.COMPLETED, handler.check)
+    trainer.run(iter(range(3)))
+    assert "Output 'tensor(nan)' of iteration 2 contains NaN or Inf, found at iteration 3" in (
+        caplog.text
+    )
+
+
+def test_terminate_on_nan_arguments() -> None:
+    with pytest.raises(TypeError, match="exact"):
+        TerminateOnNan(exact=1)  # type: ignore[arg-type]
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="check_every"):
+            TerminateOnNan(check_every=bad)  # type: ignore[arg-type]
 
 
 def test_terminate_on_nan_output_transform(make_engine: MakeEngine) -> None:

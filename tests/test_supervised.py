@@ -138,7 +138,34 @@ def test_amp_with_a_scaler_on_cpu(backend: str) -> None:
     trainer = sgd_trainer(model, amp_mode="amp", scaler=True, backend=backend)
     trainer.run(regression_data(2))
     assert isinstance(trainer.state.scaler, torch.amp.GradScaler)
+    assert torch.isfinite(trainer.state.output)
+
+
+def test_trainer_output_is_the_detached_loss_without_a_host_sync(backend: str) -> None:
+    from syncs import HostSyncCounter
+
+    trainer = sgd_trainer(torch.nn.Linear(2, 1), backend=backend)
+    with HostSyncCounter() as counter:
+        trainer.run(regression_data(4))
+    output = trainer.state.output
+    assert counter.count == 0
+    assert isinstance(output, torch.Tensor)
+    assert output.ndim == 0 and not output.requires_grad
+    assert f"{output:.3f}" == f"{float(output):.3f}"  # formats as the float it holds
+
+
+def test_loss_as_float_gives_ignites_float_output(backend: str) -> None:
+    from ember.engine.supervised import loss_as_float
+
+    data = regression_data(4)
+    torch.manual_seed(3)  # the same seed before each model: the same initial weights
+    trainer = sgd_trainer(torch.nn.Linear(2, 1), output_transform=loss_as_float, backend=backend)
+    torch.manual_seed(3)
+    default = sgd_trainer(torch.nn.Linear(2, 1), backend=backend)
+    trainer.run(data)
+    default.run(data)
     assert isinstance(trainer.state.output, float)
+    assert trainer.state.output == float(default.state.output)
 
 
 def test_deterministic_option_returns_a_deterministic_engine(backend: str) -> None:

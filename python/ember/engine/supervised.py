@@ -2,10 +2,16 @@
 
 Imported lazily by ``ember.engine`` (``ember.engine.create_supervised_trainer``), so that
 ``import ember.engine`` does not import torch.
+
+The trainer's default output is the loss as a detached 0-d tensor, not ignite's
+``loss.item()``: reading the value would make the host wait for the device at every iteration.
+Handlers read it when they need it (``float(engine.state.output)``); pass
+``output_transform=loss_as_float`` for ignite's Python float.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +23,8 @@ from ember.engine.engine import Engine
 __all__ = [
     "create_supervised_evaluator",
     "create_supervised_trainer",
+    "detached_loss",
+    "loss_as_float",
     "prepare_batch",
     "supervised_evaluation_step",
     "supervised_training_step",
@@ -71,6 +79,28 @@ def _autocast_device(device: str | torch.device | None) -> str:
     return "cpu" if device is None else torch.device(device).type
 
 
+def _autocast_or_nothing(device: str | torch.device | None, amp_mode: str | None) -> Any:
+    """A factory of the context the forward pass runs in: ``torch.autocast`` for
+    ``amp_mode="amp"``, otherwise a no-op context (entering a disabled autocast still costs
+    microseconds per step)."""
+    if amp_mode == "amp":
+        autocast_device = _autocast_device(device)
+        return lambda: torch.autocast(autocast_device)
+    return contextlib.nullcontext
+
+
+def detached_loss(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> torch.Tensor:
+    """The trainer's default ``output_transform``: the loss as a 0-d tensor without autograd
+    history, left on its device (no host sync)."""
+    return loss.detach()
+
+
+def loss_as_float(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> float:
+    """ignite's default ``output_transform``: the loss as a Python float (``loss.item()``, a host
+    sync at every iteration)."""
+    return loss.item()
+
+
 def supervised_training_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -79,7 +109,7 @@ def supervised_training_step(
     non_blocking: bool = False,
     prepare_batch: Callable[..., tuple[Any, Any]] = prepare_batch,
     model_transform: Callable[[Any], Any] = lambda output: output,
-    output_transform: Callable[..., Any] = lambda x, y, y_pred, loss: loss.item(),
+    output_transform: Callable[..., Any] = detached_loss,
     gradient_accumulation_steps: int = 1,
     model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
     amp_mode: str | None = None,
@@ -88,9 +118,10 @@ def supervised_training_step(
     """The process function of a trainer: forward, loss, backward and (every N) step.
 
     ``model.train()`` is called only when the model is not already in training mode, so once
-    per run unless a handler (an evaluator run, say) switched it to evaluation mode.
+    per run unless a handler (an evaluator run, say) switched it to evaluation mode. The output
+    is ``output_transform(x, y, y_pred, loss)``, by default the detached loss tensor.
     """
-    autocast_device = _autocast_device(device)
+    forward_context = _autocast_or_nothing(device, amp_mode)
 
     def step(engine: Engine, batch: Any) -> Any:
         if not model.training:
@@ -98,22 +129,23 @@ def supervised_training_step(
         if (engine.state.iteration - 1) % gradient_accumulation_steps == 0:
             optimizer.zero_grad()
         x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
-        with torch.autocast(autocast_device, enabled=amp_mode == "amp"):
+        with forward_context():
             y_pred = model_transform(model_fn(model, x))
             loss = loss_fn(y_pred, y)
+        backward_loss = loss
         if gradient_accumulation_steps > 1:
-            loss = loss / gradient_accumulation_steps
+            backward_loss = loss / gradient_accumulation_steps
         if scaler is not None:
-            scaler.scale(loss).backward()
+            scaler.scale(backward_loss).backward()
         else:
-            loss.backward()  # type: ignore[no-untyped-call]
+            backward_loss.backward()  # type: ignore[no-untyped-call]
         if engine.state.iteration % gradient_accumulation_steps == 0:
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 optimizer.step()
-        return output_transform(x, y, y_pred, loss * gradient_accumulation_steps)
+        return output_transform(x, y, y_pred, loss)
 
     return step
 
@@ -126,7 +158,7 @@ def create_supervised_trainer(
     non_blocking: bool = False,
     prepare_batch: Callable[..., tuple[Any, Any]] = prepare_batch,
     model_transform: Callable[[Any], Any] = lambda output: output,
-    output_transform: Callable[..., Any] = lambda x, y, y_pred, loss: loss.item(),
+    output_transform: Callable[..., Any] = detached_loss,
     deterministic: bool = False,
     amp_mode: str | None = None,
     scaler: bool | Any = False,
@@ -136,7 +168,9 @@ def create_supervised_trainer(
 ) -> Engine:
     """An engine that trains ``model`` with ``optimizer`` on ``loss_fn``, as ignite's.
 
-    ``amp_mode="amp"`` runs the forward pass under ``torch.autocast``; ``scaler=True`` (or a
+    ``engine.state.output`` is the loss as a detached 0-d tensor (ignite: a float); pass
+    ``output_transform=loss_as_float`` for ignite's float, at the price of a host sync per
+    iteration. ``amp_mode="amp"`` runs the forward pass under ``torch.autocast``; ``scaler=True`` (or a
     ``GradScaler``) scales the loss, and ``scaler=True`` stores the scaler in
     ``engine.state.scaler``. ``deterministic=True`` returns a :class:`DeterministicEngine`.
     """
@@ -183,7 +217,7 @@ def supervised_evaluation_step(
     It runs under ``torch.inference_mode()`` (``torch.no_grad()`` with
     ``inference_mode=False``, for models whose outputs must take part in autograd later).
     """
-    autocast_device = _autocast_device(device)
+    forward_context = _autocast_or_nothing(device, amp_mode)
     no_autograd = torch.inference_mode if inference_mode else torch.no_grad
 
     def step(engine: Engine, batch: Any) -> Any:
@@ -191,7 +225,7 @@ def supervised_evaluation_step(
             model.eval()
         with no_autograd():
             x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
-            with torch.autocast(autocast_device, enabled=amp_mode == "amp"):
+            with forward_context():
                 y_pred = model_transform(model_fn(model, x))
             return output_transform(x, y, y_pred)
 

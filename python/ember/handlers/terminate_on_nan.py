@@ -1,4 +1,12 @@
-"""``TerminateOnNan``: stop training when the output holds a NaN or an infinity."""
+"""``TerminateOnNan``: stop training when the output holds a NaN or an infinity.
+
+Reading a tensor's value makes the host wait for the device. ignite's handler reads the output
+at every iteration; this one, by default, keeps the output's tensors (0-d ones as they are,
+larger ones reduced on their device to one "all finite" flag) and reads them together every
+``check_every`` iterations and at the last iteration of each epoch: one host sync per check
+instead of one per iteration. Python numbers and numpy arrays cost no sync and are checked at
+once. ``exact=True`` checks every tensor at every iteration, as ignite does.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +20,15 @@ from typing import Any
 __all__ = ["TerminateOnNan"]
 
 
-def _has_non_finite(value: Any) -> bool:
+def _identity(output: Any) -> Any:
+    return output
+
+
+def _walk_values(value: Any, on_tensor: Callable[[Any], None] | None) -> bool:
     """Whether ``value`` (a number, tensor, array, or nested tuple/list/dict of them) holds a NaN
-    or an infinity. torch and numpy are only consulted if already imported."""
+    or an infinity among the values the host can read without waiting. Each floating or complex
+    torch tensor goes to ``on_tensor`` if given, else is read on the spot. torch and numpy are
+    only consulted if already imported."""
     if isinstance(value, (bool, numbers.Integral)):
         return False
     if isinstance(value, numbers.Real):
@@ -24,13 +38,18 @@ def _has_non_finite(value: Any) -> bool:
     if isinstance(value, (str, bytes)):
         return False
     if isinstance(value, Mapping):
-        return any(_has_non_finite(item) for item in value.values())
+        value = list(value.values())
     if isinstance(value, (list, tuple)):
-        return any(_has_non_finite(item) for item in value)
+        # Every item is walked, past a first hit: each tensor must reach on_tensor.
+        hits = [_walk_values(item, on_tensor) for item in value]
+        return any(hits)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
-        if value.is_floating_point() or value.is_complex():
+        if not (value.is_floating_point() or value.is_complex()):
+            return False
+        if on_tensor is None:
             return not bool(torch.isfinite(value).all())
+        on_tensor(value)
         return False
     numpy = sys.modules.get("numpy")
     if numpy is not None and isinstance(value, (numpy.ndarray, numpy.generic)):
@@ -40,6 +59,12 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
+def _finite_flag(tensor: Any) -> Any:
+    """A 0-d bool tensor: whether all of ``tensor`` is finite (a bool tensor holds such flags)."""
+    torch = sys.modules["torch"]
+    return tensor.all() if tensor.dtype == torch.bool else torch.isfinite(tensor).all()
+
+
 class TerminateOnNan:
     """Calls ``engine.terminate()`` when the output has a NaN or infinite value.
 
@@ -47,20 +72,105 @@ class TerminateOnNan:
     TerminateOnNan())``. The output may be a number, a tensor (or numpy array), or nested
     tuples, lists and dicts of them; strings and other objects are ignored.
 
+    By default the tensors of the output are read in groups, without a host sync per
+    iteration: the run stops at most ``check_every - 1`` iterations after the one whose output
+    was not finite, and never later than the last iteration of that epoch when the epoch length
+    is known (so EPOCH_COMPLETED handlers such as an evaluation or a checkpoint never run on that
+    epoch). Python numbers and numpy arrays are checked at once. The warning names the iteration
+    whose output was not finite. ``exact=True`` reads every tensor at every iteration and stops
+    at that very iteration, as ignite does.
+
     Args:
         output_transform: selects what to check from ``engine.state.output``.
+        exact: check tensors at every iteration (one host sync per tensor and iteration).
+        check_every: the most iterations between two reads of the collected tensors.
     """
 
-    def __init__(self, output_transform: Callable[[Any], Any] = lambda x: x) -> None:
+    def __init__(
+        self,
+        output_transform: Callable[[Any], Any] = _identity,
+        exact: bool = False,
+        check_every: int = 100,
+    ) -> None:
         if not callable(output_transform):
             raise TypeError(f"output_transform should be callable, got {type(output_transform)}")
+        if not isinstance(exact, bool):
+            raise TypeError(f"exact should be a bool, got {exact!r}")
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise ValueError(f"check_every should be a positive int, got {check_every!r}")
         self._output_transform = output_transform
+        self.exact = exact
+        self.check_every = check_every
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        # Collected since the last check: (iteration, tensor), where the tensor is a 0-d value
+        # of the output or a 0-d "all finite" flag of a larger one.
+        self._pending: list[tuple[int, Any]] = []
+        self._iteration = 0
+        self._iterations_since_check = 0
 
     def __call__(self, engine: Any) -> None:
         output = self._output_transform(engine.state.output)
-        if _has_non_finite(output):
-            self.logger.warning(
-                "%s: Output '%s' contains NaN or Inf. Stop training", type(self).__name__, output
-            )
-            engine.terminate()
+        if self.exact:
+            if _walk_values(output, None):
+                self._stop(engine, output, engine.state.iteration)
+            return
+        state = engine.state
+        if state.iteration <= self._iteration:  # a new run: what the old one left is moot
+            self._pending.clear()
+            self._iterations_since_check = 0
+        self._iteration = state.iteration
+        if _walk_values(output, self._collect):
+            self._stop(engine, output, state.iteration)
+            return
+        self._iterations_since_check += 1
+        if self._iterations_since_check >= self.check_every or self._ends_epoch_or_run(state):
+            self.check(engine)
+
+    def _collect(self, tensor: Any) -> None:
+        if tensor.requires_grad:
+            tensor = tensor.detach()
+        if tensor.ndim != 0:
+            tensor = _finite_flag(tensor)
+        self._pending.append((self._iteration, tensor))
+
+    @staticmethod
+    def _ends_epoch_or_run(state: Any) -> bool:
+        epoch_length = state.epoch_length
+        if epoch_length is not None and state.iteration % epoch_length == 0:
+            return True
+        return bool(state.iteration == getattr(state, "max_iters", None))
+
+    def check(self, engine: Any) -> None:
+        """Read what was collected since the last check (one host sync per device) and terminate
+        if any of it was not finite. Called by the handler itself; call it to check now."""
+        pending, self._pending = self._pending, []
+        self._iterations_since_check = 0
+        if not pending or self._all_finite([tensor for _, tensor in pending]):
+            return
+        iteration, tensor = next((i, t) for i, t in pending if not bool(_finite_flag(t)))
+        is_flag = tensor.dtype == sys.modules["torch"].bool
+        self._stop(engine, "a tensor with NaN or Inf" if is_flag else tensor, iteration)
+
+    @staticmethod
+    def _all_finite(tensors: list[Any]) -> bool:
+        torch = sys.modules["torch"]
+        flags_by_device: dict[Any, list[Any]] = {}
+        groups: dict[tuple[Any, Any], list[Any]] = {}
+        for tensor in tensors:
+            groups.setdefault((tensor.device, tensor.dtype), []).append(tensor)
+        for (device, _), group in groups.items():
+            flags_by_device.setdefault(device, []).append(_finite_flag(torch.stack(group)))
+        return all(bool(torch.stack(flags).all()) for flags in flags_by_device.values())
+
+    def _stop(self, engine: Any, output: Any, iteration: int) -> None:
+        self._pending.clear()
+        now = engine.state.iteration
+        found = "" if iteration == now else f", found at iteration {now}"
+        self.logger.warning(
+            "%s: Output '%s' of iteration %d contains NaN or Inf%s. Stop training",
+            type(self).__name__,
+            output,
+            iteration,
+            found,
+        )
+        engine.terminate()
