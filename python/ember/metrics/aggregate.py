@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ember.distributed import _context
 from ember.engine.events import Events
 from ember.metrics._base import (
     Metric,
@@ -19,8 +20,18 @@ from ember.metrics._base import (
     _identity,
 )
 from ember.metrics._checks import shape_of
+from ember.metrics._deferred import DeferredValue, deferred_metrics
 
 __all__ = ["Average", "Loss", "RunningAverage"]
+
+
+def _single_process() -> bool:
+    """No torch.distributed group of several processes (where compute() is a collective), and
+    not a launched rank missing its group (where compute() raises)."""
+    if _context.is_initialized():
+        return _context.get_world_size() == 1
+    _context.refuse_without_group("RunningAverage.compute()")
+    return True
 
 
 def _is_value(value: Any) -> bool:
@@ -164,9 +175,17 @@ class RunningAverage(Metric):
     so ``x`` is its value over the batches since the previous update) or a value taken from the
     engine's output (``output_transform``, e.g. ``lambda loss: loss``).
 
+    A tensor ``x`` (a loss on the device) is averaged on the device: updating never reads it on
+    the host. With ``deferred=True`` (default) the value stored in ``engine.state.metrics[name]``
+    is read on the host only when somebody reads that entry (a progress bar's refresh, a
+    handler, the end of the run), and then it is the number an eager metric would have stored;
+    ``state.metrics`` becomes a ``dict`` subclass that does this (see docs/metrics.md).
+    ``deferred=False`` stores the number at every iteration, as ignite (one host sync each).
+
     Under torch.distributed, ``src`` is computed over all ranks at each update (a collective per
     iteration); with ``output_transform``, ``compute()`` gives the mean over the ranks of their
-    averages (the average of the ranks' mean outputs). Every rank must run as many iterations.
+    averages (the average of the ranks' mean outputs), eagerly at each store (a collective on
+    every rank). Every rank must run as many iterations.
 
     Default usage ``RunningBatchWise()``: updated and stored at every iteration, reset when the
     run starts. ``SingleEpochRunningBatchWise()`` restarts every epoch; ``RunningEpochWise()``
@@ -184,6 +203,8 @@ class RunningAverage(Metric):
         output_transform: Callable[[Any], Any] | None = None,
         epoch_bound: bool | None = None,
         device: str | torch.device | None = None,
+        *,
+        deferred: bool = True,
     ) -> None:
         if not (src is None or isinstance(src, Metric)):
             raise TypeError(f"RunningAverage: src should be a Metric or None, got {type(src)}")
@@ -193,6 +214,8 @@ class RunningAverage(Metric):
             raise TypeError(
                 f"RunningAverage: epoch_bound should be a bool or None, got {epoch_bound!r}"
             )
+        if not isinstance(deferred, bool):
+            raise TypeError(f"RunningAverage: deferred should be a bool, got {deferred!r}")
         if src is not None:
             if output_transform is not None:
                 raise ValueError(
@@ -213,6 +236,7 @@ class RunningAverage(Metric):
         self.src = src
         self.alpha = float(alpha)
         self.epoch_bound = epoch_bound
+        self.deferred = deferred
         super().__init__(output_transform=output_transform, device=device or "cpu")
 
     def reset(self) -> None:
@@ -238,12 +262,16 @@ class RunningAverage(Metric):
             )
         if isinstance(value, torch.Tensor):
             value = value.detach().to(self._device, self._double_dtype)
+        previous = self._value
+        # A new tensor at each update, never in place: stored values stay snapshots.
+        if previous is None:
+            self._value = value.clone() if isinstance(value, torch.Tensor) else float(value)
+        elif isinstance(value, torch.Tensor) and isinstance(previous, torch.Tensor):
+            self._value = torch.lerp(
+                value, previous, self.alpha
+            )  # alpha * previous + (1 - alpha) * value
         else:
-            value = float(value)
-        if self._value is None:
-            self._value = value.clone() if isinstance(value, torch.Tensor) else value
-        else:
-            self._value = self._value * self.alpha + (1.0 - self.alpha) * value
+            self._value = previous * self.alpha + (1.0 - self.alpha) * value
 
     def compute(self) -> float | torch.Tensor:
         # With src, the value is already over all ranks (src.compute() summed them). Otherwise
@@ -258,6 +286,17 @@ class RunningAverage(Metric):
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             return value.item()
         return value
+
+    def completed(self, engine: Any, name: str) -> None:
+        """Handler: store the value in ``engine.state.metrics[name]``; a device value is stored
+        as a :class:`~ember.metrics._deferred.DeferredValue`, read when the entry is read."""
+        value = self._value
+        if self.deferred and isinstance(value, torch.Tensor) and _single_process():
+            metrics = deferred_metrics(engine.state)
+            if metrics is not None:
+                dict.__setitem__(metrics, name, DeferredValue(value))
+                return
+        super().completed(engine, name)
 
     def iteration_completed(self, engine: Any) -> None:
         if self.src is None:
