@@ -29,6 +29,14 @@ def _walk_values(value: Any, on_tensor: Callable[[Any], None] | None) -> bool:
     or an infinity among the values the host can read without waiting. Each floating or complex
     torch tensor goes to ``on_tensor`` if given, else is read on the spot. torch and numpy are
     only consulted if already imported."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):  # first: the common output
+        if not (value.is_floating_point() or value.is_complex()):
+            return False
+        if on_tensor is None:
+            return not bool(torch.isfinite(value).all())
+        on_tensor(value)
+        return False
     if isinstance(value, (bool, numbers.Integral)):
         return False
     if isinstance(value, numbers.Real):
@@ -43,14 +51,6 @@ def _walk_values(value: Any, on_tensor: Callable[[Any], None] | None) -> bool:
         # Every item is walked, past a first hit: each tensor must reach on_tensor.
         hits = [_walk_values(item, on_tensor) for item in value]
         return any(hits)
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor):
-        if not (value.is_floating_point() or value.is_complex()):
-            return False
-        if on_tensor is None:
-            return not bool(torch.isfinite(value).all())
-        on_tensor(value)
-        return False
     numpy = sys.modules.get("numpy")
     if numpy is not None and isinstance(value, (numpy.ndarray, numpy.generic)):
         if numpy.issubdtype(value.dtype, numpy.inexact):
@@ -115,12 +115,13 @@ class TerminateOnNan:
                 self._stop(engine, output, engine.state.iteration)
             return
         state = engine.state
-        if state.iteration <= self._iteration:  # a new run: what the old one left is moot
+        iteration = state.iteration
+        if iteration <= self._iteration:  # a new run: what the old one left is moot
             self._pending.clear()
             self._iterations_since_check = 0
-        self._iteration = state.iteration
+        self._iteration = iteration
         if _walk_values(output, self._collect):
-            self._stop(engine, output, state.iteration)
+            self._stop(engine, output, iteration)
             return
         self._iterations_since_check += 1
         if self._iterations_since_check >= self.check_every or self._ends_epoch_or_run(state):

@@ -12,6 +12,12 @@ the user attaches to an already filtered event keeps that filter and is only tim
 The counts shown are exact whenever the bar is drawn: it reads ``engine.state`` rather than
 counting calls, and it is redrawn with the final count, metrics and output when it closes.
 
+Values are read only when the bar is drawn: at most once per ``mininterval`` and when it closes.
+A tensor in the output or the metrics (a loss left on the GPU, a deferred ``RunningAverage``) is
+read on the host then, not at every iteration: the bar costs at most one host sync per
+``mininterval`` and one per bar closed (per epoch, by default). The bar of the next epoch
+appears one ``mininterval`` after the previous one closed.
+
 How it closes. On ``closing_event_name`` (EPOCH_COMPLETED by default), and also on TERMINATE,
 COMPLETED and INTERRUPT, so that ``terminate()`` in the middle of an epoch closes it. On an
 exception, the bar adds an EXCEPTION_RAISED handler that closes the bar and then does what the
@@ -234,6 +240,9 @@ class _Tracker:
         self.window_counter: int = 0
         self.probe_rate: float = 0.0
         self.warned: set[str] = set()
+        # The counter when the last bar closed (or the run started): a bar not drawn yet has
+        # something to show only once the counter moved past it.
+        self.closed_at: int | None = None
 
     @property
     def target(self) -> float:
@@ -281,10 +290,12 @@ class _Tracker:
             self.bar = None
         self.window_start = None
         self.next_redraw = self.next_work = 0.0
+        self.closed_at = self._counter(engine)
 
     def finish_bar(self, engine: Any) -> None:
-        """The run ends (or is interrupted) with the bar open: show the final count, close."""
-        if self.bar is not None:
+        """The run ends (or is interrupted) within a bar, drawn yet or not: show the final
+        count, close."""
+        if self.bar is not None or self._counter(engine) != self.closed_at:
             self.close_bar(engine)
 
     def close_bar(self, engine: Any) -> None:
@@ -296,7 +307,10 @@ class _Tracker:
             self.draw(engine, refresh=False)
         self.bar.close()  # draws the final state (or clears the line unless persist)
         self.bar = None
-        self.next_redraw = self.next_work = 0.0
+        self.closed_at = None if engine is None else self._counter(engine)
+        # The next bar (next epoch) appears one mininterval after this draw, not at once: an
+        # epoch shorter than mininterval reads the engine's values once, when its bar closes.
+        self.next_redraw = self.next_work = perf_counter() + self.owner.mininterval
 
     def on_exception(self, engine: Any, exception: BaseException) -> None:
         """Close the bars of this engine; re-raise if no other EXCEPTION_RAISED handler exists.
