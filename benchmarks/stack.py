@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import inspect
 import json
 import math
 import statistics
@@ -34,12 +35,12 @@ from typing import Any
 import torch
 from loop_overhead import REPO_ROOT, devnull_stream, machine_info
 
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-from syncs import HostSyncCounter  # noqa: E402 - the tests' counter, found through the path above
+import ember.engine
+import ember.handlers
+import ember.metrics
 
-import ember.engine  # noqa: E402
-import ember.handlers  # noqa: E402
-import ember.metrics  # noqa: E402
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' host-sync counter, shared
+from syncs import HostSyncCounter
 
 try:
     import ignite.engine
@@ -48,8 +49,8 @@ try:
 except ImportError:
     ignite = None
 
-HAND_WRITTEN, EMBER, IGNITE = "hand-written", "ember", "ignite"
-IMPLS = (HAND_WRITTEN, EMBER, IGNITE)
+HAND_WRITTEN, EMBER, EMBER_ASYNC, IGNITE = "hand-written", "ember", "ember-async-ckpt", "ignite"
+IMPLS = (HAND_WRITTEN, EMBER, EMBER_ASYNC, IGNITE)
 INPUTS, HIDDEN, CLASSES, BATCH = 64, 256, 10, 64
 ALPHA = 0.98  # RunningAverage's default smoothing, also the hand-written loop's
 GOAL_RATIO, GOAL_SYNCS_PER_ITERATION = 1.05, 0.05
@@ -182,7 +183,13 @@ class HandWrittenStack(Stack):
 class EngineStack(Stack):
     """The tutorial stack on a library's engine (``lib`` names its modules)."""
 
-    def __init__(self, work: Work, lib: SimpleNamespace, bar_stream: Any) -> None:
+    def __init__(
+        self,
+        work: Work,
+        lib: SimpleNamespace,
+        bar_stream: Any,
+        checkpoint_options: dict[str, Any],
+    ) -> None:
         engine, handlers, metrics = lib.engine, lib.handlers, lib.metrics
         events = engine.Events
         self.work = work
@@ -200,7 +207,7 @@ class EngineStack(Stack):
         )
         trainer.add_event_handler(events.EPOCH_COMPLETED, lambda _: self.evaluate())
         checkpoint = handlers.ModelCheckpoint(
-            str(work.checkpoint_dir), "stack", n_saved=1, require_empty=False
+            str(work.checkpoint_dir), "stack", n_saved=1, require_empty=False, **checkpoint_options
         )
         trainer.add_event_handler(events.EPOCH_COMPLETED, checkpoint, {"model": work.model})
         self.trainer = trainer
@@ -214,12 +221,15 @@ class EngineStack(Stack):
         return self.evaluator.run(self.work.eval_data).metrics
 
 
-LIBRARIES = {
-    EMBER: SimpleNamespace(engine=ember.engine, handlers=ember.handlers, metrics=ember.metrics),
-}
+EMBER_LIBRARY = SimpleNamespace(engine=ember.engine, handlers=ember.handlers, metrics=ember.metrics)
+# implementation -> (library, ModelCheckpoint's extra options)
+LIBRARIES: dict[str, tuple[SimpleNamespace, dict[str, Any]]] = {EMBER: (EMBER_LIBRARY, {})}
+if "async_save" in inspect.signature(ember.handlers.ModelCheckpoint).parameters:
+    LIBRARIES[EMBER_ASYNC] = (EMBER_LIBRARY, {"async_save": True})
 if ignite is not None:
-    LIBRARIES[IGNITE] = SimpleNamespace(
-        engine=ignite.engine, handlers=ignite.handlers, metrics=ignite.metrics
+    LIBRARIES[IGNITE] = (
+        SimpleNamespace(engine=ignite.engine, handlers=ignite.handlers, metrics=ignite.metrics),
+        {},
     )
 
 
@@ -230,7 +240,8 @@ def built_stack(impl: str, sizes: Sizes, device: torch.device) -> Iterator[Stack
         if impl == HAND_WRITTEN:
             yield HandWrittenStack(work)
         else:
-            yield EngineStack(work, LIBRARIES[impl], devnull_stream())
+            library, checkpoint_options = LIBRARIES[impl]
+            yield EngineStack(work, library, devnull_stream(), checkpoint_options)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -310,13 +321,20 @@ def build_results(
 
 # ----------------------------------------------------------------------------- reporting
 def goal_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    checks = []
+    for impl in (EMBER, EMBER_ASYNC):
+        if impl not in results:
+            continue
+        ours = results[impl]
+        checks.append(
+            (
+                f"{impl} stack <= {GOAL_RATIO}x the hand-written loop (median)",
+                f"{ours['ratio_median']:.3f} (on minimums {ours['ratio_min']:.3f})",
+                ours["ratio_median"] <= GOAL_RATIO,
+            )
+        )
     ours = results[EMBER]
-    checks = [
-        (
-            f"ember stack <= {GOAL_RATIO}x the hand-written loop (median)",
-            f"{ours['ratio_median']:.3f} (on minimums {ours['ratio_min']:.3f})",
-            ours["ratio_median"] <= GOAL_RATIO,
-        ),
+    checks += [
         (
             f"ember <= {GOAL_SYNCS_PER_ITERATION} host syncs per training iteration",
             f"{ours['syncs']['per_training_iteration']:.3f}",
@@ -390,6 +408,12 @@ same model, SGD optimizer and scheduler, a float running average of the loss (`l
 a NaN check, the same evaluation and a `torch.save` of the model each epoch (the previous
 file removed, as `ModelCheckpoint(n_saved=1)` does).
 
+ember's `ModelCheckpoint` writes durably: it `fsync`s the file and its directory, so that a
+crash never leaves a partial or missing checkpoint; ignite and the hand-written loop do not.
+Where ember's `ModelCheckpoint` has `async_save`, the **ember-async-ckpt** column runs the same
+stack with `ModelCheckpoint(..., async_save=True)`: the state is copied in the loop and written
+(and `fsync`ed) by a background thread.
+
 ## Results
 
 {table}
@@ -424,11 +448,20 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {HAND_WRITTEN: "#7f7f7f", EMBER: "#d62728", IGNITE: "#1f77b4"}
+    colors = {
+        HAND_WRITTEN: "#7f7f7f",
+        EMBER: "#d62728",
+        EMBER_ASYNC: "#ff9f40",
+        IGNITE: "#1f77b4",
+    }
     impls = [impl for impl in IMPLS if impl in results]
     panels = (
         ("wall time per epoch (ms)", lambda r: r["epoch"]["median_ms"], lambda r: r["epoch"]),
-        ("one evaluation pass (ms)", lambda r: r["eval_pass"]["median_ms"], lambda r: r["eval_pass"]),
+        (
+            "one evaluation pass (ms)",
+            lambda r: r["eval_pass"]["median_ms"],
+            lambda r: r["eval_pass"],
+        ),
         ("host syncs per training iteration", lambda r: r["syncs"]["per_training_iteration"], None),
         ("host syncs per evaluation pass", lambda r: r["syncs"]["per_eval_pass"], None),
     )
@@ -478,7 +511,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("--device cuda: torch sees no CUDA device here; run on CPU (the default)", file=sys.stderr)
+        print(
+            "--device cuda: torch sees no CUDA device here; run on CPU (the default)",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(1)
     device = torch.device(args.device)
@@ -520,7 +556,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out_dir / "benchmark-stack.png",
         f"Training stack per epoch on {args.device} — {report['machine']['cpu']}",
     )
-    print(f"\nwrote benchmark-stack.md, benchmark-stack.json, benchmark-stack.png to {args.out_dir}")
+    print(
+        f"\nwrote benchmark-stack.md, benchmark-stack.json, benchmark-stack.png to {args.out_dir}"
+    )
     return 0
 
 
