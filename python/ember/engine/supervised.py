@@ -47,12 +47,16 @@ def prepare_batch(
     batch: Sequence[Any], device: str | torch.device | None = None, non_blocking: bool = False
 ) -> tuple[Any, Any]:
     """Split ``(x, y)`` and move both to ``device``."""
-    if not isinstance(batch, Sequence) or len(batch) != 2:
+    # type() first: a tuple or a list skips the slower abstract-class check.
+    is_sequence = type(batch) in (tuple, list) or isinstance(batch, Sequence)
+    if not is_sequence or len(batch) != 2:
         raise ValueError(
             "prepare_batch expects batches of (x, y); pass prepare_batch= for other layouts, "
             f"got {type(batch).__name__}"
         )
     x, y = batch
+    if device is None:
+        return x, y
     return _to_device(x, device, non_blocking), _to_device(y, device, non_blocking)
 
 
@@ -86,7 +90,10 @@ def _autocast_or_nothing(device: str | torch.device | None, amp_mode: str | None
     if amp_mode == "amp":
         autocast_device = _autocast_device(device)
         return lambda: torch.autocast(autocast_device)
-    return contextlib.nullcontext
+    return lambda: _NO_CONTEXT
+
+
+_NO_CONTEXT = contextlib.nullcontext()  # reusable: entering it does nothing
 
 
 def detached_loss(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> torch.Tensor:
@@ -122,24 +129,23 @@ def supervised_training_step(
     is ``output_transform(x, y, y_pred, loss)``, by default the detached loss tensor.
     """
     forward_context = _autocast_or_nothing(device, amp_mode)
+    accumulating = gradient_accumulation_steps > 1
 
     def step(engine: Engine, batch: Any) -> Any:
         if not model.training:
             model.train()
-        if (engine.state.iteration - 1) % gradient_accumulation_steps == 0:
+        if not accumulating or (engine.state.iteration - 1) % gradient_accumulation_steps == 0:
             optimizer.zero_grad()
         x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
         with forward_context():
             y_pred = model_transform(model_fn(model, x))
             loss = loss_fn(y_pred, y)
-        backward_loss = loss
-        if gradient_accumulation_steps > 1:
-            backward_loss = loss / gradient_accumulation_steps
+        backward_loss = loss / gradient_accumulation_steps if accumulating else loss
         if scaler is not None:
             scaler.scale(backward_loss).backward()
         else:
             backward_loss.backward()  # type: ignore[no-untyped-call]
-        if engine.state.iteration % gradient_accumulation_steps == 0:
+        if not accumulating or engine.state.iteration % gradient_accumulation_steps == 0:
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
