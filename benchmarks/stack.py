@@ -196,14 +196,21 @@ class EngineStack(Stack):
         trainer = engine.create_supervised_trainer(
             work.model, work.optimizer, work.loss_fn, device=work.device
         )
-        metrics.RunningAverage(output_transform=lambda loss: loss).attach(trainer, "loss")
+        # The metrics accumulate on the training device, as a GPU user would set them up.
+        device = work.device
+        metrics.RunningAverage(output_transform=lambda loss: loss, device=device).attach(
+            trainer, "loss"
+        )
         self.progress_bar = handlers.ProgressBar(file=bar_stream)
         self.progress_bar.attach(trainer, metric_names=["loss"])
         trainer.add_event_handler(events.ITERATION_COMPLETED, handlers.TerminateOnNan())
         trainer.add_event_handler(events.ITERATION_STARTED, handlers.LRScheduler(work.scheduler))
         self.evaluator = engine.create_supervised_evaluator(
             work.model,
-            metrics={"accuracy": metrics.Accuracy(), "loss": metrics.Loss(work.loss_fn)},
+            metrics={
+                "accuracy": metrics.Accuracy(device=device),
+                "loss": metrics.Loss(work.loss_fn, device=device),
+            },
             device=work.device,
         )
         trainer.add_event_handler(events.EPOCH_COMPLETED, lambda _: self.evaluate())
