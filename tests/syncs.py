@@ -6,9 +6,13 @@ each one stalls the host until the device has caught up. On the CPU nothing wait
 same reads happen, so counting them here tells what a GPU run would pay.
 
 :class:`HostSyncCounter` is a ``TorchDispatchMode``: every aten operation passes through it while
-it is active, and it counts ``aten._local_scalar_dense`` (what every scalar read ends in) and the
-copies from a non-CPU tensor to the CPU. The count is deterministic: it depends on what the code
-does, not on timing. It slows every operation, so never time code while counting.
+it is active, and it counts the operations that hand a tensor's value to Python
+(``aten._local_scalar_dense``, what every scalar read ends in; under ``torch.inference_mode``
+the mode sees the composite ``aten.item``, ``aten.is_nonzero`` for ``bool()``, instead;
+``aten.equal``, which returns a Python bool) and the copies from a non-CPU tensor to the CPU.
+Each read counts once: while the mode handles an operation, the operations inside it do not
+reach it. The count is deterministic: it depends on what the code does, not on timing. It
+slows every operation, so never time code while counting.
 
 Used by the tests (``from syncs import HostSyncCounter``) and by ``benchmarks/stack.py``.
 """
@@ -24,7 +28,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["HostSyncCounter"]
 
-_SCALAR_READ = torch.ops.aten._local_scalar_dense.default
+_READS = frozenset(
+    {
+        torch.ops.aten._local_scalar_dense.default,
+        torch.ops.aten.item.default,
+        torch.ops.aten.is_nonzero.default,
+        torch.ops.aten.equal.default,
+    }
+)
 _COPIES = (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default)
 
 
@@ -63,7 +74,7 @@ class HostSyncCounter(TorchDispatchMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func is _SCALAR_READ or _copies_to_host(func, args, kwargs):
+        if func in _READS or _copies_to_host(func, args, kwargs):
             self.count += 1
             if self.record_sites:
                 self.sites[_caller_outside_torch()] += 1
