@@ -268,7 +268,7 @@ def test_device_holds_the_accumulators(make_engine: Any) -> None:
         metrics = engine.run(data).metrics
         assert attached["acc"]._num_correct.device.type == device
         assert attached["cm"].confusion_matrix.device.type == device
-        assert attached["p"]._true_positives.device.type == device
+        assert attached["p"]._counts.device.type == device
         assert metrics["cm"].device.type == "cpu"  # results come back to the CPU
     assert Accuracy(device=torch.device("cpu")).device == torch.device("cpu")
     assert Accuracy().device == torch.device("cpu")  # the default
