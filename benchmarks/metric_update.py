@@ -189,7 +189,7 @@ def _bare_average() -> Callable[[Any], None]:
 
 
 def _bare_running() -> Callable[[Any], None]:
-    state: dict[str, Any] = {"value": torch.zeros((), dtype=torch.float64)}
+    state: dict[str, Any] = {"value": torch.zeros(())}
 
     def bare(output: Any) -> None:
         state["value"] = torch.lerp(output, state["value"], 0.98)
@@ -198,7 +198,8 @@ def _bare_running() -> Callable[[Any], None]:
 
 
 def _loss_value(g: torch.Generator) -> Any:
-    return torch.rand((), generator=g, dtype=torch.float64)
+    """A float32 0-d tensor, as a loss."""
+    return torch.rand((), generator=g)
 
 
 def _cases() -> list[Case]:

@@ -58,16 +58,29 @@ def _safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Ten
     return torch.where(positive, numerator / torch.where(positive, denominator, 1), 0.0)
 
 
-def _count_codes(total: torch.Tensor, codes: torch.Tensor) -> None:
-    """``total[c] += (number of c in codes)`` for 1-d ``codes`` in ``[0, len(total))``.
+def _uses_bincount(device: torch.device) -> bool:
+    """Whether counts on ``device`` are made with ``bincount`` (the CPU), else ``index_add_``."""
+    return device.type == "cpu"
+
+
+def _code_counter(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """``count(total, codes)``: ``total[c] += (number of c in codes)`` for 1-d ``codes`` in
+    ``[0, len(total))`` on ``device``.
 
     ``bincount`` on the CPU; elsewhere ``index_add_``, since a GPU's ``bincount`` reads the
     largest code on the host to size its output.
     """
-    if codes.device.type == "cpu":
-        total += torch.bincount(codes, minlength=total.shape[0])
+    if _uses_bincount(device):
+
+        def count(total: torch.Tensor, codes: torch.Tensor) -> None:
+            total += torch.bincount(codes, minlength=total.shape[0])
+
     else:
-        total.index_add_(0, codes, torch.ones_like(codes))
+
+        def count(total: torch.Tensor, codes: torch.Tensor) -> None:
+            total.index_add_(0, codes, torch.ones_like(codes))
+
+    return count
 
 
 class _PairCounts:
@@ -79,7 +92,7 @@ class _PairCounts:
         self.cells = num_classes * num_classes
         self.total = torch.zeros(self.cells + 1, dtype=torch.int64, device=device)
         # On the CPU, bincount refuses negative codes (negative targets): then mask them.
-        self._mask = device.type != "cpu"
+        self._mask = not _uses_bincount(device)
 
     def add(self, predicted: torch.Tensor, y: torch.Tensor) -> None:
         codes = torch.add(predicted, y, alpha=self.num_classes)
@@ -95,7 +108,7 @@ class _PairCounts:
         y = y.reshape(-1)
         in_range = (y >= 0) & (y < self.num_classes)
         codes = torch.where(in_range, codes.clamp(max=self.cells), self.cells)
-        _count_codes(self.total, codes.to(self.total.device))
+        _code_counter(self.total.device)(self.total, codes.to(self.total.device))
 
     def matrix(self, total: torch.Tensor) -> torch.Tensor:
         """The ``C x C`` counts of a total (this one, or one summed over ranks)."""
@@ -342,7 +355,7 @@ class _PrecisionRecall(_ClassificationMetric):
         if kind == "multiclass":
             kernel = self._multiclass_kernel(num_classes)
         elif kind == "binary":
-            kernel = self._binary_kernel(y_pred.dtype, y.dtype)
+            kernel = self._binary_kernel(y_pred, y)
         else:
             kernel = self._multilabel_kernel(y_pred, y, num_classes)
         return _squeezing(kernel) if squeeze else kernel
@@ -360,11 +373,13 @@ class _PrecisionRecall(_ClassificationMetric):
 
         return multiclass
 
-    def _binary_kernel(self, pred_dtype: torch.dtype, target_dtype: torch.dtype) -> Kernel:
+    def _binary_kernel(self, y_pred: torch.Tensor, y: torch.Tensor) -> Kernel:
         if self._counts is None:
             self._counts = torch.zeros(4, dtype=torch.int64, device=self._device)
         counts = self._counts
-        convert = not (is_integer_dtype(pred_dtype) and is_integer_dtype(target_dtype))
+        convert = not (is_integer_dtype(y_pred.dtype) and is_integer_dtype(y.dtype))
+        count, home = _code_counter(counts.device), counts.device
+        move = y_pred.device != home
 
         def binary(y_pred: torch.Tensor, y: torch.Tensor) -> None:
             if convert:
@@ -372,7 +387,8 @@ class _PrecisionRecall(_ClassificationMetric):
             codes = torch.add(y_pred, y, alpha=2)  # 0: tn, 1: fp, 2: fn, 3: tp
             if codes.dim() != 1:
                 codes = codes.reshape(-1)
-            _count_codes(counts, codes.clamp_(0, 3).to(counts.device))
+            codes = codes.clamp_(0, 3)
+            count(counts, codes.to(home) if move else codes)
 
         return binary
 
@@ -386,14 +402,17 @@ class _PrecisionRecall(_ClassificationMetric):
         if common == torch.bool:
             common = torch.int64
         samples = self._average == "samples"
+        convert_pred, convert_y = y_pred.dtype != common, y.dtype != common
+        move = y_pred.device != counts.device
 
         def multilabel(y_pred: torch.Tensor, y: torch.Tensor) -> None:
-            if y_pred.dtype != common:
+            if convert_pred:
                 y_pred = y_pred.to(common)
-            if y.dtype != common:
+            if convert_y:
                 y = y.to(common)
             hits = y_pred * y
-            counts.add_(torch.stack((hits, y_pred, y)).sum(dim=dims).to(counts.device))
+            batch_counts = torch.stack((hits, y_pred, y)).sum(dim=dims)
+            counts.add_(batch_counts.to(counts.device) if move else batch_counts)
             if samples:
                 self._add_samples(hits, y_pred, y, num_labels)
 
