@@ -345,9 +345,7 @@ class RunningAverage(Metric):
             value = None if total is None else total / count
         if value is None:
             raise self._not_computable()
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            return value.item()
-        return value
+        return value  # a tensor stays one (as ignite's); attach stores a number
 
     def completed(self, engine: Any, name: str) -> None:
         """Handler: store the value in ``engine.state.metrics[name]``; a device value is stored
