@@ -24,8 +24,8 @@ from ember.metrics import (
     RootMeanSquaredError,
     RunningAverage,
     TopKCategoricalAccuracy,
+    classification,
 )
-from ember.metrics import classification
 from ember.metrics._syncs import SyncCounter
 
 BATCHES = 20
@@ -127,8 +127,8 @@ def _values(factory: Callable[[], Metric], data: list[Any]) -> Any:
 def _with_ignored_targets(data: list[Any]) -> list[Any]:
     """Targets 255 and -1 in some batches (a ConfusionMatrix skips them)."""
     marked = []
-    for index, (y_pred, y) in enumerate(data):
-        y = y.clone()
+    for index, (y_pred, targets) in enumerate(data):
+        y = targets.clone()
         if index % 3 == 1:
             y[::4] = 255
         if index % 3 == 2:

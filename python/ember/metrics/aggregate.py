@@ -297,8 +297,9 @@ class RunningAverage(Metric):
             and output.dtype == previous.dtype
             and (self._follow_values or output.device == previous.device)
         ):
-            # A new tensor at each update, never in place: stored values stay snapshots.
-            self._value = torch.lerp(output, previous, self.alpha)  # alpha * previous + (1 - alpha) * x
+            # alpha * previous + (1 - alpha) * output, as a new tensor (never in place: stored
+            # values stay snapshots).
+            self._value = torch.lerp(output, previous, self.alpha)
             return
         self._update_checked(output, previous)
 
