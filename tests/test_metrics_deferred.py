@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from ember.engine import Events
 from ember.metrics import Accuracy, RunningAverage
 from ember.metrics._deferred import DeferredMetrics, DeferredValue
-from test_metrics_support import SyncCounter
+from ember.metrics._syncs import SyncCounter
 
 LOSSES = [0.5, 2.0, 1.0, 4.0, 3.0]
 

@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def batch_sizes(count: int = 4) -> list[int]:
@@ -61,42 +60,3 @@ def evaluate(
     for name, metric in metrics.items():
         metric.attach(engine, name)
     return dict(engine.run(data).metrics)
-
-
-# Ops that make the host wait for a CUDA device although they read no scalar on the CPU: their
-# output size depends on the data (nonzero, masked_select, unique, bincount's length).
-_SIZE_FROM_DATA = {
-    "aten::nonzero",
-    "aten::masked_select",
-    "aten::_unique2",
-    "aten::unique_dim",
-    "aten::unique_consecutive",
-    "aten::bincount",
-    "aten::repeat_interleave",
-}
-
-
-class SyncCounter(TorchDispatchMode):
-    """Counts host syncs while active: reads of a tensor's value on the host
-    (``aten._local_scalar_dense``: ``.item()``, ``float(t)``, ``bool(t)``) and ops that would
-    wait for a CUDA device (an output sized by the data, indexing with a boolean mask), on any
-    device, so a CPU run counts what a GPU run would pay. ``names`` lists what was counted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    @property
-    def count(self) -> int:
-        return len(self.names)
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        name = func._schema.name
-        if name == "aten::_local_scalar_dense" or name in _SIZE_FROM_DATA:
-            self.names.append(name)
-        elif name in ("aten::index", "aten::index_put_", "aten::index_put") and any(
-            isinstance(index, torch.Tensor) and index.dtype == torch.bool
-            for index in (args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ())
-        ):
-            self.names.append(f"{name} (boolean mask)")
-        return func(*args, **(kwargs or {}))

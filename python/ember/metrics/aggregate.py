@@ -96,21 +96,30 @@ class Loss(Metric):
                 f"Loss: the third item (loss_fn kwargs) should be a mapping, got {type(kwargs)}"
             )
         loss = self._loss_fn(y_pred, y, **kwargs)
+        n = self._batch_size(y)
+        if type(n) is not int and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
+            raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
+        if n < 0:
+            raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
                 raise ValueError(
                     "Loss: loss_fn did not return the average loss: expected one value, got a "
                     f"tensor of shape {shape_of(loss)} (use reduction='mean')"
                 )
-            loss = loss.detach().reshape(()).to(self._device, self._double_dtype)
-        elif not _is_value(loss):
+            if loss.requires_grad:
+                loss = loss.detach()
+            if loss.dim():
+                loss = loss.reshape(())
+            if loss.device != self._device:
+                loss = loss.to(self._device)
+            self._sum.add_(loss, alpha=int(n))  # on the device: nothing read on the host
+        elif _is_value(loss):
+            self._sum += float(loss) * int(n)
+        else:
             raise TypeError(
                 f"Loss: loss_fn should return a tensor or a number, got {type(loss).__name__}"
             )
-        n = self._batch_size(y)
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-            raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
-        self._sum = self._sum + loss * int(n)
         self._num_examples += int(n)
 
     def compute(self) -> float:
@@ -120,9 +129,10 @@ class Loss(Metric):
 class Average(Metric):
     """The mean of the values seen: a number, or a tensor, per update.
 
-    A tensor of shape ``(B, ...)`` with two or more dimensions counts as a batch of ``B`` values;
-    a number, a 0-d or a 1-d tensor counts as one value. The result is a number for one-element
-    values and a tensor otherwise.
+    A tensor of shape ``(B, ...)`` with two or more dimensions counts as a batch of ``B`` values
+    of shape ``(...)``; a number, a 0-d or a 1-d tensor counts as one value. The result is a
+    float64 tensor of the shape of one value (0-d for numbers), as ignite's; ``attach`` stores a
+    one-element result as a number.
     """
 
     required_output_keys = None
@@ -133,39 +143,68 @@ class Average(Metric):
         self._num_examples = 0
 
     def update(self, output: Any) -> None:
-        if not _is_value(output):
-            raise TypeError(
-                f"{self._name}.update expects a number or a torch.Tensor, got {type(output).__name__}"
-            )
+        accumulator = self._accumulator
+        if (
+            type(output) is torch.Tensor
+            and accumulator is not None
+            and output.dim() < 2
+            and not output.requires_grad
+            and output.shape == accumulator.shape
+        ):
+            try:  # in place, on the device: nothing read on the host
+                accumulator += output
+            except RuntimeError:
+                pass  # another device, a complex dtype: the checked way below says which
+            else:
+                self._num_examples += 1
+                return
+        self._update_checked(output, accumulator)
+
+    def _update_checked(self, output: Any, accumulator: torch.Tensor | None) -> None:
         if isinstance(output, torch.Tensor):
             if output.is_complex():
                 raise TypeError(f"{self._name}: values should be real, got dtype {output.dtype}")
-            value = output.detach().to(self._device, self._double_dtype)
-            if value.ndim > 1:
-                count = value.shape[0]
-                value = value.sum(dim=0)
-            else:
-                count = 1
-        else:
-            value = torch.tensor(float(output), dtype=self._double_dtype, device=self._device)
+            value = output.detach() if output.requires_grad else output
             count = 1
-        if self._accumulator is None:
-            self._accumulator = value.clone()
-        else:
-            if value.shape != self._accumulator.shape:
+            if value.dim() > 1:
+                count = value.shape[0]
+                value = value.sum(dim=0, dtype=self._double_dtype)
+            if accumulator is None:
+                self._accumulator = value.to(self._device, self._double_dtype, copy=True)
+            elif value.shape != accumulator.shape:
                 raise ValueError(
-                    f"{self._name}: value shape changed from {shape_of(self._accumulator)} to "
+                    f"{self._name}: value shape changed from {shape_of(accumulator)} to "
                     f"{shape_of(value)} between updates"
                 )
-            self._accumulator = self._accumulator + value
+            else:  # in place, on the device: nothing read on the host
+                accumulator += (
+                    value if value.device == accumulator.device else value.to(self._device)
+                )
+        elif _is_value(output):
+            count = 1
+            if accumulator is None:
+                self._accumulator = torch.tensor(
+                    float(output), dtype=self._double_dtype, device=self._device
+                )
+            elif accumulator.dim():
+                raise ValueError(
+                    f"{self._name}: value shape changed from {shape_of(accumulator)} to () "
+                    "between updates"
+                )
+            else:
+                accumulator += float(output)
+        else:
+            raise TypeError(
+                f"{self._name}.update expects a number or a torch.Tensor, got {type(output).__name__}"
+            )
         self._num_examples += count
 
-    def compute(self) -> float | torch.Tensor:
+    def compute(self) -> torch.Tensor:
         accumulator, count = self._sum_over_ranks(self._accumulator, self._num_examples)
         if accumulator is None or count == 0:
             raise self._not_computable()
         mean: torch.Tensor = accumulator / int(count)
-        return mean.item() if mean.numel() == 1 else mean
+        return mean
 
 
 class RunningAverage(Metric):
@@ -175,8 +214,9 @@ class RunningAverage(Metric):
     so ``x`` is its value over the batches since the previous update) or a value taken from the
     engine's output (``output_transform``, e.g. ``lambda loss: loss``).
 
-    A tensor ``x`` (a loss on the device) is averaged on the device: updating never reads it on
-    the host. With ``deferred=True`` (default) the value stored in ``engine.state.metrics[name]``
+    A tensor ``x`` (a loss on the device) is averaged on the device, in its dtype: updating
+    never reads it on the host. Without ``src`` and ``device``, the average stays on the device
+    of the values (``device="cpu"`` copies each value to the CPU, as ignite's default does). With ``deferred=True`` (default) the value stored in ``engine.state.metrics[name]``
     is read on the host only when somebody reads that entry (a progress bar's refresh, a
     handler, the end of the run), and then it is the number an eager metric would have stored;
     ``state.metrics`` becomes a ``dict`` subclass that does this (see docs/metrics.md).
@@ -233,6 +273,9 @@ class RunningAverage(Metric):
                 "RunningAverage: give src (a Metric) or output_transform (to take the value "
                 "from the engine's output)"
             )
+        # Without src or device, the average stays where the values are: a loss on a GPU is not
+        # copied to the CPU (which would make the host wait) at each iteration.
+        self._follow_values = src is None and device is None
         self.src = src
         self.alpha = float(alpha)
         self.epoch_bound = epoch_bound
@@ -245,6 +288,22 @@ class RunningAverage(Metric):
             self.src.reset()
 
     def update(self, output: Any) -> None:
+        previous = self._value
+        if (
+            self.src is None
+            and type(output) is torch.Tensor
+            and type(previous) is torch.Tensor
+            and not output.requires_grad
+            and output.dtype == previous.dtype
+            and (self._follow_values or output.device == previous.device)
+        ):
+            # alpha * previous + (1 - alpha) * output, as a new tensor (never in place: stored
+            # values stay snapshots).
+            self._value = torch.lerp(output, previous, self.alpha)
+            return
+        self._update_checked(output, previous)
+
+    def _update_checked(self, output: Any, previous: float | torch.Tensor | None) -> None:
         if self.src is not None:
             value = self.src.compute()
             self.src.reset()
@@ -260,18 +319,22 @@ class RunningAverage(Metric):
                 "RunningAverage.update expects a number or a torch.Tensor (the output "
                 f"selected by output_transform), got {type(output).__name__}"
             )
+        # Tensors keep their dtype (as ignite's): a float32 loss is averaged in float32.
         if isinstance(value, torch.Tensor):
-            value = value.detach().to(self._device, self._double_dtype)
-        previous = self._value
-        # A new tensor at each update, never in place: stored values stay snapshots.
-        if previous is None:
-            self._value = value.clone() if isinstance(value, torch.Tensor) else float(value)
-        elif isinstance(value, torch.Tensor) and isinstance(previous, torch.Tensor):
-            self._value = torch.lerp(
-                value, previous, self.alpha
-            )  # alpha * previous + (1 - alpha) * value
+            if value.requires_grad:
+                value = value.detach()
+            if not self._follow_values and value.device != self._device:
+                value = value.to(self._device)
+            if previous is None:
+                self._value = value.clone()
+            elif isinstance(previous, torch.Tensor) and previous.dtype == value.dtype:
+                self._value = torch.lerp(value, previous, self.alpha)
+            else:
+                self._value = previous * self.alpha + (1.0 - self.alpha) * value
+        elif previous is None:
+            self._value = float(value)
         else:
-            self._value = previous * self.alpha + (1.0 - self.alpha) * value
+            self._value = previous * self.alpha + (1.0 - self.alpha) * float(value)
 
     def compute(self) -> float | torch.Tensor:
         # With src, the value is already over all ranks (src.compute() summed them). Otherwise
@@ -283,9 +346,7 @@ class RunningAverage(Metric):
             value = None if total is None else total / count
         if value is None:
             raise self._not_computable()
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            return value.item()
-        return value
+        return value  # a tensor stays one (as ignite's); attach stores a number
 
     def completed(self, engine: Any, name: str) -> None:
         """Handler: store the value in ``engine.state.metrics[name]``; a device value is stored
