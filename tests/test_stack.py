@@ -104,7 +104,8 @@ def test_users_see_the_same_values_as_with_the_exact_modes(backend: str, tmp_pat
     assert float(deferred.trainer.state.output) == exact.trainer.state.output
     running_loss = deferred.trainer.state.metrics["loss"]
     assert isinstance(running_loss, float)
-    assert running_loss == pytest.approx(exact.trainer.state.metrics["loss"], rel=1e-12)
+    # within float32 rounding: the deferred average runs in the loss's dtype on its device
+    assert running_loss == pytest.approx(exact.trainer.state.metrics["loss"], rel=1e-6)
     assert deferred.validation == exact.validation
     assert len(deferred.validation) == 3
     # The bar shows the running loss, drawn at the same moments with the same values.
@@ -122,6 +123,7 @@ def test_the_default_stack_reads_values_only_when_somebody_looks(
         stack.trainer.run(data, max_epochs=2)
     with HostSyncCounter() as one_pass:
         stack.evaluator.run(batches(3, seed=2))
+    assert one_pass.count == 2  # one per metric, at compute() (Accuracy, Loss)
     training_syncs = counter.count - 2 * one_pass.count
     # The bar's first draw and its close at each epoch's end (it reads the running loss), and
     # TerminateOnNan's read at each epoch's last iteration: nothing per iteration, so over the
