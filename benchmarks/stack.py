@@ -502,6 +502,11 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     panels = (
         ("wall time per epoch (ms)", lambda r: r["epoch"]["median_ms"], lambda r: r["epoch"]),
         (
+            "CPU time per epoch (ms)",
+            lambda r: r["epoch_cpu"]["median_ms"],
+            lambda r: r["epoch_cpu"],
+        ),
+        (
             "one evaluation pass (ms)",
             lambda r: r["eval_pass"]["median_ms"],
             lambda r: r["eval_pass"],
@@ -509,7 +514,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
         ("host syncs per training iteration", lambda r: r["syncs"]["per_training_iteration"], None),
         ("host syncs per evaluation pass", lambda r: r["syncs"]["per_eval_pass"], None),
     )
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, len(panels), figsize=(19, 4.5))
     for ax, (label, value_of, stats_of) in zip(axes, panels, strict=True):
         values = [value_of(results[impl]) for impl in impls]
         ax.bar(impls, values, color=[colors[impl] for impl in impls])
