@@ -83,7 +83,8 @@ class TerminateOnNan:
     Args:
         output_transform: selects what to check from ``engine.state.output``.
         exact: check tensors at every iteration (one host sync per tensor and iteration).
-        check_every: the most iterations between two reads of the collected tensors.
+        check_every: the most calls of the handler (iterations, on an unfiltered
+            ITERATION_COMPLETED) between two reads of the collected tensors.
     """
 
     def __init__(
