@@ -276,6 +276,10 @@ class Accuracy(_ClassificationMetric):
     Binary: elementwise equality of 0/1 predictions. Multiclass: the argmax of the scores equals
     the target. Multilabel: a sample (position) counts only if all its labels are right (subset
     accuracy, as ``sklearn.metrics.accuracy_score``).
+
+    ``check_values``: ``"first"`` (default) checks the data's values (0s and 1s, class indices in
+    range) on the first update after each reset, ``"every"`` on every update; the checks run on
+    the device and a failure raises ``ValueError`` at ``compute()``.
     """
 
     _state_attrs = ("_num_correct", "_num_examples", "_type", "_num_classes")
@@ -527,6 +531,9 @@ class Precision(_PrecisionRecall):
     ``"micro"``: from the counts summed over classes. ``"weighted"``: the mean weighted by each
     class's support. ``"samples"`` (multilabel): the mean over samples of each sample's
     precision.
+
+    ``check_values`` as for :class:`Accuracy`; targets outside the classes of multiclass input
+    are refused at ``compute()`` whatever the update that brought them.
     """
 
     def _denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
@@ -723,7 +730,8 @@ class ConfusionMatrix(_PairMetric):
 
 class TopKCategoricalAccuracy(_ValueCheckedMetric):
     """Fraction of samples whose true class is among the ``k`` highest scores of ``y_pred``
-    (shape ``(N, C)``, ``y`` of shape ``(N,)`` with class indices)."""
+    (shape ``(N, C)``, ``y`` of shape ``(N,)`` with class indices); ``check_values`` as for
+    :class:`Accuracy`."""
 
     _state_attrs = ("_num_correct", "_num_examples")
 
