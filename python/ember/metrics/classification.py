@@ -31,6 +31,7 @@ from ember.metrics._checks import (
     as_pair,
     check_values_mode,
     is_integer_dtype,
+    read_number,
     shape_of,
 )
 
@@ -464,9 +465,9 @@ class _PrecisionRecall(_ClassificationMetric):
         self._samples_sum += ratio.sum().to(self._device)
         self._num_samples += ratio.shape[0]
 
-    def _totals(self) -> tuple[Any, Any, Any, Any, int]:
+    def _totals(self, check: bool = True) -> tuple[Any, Any, Any, Any, int]:
         """``(true, predicted, actual positives, samples_sum, num_samples)`` over all ranks;
-        multiclass targets outside the classes are queued as a failed check."""
+        with ``check``, multiclass targets outside the classes are queued as a failed check."""
         counts, samples_sum, num_samples = self._sum_over_ranks(
             self._counts, self._samples_sum, self._num_samples
         )
@@ -477,9 +478,10 @@ class _PrecisionRecall(_ClassificationMetric):
         # kind of its own): multilabel (3, C), binary (4,), multiclass (C * C + 1,).
         if counts.dim() == 1 and counts.shape[0] != 4:
             matrix, outside, num_classes = _pair_matrix(counts)  # rows: true class
-            self._checks.count(
-                outside, f"{self._name}: y holds class indices outside [0, {num_classes})"
-            )
+            if check:
+                self._checks.count(
+                    outside, f"{self._name}: y holds class indices outside [0, {num_classes})"
+                )
             return matrix.diagonal(), matrix.sum(dim=0), matrix.sum(dim=1), samples_sum, num_samples
         if counts.dim() == 1:
             tn, fp, fn, tp = counts
@@ -621,16 +623,16 @@ def Fbeta(  # noqa: N802 - ignite's name; a function that builds a MetricsLambda
 
     def fbeta_macro(p: Any, r: Any) -> float:
         value = _fbeta_value(beta_squared, p, r)
-        return value.mean().item() if isinstance(value, torch.Tensor) else value
+        return read_number(value.mean()) if isinstance(value, torch.Tensor) else value
 
     def fbeta_weighted(p: Any, r: Any) -> float:
         value = _fbeta_value(beta_squared, p, r)
         if not isinstance(value, torch.Tensor):
             return value
-        weights = support._totals()[2]  # the support over all ranks
+        weights = support._totals(check=False)[2]  # the support over all ranks
         assert weights is not None
-        weights = weights.cpu()
-        return _safe_ratio((value * weights).sum(), weights.sum()).item()
+        weights = weights.cpu()  # with the values (MetricsLambda moves them to the CPU)
+        return read_number(_safe_ratio((value * weights).sum(), weights.sum()))
 
     function = {
         False: fbeta_per_class,
