@@ -180,3 +180,22 @@ def test_comparison_and_repr_resolve() -> None:
     assert metrics != {"plain": 1.0}
     assert repr(metrics) == repr({"plain": 1.0, "late": 2.5})
     assert type(pickle.loads(pickle.dumps(metrics))) is dict
+
+
+@pytest.mark.ignite
+@pytest.mark.parametrize("bar", ["ember", "ignite"])
+def test_a_progress_bar_shows_the_running_loss(make_engine: Any, bar: str) -> None:
+    """The bar reads state.metrics at its refresh: the value read is the running average."""
+    import io
+
+    if bar == "ignite":
+        from ignite.handlers import ProgressBar
+    else:
+        from ember.handlers import ProgressBar
+
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    RunningAverage(output_transform=lambda loss: loss, alpha=0.5).attach(engine, "loss")
+    stream = io.StringIO()
+    ProgressBar(file=stream, persist=True).attach(engine, metric_names="all")
+    engine.run([1.0, 3.0, 5.0, 7.0])
+    assert "loss=5.25 " in stream.getvalue()  # the averages 1, 2, 3.5, 5.25: the last one

@@ -476,3 +476,14 @@ def test_bad_input_in_a_run_escapes_the_run(make_engine: Any) -> None:
     Precision().attach(engine, "p")
     with pytest.raises(TypeError, match=r"Precision: multiclass input .* integer dtype"):
         engine.run([0])
+
+
+@pytest.mark.parametrize("average", [True, False, "weighted"])
+def test_bad_values_fail_a_metrics_lambda_at_compute(average: Any) -> None:
+    """Checks of the metric arguments are read with the lambda's value, nested lambdas too."""
+    for metric in (Fbeta(1.0, average=average), (Precision() * Recall()).mean() + 0):
+        metric.update((T([0.2, 0.9, 0.4, 0.7]), BITS))
+        with pytest.raises(
+            ValueError, match=r"y_pred must contain only 0s and 1s, got the value 0\.2"
+        ):
+            metric.compute()

@@ -50,6 +50,11 @@ def _data(kind: str) -> list[Any]:
     return batches
 
 
+def _precision_times_recall() -> Metric:
+    """A MetricsLambda of a MetricsLambda."""
+    return (Precision() * Recall()).mean()
+
+
 # name -> (metric factory, input kind, host syncs per pass of 20 batches)
 PASSES: dict[str, tuple[Callable[[], Metric], str, int]] = {
     "Accuracy multiclass": (Accuracy, "multiclass", 1),
@@ -73,8 +78,11 @@ PASSES: dict[str, tuple[Callable[[], Metric], str, int]] = {
     "RootMeanSquaredError": (RootMeanSquaredError, "regression", 1),
     "Loss": (lambda: Loss(torch.nn.functional.cross_entropy), "multiclass", 1),
     "Average": (lambda: Average(output_transform=lambda o: o[0].mean()), "regression", 1),
-    # Precision, Recall and the F value: one read each.
-    "Fbeta": (lambda: Fbeta(1.0), "multiclass", 3),
+    # Precision's and Recall's checks read with the F value.
+    "Fbeta": (lambda: Fbeta(1.0), "multiclass", 1),
+    "Fbeta weighted": (lambda: Fbeta(1.0, average="weighted"), "multiclass", 1),
+    "Fbeta per class": (lambda: Fbeta(1.0, average=False), "binary", 1),
+    "precision * recall": (_precision_times_recall, "multilabel", 1),
 }
 
 

@@ -14,6 +14,7 @@ import torch
 
 from ember.distributed._reduce import sum_over_ranks
 from ember.engine.events import Events
+from ember.metrics._checks import collected_checks, read_collected, read_number
 
 __all__ = [
     "BatchFiltered",
@@ -636,9 +637,23 @@ class MetricsLambda(Metric):
         self._updated = True
 
     def compute(self) -> Any:
-        values = [_materialize(arg) for arg in self.args]
-        kwvalues = {key: _materialize(value) for key, value in self.kwargs.items()}
-        return self.function(*values, **kwvalues)
+        return self._evaluate(as_number=False)
+
+    def _compute_for_state(self) -> Any:
+        return self._evaluate(as_number=True)
+
+    def _evaluate(self, as_number: bool) -> Any:
+        """``f`` of the computed arguments. The value checks of the arguments' tensor results
+        are read once: with the function's own read (``read_number``), with a one-element
+        result ``as_number``, or after it."""
+        with collected_checks() as pending:
+            values = [_materialize(arg) for arg in self.args]
+            kwvalues = {key: _materialize(value) for key, value in self.kwargs.items()}
+            result = self.function(*values, **kwvalues)
+            if as_number and isinstance(result, torch.Tensor) and result.numel() == 1:
+                return read_number(result)
+            read_collected(pending)
+        return result
 
     def _attach_accumulation(self, engine: Any, usage: MetricUsage) -> None:
         self._engine = weakref.ref(engine)

@@ -10,7 +10,8 @@ outcome is read together with the metric's value at ``compute()``, in the same h
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,10 @@ __all__ = [
     "ValueChecks",
     "as_pair",
     "check_values_mode",
+    "collected_checks",
     "is_integer_dtype",
+    "read_collected",
+    "read_number",
     "shape_of",
 ]
 
@@ -134,23 +138,68 @@ class ValueChecks:
 
     def read(self, value: torch.Tensor | None = None) -> Any:
         """``value.item()`` (``None`` without a value) after the pending checks, in one host
-        read; raises the first failed check's ``ValueError``."""
-        if not self._pending:
-            return None if value is None else value.item()
-        failed = torch.stack([check.failed for check in self._pending]).any()
-        if value is None:
-            if bool(failed):
-                self._raise()
-            self._pending.clear()
-            return None
-        packed = torch.where(failed, math.nan, value.to(torch.float64)).item()
-        if math.isnan(packed):
-            self._raise()  # returns when no check failed: the value itself is NaN
-            packed = value.item()
-        self._pending.clear()
-        return packed
+        read; raises the first failed check's ``ValueError``.
 
-    def _raise(self) -> None:
-        for check in self._pending:
-            if bool(check.failed):
-                raise ValueError(check.message())
+        Without a value, inside :func:`collected_checks`, the checks are left to the collector
+        (and stay pending here too): its read comes with the value computed from this one.
+        """
+        if value is None and _collectors:
+            _collectors[-1].extend(self._pending)
+            return None
+        result = _read(self._pending, value)
+        self._pending.clear()
+        return result
+
+
+_collectors: list[list[_Check]] = []
+
+
+@contextmanager
+def collected_checks() -> Iterator[list[_Check]]:
+    """Within, :meth:`ValueChecks.read` without a value hands its checks to the yielded list,
+    for :func:`read_number` or :func:`read_collected` (``MetricsLambda.compute``)."""
+    collector: list[_Check] = []
+    _collectors.append(collector)
+    try:
+        yield collector
+    finally:
+        _collectors.pop()
+
+
+def read_number(value: torch.Tensor) -> float:
+    """``value.item()``, with the checks collected so far (in one host read)."""
+    collector = _collectors[-1] if _collectors else []
+    result: float = _read(collector, value)
+    collector.clear()
+    return result
+
+
+def read_collected(collector: list[_Check]) -> None:
+    """Read the checks collected and not read yet with a value; inside an outer collection
+    (a MetricsLambda of MetricsLambdas), hand them to it instead."""
+    if len(_collectors) > 1 and _collectors[-1] is collector:
+        _collectors[-2].extend(collector)
+    else:
+        _read(collector, None)
+    collector.clear()
+
+
+def _read(checks: list[_Check], value: torch.Tensor | None) -> Any:
+    if not checks:
+        return None if value is None else value.item()
+    failed = torch.stack([check.failed for check in checks]).any()
+    if value is None:
+        if bool(failed):
+            _raise_first_failure(checks)
+        return None
+    packed = torch.where(failed, math.nan, value.to(torch.float64)).item()
+    if math.isnan(packed):
+        _raise_first_failure(checks)  # returns when none failed: the value itself is NaN
+        packed = value.item()
+    return packed
+
+
+def _raise_first_failure(checks: list[_Check]) -> None:
+    for check in checks:
+        if bool(check.failed):
+            raise ValueError(check.message())

@@ -18,6 +18,7 @@ fail at ``compute()`` (see ``_checks.ValueChecks``).
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ from ember.metrics._checks import (
     as_pair,
     check_values_mode,
     is_integer_dtype,
+    read_number,
     shape_of,
 )
 
@@ -110,15 +112,53 @@ class _PairCounts:
         codes = torch.where(in_range, codes.clamp(max=self.cells), self.cells)
         _code_counter(self.total.device)(self.total, codes.to(self.total.device))
 
-    def matrix(self, total: torch.Tensor) -> torch.Tensor:
-        """The ``C x C`` counts of a total (this one, or one summed over ranks)."""
-        return total[: self.cells].view(self.num_classes, self.num_classes)
 
-    def outside(self, total: torch.Tensor) -> torch.Tensor:
-        return total[self.cells]
+def _pair_matrix(total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(C x C counts, count of targets outside [0, C), C)`` of flat pair counts."""
+    num_classes = math.isqrt(total.shape[0] - 1)
+    cells = num_classes * num_classes
+    return total[:cells].view(num_classes, num_classes), total[cells], num_classes
 
 
-class _ClassificationMetric(_PairMetric):
+class _ValueCheckedMetric(_PairMetric):
+    """A ``(y_pred, y)`` metric whose checks of the data's values run on the device, on the
+    first update after a reset (``check_values="first"``) or on every update (``"every"``),
+    and are read at compute() with the value."""
+
+    def __init__(
+        self,
+        output_transform: Callable[[Any], Any] = _identity,
+        device: str | torch.device = "cpu",
+        check_values: str = "first",
+    ) -> None:
+        self._check_values = check_values_mode(type(self).__name__, check_values)
+        self._checks = ValueChecks(type(self).__name__)
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._values_checked = False
+        self._checks.clear()
+        super().reset()
+
+    def _reuse_plans(self) -> bool:
+        return self._check_values == "first"
+
+    def _wants_value_checks(self) -> bool:
+        """Whether this update's values are to be checked (then they count as checked)."""
+        wanted = self._check_values == "every" or not self._values_checked
+        self._values_checked = True
+        return wanted
+
+    def _checked_ratio(self, total: torch.Tensor, count: int) -> float:
+        """``total / count`` over all ranks, read with the pending value checks."""
+        total, count = self._sum_over_ranks(total, count)
+        if count == 0:
+            raise self._not_computable()
+        value: float = self._checks.read(total.to(torch.float64) / int(count))
+        return value
+
+
+class _ClassificationMetric(_ValueCheckedMetric):
     """Works out the input kind of each update and refuses changes of kind between updates."""
 
     _state_attrs: tuple[str, ...] = ("_type", "_num_classes")
@@ -134,19 +174,12 @@ class _ClassificationMetric(_PairMetric):
         if not isinstance(is_multilabel, bool):
             raise TypeError(f"Argument is_multilabel should be a bool, got {type(is_multilabel)}")
         self._is_multilabel = is_multilabel
-        self._check_values = check_values_mode(type(self).__name__, check_values)
-        self._checks = ValueChecks(type(self).__name__)
-        super().__init__(output_transform=output_transform, device=device)
+        super().__init__(output_transform, device, check_values)
 
     def reset(self) -> None:
         self._type: str | None = None
         self._num_classes: int | None = None
-        self._values_checked = False
-        self._checks.clear()
         super().reset()
-
-    def _reuse_plans(self) -> bool:
-        return self._check_values == "first"
 
     def _check_input(self, output: Any) -> tuple[str, int, bool]:
         """``(kind, num_classes, squeeze)``: ``squeeze`` when binary ``y_pred`` is (N, 1, ...).
@@ -211,9 +244,8 @@ class _ClassificationMetric(_PairMetric):
                 f"{name}: number of classes changed from {self._num_classes} to {num_classes} "
                 f"between updates ({_shapes(y_pred, y)})"
             )
-        if self._check_values == "every" or not self._values_checked:
+        if self._wants_value_checks():
             self._check_values_of(kind, y_pred, y, num_classes)
-            self._values_checked = True
         self._type, self._num_classes = kind, num_classes
         return kind, num_classes, squeeze
 
@@ -245,6 +277,10 @@ class Accuracy(_ClassificationMetric):
     Binary: elementwise equality of 0/1 predictions. Multiclass: the argmax of the scores equals
     the target. Multilabel: a sample (position) counts only if all its labels are right (subset
     accuracy, as ``sklearn.metrics.accuracy_score``).
+
+    ``check_values``: ``"first"`` (default) checks the data's values (0s and 1s, class indices in
+    range) on the first update after each reset, ``"every"`` on every update; the checks run on
+    the device and a failure raises ``ValueError`` at ``compute()``.
     """
 
     _state_attrs = ("_num_correct", "_num_examples", "_type", "_num_classes")
@@ -275,11 +311,7 @@ class Accuracy(_ClassificationMetric):
         return _squeezing(kernel) if squeeze else kernel
 
     def compute(self) -> float:
-        total, count = self._sum_over_ranks(self._num_correct, self._num_examples)
-        if count == 0:
-            raise self._not_computable()
-        value: float = self._checks.read(total.to(torch.float64) / int(count))
-        return value
+        return self._checked_ratio(self._num_correct, self._num_examples)
 
 
 _AVERAGES = (False, None, True, "macro", "micro", "weighted", "samples")
@@ -433,24 +465,25 @@ class _PrecisionRecall(_ClassificationMetric):
         self._samples_sum += ratio.sum().to(self._device)
         self._num_samples += ratio.shape[0]
 
-    def _totals(self) -> tuple[Any, Any, Any, Any, int]:
+    def _totals(self, check: bool = True) -> tuple[Any, Any, Any, Any, int]:
         """``(true, predicted, actual positives, samples_sum, num_samples)`` over all ranks;
-        multiclass targets outside the classes are queued as a failed check."""
+        with ``check``, multiclass targets outside the classes are queued as a failed check."""
         counts, samples_sum, num_samples = self._sum_over_ranks(
             self._counts, self._samples_sum, self._num_samples
         )
         if counts is None:
             return None, None, None, samples_sum, num_samples
         counts = counts.to(self._double_dtype)
-        if self._type == "multiclass":
-            assert self._pairs is not None
-            self._checks.count(
-                self._pairs.outside(counts),
-                f"{self._name}: y holds class indices outside [0, {self._num_classes})",
-            )
-            matrix = self._pairs.matrix(counts)  # rows: true class, columns: predicted
+        # The kind from the counts' shape, the same on every rank (one that saw nothing has no
+        # kind of its own): multilabel (3, C), binary (4,), multiclass (C * C + 1,).
+        if counts.dim() == 1 and counts.shape[0] != 4:
+            matrix, outside, num_classes = _pair_matrix(counts)  # rows: true class
+            if check:
+                self._checks.count(
+                    outside, f"{self._name}: y holds class indices outside [0, {num_classes})"
+                )
             return matrix.diagonal(), matrix.sum(dim=0), matrix.sum(dim=1), samples_sum, num_samples
-        if self._type == "binary":
+        if counts.dim() == 1:
             tn, fp, fn, tp = counts
             true = torch.stack((tn, tp))
             predicted = torch.stack((tn + fn, fp + tp))
@@ -500,6 +533,9 @@ class Precision(_PrecisionRecall):
     ``"micro"``: from the counts summed over classes. ``"weighted"``: the mean weighted by each
     class's support. ``"samples"`` (multilabel): the mean over samples of each sample's
     precision.
+
+    ``check_values`` as for :class:`Accuracy`; targets outside the classes of multiclass input
+    are refused at ``compute()`` whatever the update that brought them.
     """
 
     def _denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
@@ -587,16 +623,16 @@ def Fbeta(  # noqa: N802 - ignite's name; a function that builds a MetricsLambda
 
     def fbeta_macro(p: Any, r: Any) -> float:
         value = _fbeta_value(beta_squared, p, r)
-        return value.mean().item() if isinstance(value, torch.Tensor) else value
+        return read_number(value.mean()) if isinstance(value, torch.Tensor) else value
 
     def fbeta_weighted(p: Any, r: Any) -> float:
         value = _fbeta_value(beta_squared, p, r)
         if not isinstance(value, torch.Tensor):
             return value
-        weights = support._totals()[2]  # the support over all ranks
+        weights = support._totals(check=False)[2]  # the support over all ranks
         assert weights is not None
-        weights = weights.cpu()
-        return _safe_ratio((value * weights).sum(), weights.sum()).item()
+        weights = weights.cpu()  # with the values (MetricsLambda moves them to the CPU)
+        return read_number(_safe_ratio((value * weights).sum(), weights.sum()))
 
     function = {
         False: fbeta_per_class,
@@ -650,7 +686,7 @@ class ConfusionMatrix(_PairMetric):
     @property
     def confusion_matrix(self) -> torch.Tensor:
         """The counts so far (a view of the accumulator)."""
-        return self._pairs.matrix(self._pair_counts)
+        return _pair_matrix(self._pair_counts)[0]
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -683,7 +719,7 @@ class ConfusionMatrix(_PairMetric):
         total, count = self._sum_over_ranks(self._pair_counts, self._num_examples)
         if count == 0:
             raise self._not_computable()
-        matrix = self._pairs.matrix(total)
+        matrix = _pair_matrix(total)[0]
         if self.average is None:
             return matrix.clone()
         matrix = matrix.to(self._double_dtype)
@@ -694,9 +730,10 @@ class ConfusionMatrix(_PairMetric):
         return _safe_ratio(matrix, matrix.sum(dim=0, keepdim=True))
 
 
-class TopKCategoricalAccuracy(_PairMetric):
+class TopKCategoricalAccuracy(_ValueCheckedMetric):
     """Fraction of samples whose true class is among the ``k`` highest scores of ``y_pred``
-    (shape ``(N, C)``, ``y`` of shape ``(N,)`` with class indices)."""
+    (shape ``(N, C)``, ``y`` of shape ``(N,)`` with class indices); ``check_values`` as for
+    :class:`Accuracy`."""
 
     _state_attrs = ("_num_correct", "_num_examples")
 
@@ -711,19 +748,12 @@ class TopKCategoricalAccuracy(_PairMetric):
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"TopKCategoricalAccuracy: k should be a positive int, got {k!r}")
         self._k = int(k)
-        self._check_values = check_values_mode("TopKCategoricalAccuracy", check_values)
-        self._checks = ValueChecks("TopKCategoricalAccuracy")
-        super().__init__(output_transform=output_transform, device=device)
+        super().__init__(output_transform, device, check_values)
 
     def reset(self) -> None:
         self._num_correct = torch.tensor(0, dtype=torch.int64, device=self._device)
         self._num_examples = 0
-        self._values_checked = False
-        self._checks.clear()
         super().reset()
-
-    def _reuse_plans(self) -> bool:
-        return self._check_values == "first"
 
     def _prepare(self, output: Any) -> Kernel:
         name = "TopKCategoricalAccuracy"
@@ -741,9 +771,8 @@ class TopKCategoricalAccuracy(_PairMetric):
                 "in y_pred"
             )
         _require_integer_targets(f"{name}: top-k accuracy", y)
-        if self._check_values == "every" or not self._values_checked:
+        if self._wants_value_checks():
             self._checks.class_indices(y, num_classes)
-            self._values_checked = True
         k, move = self._k, y_pred.device != self._device
 
         def count(y_pred: torch.Tensor, y: torch.Tensor) -> None:
@@ -754,8 +783,4 @@ class TopKCategoricalAccuracy(_PairMetric):
         return count
 
     def compute(self) -> float:
-        total, count = self._sum_over_ranks(self._num_correct, self._num_examples)
-        if count == 0:
-            raise self._not_computable()
-        value: float = self._checks.read(total.to(torch.float64) / int(count))
-        return value
+        return self._checked_ratio(self._num_correct, self._num_examples)
