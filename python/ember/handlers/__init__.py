@@ -9,6 +9,10 @@ name                           module
 ``CheckpointEvents``,          new one is on disk
 ``BaseSaveHandler``,
 ``global_step_from_engine``
+``resume_from``                :mod:`ember.handlers.resume`: load the newest complete
+                               checkpoint of a directory, on every rank (needs torch)
+``Preemption``, ``Preempted``  :mod:`ember.handlers.preemption`: on SIGTERM, checkpoint and
+                               exit at the same iteration on every rank
 ``EarlyStopping``              :mod:`ember.handlers.early_stopping`
 ``Timer``                      :mod:`ember.handlers.timing`
 ``TerminateOnNan``             :mod:`ember.handlers.terminate_on_nan`
@@ -33,6 +37,9 @@ _MODULES = {
     "DiskSaver": "checkpoint",
     "ModelCheckpoint": "checkpoint",
     "global_step_from_engine": "checkpoint",
+    "resume_from": "resume",
+    "Preempted": "preemption",
+    "Preemption": "preemption",
     "EarlyStopping": "early_stopping",
     "Timer": "timing",
     "TerminateOnNan": "terminate_on_nan",
@@ -66,12 +73,15 @@ __all__ = [
     "ParamGroupScheduler",
     "ParamScheduler",
     "PiecewiseLinear",
+    "Preempted",
+    "Preemption",
     "Profiler",
     "ProgressBar",
     "TerminateOnNan",
     "Timer",
     "create_lr_scheduler_with_warmup",
     "global_step_from_engine",
+    "resume_from",
 ]
 
 
