@@ -19,6 +19,7 @@ so no worker outlives the test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -130,10 +131,8 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
         return finished
     finally:
         for _, process in started.values():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait()
 
 
@@ -215,11 +214,11 @@ def test_sigterm_to_torchrun_stops_both_workers_at_one_iteration_with_a_checkpoi
         (0, stop),
         (1, stop),
     ], agent.describe()
-    for rank in range(2):
-        assert (
-            f"ember: preempted by SIGTERM at iteration {stop} (epoch 3) on rank {rank} of 2"
-            in agent.output
-        )
+    # Rank 0 waited for the forwarded signal; rank 1's may come after the agreement.
+    assert f"ember: preempted by SIGTERM at iteration {stop} (epoch 3) on rank 0 of 2" in (
+        agent.output
+    )
+    assert f"at iteration {stop} (epoch 3) on rank 1 of 2: checkpoint '" in agent.output
     assert not agent.of("finished") and agent.code != 0  # the agent shut down: no restart
     checkpoint = torch.load(
         agent.out_dir / "checkpoints" / f"checkpoint_{stop}.pt", weights_only=True

@@ -6,7 +6,8 @@
 PLAN is a comma-separated list of ``ACTION:RESTART:RANK:ITERATION``: in the worker group started
 for the RESTART-th time (``TORCHELASTIC_RESTART_COUNT``), rank RANK, during the step of
 ITERATION, does ACTION: ``kill`` (SIGKILL itself), ``term`` (SIGTERM itself) or ``termagent``
-(SIGTERM its parent, torchrun's agent, which forwards it to every worker).
+(SIGTERM its parent, torchrun's agent, which forwards it to every worker; the rank then waits
+until the forwarded signal reaches it).
 
 The script is what a user writes: ``resume_from`` before ``run()``, a ``Checkpoint`` every
 INTERVAL iterations, ``Preemption`` checking every CHECK_EVERY iterations. It appends what
@@ -20,6 +21,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,14 @@ def act(action: str) -> None:
         raise ValueError(f"unknown action {action!r}")
 
 
+def wait_for_the_forwarded_signal(preemption: Preemption) -> None:
+    """Hold this rank until the agent's SIGTERM comes back to it, so that the ranks stop at the
+    first agreement after this iteration (the agent's delay would otherwise decide which)."""
+    deadline = time.monotonic() + TIMEOUT
+    while preemption.received is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def main(out_dir: Path, plan: dict[tuple[int, int, int], str]) -> None:
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     rank = edist.get_rank()
@@ -87,6 +97,8 @@ def main(out_dir: Path, plan: dict[tuple[int, int, int], str]) -> None:
             record(out_dir, event="acted", action=action, restart=restart, rank=rank,
                    iteration=engine.state.iteration)  # fmt: skip
             act(action)
+            if action == "termagent":
+                wait_for_the_forwarded_signal(preemption)
         x, y = batch
         model.train()
         optimizer.zero_grad()
@@ -105,7 +117,7 @@ def main(out_dir: Path, plan: dict[tuple[int, int, int], str]) -> None:
         include_self=True,  # a resumed checkpointer goes on pruning the files of earlier runs
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=INTERVAL), checkpointer)
-    Preemption(checkpointer, check_every=CHECK_EVERY).attach(trainer)
+    preemption = Preemption(checkpointer, check_every=CHECK_EVERY).attach(trainer)
 
     @trainer.on(Events.TERMINATE)
     def stopped(engine: DeterministicEngine) -> None:

@@ -84,10 +84,10 @@ class Preemption:
             raise ValueError(f"Preemption: check_every should be an int >= 1, got {check_every!r}")
         chosen = tuple(signals)
         if not chosen or not all(isinstance(s, signal.Signals) for s in chosen):
-            raise TypeError(
-                f"Preemption: signals should be signal.Signals values, got {signals!r}"
-            )
-        if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
+            raise TypeError(f"Preemption: signals should be signal.Signals values, got {signals!r}")
+        if exit_code is not None and (
+            isinstance(exit_code, bool) or not isinstance(exit_code, int)
+        ):
             raise TypeError(f"Preemption: exit_code should be an int or None, got {exit_code!r}")
         self.checkpoint = checkpoint
         self.check_every = check_every
@@ -152,10 +152,14 @@ class Preemption:
         where = f" on rank {distributed.get_rank()} of {distributed.get_world_size()}"
         if distributed.get_world_size() == 1:
             where = ""
-        written = f"checkpoint '{saved}' written" if isinstance(saved, (str, Path)) else (
-            "checkpoint written"
+        written = (
+            f"checkpoint '{saved}' written"
+            if isinstance(saved, (str, Path))
+            else ("checkpoint written")
         )
-        ending = "run terminated" if self.exit_code is None else f"exiting with code {self.exit_code}"
+        ending = (
+            "run terminated" if self.exit_code is None else f"exiting with code {self.exit_code}"
+        )
         message = (
             f"ember: preempted by {cause} at iteration {engine.state.iteration} "
             f"(epoch {engine.state.epoch}){where}: {written}, {ending}"

@@ -28,9 +28,8 @@ logger = logging.getLogger("ember.handlers.resume")
 _Choice = tuple[str | None, tuple[str, str] | None, list[str]]
 
 _ERRORS: dict[str, type[Exception]] = {
-    "FileNotFoundError": FileNotFoundError,
-    "NotADirectoryError": NotADirectoryError,
-    "ValueError": ValueError,
+    error.__name__: error
+    for error in (FileNotFoundError, NotADirectoryError, PermissionError, OSError, ValueError)
 }
 
 
@@ -43,54 +42,39 @@ def _candidates(directory: Path, pattern: str) -> list[Path]:
     return sorted(files, key=lambda path: (path.stat().st_mtime_ns, path.name), reverse=True)
 
 
-def _choose(directory: Path, pattern: str, start_fresh_if_empty: bool) -> tuple[_Choice, Any]:
-    """Rank 0's part: the newest checkpoint that loads, and its contents."""
+def _newest_loadable(
+    directory: Path, pattern: str, start_fresh_if_empty: bool
+) -> tuple[Path | None, Any, list[str]]:
+    """Rank 0's part: the newest checkpoint that loads (``None`` for a new run), its contents,
+    and the problems of the newer files that do not load."""
+    fresh = " (pass start_fresh_if_empty=True to start a new run when there is nothing to resume)"
     if not directory.exists():
         if start_fresh_if_empty:
-            return (None, None, []), None
-        return (
-            None,
-            (
-                "FileNotFoundError",
-                f"resume_from: the checkpoint directory '{directory}' does not exist (pass "
-                "start_fresh_if_empty=True to start a new run when there is nothing to resume)",
-            ),
-            [],
-        ), None
+            return None, None, []
+        raise FileNotFoundError(
+            f"resume_from: the checkpoint directory '{directory}' does not exist{fresh}"
+        )
     if not directory.is_dir():
-        return (None, ("NotADirectoryError", f"resume_from: '{directory}' is not a directory"), []), None
+        raise NotADirectoryError(f"resume_from: '{directory}' is not a directory")
     candidates = _candidates(directory, pattern)
     if not candidates:
         if start_fresh_if_empty:
-            return (None, None, []), None
-        return (
-            None,
-            (
-                "FileNotFoundError",
-                f"resume_from: no checkpoint matching '{pattern}' in '{directory}' (pass "
-                "start_fresh_if_empty=True to start a new run when there is nothing to resume)",
-            ),
-            [],
-        ), None
+            return None, None, []
+        raise FileNotFoundError(
+            f"resume_from: no checkpoint matching '{pattern}' in '{directory}'{fresh}"
+        )
     problems: list[str] = []
     for path in candidates:
         try:
-            contents = _load_file(path)
+            return path, _load_file(path), problems
         except (OSError, ValueError, TypeError) as exc:
             problems.append(str(exc))
-            continue
-        return (str(path), None, problems), contents
     listed = "\n  ".join(problems)
-    return (
-        None,
-        (
-            "ValueError",
-            f"resume_from: none of the {len(candidates)} checkpoint file(s) in '{directory}' "
-            f"can be loaded (a run that found only these would start from scratch, so it "
-            f"stops instead):\n  {listed}",
-        ),
-        [],
-    ), None
+    raise ValueError(
+        f"resume_from: none of the {len(candidates)} checkpoint file(s) in '{directory}' can be "
+        "loaded (a run that found only these would start from scratch, so it stops instead):"
+        f"\n  {listed}"
+    )
 
 
 def _load_into(to_load: Mapping[str, Any], path: Path, contents: Any, strict: bool) -> str:
@@ -99,7 +83,7 @@ def _load_into(to_load: Mapping[str, Any], path: Path, contents: Any, strict: bo
         if contents is None:
             contents = _load_file(path)
         Checkpoint.load_objects(to_load, contents, strict=strict)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever load_state_dict raises is reported
         notes = [
             note.replace(" from the checkpoint dictionary", "")
             for note in getattr(exc, "__notes__", [])
@@ -171,25 +155,29 @@ def resume_from(
     contents: Any = None
     choice: _Choice | None = None
     if rank == 0:
-        choice, contents = _choose(directory, pattern, start_fresh_if_empty)
+        try:
+            path, contents, skipped = _newest_loadable(directory, pattern, start_fresh_if_empty)
+            choice = (None if path is None else str(path), None, skipped)
+        except (OSError, ValueError) as exc:  # raised on every rank, below
+            choice = (None, (type(exc).__name__, str(exc)), [])
     if distributed.get_world_size() > 1:
         choice = distributed.broadcast(choice, src=0)
     assert choice is not None
-    path_name, error, skipped = choice
+    chosen, error, skipped = choice
     if error is not None:
         name, message = error
-        raise _ERRORS[name](message)
-    for problem in skipped:
+        raise _ERRORS.get(name, OSError)(message)
+    for problem in skipped if rank == 0 else []:
         warnings.warn(
             f"resume_from: skipped a newer checkpoint that does not load: {problem}",
             UserWarning,
             stacklevel=2,
         )
-    if path_name is None:
+    if chosen is None:
         logger.info("resume_from: nothing to resume in '%s': a new run starts", directory)
         return None
 
-    path = Path(path_name)
+    path = Path(chosen)
     problem = _load_into(to_load, path, contents, strict)
     if distributed.get_world_size() > 1:
         problems = distributed.all_gather(problem)
@@ -198,7 +186,9 @@ def resume_from(
             raise ValueError("resume_from: " + "\n".join(failed))
     elif problem:
         raise ValueError(f"resume_from: {problem}")
-    iterations = sorted({obj.state.iteration for obj in to_load.values() if isinstance(obj, Engine)})
+    iterations = sorted(
+        {obj.state.iteration for obj in to_load.values() if isinstance(obj, Engine)}
+    )
     logger.info(
         "resume_from: resumed from '%s'%s",
         path,
