@@ -54,7 +54,7 @@ class Preemption:
       ``KillWait``...). Every rank must run the same iterations (as DDP training does).
 
     Then every rank calls ``checkpoint(engine)`` (a :class:`~ember.handlers.Checkpoint`, which
-    writes on one rank), logs a WARNING line ("preempted by SIGTERM at iteration ...") and
+    writes on one rank; one that writes asynchronously is waited for, through its ``wait()``), logs a WARNING line ("preempted by SIGTERM at iteration ...") and
     raises :class:`Preempted` (a ``SystemExit`` with ``exit_code``), which ends the script with
     that code unless caught; with ``exit_code=None`` it calls ``engine.terminate()`` instead and
     ``run()`` returns (look at :attr:`preempted`).
@@ -125,7 +125,8 @@ class Preemption:
 
     def _restore(self) -> None:
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            # None: the previous handler was not installed from Python; the default is closest.
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -147,19 +148,19 @@ class Preemption:
     def _stop(self, engine: Engine) -> None:
         self.preempted = True
         self.checkpoint(engine)
+        wait = getattr(self.checkpoint, "wait", None)  # a Checkpoint(async_save=True) writing
+        if callable(wait):
+            wait()
         saved = getattr(self.checkpoint, "last_checkpoint", None)
         cause = self.received.name if self.received is not None else "a signal on another rank"
-        where = f" on rank {distributed.get_rank()} of {distributed.get_world_size()}"
-        if distributed.get_world_size() == 1:
-            where = ""
-        written = (
-            f"checkpoint '{saved}' written"
-            if isinstance(saved, (str, Path))
-            else ("checkpoint written")
-        )
-        ending = (
-            "run terminated" if self.exit_code is None else f"exiting with code {self.exit_code}"
-        )
+        world_size = distributed.get_world_size()
+        where = f" on rank {distributed.get_rank()} of {world_size}" if world_size > 1 else ""
+        written = "checkpoint written"
+        if isinstance(saved, (str, Path)):
+            written = f"checkpoint '{saved}' written"
+        ending = "run terminated"
+        if self.exit_code is not None:
+            ending = f"exiting with code {self.exit_code}"
         message = (
             f"ember: preempted by {cause} at iteration {engine.state.iteration} "
             f"(epoch {engine.state.epoch}){where}: {written}, {ending}"
