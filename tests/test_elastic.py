@@ -1,7 +1,7 @@
 """Runs that survive lost processes and preemption, under real torchrun (2 processes, gloo).
 
 ``tests/isolated/elastic_train.py`` is the user's script: DDP training on a DeterministicEngine
-with ``resume_from``, a ``Checkpoint`` every 4 iterations and ``Preemption``. Four torchrun jobs
+with ``resume_from``, a ``Checkpoint`` every 4 iterations and ``Preemption``. Five torchrun jobs
 run at once (module-scoped, ~30-45 s together on 2 loaded cores):
 
 * ``reference``: uninterrupted;
@@ -11,7 +11,9 @@ run at once (module-scoped, ~30-45 s together on 2 loaded cores):
 * ``preempted``: rank 1 receives SIGTERM, under ``--max-restarts 1``: both ranks stop at the
   same iteration with a checkpoint, torch elastic restarts them, the run finishes;
 * ``agent``: torchrun's agent receives SIGTERM (forwarded to both workers): both stop at the
-  same iteration with a checkpoint, and torchrun exits.
+  same iteration with a checkpoint, and torchrun exits;
+* ``corrupt``: the checkpoint directory holds only a corrupt file: both ranks raise rank 0's
+  error naming it, instead of starting afresh.
 
 Every job runs in its own session under a timeout; the whole session is SIGKILLed at the end,
 so no worker outlives the test.
@@ -36,7 +38,7 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
 SCRIPT = Path(__file__).resolve().parent / "isolated" / "elastic_train.py"
-TIMEOUT = 240  # seconds for the four jobs together: a run takes ~15 s alone, a hang never ends
+TIMEOUT = 240  # seconds for the jobs together: a run takes ~15 s alone, a hang never ends
 ITERATIONS = 30  # elastic_train.py: 5 epochs of 6 iterations
 INTERVAL = 4  # elastic_train.py's checkpoint interval
 CHECK_EVERY = 2  # elastic_train.py's Preemption(check_every=...)
@@ -71,6 +73,7 @@ PLANS: dict[str, tuple[str, int, str]] = {  # name: (plan, --max-restarts, engin
     ),
     "preempted": ("term:0:1:9", 1, ENGINE_BACKENDS[-1]),
     "agent": ("termagent:0:0:13", 3, ENGINE_BACKENDS[0]),
+    "corrupt": ("", 0, ENGINE_BACKENDS[0]),  # its directory holds only a corrupt checkpoint
 }
 
 
@@ -88,7 +91,8 @@ class Job:
         self.out_dir = out_dir
         self.code = code
         self.output = output
-        lines = (out_dir / "events.jsonl").read_text().splitlines()
+        log = out_dir / "events.jsonl"
+        lines = log.read_text().splitlines() if log.exists() else []
         self.events = [json.loads(line) for line in lines]
 
     def of(self, event: str) -> list[dict[str, Any]]:
@@ -107,6 +111,9 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
     try:
         for name, (plan, max_restarts, backend) in PLANS.items():
             out_dir = tmp_path_factory.mktemp(name)
+            if name == "corrupt":
+                (out_dir / "checkpoints").mkdir()
+                (out_dir / "checkpoints" / "checkpoint_8.pt").write_bytes(b"not a checkpoint")
             command = [
                 sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc-per-node", "2", "--max-restarts", str(max_restarts),
@@ -225,3 +232,19 @@ def test_sigterm_to_torchrun_stops_both_workers_at_one_iteration_with_a_checkpoi
         agent.out_dir / "checkpoints" / f"checkpoint_{stop}.pt", weights_only=True
     )
     assert checkpoint["trainer"]["iteration"] == stop
+
+
+def test_a_directory_of_corrupt_checkpoints_stops_every_rank_with_the_file_named(
+    jobs: dict[str, Job],
+) -> None:
+    corrupt = jobs["corrupt"]
+    assert corrupt.code != 0 and not corrupt.of("resumed"), corrupt.describe()
+    path = corrupt.out_dir / "checkpoints" / "checkpoint_8.pt"
+    for rank in range(2):
+        assert (
+            f"[rank{rank}]: ValueError: resume_from: none of the 1 checkpoint file(s) in "
+            f"'{path.parent}' can be loaded" in corrupt.output
+        ), corrupt.describe()
+    assert f"Checkpoint file '{path}' could not be loaded: it is truncated, corrupted" in (
+        corrupt.output
+    )

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import torch
 
+from ember.distributed import get_world_size
 from ember.engine.engine import Engine
 from ember.engine.events import Events
 
@@ -68,12 +69,6 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
         np.random.set_state((name, keys, position, has_gauss, cached_gaussian))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _world_size() -> int:
-    from ember import distributed
-
-    return distributed.get_world_size()
 
 
 class _BatchList(torch.utils.data.Sampler):  # type: ignore[type-arg]
@@ -159,17 +154,17 @@ class DeterministicEngine(Engine):
         state_dict = super().state_dict()
         state_dict["seed"] = self.state.seed
         state_dict["data_position"] = self._data_position()
-        state_dict["world_size"] = _world_size()
+        state_dict["world_size"] = get_world_size()
         state_dict["rng_states"] = get_rng_states()
         return state_dict
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         own = {"seed", "data_position", "rng_states", "world_size"}
         saved_world_size = state_dict.get("world_size")
-        if saved_world_size is not None and saved_world_size != _world_size():
+        if saved_world_size is not None and saved_world_size != get_world_size():
             raise ValueError(
                 f"state_dict was taken in a run of {saved_world_size} process(es) (world_size), "
-                f"this run has {_world_size()}: its data position and random states do not "
+                f"this run has {get_world_size()}: its data position and random states do not "
                 "apply here; resume with the same world size"
             )
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in own})
