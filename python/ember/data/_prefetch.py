@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import numbers
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
 import torch
@@ -73,7 +73,7 @@ class CudaTransfer:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.stream = torch.cuda.Stream(device)
+        self.stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
 
     def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.device.type == "cpu" and not tensor.is_pinned():
@@ -83,7 +83,7 @@ class CudaTransfer:
     def start(self, batch: Any) -> tuple[Any, torch.cuda.Event]:
         with torch.cuda.stream(self.stream):
             moved = map_tensors(batch, self._copy)
-            copied = torch.cuda.Event()
+            copied = torch.cuda.Event()  # type: ignore[no-untyped-call]
             copied.record(self.stream)
         return moved, copied
 
@@ -151,7 +151,7 @@ class PrefetchIterator:
                 pending.append(self._transfer.start(next(self._source)))
             except StopIteration:
                 self._exhausted = True
-            except Exception as error:  # raised when the consumer reaches this position
+            except Exception as error:  # noqa: BLE001 (raised when the consumer reaches it)
                 pending.append(_Failure(error))
 
 
@@ -173,11 +173,11 @@ class Prefetcher:
         if not isinstance(depth, numbers.Integral) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"Argument depth should be an integer >= 1, got {depth!r}")
         try:
-            self.device = torch.device(device)
+            self.device: torch.device = torch.device(device)
         except (RuntimeError, TypeError) as error:
             raise ValueError(f"Argument device is not a torch device: {device!r}") from error
-        self.data = data
-        self.depth = int(depth)
+        self.data: Iterable[Any] = data
+        self.depth: int = int(depth)
         self._transfer: DirectTransfer | CudaTransfer | None = None
         self._one_pass: PrefetchIterator | None = None
 
@@ -201,7 +201,7 @@ class Prefetcher:
         return self._one_pass
 
     def __len__(self) -> int:
-        if not hasattr(self.data, "__len__"):
+        if not isinstance(self.data, Sized):
             raise TypeError(f"the data of this prefetch ({type(self.data).__name__}) has no len()")
         return len(self.data)
 
