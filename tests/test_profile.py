@@ -324,7 +324,7 @@ def test_the_chart(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert labels[-2:] == ["step (process_function)", "data (next)"]  # at the top
     assert not any(label.startswith("event") for label in labels)  # no time counted twice
     texts = [text.get_text() for text in figure.axes[0].texts]
-    assert any("3.00 syncs" in text for text in texts)  # the handler's syncs per iteration
+    assert any("3.00 syncs/iter" in text for text in texts)  # the handler's syncs per iteration
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match="needs matplotlib"):
         profiler.chart()
