@@ -19,7 +19,8 @@ import torch
 from ember.data import Prefetcher, prefetch
 from ember.engine import Engine, Events
 from ember.engine.deterministic import DeterministicEngine
-from ember.engine.supervised import create_supervised_trainer
+from ember.engine.supervised import create_supervised_evaluator, create_supervised_trainer
+from ember.metrics import Accuracy
 
 CUDA = torch.cuda.is_available()
 
@@ -343,3 +344,35 @@ def test_cuda_with_create_supervised_trainer() -> None:
     data = [(x[i : i + 8], x[i : i + 8].sum(1, keepdim=True)) for i in range(0, 32, 8)]
     trainer.run(prefetch(data, "cuda"), max_epochs=2)
     assert trainer.state.iteration == 8
+
+
+def test_a_terminated_run_releases_the_pass(make_engine: Callable[..., Engine]) -> None:
+    closed: list[bool] = []
+
+    class Data:
+        def __iter__(self) -> Iterator[torch.Tensor]:
+            try:
+                yield from batches(10)
+            finally:
+                closed.append(True)
+
+    engine = make_engine(lambda e, batch: None)
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate())
+    engine.run(prefetch(Data(), "cpu", depth=4), max_epochs=2)
+    gc.collect()
+    assert engine.state.iteration == 3 and closed == [True]
+
+
+def test_with_create_supervised_evaluator(backend: str) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    x = torch.randn(40, 3)
+    data = [(x[i : i + 8], (x[i : i + 8].sum(1) > 0).long()) for i in range(0, 40, 8)]
+
+    def accuracy(wrap: Callable[[Any], Any]) -> Any:
+        evaluator = create_supervised_evaluator(
+            model, metrics={"accuracy": Accuracy()}, device="cpu", backend=backend
+        )
+        return evaluator.run(wrap(data)).metrics["accuracy"]
+
+    assert accuracy(lambda data: prefetch(data, "cpu", depth=3)) == accuracy(lambda data: data)

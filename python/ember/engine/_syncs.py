@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 import threading
 import types
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ember.engine._registry import FilteredHandler
@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     from ember.engine.engine import Engine
     from ember.engine.profile import Profiler
 
-_HERE = Path(__file__).parent
+# Spelled as the import system spells the modules' __file__ (and their code's co_filename).
 _LOOP_FILES = frozenset(
-    str(_HERE / name)
+    os.path.join(os.path.dirname(__file__), name)  # noqa: PTH118, PTH120
     for name in ("engine.py", "_pyloop.py", "_registry.py", "profile.py", "_syncs.py")
 )
 _FETCHING = (Events.GET_BATCH_STARTED, Events.DATALOADER_STOP_ITERATION)
