@@ -151,7 +151,10 @@ def _charge_sync(frame: FrameType | None) -> None:
     thread = threading.get_ident()
     for watch in tuple(_watches):
         if watch.thread == thread:
-            watch.charge(frame)
+            try:
+                watch.charge(frame)
+            except Exception:  # noqa: BLE001 (a read of a value must not fail for the profiler)
+                watch.profiler.outside_syncs += 1
 
 
 def _count_cpu_sync(tensor: Any) -> Any:
