@@ -31,3 +31,16 @@ def test_quick_benchmark_writes_table_json_and_chart(tmp_path: Path) -> None:
     results = record["results_ns_per_iteration"]
     assert {"floor_while", "engine_no_handler", "short_epochs"} <= set(results)
     assert record["import_ember_engine"]
+
+
+def test_quick_prefetch_benchmark_runs() -> None:
+    script = SCRIPT.parent / "prefetch.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "prefetch depth=2" in result.stdout and "vs plain" in result.stdout

@@ -465,7 +465,10 @@ class Engine:
             self._resume_state(data, epoch_length)
         if self._dataloader_iter is None:
             self.state.dataloader = data
-        self._run_loop(self)
+        if self._profiler is None:
+            self._run_loop(self)
+        else:
+            self._profiler._profiled_run(self)  # the loop, with host syncs counted
         return self.state
 
     @staticmethod
