@@ -26,6 +26,16 @@ from ember.engine.state import State
 __all__ = ["Engine"]
 
 
+# Engines name their logger "<module>.<class>"; ember.patch_ignite() sets ignite's module name, so
+# `logging.getLogger("ignite.engine.engine.Engine")` configures the engines under the switch.
+_logger_module = __name__
+
+
+def _set_logger_module(name: str) -> None:
+    global _logger_module  # noqa: PLW0603 - one process-wide setting, made by the switch
+    _logger_module = name
+
+
 def _is_integer(value: Any) -> TypeGuard[int]:
     """An int, or another integral type (NumPy's, torch's), but not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -73,7 +83,7 @@ class Engine:
         self, process_function: Callable[[Engine, Any], Any], *, backend: str | None = None
     ) -> None:
         self._event_handlers_registry = HandlerRegistry()
-        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.logger = logging.getLogger(f"{_logger_module}.{type(self).__name__}")
         self._process_function = process_function
         self.last_event_name: Any = None
         self.should_terminate: bool | str = False
