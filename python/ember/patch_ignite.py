@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import runpy
 import sys
+import types
 from pathlib import Path
 
 from ember._ignite_patch import patch_ignite
@@ -36,5 +37,15 @@ def main(argv: list[str]) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
+class _CallableModule(types.ModuleType):
+    """``import ember.patch_ignite`` rebinds ``ember.patch_ignite`` to this module: calling it
+    still switches ignite over, as the function it replaced did."""
+
+    def __call__(self) -> None:
+        patch_ignite()
+
+
 if __name__ == "__main__":
     main(sys.argv[1:])
+else:
+    sys.modules[__name__].__class__ = _CallableModule

@@ -8,7 +8,7 @@ import numbers
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, TypeGuard
+from typing import Any, ClassVar, TypeGuard, TypeVar
 
 from ember.engine._backend import select_loop
 from ember.engine._registry import FilteredHandler, HandlerRegistry
@@ -24,6 +24,8 @@ from ember.engine.events import (
 from ember.engine.state import State
 
 __all__ = ["Engine"]
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 
 # Engines name their logger "<module>.<class>"; ember.patch_ignite() sets ignite's module name, so
@@ -208,10 +210,19 @@ class Engine:
             )
         self._event_handlers[event_name] = kept
 
-    def on(self, event_name: Any, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
-        """Decorator form of :meth:`add_event_handler`; returns the function unchanged."""
+    def on(self, event_name: Any, *args: Any, **kwargs: Any) -> Callable[[_Handler], _Handler]:
+        """Decorator form of :meth:`add_event_handler`; returns the function unchanged (and
+        typed as it was).
 
-        def decorator(handler: Callable[..., Any]) -> Callable[..., Any]:
+        Example:
+            ```python
+            @trainer.on(Events.EPOCH_COMPLETED(every=2))
+            def validate(engine: Engine) -> None:
+                evaluator.run(val_data)
+            ```
+        """
+
+        def decorator(handler: _Handler) -> _Handler:
             self.add_event_handler(event_name, handler, *args, **kwargs)
             return handler
 

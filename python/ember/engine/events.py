@@ -188,9 +188,10 @@ class CallableEventWithFilter:
 
     @staticmethod
     def default_event_filter(engine: Engine, event: int) -> bool:
+        """Deprecated, as in ignite: warns (a ``UserWarning``, ignite's category) and returns True."""
         warnings.warn(
             "Events.default_event_filter is deprecated and will be removed. Please, use None instead",
-            DeprecationWarning,
+            UserWarning,
             stacklevel=2,
         )
         return True
