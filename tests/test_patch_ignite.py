@@ -79,6 +79,16 @@ def test_switch_rebinds_the_engine_names_in_every_module() -> None:
     assert out.split() == ["ignite.engine.engine.Engine", "ember.engine.engine"]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("monai") is None, reason="needs MONAI")
+def test_the_migration_page_snippet_runs() -> None:
+    # The page's doc snippet test skips it: the switch would change the test process itself.
+    page = (Path(__file__).resolve().parent.parent / "docs" / "migration.md").read_text()
+    section = page.split("## Libraries built on ignite", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "ember.patch_ignite()" in snippet
+    run_code(snippet)
+
+
 def test_switch_refuses_once_ignite_is_imported_and_changes_nothing() -> None:
     out = run_code(
         """
