@@ -33,3 +33,16 @@ def test_the_b6_row_as_mkdocs_renders_it() -> None:
     escaped = markdown.markdown(ROW.format(cell="\\{'tag': 'mine'\\}"), extensions=extensions)
     assert render_checks.rendering_problems(escaped) == []
     assert "stored kwargs {'tag': 'mine'}" in escaped
+
+
+def test_sphinx_roles_become_code_and_cross_references() -> None:
+    html = (
+        "<p>See :meth:<code>run</code>, :class:<code>~ember.engine.Engine</code> and "
+        ":func:<code>ember.patch_ignite</code>.</p>"
+    )
+    assert render_checks.render_roles(html) == (
+        "<p>See <code>run()</code>, "
+        '<autoref identifier="ember.engine.Engine" optional><code>Engine</code></autoref> and '
+        '<autoref identifier="ember.patch_ignite" optional><code>ember.patch_ignite()</code>'
+        "</autoref>.</p>"
+    )
