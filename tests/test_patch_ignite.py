@@ -70,6 +70,9 @@ def test_switch_rebinds_the_engine_names_in_every_module() -> None:
         assert ignite.handlers.time_profilers.Engine is ours.Engine
         assert ignite.handlers.base_logger.EventsList is ours.EventsList
         assert ignite.metrics.metric.Engine is ours.Engine
+        import ignite.contrib.engines.common
+        assert ignite.contrib.engines.common.Events is ours.Events
+        assert ignite.handlers.base_logger.State is ours.State
         assert issubclass(ignite.handlers.checkpoint.CheckpointEvents, ours.EventEnum)
         assert issubclass(ignite.engine.DeterministicEngine, ours.Engine)
         engine = ignite.engine.Engine(lambda engine, batch: batch)

@@ -19,6 +19,8 @@ name                           module
 
 Every name is loaded on first use, so ``import ember.handlers`` imports neither torch nor tqdm.
 The handlers use only the public :class:`~ember.engine.Engine` API and run on both loops.
+ignite's handlers that ember does not reimplement (``TensorboardLogger``, the time profilers, ...)
+raise ``ImportError`` here, naming ignite's and :func:`ember.patch_ignite`.
 """
 
 from __future__ import annotations
