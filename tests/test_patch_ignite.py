@@ -175,8 +175,10 @@ def two_runs(script: str, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any
     return json.loads(on_ignite.splitlines()[-1]), json.loads(patched.splitlines()[-1])
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboardX") is None, reason="TensorboardLogger needs tensorboardX"
+)
 def test_ignite_handlers_attach_and_work_under_the_switch(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboardX")
     on_ignite, patched = two_runs("ignite_handlers.py", tmp_path)
     assert on_ignite.pop("engine") == "ignite.engine.engine.Engine"
     assert patched.pop("engine") == "ember.engine.engine.Engine"
