@@ -485,7 +485,12 @@ class Checkpoint:
 
     def __call__(self, engine: Engine, *args: Any, **kwargs: Any) -> None:
         if not engine.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT):
-            engine.register_events(*CheckpointEvents)
+            try:
+                engine.register_events(*CheckpointEvents)
+            except TypeError:
+                # ignite's Engine takes only its own EventEnum members, or strings: the event's
+                # name equals and hashes like ember's event, so it fires and is handled alike.
+                engine.register_events(*(event.name for event in CheckpointEvents))
         global_step = None
         if self.global_step_transform is not None:
             global_step = self.global_step_transform(engine, engine.last_event_name)
