@@ -563,6 +563,84 @@ def filter_factories(kind: Kind) -> str:
         for event_filter in filters
     )
 
+# ---------------------------------------------------------------- ember.metrics and ignite.metrics
+def metrics_of(kind: Kind) -> Any:
+    """ignite.metrics on ignite's engine, ember.metrics on ember's."""
+    import ignite.metrics
+
+    import ember.metrics
+
+    return ignite.metrics if kind.label == "ignite" else ember.metrics
+
+
+def described(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        shown = [round(v, 4) for v in value.double().flatten().tolist()[:3]]
+        return f"tensor {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')} {shown}"
+    return f"{type(value).__name__} {value:.4f}"
+
+
+def metric_run(kind: Kind, metric: Any, data: list[Any]) -> str:
+    """``compute()`` after a run of ``metric`` attached as "m", and what ``state.metrics`` holds."""
+    engine = kind.engine()
+    metric.attach(engine, "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine.run(data)
+    return f"compute: {described(metric.compute())}; stored: {described(engine.state.metrics['m'])}"
+
+
+def binary_batches() -> list[Any]:
+    generator = torch.Generator().manual_seed(0)
+    return [
+        tuple(torch.randint(0, 2, (8,), generator=generator) for _ in range(2)) for _ in range(3)
+    ]
+
+
+def multiclass_batches() -> list[Any]:
+    generator = torch.Generator().manual_seed(0)
+    return [
+        (torch.randn(8, 3, generator=generator), torch.randint(0, 3, (8,), generator=generator))
+        for _ in range(3)
+    ]
+
+
+def precision_per_class_binary(kind: Kind) -> str:
+    return metric_run(kind, metrics_of(kind).Precision(average=None), binary_batches())
+
+
+def average_of_column_vectors(kind: Kind) -> str:
+    data = [torch.full((2, 1), float(i)) for i in range(3)]
+    return metric_run(kind, metrics_of(kind).Average(), data)
+
+
+def fbeta_micro(kind: Kind) -> str:
+    return metric_run(kind, metrics_of(kind).Fbeta(1.0, average="micro"), multiclass_batches())
+
+
+def normalised_confusion_matrix(kind: Kind) -> str:
+    metric = metrics_of(kind).ConfusionMatrix(3, average="recall")
+    return metric_run(kind, metric, multiclass_batches()).split(";")[0]
+
+
+def binary_scores_given(kind: Kind) -> str:
+    engine = kind.engine()
+    metrics_of(kind).Accuracy().attach(engine, "accuracy")
+    scores = torch.tensor([0.2, 0.9, 0.7, 0.1])
+    try:
+        engine.run([(scores, torch.tensor([0, 1, 1, 0]))] * 3)
+    except ValueError:
+        return f"ValueError at iteration {engine.state.iteration}, {engine.last_event_name.name}"
+    return "accepted"
+
+
+def running_average_store(kind: Kind) -> str:
+    engine = kind.engine(lambda engine, batch: torch.tensor(float(batch)))
+    metrics_of(kind).RunningAverage(output_transform=lambda loss: loss).attach(engine, "loss")
+    engine.run([1.0, 2.0, 3.0])
+    stored = engine.state.metrics
+    return f"type(state.metrics) {type(stored).__name__}, loss {described(stored['loss'])}"
+
 
 # ----------------------------------------------------------------------------- claims
 @dataclass(frozen=True)
@@ -782,6 +860,42 @@ CLAIMS = [
         "counts 1-10 that pass",
         filter_factories,
         "same",
+    ),
+    Claim(
+        "metrics",
+        "`Precision(average=None)` on binary input",
+        precision_per_class_binary,
+        "same",
+    ),
+    Claim(
+        "metrics",
+        "`Average()` of `(N, 1)` tensors: a `(1,)` result, stored as a number",
+        average_of_column_vectors,
+        "fixed",
+    ),
+    Claim(
+        "metrics",
+        "`Fbeta(1.0, average='micro')` on multiclass input: the micro F (ignite: the macro mean)",
+        fbeta_micro,
+        "fixed",
+    ),
+    Claim(
+        "metrics",
+        "`ConfusionMatrix(3, average='recall')`: float64",
+        normalised_confusion_matrix,
+        "fixed",
+    ),
+    Claim(
+        "metrics",
+        "binary `Accuracy` given scores (0.7): refused at `compute()`, not at the update",
+        binary_scores_given,
+        "fixed",
+    ),
+    Claim(
+        "metrics",
+        "`RunningAverage` of a tensor loss: read when the entry is read",
+        running_average_store,
+        "fixed",
     ),
 ]
 

@@ -87,25 +87,6 @@ BAD_UPDATES: dict[str, tuple[Callable[[], Any], list[Any], type[Exception], str]
         "Accuracy: multiclass input .* needs y of an integer dtype .* got dtype torch.float32",
     ),
     "bool multiclass targets": (Precision, [(LOGITS, LABELS > 0)], TypeError, "integer dtype"),
-    "class index too large": (
-        Accuracy,
-        [(LOGITS, T([0, 1, 3, 2]))],
-        ValueError,
-        r"class indices outside \[0, 3\): min 0, max 3",
-    ),
-    "negative class index": (Recall, [(LOGITS, T([0, -1, 2, 2]))], ValueError, r"outside \[0, 3\)"),
-    "scores for binary": (
-        Accuracy,
-        [(T([0.2, 0.9, 0.4, 0.7]), BITS)],
-        ValueError,
-        r"for binary input, y_pred must contain only 0s and 1s, got the value 0.2.*threshold",
-    ),
-    "non-binary targets": (
-        Accuracy,
-        [(BITS, T([0, 1, 2, 1]))],
-        ValueError,
-        "for binary input, y must contain only 0s and 1s, got the value 2",
-    ),
     "binary then multiclass": (
         Accuracy,
         [(BITS, BITS), (LOGITS, LABELS)],
@@ -135,12 +116,6 @@ BAD_UPDATES: dict[str, tuple[Callable[[], Any], list[Any], type[Exception], str]
         [(T([[1], [0]]), T([[1], [1]]))],
         ValueError,
         "num_labels > 1",
-    ),
-    "multilabel scores": (
-        lambda: Recall(is_multilabel=True, average="samples"),
-        [(ML * 0.7, ML)],
-        ValueError,
-        "for multilabel input, y_pred must contain only 0s and 1s",
     ),
     "cm classes": (
         lambda: ConfusionMatrix(4),
@@ -178,12 +153,6 @@ BAD_UPDATES: dict[str, tuple[Callable[[], Any], list[Any], type[Exception], str]
         [(LOGITS, LABELS.float())],
         TypeError,
         "integer dtype",
-    ),
-    "topk bad index": (
-        lambda: TopKCategoricalAccuracy(k=1),
-        [(LOGITS, T([0, 9, 1, 1]))],
-        ValueError,
-        "outside",
     ),
     "mse shape": (
         MeanSquaredError,
@@ -254,6 +223,42 @@ BAD_UPDATES: dict[str, tuple[Callable[[], Any], list[Any], type[Exception], str]
 }
 
 
+# Checks of the data's values run on the device and fail at compute(), with the same messages.
+BAD_VALUES: dict[str, tuple[Callable[[], Any], list[Any], type[Exception], str]] = {
+    "class index too large": (
+        Accuracy,
+        [(LOGITS, T([0, 1, 3, 2]))],
+        ValueError,
+        r"class indices outside \[0, 3\): min 0, max 3",
+    ),
+    "negative class index": (Recall, [(LOGITS, T([0, -1, 2, 2]))], ValueError, r"outside \[0, 3\)"),
+    "scores for binary": (
+        Accuracy,
+        [(T([0.2, 0.9, 0.4, 0.7]), BITS)],
+        ValueError,
+        r"for binary input, y_pred must contain only 0s and 1s, got the value 0.2.*threshold",
+    ),
+    "non-binary targets": (
+        Accuracy,
+        [(BITS, T([0, 1, 2, 1]))],
+        ValueError,
+        "for binary input, y must contain only 0s and 1s, got the value 2",
+    ),
+    "multilabel scores": (
+        lambda: Recall(is_multilabel=True, average="samples"),
+        [(ML * 0.7, ML)],
+        ValueError,
+        "for multilabel input, y_pred must contain only 0s and 1s",
+    ),
+    "topk bad index": (
+        lambda: TopKCategoricalAccuracy(k=1),
+        [(LOGITS, T([0, 9, 1, 1]))],
+        ValueError,
+        "outside",
+    ),
+}
+
+
 @pytest.mark.parametrize("case", sorted(BAD_UPDATES))
 def test_bad_updates_are_refused(case: str) -> None:
     factory, updates, exception, pattern = BAD_UPDATES[case]
@@ -264,13 +269,53 @@ def test_bad_updates_are_refused(case: str) -> None:
         metric.update(updates[-1])
 
 
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+@pytest.mark.parametrize("mode", ["first", "every"])
+def test_bad_values_fail_at_compute(case: str, mode: str) -> None:
+    factory, updates, exception, pattern = BAD_VALUES[case]
+    metric = factory()
+    metric._check_values = mode
+    for output in updates:
+        metric.update(output)
+    for _ in range(2):  # the metric stays refused until reset()
+        with pytest.raises(exception, match=pattern):
+            metric.compute()
+    metric.reset()
+    with pytest.raises(NotComputableError):
+        metric.compute()
+
+
+def test_every_checks_later_updates_first_only_the_first() -> None:
+    good, bad = (BITS, BITS), (BITS, T([0, 1, 2, 1]))
+    every, first = Accuracy(check_values="every"), Accuracy()
+    for metric in (every, first):
+        metric.update(good)
+        metric.update(bad)
+    with pytest.raises(ValueError, match="y must contain only 0s and 1s, got the value 2"):
+        every.compute()
+    assert first.compute() == pytest.approx(6 / 8)
+    first.reset()  # the first update after a reset is checked again
+    first.update(bad)
+    with pytest.raises(ValueError, match="only 0s and 1s"):
+        first.compute()
+
+
+def test_out_of_range_targets_of_later_updates_fail_precision_and_recall() -> None:
+    # Counted in an overflow cell of every update's counts: no separate check needed.
+    for metric in (Precision(), Recall(average=True)):
+        metric.update((LOGITS, LABELS))
+        metric.update((LOGITS, T([0, 1, 7, 1])))
+        with pytest.raises(ValueError, match=r"class indices outside \[0, 3\)"):
+            metric.compute()
+
+
 def test_a_refused_update_leaves_the_metric_unchanged() -> None:
     metric = Accuracy()
     metric.update((BITS, BITS))
     with pytest.raises(ValueError, match="input type changed"):
         metric.update((LOGITS, LABELS))
-    with pytest.raises(ValueError, match="only 0s and 1s"):
-        metric.update((BITS, T([0, 1, 2, 1])))
+    with pytest.raises(ValueError, match="same batch size"):
+        metric.update((BITS, T([[0, 1, 2, 1]])))
     assert metric.compute() == 1.0
     metric.reset()
     metric.update((LOGITS, LABELS))  # a reset allows another input kind
@@ -370,6 +415,16 @@ BAD_CONSTRUCTION: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
         "epoch_bound should be a bool or None",
     ),
     "lambda f": (lambda: MetricsLambda(3, Accuracy()), TypeError, "Argument f should be callable"),
+    "check_values": (
+        lambda: Accuracy(check_values="never"),
+        ValueError,
+        "Accuracy: check_values should be 'first' or 'every', got 'never'",
+    ),
+    "topk check_values": (
+        lambda: TopKCategoricalAccuracy(check_values=True),
+        ValueError,
+        "check_values should be",
+    ),
     "device": (lambda: Accuracy(device="nowhere"), RuntimeError, "nowhere"),
 }
 
@@ -421,3 +476,14 @@ def test_bad_input_in_a_run_escapes_the_run(make_engine: Any) -> None:
     Precision().attach(engine, "p")
     with pytest.raises(TypeError, match=r"Precision: multiclass input .* integer dtype"):
         engine.run([0])
+
+
+@pytest.mark.parametrize("average", [True, False, "weighted"])
+def test_bad_values_fail_a_metrics_lambda_at_compute(average: Any) -> None:
+    """Checks of the metric arguments are read with the lambda's value, nested lambdas too."""
+    for metric in (Fbeta(1.0, average=average), (Precision() * Recall()).mean() + 0):
+        metric.update((T([0.2, 0.9, 0.4, 0.7]), BITS))
+        with pytest.raises(
+            ValueError, match=r"y_pred must contain only 0s and 1s, got the value 0\.2"
+        ):
+            metric.compute()

@@ -268,7 +268,7 @@ def test_device_holds_the_accumulators(make_engine: Any) -> None:
         metrics = engine.run(data).metrics
         assert attached["acc"]._num_correct.device.type == device
         assert attached["cm"].confusion_matrix.device.type == device
-        assert attached["p"]._true_positives.device.type == device
+        assert attached["p"]._counts.device.type == device
         assert metrics["cm"].device.type == "cpu"  # results come back to the CPU
     assert Accuracy(device=torch.device("cpu")).device == torch.device("cpu")
     assert Accuracy().device == torch.device("cpu")  # the default
@@ -456,8 +456,8 @@ def test_metric_attribute_access_is_limited_to_tensor_methods() -> None:
     with pytest.raises(TypeError, match="not iterable"):
         list(metric)
     assert isinstance(metric.argmax(), MetricsLambda)
-    on_a_number = Average(output_transform=lambda o: o).argmax()
-    on_a_number.update(3.0)
+    on_a_number = Accuracy().argmax()  # Accuracy computes a float
+    on_a_number.update((torch.tensor([1, 0]), torch.tensor([1, 1])))
     with pytest.raises(AttributeError, match="has no method 'argmax'"):
         on_a_number.compute()
 

@@ -14,6 +14,7 @@ import torch
 
 from ember.distributed._reduce import sum_over_ranks
 from ember.engine.events import Events
+from ember.metrics._checks import collected_checks, read_collected, read_number
 
 __all__ = [
     "BatchFiltered",
@@ -245,6 +246,11 @@ class Metric(metaclass=ABCMeta):
         Raises :class:`NotComputableError` when nothing was seen.
         """
 
+    def _compute_for_state(self) -> Any:
+        """The value :meth:`completed` stores (before its conversions): :meth:`compute`'s, or
+        the same read as a number in the same host read where compute() returns a tensor."""
+        return self.compute()
+
     @property
     def device(self) -> torch.device:
         """Where the accumulators live."""
@@ -307,7 +313,7 @@ class Metric(metaclass=ABCMeta):
         A tensor holding one element is stored as a Python number, other tensors are moved to
         the CPU. A mapping result is also spread into ``state.metrics``, key by key.
         """
-        result = self.compute()
+        result = self._compute_for_state()
         if isinstance(result, Mapping):
             if name in result:
                 raise ValueError(
@@ -488,6 +494,80 @@ class Metric(metaclass=ABCMeta):
         return wrapper
 
 
+# ------------------------------------------------------------------------------- (y_pred, y) metrics
+Kernel = Callable[[torch.Tensor, torch.Tensor], None]
+_Layout = tuple[torch.Size, torch.Size, torch.dtype, torch.dtype, int, bool, bool]
+
+
+def _layout(y_pred: torch.Tensor, y: torch.Tensor) -> _Layout:
+    """What an update's checks and kernel depend on: shapes, dtypes, device, autograd."""
+    return (
+        y_pred.shape,
+        y.shape,
+        y_pred.dtype,
+        y.dtype,
+        y_pred.get_device(),
+        y_pred.requires_grad,
+        y.requires_grad,
+    )
+
+
+def _detaching(kernel: Kernel) -> Kernel:
+    def detached(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+        kernel(y_pred.detach(), y.detach())
+
+    return detached
+
+
+class _PairMetric(Metric):
+    """A metric updated with ``(y_pred, y)`` whose checks run once per layout.
+
+    The first update of a layout (shapes, dtypes, device, ``requires_grad``) after a reset runs
+    every check and picks a kernel, the bare tensor ops that accumulate the batch; later
+    updates with the same layout call the kernel directly. Subclasses implement
+    :meth:`_prepare`; value checks that need the data run there (see ``_checks.ValueChecks``).
+    """
+
+    def reset(self) -> None:
+        self._plan: tuple[_Layout, Kernel] | None = None
+
+    @abstractmethod
+    def _prepare(self, output: Any) -> Kernel:
+        """Check ``output`` (anything: it may not be a pair) and return the kernel to apply
+        to its raw ``(y_pred, y)``."""
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._plan = None  # its kernel adds to the accumulators just replaced
+
+    def _reuse_plans(self) -> bool:
+        """Whether later updates of the same layout may skip :meth:`_prepare`."""
+        return True
+
+    def update(self, output: Any) -> None:
+        plan = self._plan
+        if (
+            plan is not None
+            and (type(output) is tuple or type(output) is list)
+            and len(output) == 2
+        ):
+            y_pred, y = output
+            if (
+                type(y_pred) is torch.Tensor
+                and type(y) is torch.Tensor
+                and plan[0] == _layout(y_pred, y)
+            ):
+                plan[1](y_pred, y)
+                return
+        kernel = self._prepare(output)
+        y_pred, y = output
+        if y_pred.requires_grad or y.requires_grad:
+            kernel = _detaching(kernel)
+        kernel(y_pred, y)
+        if self._reuse_plans() and type(y_pred) is torch.Tensor and type(y) is torch.Tensor:
+            self._plan = (_layout(y_pred, y), kernel)
+
+
 # ------------------------------------------------------------------------------------ MetricsLambda
 def _materialize(value: Any) -> Any:
     if isinstance(value, Metric):
@@ -557,9 +637,23 @@ class MetricsLambda(Metric):
         self._updated = True
 
     def compute(self) -> Any:
-        values = [_materialize(arg) for arg in self.args]
-        kwvalues = {key: _materialize(value) for key, value in self.kwargs.items()}
-        return self.function(*values, **kwvalues)
+        return self._evaluate(as_number=False)
+
+    def _compute_for_state(self) -> Any:
+        return self._evaluate(as_number=True)
+
+    def _evaluate(self, as_number: bool) -> Any:
+        """``f`` of the computed arguments. The value checks of the arguments' tensor results
+        are read once: with the function's own read (``read_number``), with a one-element
+        result ``as_number``, or after it."""
+        with collected_checks() as pending:
+            values = [_materialize(arg) for arg in self.args]
+            kwvalues = {key: _materialize(value) for key, value in self.kwargs.items()}
+            result = self.function(*values, **kwvalues)
+            if as_number and isinstance(result, torch.Tensor) and result.numel() == 1:
+                return read_number(result)
+            read_collected(pending)
+        return result
 
     def _attach_accumulation(self, engine: Any, usage: MetricUsage) -> None:
         self._engine = weakref.ref(engine)

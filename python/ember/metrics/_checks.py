@@ -1,12 +1,35 @@
-"""Input checks shared by the metrics: every failure names the metric and what is wrong."""
+"""Input checks shared by the metrics: every failure names the metric and what is wrong.
+
+Shape and dtype checks read only a tensor's metadata and run at every update. Checks of the
+data's *values* (0s and 1s for binary input, class indices in range) would read the data on the
+host: they run on the device instead (:class:`ValueChecks`), on the first update after each
+``reset()`` (``check_values="first"``, the default) or on every update (``"every"``), and their
+outcome is read together with the metric's value at ``compute()``, in the same host read.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["as_pair", "is_integer_dtype", "require_binary", "shape_of"]
+__all__ = [
+    "CHECK_VALUES",
+    "ValueChecks",
+    "as_pair",
+    "check_values_mode",
+    "collected_checks",
+    "is_integer_dtype",
+    "read_collected",
+    "read_number",
+    "shape_of",
+]
+
+CHECK_VALUES = ("first", "every")
 
 
 def shape_of(tensor: torch.Tensor) -> tuple[int, ...]:
@@ -15,6 +38,12 @@ def shape_of(tensor: torch.Tensor) -> tuple[int, ...]:
 
 def is_integer_dtype(dtype: torch.dtype) -> bool:
     return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+
+
+def check_values_mode(name: str, mode: Any) -> str:
+    if not isinstance(mode, str) or mode not in CHECK_VALUES:
+        raise ValueError(f"{name}: check_values should be 'first' or 'every', got {mode!r}")
+    return mode
 
 
 def as_pair(name: str, output: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,19 +77,129 @@ def as_pair(name: str, output: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return y_pred.detach(), y.detach()
 
 
-def require_binary(name: str, label: str, tensor: torch.Tensor, kind: str) -> None:
-    """Refuse anything but 0s and 1s (any dtype) in ``tensor``."""
-    if tensor.dtype == torch.bool or tensor.numel() == 0:
-        return
-    bad = (tensor != 0) & (tensor != 1)
-    if bool(bad.any()):
-        example = tensor[bad].flatten()[0].item()
-        hint = (
-            " (threshold or round scores first, e.g. (y_pred > 0.5).long())"
-            if (label == "y_pred")
-            else ""
-        )
-        raise ValueError(
-            f"{name}: for {kind} input, {label} must contain only 0s and 1s, got the value "
-            f"{example!r}{hint}"
-        )
+@dataclass
+class _Check:
+    """One value check run on the device: ``failed`` (a 0-d bool tensor) and what to say."""
+
+    failed: torch.Tensor
+    message: Callable[[], str]
+
+
+class ValueChecks:
+    """Value checks of one metric since its last reset, run on the device, read at compute."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._pending: list[_Check] = []
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def binary(self, label: str, tensor: torch.Tensor, kind: str) -> None:
+        """``tensor`` holds only 0s and 1s (any dtype)."""
+        if tensor.dtype == torch.bool or tensor.numel() == 0:
+            return
+        flat = tensor.reshape(-1)
+        bad = (flat != 0) & (flat != 1)
+        # The first bad value, found on the device (indexing with a tensor would read it).
+        example = flat.index_select(0, bad.to(torch.uint8).argmax().reshape(1))
+        hint = " (threshold or round scores first, e.g. (y_pred > 0.5).long())"
+
+        def message() -> str:
+            value = example.item()
+            return (
+                f"{self._name}: for {kind} input, {label} must contain only 0s and 1s, got the "
+                f"value {value!r}{hint if label == 'y_pred' else ''}"
+            )
+
+        self._pending.append(_Check(bad.any(), message))
+
+    def class_indices(self, y: torch.Tensor, num_classes: int) -> None:
+        """``y`` holds class indices in ``[0, num_classes)``."""
+        if y.numel() == 0:
+            return
+        low, high = torch.aminmax(y)
+
+        def message() -> str:
+            return (
+                f"{self._name}: y holds class indices outside [0, {num_classes}): min "
+                f"{low.item()}, max {high.item()}"
+            )
+
+        self._pending.append(_Check((low < 0) | (high >= num_classes), message))
+
+    def count(self, failures: torch.Tensor, message: str) -> None:
+        """``failures`` (a device count) is 0."""
+        self._pending.append(_Check(failures > 0, lambda: message))
+
+    def read(self, value: torch.Tensor | None = None) -> Any:
+        """``value.item()`` (``None`` without a value) after the pending checks, in one host
+        read; raises the first failed check's ``ValueError``.
+
+        Without a value, inside :func:`collected_checks`, the checks are left to the collector
+        (and stay pending here too): its read comes with the value computed from this one.
+        """
+        if value is None and _collectors:
+            _collectors[-1].extend(self._pending)
+            return None
+        result = _read(self._pending, value)
+        self._pending.clear()
+        return result
+
+
+_collectors: list[list[_Check]] = []
+
+
+@contextmanager
+def collected_checks() -> Iterator[list[_Check]]:
+    """Within, :meth:`ValueChecks.read` without a value hands its checks to the yielded list,
+    for :func:`read_number` or :func:`read_collected` (``MetricsLambda.compute``)."""
+    collector: list[_Check] = []
+    _collectors.append(collector)
+    try:
+        yield collector
+    finally:
+        _collectors.pop()
+
+
+def read_number(value: torch.Tensor) -> float:
+    """``value.item()``, with the checks collected so far (in one host read)."""
+    collector = _collectors[-1] if _collectors else []
+    result: float = _read(collector, value)
+    collector.clear()
+    return result
+
+
+def read_collected(collector: list[_Check]) -> None:
+    """Read the checks collected and not read yet with a value; inside an outer collection
+    (a MetricsLambda of MetricsLambdas), hand them to it instead."""
+    if len(_collectors) > 1 and _collectors[-1] is collector:
+        _collectors[-2].extend(collector)
+    else:
+        _read(collector, None)
+    collector.clear()
+
+
+def _read(checks: list[_Check], value: torch.Tensor | None) -> Any:
+    if not checks:
+        return None if value is None else value.item()
+    failed = torch.stack([check.failed for check in checks]).any()
+    if value is None:
+        if bool(failed):
+            _raise_first_failure(checks)
+        return None
+    packed = torch.where(failed, math.nan, value.to(torch.float64)).item()
+    if math.isnan(packed):
+        _raise_first_failure(checks)  # returns when none failed: the value itself is NaN
+        packed = value.item()
+    return packed
+
+
+def _raise_first_failure(checks: list[_Check]) -> None:
+    for check in checks:
+        if bool(check.failed):
+            raise ValueError(check.message())

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ember.distributed import _context
 from ember.engine.events import Events
 from ember.metrics._base import (
     Metric,
@@ -19,8 +20,18 @@ from ember.metrics._base import (
     _identity,
 )
 from ember.metrics._checks import shape_of
+from ember.metrics._deferred import DeferredValue, deferred_metrics
 
 __all__ = ["Average", "Loss", "RunningAverage"]
+
+
+def _single_process() -> bool:
+    """No torch.distributed group of several processes (where compute() is a collective), and
+    not a launched rank missing its group (where compute() raises)."""
+    if _context.is_initialized():
+        return _context.get_world_size() == 1
+    _context.refuse_without_group("RunningAverage.compute()")
+    return True
 
 
 def _is_value(value: Any) -> bool:
@@ -85,21 +96,30 @@ class Loss(Metric):
                 f"Loss: the third item (loss_fn kwargs) should be a mapping, got {type(kwargs)}"
             )
         loss = self._loss_fn(y_pred, y, **kwargs)
+        n = self._batch_size(y)
+        if type(n) is not int and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
+            raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
+        if n < 0:
+            raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
                 raise ValueError(
                     "Loss: loss_fn did not return the average loss: expected one value, got a "
                     f"tensor of shape {shape_of(loss)} (use reduction='mean')"
                 )
-            loss = loss.detach().reshape(()).to(self._device, self._double_dtype)
-        elif not _is_value(loss):
+            if loss.requires_grad:
+                loss = loss.detach()
+            if loss.dim():
+                loss = loss.reshape(())
+            if loss.device != self._device:
+                loss = loss.to(self._device)
+            self._sum.add_(loss, alpha=int(n))  # on the device: nothing read on the host
+        elif _is_value(loss):
+            self._sum += float(loss) * int(n)
+        else:
             raise TypeError(
                 f"Loss: loss_fn should return a tensor or a number, got {type(loss).__name__}"
             )
-        n = self._batch_size(y)
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-            raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
-        self._sum = self._sum + loss * int(n)
         self._num_examples += int(n)
 
     def compute(self) -> float:
@@ -109,9 +129,10 @@ class Loss(Metric):
 class Average(Metric):
     """The mean of the values seen: a number, or a tensor, per update.
 
-    A tensor of shape ``(B, ...)`` with two or more dimensions counts as a batch of ``B`` values;
-    a number, a 0-d or a 1-d tensor counts as one value. The result is a number for one-element
-    values and a tensor otherwise.
+    A tensor of shape ``(B, ...)`` with two or more dimensions counts as a batch of ``B`` values
+    of shape ``(...)``; a number, a 0-d or a 1-d tensor counts as one value. The result is a
+    float64 tensor of the shape of one value (0-d for numbers), as ignite's; ``attach`` stores a
+    one-element result as a number.
     """
 
     required_output_keys = None
@@ -122,39 +143,68 @@ class Average(Metric):
         self._num_examples = 0
 
     def update(self, output: Any) -> None:
-        if not _is_value(output):
-            raise TypeError(
-                f"{self._name}.update expects a number or a torch.Tensor, got {type(output).__name__}"
-            )
+        accumulator = self._accumulator
+        if (
+            type(output) is torch.Tensor
+            and accumulator is not None
+            and output.dim() < 2
+            and not output.requires_grad
+            and output.shape == accumulator.shape
+        ):
+            try:  # in place, on the device: nothing read on the host
+                accumulator += output
+            except RuntimeError:
+                pass  # another device, a complex dtype: the checked way below says which
+            else:
+                self._num_examples += 1
+                return
+        self._update_checked(output, accumulator)
+
+    def _update_checked(self, output: Any, accumulator: torch.Tensor | None) -> None:
         if isinstance(output, torch.Tensor):
             if output.is_complex():
                 raise TypeError(f"{self._name}: values should be real, got dtype {output.dtype}")
-            value = output.detach().to(self._device, self._double_dtype)
-            if value.ndim > 1:
-                count = value.shape[0]
-                value = value.sum(dim=0)
-            else:
-                count = 1
-        else:
-            value = torch.tensor(float(output), dtype=self._double_dtype, device=self._device)
+            value = output.detach() if output.requires_grad else output
             count = 1
-        if self._accumulator is None:
-            self._accumulator = value.clone()
-        else:
-            if value.shape != self._accumulator.shape:
+            if value.dim() > 1:
+                count = value.shape[0]
+                value = value.sum(dim=0, dtype=self._double_dtype)
+            if accumulator is None:
+                self._accumulator = value.to(self._device, self._double_dtype, copy=True)
+            elif value.shape != accumulator.shape:
                 raise ValueError(
-                    f"{self._name}: value shape changed from {shape_of(self._accumulator)} to "
+                    f"{self._name}: value shape changed from {shape_of(accumulator)} to "
                     f"{shape_of(value)} between updates"
                 )
-            self._accumulator = self._accumulator + value
+            else:  # in place, on the device: nothing read on the host
+                accumulator += (
+                    value if value.device == accumulator.device else value.to(self._device)
+                )
+        elif _is_value(output):
+            count = 1
+            if accumulator is None:
+                self._accumulator = torch.tensor(
+                    float(output), dtype=self._double_dtype, device=self._device
+                )
+            elif accumulator.dim():
+                raise ValueError(
+                    f"{self._name}: value shape changed from {shape_of(accumulator)} to () "
+                    "between updates"
+                )
+            else:
+                accumulator += float(output)
+        else:
+            raise TypeError(
+                f"{self._name}.update expects a number or a torch.Tensor, got {type(output).__name__}"
+            )
         self._num_examples += count
 
-    def compute(self) -> float | torch.Tensor:
+    def compute(self) -> torch.Tensor:
         accumulator, count = self._sum_over_ranks(self._accumulator, self._num_examples)
         if accumulator is None or count == 0:
             raise self._not_computable()
         mean: torch.Tensor = accumulator / int(count)
-        return mean.item() if mean.numel() == 1 else mean
+        return mean
 
 
 class RunningAverage(Metric):
@@ -164,9 +214,18 @@ class RunningAverage(Metric):
     so ``x`` is its value over the batches since the previous update) or a value taken from the
     engine's output (``output_transform``, e.g. ``lambda loss: loss``).
 
+    A tensor ``x`` (a loss on the device) is averaged on the device, in its dtype: updating
+    never reads it on the host. Without ``src`` and ``device``, the average stays on the device
+    of the values (``device="cpu"`` copies each value to the CPU, as ignite's default does). With ``deferred=True`` (default) the value stored in ``engine.state.metrics[name]``
+    is read on the host only when somebody reads that entry (a progress bar's refresh, a
+    handler, the end of the run), and then it is the number an eager metric would have stored;
+    ``state.metrics`` becomes a ``dict`` subclass that does this (see docs/metrics.md).
+    ``deferred=False`` stores the number at every iteration, as ignite (one host sync each).
+
     Under torch.distributed, ``src`` is computed over all ranks at each update (a collective per
     iteration); with ``output_transform``, ``compute()`` gives the mean over the ranks of their
-    averages (the average of the ranks' mean outputs). Every rank must run as many iterations.
+    averages (the average of the ranks' mean outputs), eagerly at each store (a collective on
+    every rank). Every rank must run as many iterations.
 
     Default usage ``RunningBatchWise()``: updated and stored at every iteration, reset when the
     run starts. ``SingleEpochRunningBatchWise()`` restarts every epoch; ``RunningEpochWise()``
@@ -184,6 +243,8 @@ class RunningAverage(Metric):
         output_transform: Callable[[Any], Any] | None = None,
         epoch_bound: bool | None = None,
         device: str | torch.device | None = None,
+        *,
+        deferred: bool = True,
     ) -> None:
         if not (src is None or isinstance(src, Metric)):
             raise TypeError(f"RunningAverage: src should be a Metric or None, got {type(src)}")
@@ -193,6 +254,8 @@ class RunningAverage(Metric):
             raise TypeError(
                 f"RunningAverage: epoch_bound should be a bool or None, got {epoch_bound!r}"
             )
+        if not isinstance(deferred, bool):
+            raise TypeError(f"RunningAverage: deferred should be a bool, got {deferred!r}")
         if src is not None:
             if output_transform is not None:
                 raise ValueError(
@@ -210,9 +273,13 @@ class RunningAverage(Metric):
                 "RunningAverage: give src (a Metric) or output_transform (to take the value "
                 "from the engine's output)"
             )
+        # Without src or device, the average stays where the values are: a loss on a GPU is not
+        # copied to the CPU (which would make the host wait) at each iteration.
+        self._follow_values = src is None and device is None
         self.src = src
         self.alpha = float(alpha)
         self.epoch_bound = epoch_bound
+        self.deferred = deferred
         super().__init__(output_transform=output_transform, device=device or "cpu")
 
     def reset(self) -> None:
@@ -221,6 +288,22 @@ class RunningAverage(Metric):
             self.src.reset()
 
     def update(self, output: Any) -> None:
+        previous = self._value
+        if (
+            self.src is None
+            and type(output) is torch.Tensor
+            and type(previous) is torch.Tensor
+            and not output.requires_grad
+            and output.dtype == previous.dtype
+            and (self._follow_values or output.device == previous.device)
+        ):
+            # alpha * previous + (1 - alpha) * output, as a new tensor (never in place: stored
+            # values stay snapshots).
+            self._value = torch.lerp(output, previous, self.alpha)
+            return
+        self._update_checked(output, previous)
+
+    def _update_checked(self, output: Any, previous: float | torch.Tensor | None) -> None:
         if self.src is not None:
             value = self.src.compute()
             self.src.reset()
@@ -236,14 +319,22 @@ class RunningAverage(Metric):
                 "RunningAverage.update expects a number or a torch.Tensor (the output "
                 f"selected by output_transform), got {type(output).__name__}"
             )
+        # Tensors keep their dtype (as ignite's): a float32 loss is averaged in float32.
         if isinstance(value, torch.Tensor):
-            value = value.detach().to(self._device, self._double_dtype)
+            if value.requires_grad:
+                value = value.detach()
+            if not self._follow_values and value.device != self._device:
+                value = value.to(self._device)
+            if previous is None:
+                self._value = value.clone()
+            elif isinstance(previous, torch.Tensor) and previous.dtype == value.dtype:
+                self._value = torch.lerp(value, previous, self.alpha)
+            else:
+                self._value = previous * self.alpha + (1.0 - self.alpha) * value
+        elif previous is None:
+            self._value = float(value)
         else:
-            value = float(value)
-        if self._value is None:
-            self._value = value.clone() if isinstance(value, torch.Tensor) else value
-        else:
-            self._value = self._value * self.alpha + (1.0 - self.alpha) * value
+            self._value = previous * self.alpha + (1.0 - self.alpha) * float(value)
 
     def compute(self) -> float | torch.Tensor:
         # With src, the value is already over all ranks (src.compute() summed them). Otherwise
@@ -255,9 +346,18 @@ class RunningAverage(Metric):
             value = None if total is None else total / count
         if value is None:
             raise self._not_computable()
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            return value.item()
-        return value
+        return value  # a tensor stays one (as ignite's); attach stores a number
+
+    def completed(self, engine: Any, name: str) -> None:
+        """Handler: store the value in ``engine.state.metrics[name]``; a device value is stored
+        as a :class:`~ember.metrics._deferred.DeferredValue`, read when the entry is read."""
+        value = self._value
+        if self.deferred and isinstance(value, torch.Tensor) and _single_process():
+            metrics = deferred_metrics(engine.state)
+            if metrics is not None:
+                dict.__setitem__(metrics, name, DeferredValue(value))
+                return
+        super().completed(engine, name)
 
     def iteration_completed(self, engine: Any) -> None:
         if self.src is None:

@@ -9,19 +9,31 @@ Input kinds (``y_pred``, ``y``), decided at every update and fixed until the nex
   class indices in ``[0, C)``;
 * multilabel (``is_multilabel=True``): ``y_pred`` and ``y`` of shape ``(N, C, ...)`` with
   ``C > 1``, holding 0s and 1s.
+
+Updates accumulate counts on the device and never read them on the host; ``compute()`` reads
+once. Checks of the data's values (0s and 1s, class indices in range) run on the device on the
+first update after a reset (``check_values="first"``) or on every update (``"every"``), and
+fail at ``compute()`` (see ``_checks.ValueChecks``).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
-from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from ember.metrics._base import Metric, MetricsLambda, _identity
-from ember.metrics._checks import as_pair, is_integer_dtype, require_binary, shape_of
+from ember.metrics._base import Kernel, MetricsLambda, _identity, _PairMetric
+from ember.metrics._checks import (
+    ValueChecks,
+    as_pair,
+    check_values_mode,
+    is_integer_dtype,
+    read_number,
+    shape_of,
+)
 
 __all__ = [
     "Accuracy",
@@ -42,22 +54,111 @@ def _require_integer_targets(subject: str, y: torch.Tensor) -> None:
         )
 
 
-def _check_class_indices(name: str, y: torch.Tensor, num_classes: int, what: str) -> None:
-    _require_integer_targets(f"{name}: {what}", y)
-    if y.numel() and (bool((y < 0).any()) or bool((y >= num_classes).any())):
-        raise ValueError(
-            f"{name}: y holds class indices outside [0, {num_classes}): min {y.min().item()}, "
-            f"max {y.max().item()}"
-        )
-
-
 def _safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """``numerator / denominator``, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
     positive = denominator > 0
     return torch.where(positive, numerator / torch.where(positive, denominator, 1), 0.0)
 
 
-class _ClassificationMetric(Metric):
+def _uses_bincount(device: torch.device) -> bool:
+    """Whether counts on ``device`` are made with ``bincount`` (the CPU), else ``index_add_``."""
+    return device.type == "cpu"
+
+
+def _code_counter(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """``count(total, codes)``: ``total[c] += (number of c in codes)`` for 1-d ``codes`` in
+    ``[0, len(total))`` on ``device``.
+
+    ``bincount`` on the CPU; elsewhere ``index_add_``, since a GPU's ``bincount`` reads the
+    largest code on the host to size its output.
+    """
+    if _uses_bincount(device):
+
+        def count(total: torch.Tensor, codes: torch.Tensor) -> None:
+            total += torch.bincount(codes, minlength=total.shape[0])
+
+    else:
+
+        def count(total: torch.Tensor, codes: torch.Tensor) -> None:
+            total.index_add_(0, codes, torch.ones_like(codes))
+
+    return count
+
+
+class _PairCounts:
+    """Counts of (true class, predicted class) pairs, flat: ``C * C`` cells, then one cell
+    counting the targets outside ``[0, C)`` (skipped otherwise)."""
+
+    def __init__(self, num_classes: int, device: torch.device) -> None:
+        self.num_classes = num_classes
+        self.cells = num_classes * num_classes
+        self.total = torch.zeros(self.cells + 1, dtype=torch.int64, device=device)
+        # On the CPU, bincount refuses negative codes (negative targets): then mask them.
+        self._mask = not _uses_bincount(device)
+
+    def add(self, predicted: torch.Tensor, y: torch.Tensor) -> None:
+        codes = torch.add(predicted, y, alpha=self.num_classes)
+        if codes.dim() != 1:
+            codes = codes.reshape(-1)
+        if not self._mask:
+            try:
+                self.total += torch.bincount(codes.clamp_(max=self.cells), minlength=self.cells + 1)
+            except RuntimeError:
+                self._mask = True
+            else:
+                return
+        y = y.reshape(-1)
+        in_range = (y >= 0) & (y < self.num_classes)
+        codes = torch.where(in_range, codes.clamp(max=self.cells), self.cells)
+        _code_counter(self.total.device)(self.total, codes.to(self.total.device))
+
+
+def _pair_matrix(total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(C x C counts, count of targets outside [0, C), C)`` of flat pair counts."""
+    num_classes = math.isqrt(total.shape[0] - 1)
+    cells = num_classes * num_classes
+    return total[:cells].view(num_classes, num_classes), total[cells], num_classes
+
+
+class _ValueCheckedMetric(_PairMetric):
+    """A ``(y_pred, y)`` metric whose checks of the data's values run on the device, on the
+    first update after a reset (``check_values="first"``) or on every update (``"every"``),
+    and are read at compute() with the value."""
+
+    def __init__(
+        self,
+        output_transform: Callable[[Any], Any] = _identity,
+        device: str | torch.device = "cpu",
+        check_values: str = "first",
+    ) -> None:
+        self._check_values = check_values_mode(type(self).__name__, check_values)
+        self._checks = ValueChecks(type(self).__name__)
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._values_checked = False
+        self._checks.clear()
+        super().reset()
+
+    def _reuse_plans(self) -> bool:
+        return self._check_values == "first"
+
+    def _wants_value_checks(self) -> bool:
+        """Whether this update's values are to be checked (then they count as checked)."""
+        wanted = self._check_values == "every" or not self._values_checked
+        self._values_checked = True
+        return wanted
+
+    def _checked_ratio(self, total: torch.Tensor, count: int) -> float:
+        """``total / count`` over all ranks, read with the pending value checks."""
+        total, count = self._sum_over_ranks(total, count)
+        if count == 0:
+            raise self._not_computable()
+        value: float = self._checks.read(total.to(torch.float64) / int(count))
+        return value
+
+
+class _ClassificationMetric(_ValueCheckedMetric):
     """Works out the input kind of each update and refuses changes of kind between updates."""
 
     _state_attrs: tuple[str, ...] = ("_type", "_num_classes")
@@ -67,26 +168,32 @@ class _ClassificationMetric(Metric):
         output_transform: Callable[[Any], Any] = _identity,
         is_multilabel: bool = False,
         device: str | torch.device = "cpu",
+        *,
+        check_values: str = "first",
     ) -> None:
         if not isinstance(is_multilabel, bool):
             raise TypeError(f"Argument is_multilabel should be a bool, got {type(is_multilabel)}")
         self._is_multilabel = is_multilabel
-        super().__init__(output_transform=output_transform, device=device)
+        super().__init__(output_transform, device, check_values)
 
     def reset(self) -> None:
         self._type: str | None = None
         self._num_classes: int | None = None
+        super().reset()
 
-    def _check_input(self, output: Any) -> tuple[str, torch.Tensor, torch.Tensor, int]:
-        """``(kind, y_pred, y, num_classes)``; binary ``y_pred`` of shape (N, 1, ...) is squeezed."""
+    def _check_input(self, output: Any) -> tuple[str, int, bool]:
+        """``(kind, num_classes, squeeze)``: ``squeeze`` when binary ``y_pred`` is (N, 1, ...).
+
+        Shapes and dtypes only; the values are checked by :meth:`_check_values_of`.
+        """
         name = self._name
         y_pred, y = as_pair(name, output)
-        shapes = f"y_pred of shape {shape_of(y_pred)} and y of shape {shape_of(y)}"
+        squeeze = False
         if y_pred.ndim == y.ndim + 1:
             if self._is_multilabel:
                 raise ValueError(
                     f"{name}(is_multilabel=True) needs y_pred and y of the same shape "
-                    f"(batch_size, num_labels, ...), got {shapes}"
+                    f"(batch_size, num_labels, ...), got {_shapes(y_pred, y)}"
                 )
             expected = (y_pred.shape[0], *y_pred.shape[2:])
             if shape_of(y) != expected:
@@ -96,18 +203,20 @@ class _ClassificationMetric(Metric):
                 )
             num_classes = y_pred.shape[1]
             if num_classes == 1:
-                kind = "binary"
-                y_pred = y_pred.squeeze(1)
+                kind, squeeze = "binary", True
             else:
                 kind = "multiclass"
         elif y_pred.ndim == y.ndim:
             if y_pred.shape != y.shape:
-                raise ValueError(f"{name}: y_pred and y must have the same shape, got {shapes}")
+                raise ValueError(
+                    f"{name}: y_pred and y must have the same shape, got {_shapes(y_pred, y)}"
+                )
             if self._is_multilabel:
                 if y.ndim < 2 or y.shape[1] < 2:
                     raise ValueError(
                         f"{name}(is_multilabel=True) needs y_pred and y of shape "
-                        f"(batch_size, num_labels, ...) with num_labels > 1, got {shapes}"
+                        f"(batch_size, num_labels, ...) with num_labels > 1, got "
+                        f"{_shapes(y_pred, y)}"
                     )
                 kind, num_classes = "multilabel", y.shape[1]
             else:
@@ -115,38 +224,51 @@ class _ClassificationMetric(Metric):
         else:
             raise ValueError(
                 f"{name}: y must have shape (batch_size, ...) and y_pred (batch_size, ...) or "
-                f"(batch_size, num_classes, ...), got {shapes}"
+                f"(batch_size, num_classes, ...), got {_shapes(y_pred, y)}"
             )
 
         if kind == "multiclass":
-            _check_class_indices(
-                name, y, num_classes, "multiclass input (y_pred of shape (N, C, ...))"
-            )
+            _require_integer_targets(f"{name}: multiclass input (y_pred of shape (N, C, ...))", y)
             if y_pred.dtype == torch.bool:
                 raise TypeError(
                     f"{name}: multiclass input needs y_pred of scores (N, C, ...), got dtype bool"
                 )
-        else:
-            require_binary(name, "y_pred", y_pred, kind)
-            require_binary(name, "y", y, kind)
 
         if self._type is not None and self._type != kind:
             raise ValueError(
                 f"{name}: input type changed from {self._type} to {kind} between updates "
-                f"({shapes}); call reset() before feeding another kind of input"
+                f"({_shapes(y_pred, y)}); call reset() before feeding another kind of input"
             )
         if self._num_classes is not None and self._num_classes != num_classes:
             raise ValueError(
                 f"{name}: number of classes changed from {self._num_classes} to {num_classes} "
-                f"between updates ({shapes})"
+                f"between updates ({_shapes(y_pred, y)})"
             )
+        if self._wants_value_checks():
+            self._check_values_of(kind, y_pred, y, num_classes)
         self._type, self._num_classes = kind, num_classes
-        return kind, y_pred, y, num_classes
+        return kind, num_classes, squeeze
+
+    def _check_values_of(
+        self, kind: str, y_pred: torch.Tensor, y: torch.Tensor, num_classes: int
+    ) -> None:
+        """Queue the device-side checks of the data's values (read at compute)."""
+        if kind == "multiclass":
+            self._checks.class_indices(y, num_classes)
+        else:
+            self._checks.binary("y_pred", y_pred, kind)
+            self._checks.binary("y", y, kind)
 
 
-def _labels_last(tensor: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """(N, C, ...) -> (N * ..., C)."""
-    return torch.movedim(tensor, 1, -1).reshape(-1, num_labels)
+def _shapes(y_pred: torch.Tensor, y: torch.Tensor) -> str:
+    return f"y_pred of shape {shape_of(y_pred)} and y of shape {shape_of(y)}"
+
+
+def _squeezing(kernel: Kernel) -> Kernel:
+    def squeezed(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+        kernel(y_pred.squeeze(1), y)
+
+    return squeezed
 
 
 class Accuracy(_ClassificationMetric):
@@ -155,6 +277,10 @@ class Accuracy(_ClassificationMetric):
     Binary: elementwise equality of 0/1 predictions. Multiclass: the argmax of the scores equals
     the target. Multilabel: a sample (position) counts only if all its labels are right (subset
     accuracy, as ``sklearn.metrics.accuracy_score``).
+
+    ``check_values``: ``"first"`` (default) checks the data's values (0s and 1s, class indices in
+    range) on the first update after each reset, ``"every"`` on every update; the checks run on
+    the device and a failure raises ``ValueError`` at ``compute()``.
     """
 
     _state_attrs = ("_num_correct", "_num_examples", "_type", "_num_classes")
@@ -164,21 +290,28 @@ class Accuracy(_ClassificationMetric):
         self._num_examples = 0
         super().reset()
 
-    def update(self, output: Any) -> None:
-        kind, y_pred, y, num_classes = self._check_input(output)
-        if kind == "binary":
-            correct = y_pred.reshape(-1) == y.reshape(-1)
-        elif kind == "multiclass":
-            correct = (torch.argmax(y_pred, dim=1) == y).reshape(-1)
-        else:
-            correct = (
-                _labels_last(y_pred, num_classes) == _labels_last(y, num_classes).to(y_pred.dtype)
-            ).all(dim=-1)
-        self._num_correct += correct.sum().to(self._device)
-        self._num_examples += correct.numel()
+    def _prepare(self, output: Any) -> Kernel:
+        kind, num_classes, squeeze = self._check_input(output)
+        move = output[0].device != self._device
+
+        def add(correct: torch.Tensor, count: int) -> None:
+            self._num_correct += correct.to(self._device) if move else correct
+            self._num_examples += count
+
+        def binary(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+            add(torch.eq(y_pred, y).sum(), y.numel())
+
+        def multiclass(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+            add(torch.eq(y_pred.argmax(dim=1), y).sum(), y.numel())
+
+        def multilabel(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+            add(torch.eq(y_pred, y).all(dim=1).sum(), y.numel() // num_classes)
+
+        kernel = {"binary": binary, "multiclass": multiclass, "multilabel": multilabel}[kind]
+        return _squeezing(kernel) if squeeze else kernel
 
     def compute(self) -> float:
-        return self._ratio_over_ranks(self._num_correct, self._num_examples)
+        return self._checked_ratio(self._num_correct, self._num_examples)
 
 
 _AVERAGES = (False, None, True, "macro", "micro", "weighted", "samples")
@@ -189,16 +322,19 @@ def _check_average(name: str, average: Any, allowed: tuple[Any, ...]) -> Any:
     if not (average is None or isinstance(average, (bool, str))) or average not in allowed:
         shown = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"{name}: argument average should be one of {shown}; got {average!r}")
-    return "macro" if average is True else (False if average is None else average)
+    return "macro" if average is True else average
 
 
 class _PrecisionRecall(_ClassificationMetric):
-    """Counts per class: true positives, predicted positives and actual positives."""
+    """Counts per class: true positives, predicted positives and actual positives.
+
+    The accumulator ``_counts`` depends on the input kind: binary, the 4 counts of
+    ``2 * y + y_pred``; multiclass, the (true, predicted) pair counts (:class:`_PairCounts`);
+    multilabel, per label the true, predicted and actual positives.
+    """
 
     _state_attrs = (
-        "_true_positives",
-        "_predicted_positives",
-        "_actual_positives",
+        "_counts",
         "_samples_sum",
         "_num_samples",
         "_type",
@@ -211,6 +347,8 @@ class _PrecisionRecall(_ClassificationMetric):
         average: bool | str | None = False,
         is_multilabel: bool = False,
         device: str | torch.device = "cpu",
+        *,
+        check_values: str = "first",
     ) -> None:
         self._average = _check_average(type(self).__name__, average, _AVERAGES)
         if self._average == "samples" and not is_multilabel:
@@ -218,97 +356,186 @@ class _PrecisionRecall(_ClassificationMetric):
                 f"{type(self).__name__}: average='samples' needs multilabel input "
                 "(is_multilabel=True)"
             )
-        super().__init__(output_transform, is_multilabel=is_multilabel, device=device)
+        super().__init__(
+            output_transform,
+            is_multilabel=is_multilabel,
+            device=device,
+            check_values=check_values,
+        )
 
     @property
-    def average(self) -> bool | str:
-        """``False`` (per class), ``"macro"``, ``"micro"``, ``"weighted"`` or ``"samples"``."""
+    def average(self) -> bool | str | None:
+        """``False`` (per class; binary: the positive class), ``None`` (per class, binary too),
+        ``"macro"``, ``"micro"``, ``"weighted"`` or ``"samples"``."""
         return self._average
 
     def reset(self) -> None:
-        self._true_positives: torch.Tensor | None = None
-        self._predicted_positives: torch.Tensor | None = None
-        self._actual_positives: torch.Tensor | None = None
+        self._counts: torch.Tensor | None = None
+        self._pairs: _PairCounts | None = None
         self._samples_sum = torch.tensor(0.0, dtype=self._double_dtype, device=self._device)
         self._num_samples = 0
         super().reset()
 
-    @abstractmethod
     def _denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
-        """What the true positives are divided by, ``predicted`` (precision) or ``actual``
-        (recall): one-hot rows in :meth:`update`, per-class totals in :meth:`compute`."""
+        """What the true positives are divided by: ``predicted`` (precision) or ``actual``
+        (recall), per class or per sample."""
+        raise NotImplementedError
 
-    def _totals(self) -> tuple[Any, Any, Any, Any, int]:
-        """``(true, predicted, actual positives, samples_sum, num_samples)`` over all ranks."""
-        return self._sum_over_ranks(
-            self._true_positives,
-            self._predicted_positives,
-            self._actual_positives,
-            self._samples_sum,
-            self._num_samples,
-        )
-
-    def update(self, output: Any) -> None:
-        kind, y_pred, y, num_classes = self._check_input(output)
-        if kind == "binary" and self._average is False:
-            # The positive class alone: per-class counts are scalars.
-            predicted, actual = y_pred.reshape(-1), y.reshape(-1)
+    def _prepare(self, output: Any) -> Kernel:
+        kind, num_classes, squeeze = self._check_input(output)
+        y_pred, y = output
+        if kind == "multiclass":
+            kernel = self._multiclass_kernel(num_classes)
         elif kind == "binary":
-            predicted = torch.nn.functional.one_hot(y_pred.reshape(-1).long(), 2)
-            actual = torch.nn.functional.one_hot(y.reshape(-1).long(), 2)
-        elif kind == "multiclass":
-            predicted = torch.nn.functional.one_hot(
-                torch.argmax(y_pred, dim=1).reshape(-1), num_classes
-            )
-            actual = torch.nn.functional.one_hot(y.reshape(-1).long(), num_classes)
+            kernel = self._binary_kernel(y_pred, y)
         else:
-            predicted = _labels_last(y_pred, num_classes)
-            actual = _labels_last(y, num_classes)
-        predicted = predicted.to(dtype=self._double_dtype, device=self._device)
-        actual = actual.to(dtype=self._double_dtype, device=self._device)
-        hits = predicted * actual
-        counts = (hits.sum(dim=0), predicted.sum(dim=0), actual.sum(dim=0))
-        if self._true_positives is None:
-            self._true_positives, self._predicted_positives, self._actual_positives = counts
-        else:
-            self._true_positives = self._true_positives + counts[0]
-            self._predicted_positives = self._predicted_positives + counts[1]
-            self._actual_positives = self._actual_positives + counts[2]
-        if self._average == "samples":
-            per_sample = _safe_ratio(
-                hits.sum(dim=1), self._denominator(predicted, actual).sum(dim=1)
-            )
-            self._samples_sum = self._samples_sum + per_sample.sum()
-            self._num_samples += hits.shape[0]
+            kernel = self._multilabel_kernel(y_pred, y, num_classes)
+        return _squeezing(kernel) if squeeze else kernel
 
-    def compute(self) -> float | torch.Tensor:
+    def _multiclass_kernel(self, num_classes: int) -> Kernel:
+        if self._pairs is None or self._pairs.total is not self._counts:
+            self._pairs = _PairCounts(num_classes, self._device)
+            if self._counts is not None:  # restored by load_state_dict
+                self._pairs.total = self._counts
+            self._counts = self._pairs.total
+        pairs = self._pairs
+
+        def multiclass(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+            pairs.add(y_pred.argmax(dim=1), y)
+
+        return multiclass
+
+    def _binary_kernel(self, y_pred: torch.Tensor, y: torch.Tensor) -> Kernel:
+        if self._counts is None:
+            self._counts = torch.zeros(4, dtype=torch.int64, device=self._device)
+        counts = self._counts
+        convert = not (is_integer_dtype(y_pred.dtype) and is_integer_dtype(y.dtype))
+        count, home = _code_counter(counts.device), counts.device
+        move = y_pred.device != home
+
+        def binary(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+            if convert:
+                y_pred, y = y_pred.long(), y.long()
+            codes = torch.add(y_pred, y, alpha=2)  # 0: tn, 1: fp, 2: fn, 3: tp
+            if codes.dim() != 1:
+                codes = codes.reshape(-1)
+            codes = codes.clamp_(0, 3)
+            count(counts, codes.to(home) if move else codes)
+
+        return binary
+
+    def _multilabel_kernel(self, y_pred: torch.Tensor, y: torch.Tensor, num_labels: int) -> Kernel:
+        if self._counts is None:
+            self._counts = torch.zeros(3, num_labels, dtype=self._double_dtype, device=self._device)
+        counts = self._counts
+        # Sum over everything but the labels: the batch and any dimension after the labels.
+        dims = (1, *range(3, y.ndim + 1))
+        common = torch.promote_types(y_pred.dtype, y.dtype)
+        if common == torch.bool:
+            common = torch.int64
+        samples = self._average == "samples"
+        convert_pred, convert_y = y_pred.dtype != common, y.dtype != common
+        move = y_pred.device != counts.device
+
+        def multilabel(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+            if convert_pred:
+                y_pred = y_pred.to(common)
+            if convert_y:
+                y = y.to(common)
+            hits = y_pred * y
+            batch_counts = torch.stack((hits, y_pred, y)).sum(dim=dims)
+            counts.add_(batch_counts.to(counts.device) if move else batch_counts)
+            if samples:
+                self._add_samples(hits, y_pred, y, num_labels)
+
+        return multilabel
+
+    def _add_samples(
+        self, hits: torch.Tensor, y_pred: torch.Tensor, y: torch.Tensor, num_labels: int
+    ) -> None:
+        """Each sample's (position's) own precision or recall, summed."""
+
+        def per_position(tensor: torch.Tensor) -> torch.Tensor:
+            return torch.movedim(tensor, 1, -1).reshape(-1, num_labels).sum(dim=1)
+
+        ratio = _safe_ratio(
+            per_position(hits).to(self._double_dtype),
+            self._denominator(per_position(y_pred), per_position(y)).to(self._double_dtype),
+        )
+        self._samples_sum += ratio.sum().to(self._device)
+        self._num_samples += ratio.shape[0]
+
+    def _totals(self, check: bool = True) -> tuple[Any, Any, Any, Any, int]:
+        """``(true, predicted, actual positives, samples_sum, num_samples)`` over all ranks;
+        with ``check``, multiclass targets outside the classes are queued as a failed check."""
+        counts, samples_sum, num_samples = self._sum_over_ranks(
+            self._counts, self._samples_sum, self._num_samples
+        )
+        if counts is None:
+            return None, None, None, samples_sum, num_samples
+        counts = counts.to(self._double_dtype)
+        # The kind from the counts' shape, the same on every rank (one that saw nothing has no
+        # kind of its own): multilabel (3, C), binary (4,), multiclass (C * C + 1,).
+        if counts.dim() == 1 and counts.shape[0] != 4:
+            matrix, outside, num_classes = _pair_matrix(counts)  # rows: true class
+            if check:
+                self._checks.count(
+                    outside, f"{self._name}: y holds class indices outside [0, {num_classes})"
+                )
+            return matrix.diagonal(), matrix.sum(dim=0), matrix.sum(dim=1), samples_sum, num_samples
+        if counts.dim() == 1:
+            tn, fp, fn, tp = counts
+            true = torch.stack((tn, tp))
+            predicted = torch.stack((tn + fn, fp + tp))
+            actual = torch.stack((tn + fp, fn + tp))
+            if self._average is False:  # the positive class alone
+                true, predicted, actual = true[1], predicted[1], actual[1]
+            return true, predicted, actual, samples_sum, num_samples
+        return counts[0], counts[1], counts[2], samples_sum, num_samples
+
+    def _result(self, read: bool) -> float | torch.Tensor:
+        """The value; a one-element per-class value is read as a number when ``read``."""
         true_positives, predicted, actual, samples_sum, num_samples = self._totals()
         if true_positives is None:
             raise self._not_computable()
         if self._average == "samples":
             if num_samples == 0:
                 raise self._not_computable()
-            return float((samples_sum / num_samples).item())
+            return float(self._checks.read(samples_sum / num_samples))
         denominator = self._denominator(predicted, actual)
         if self._average == "micro":
-            return _safe_ratio(true_positives.sum(), denominator.sum()).item()
+            return float(self._checks.read(_safe_ratio(true_positives.sum(), denominator.sum())))
         per_class = _safe_ratio(true_positives, denominator)
-        if self._average is False:
-            return per_class.item() if per_class.ndim == 0 else per_class
+        if self._average in (False, None):
+            if read and per_class.numel() == 1:
+                return float(self._checks.read(per_class))
+            self._checks.read()
+            return per_class
         if self._average == "macro":
-            return per_class.mean().item()
+            return float(self._checks.read(per_class.mean()))
         weights = actual  # "weighted": by support, as scikit-learn
-        return _safe_ratio((per_class * weights).sum(), weights.sum()).item()
+        return float(self._checks.read(_safe_ratio((per_class * weights).sum(), weights.sum())))
+
+    def compute(self) -> float | torch.Tensor:
+        return self._result(read=False)
+
+    def _compute_for_state(self) -> Any:
+        return self._result(read=True)
 
 
 class Precision(_PrecisionRecall):
     """Precision, ``TP / (TP + FP)`` (0 where nothing was predicted positive).
 
-    ``average=False`` (or ``None``): binary input gives the positive class's precision, a number;
-    multiclass and multilabel input give a tensor with one value per class. ``True``/``"macro"``:
-    the unweighted mean over classes (binary input counts both classes). ``"micro"``: from the
-    counts summed over classes. ``"weighted"``: the mean weighted by each class's support.
-    ``"samples"`` (multilabel): the mean over samples of each sample's precision.
+    ``average=False``: binary input gives the positive class's precision (a 0-d tensor);
+    multiclass and multilabel input give a tensor with one value per class. ``None``: one value
+    per class, binary input too (both classes, as ignite and scikit-learn).
+    ``True``/``"macro"``: the unweighted mean over classes (binary input counts both classes).
+    ``"micro"``: from the counts summed over classes. ``"weighted"``: the mean weighted by each
+    class's support. ``"samples"`` (multilabel): the mean over samples of each sample's
+    precision.
+
+    ``check_values`` as for :class:`Accuracy`; targets outside the classes of multiclass input
+    are refused at ``compute()`` whatever the update that brought them.
     """
 
     def _denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
@@ -353,6 +580,7 @@ def Fbeta(  # noqa: N802 - ignite's name; a function that builds a MetricsLambda
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not beta > 0:
         raise ValueError(f"Fbeta: beta should be a positive number, got {beta!r}")
     mode = _check_average("Fbeta", average, (False, None, True, "macro", "micro", "weighted"))
+    mode = False if mode is None else mode
     inner = "micro" if mode == "micro" else False
     for given, cls in ((precision, Precision), (recall, Recall)):
         if given is None:
@@ -395,16 +623,16 @@ def Fbeta(  # noqa: N802 - ignite's name; a function that builds a MetricsLambda
 
     def fbeta_macro(p: Any, r: Any) -> float:
         value = _fbeta_value(beta_squared, p, r)
-        return value.mean().item() if isinstance(value, torch.Tensor) else value
+        return read_number(value.mean()) if isinstance(value, torch.Tensor) else value
 
     def fbeta_weighted(p: Any, r: Any) -> float:
         value = _fbeta_value(beta_squared, p, r)
         if not isinstance(value, torch.Tensor):
             return value
-        weights = support._totals()[2]  # the support over all ranks
+        weights = support._totals(check=False)[2]  # the support over all ranks
         assert weights is not None
-        weights = weights.cpu()
-        return _safe_ratio((value * weights).sum(), weights.sum()).item()
+        weights = weights.cpu()  # with the values (MetricsLambda moves them to the CPU)
+        return read_number(_safe_ratio((value * weights).sum(), weights.sum()))
 
     function = {
         False: fbeta_per_class,
@@ -415,16 +643,17 @@ def Fbeta(  # noqa: N802 - ignite's name; a function that builds a MetricsLambda
     return MetricsLambda(function, precision, recall)
 
 
-class ConfusionMatrix(Metric):
+class ConfusionMatrix(_PairMetric):
     """The ``num_classes x num_classes`` confusion matrix: rows are true classes, columns the
     predicted ones (argmax of ``y_pred`` of shape ``(N, C, ...)``; ``y`` of shape ``(N, ...)``).
 
     Targets outside ``[0, num_classes)`` (an "ignore" label such as 255 or -1) are skipped.
     ``average``: ``None`` gives counts (int64); ``"samples"`` divides by the number of samples
-    (the batch dimension); ``"recall"`` normalises each row, ``"precision"`` each column.
+    (the batch dimension); ``"recall"`` normalises each row, ``"precision"`` each column
+    (float64).
     """
 
-    _state_attrs = ("confusion_matrix", "_num_examples")
+    _state_attrs = ("_pair_counts", "_num_examples")
 
     def __init__(
         self,
@@ -449,12 +678,21 @@ class ConfusionMatrix(Metric):
         super().__init__(output_transform=output_transform, device=device)
 
     def reset(self) -> None:
-        self.confusion_matrix = torch.zeros(
-            self.num_classes, self.num_classes, dtype=torch.int64, device=self._device
-        )
+        self._pairs = _PairCounts(self.num_classes, self._device)
+        self._pair_counts = self._pairs.total
         self._num_examples = 0
+        super().reset()
 
-    def update(self, output: Any) -> None:
+    @property
+    def confusion_matrix(self) -> torch.Tensor:
+        """The counts so far (a view of the accumulator)."""
+        return _pair_matrix(self._pair_counts)[0]
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._pairs.total = self._pair_counts
+
+    def _prepare(self, output: Any) -> Kernel:
         y_pred, y = as_pair("ConfusionMatrix", output)
         c = self.num_classes
         if y_pred.ndim < 2 or y_pred.shape[1] != c:
@@ -469,19 +707,19 @@ class ConfusionMatrix(Metric):
                 f"{expected}, got {shape_of(y)}"
             )
         _require_integer_targets("ConfusionMatrix", y)
-        predicted = torch.argmax(y_pred, dim=1).reshape(-1)
-        target = y.reshape(-1).long()
-        keep = (target >= 0) & (target < c)
-        cells = target[keep] * c + predicted[keep]
-        counts = torch.bincount(cells, minlength=c * c).reshape(c, c)
-        self.confusion_matrix += counts.to(self.confusion_matrix)
-        self._num_examples += y_pred.shape[0]
+
+        def count(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+            self._pairs.add(y_pred.argmax(dim=1), y)
+            self._num_examples += y.shape[0]
+
+        return count
 
     def compute(self) -> torch.Tensor:
-        matrix: torch.Tensor
-        matrix, count = self._sum_over_ranks(self.confusion_matrix, self._num_examples)
+        total: torch.Tensor
+        total, count = self._sum_over_ranks(self._pair_counts, self._num_examples)
         if count == 0:
             raise self._not_computable()
+        matrix = _pair_matrix(total)[0]
         if self.average is None:
             return matrix.clone()
         matrix = matrix.to(self._double_dtype)
@@ -492,9 +730,10 @@ class ConfusionMatrix(Metric):
         return _safe_ratio(matrix, matrix.sum(dim=0, keepdim=True))
 
 
-class TopKCategoricalAccuracy(Metric):
+class TopKCategoricalAccuracy(_ValueCheckedMetric):
     """Fraction of samples whose true class is among the ``k`` highest scores of ``y_pred``
-    (shape ``(N, C)``, ``y`` of shape ``(N,)`` with class indices)."""
+    (shape ``(N, C)``, ``y`` of shape ``(N,)`` with class indices); ``check_values`` as for
+    :class:`Accuracy`."""
 
     _state_attrs = ("_num_correct", "_num_examples")
 
@@ -503,17 +742,20 @@ class TopKCategoricalAccuracy(Metric):
         k: int = 5,
         output_transform: Callable[[Any], Any] = _identity,
         device: str | torch.device = "cpu",
+        *,
+        check_values: str = "first",
     ) -> None:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"TopKCategoricalAccuracy: k should be a positive int, got {k!r}")
         self._k = int(k)
-        super().__init__(output_transform=output_transform, device=device)
+        super().__init__(output_transform, device, check_values)
 
     def reset(self) -> None:
         self._num_correct = torch.tensor(0, dtype=torch.int64, device=self._device)
         self._num_examples = 0
+        super().reset()
 
-    def update(self, output: Any) -> None:
+    def _prepare(self, output: Any) -> Kernel:
         name = "TopKCategoricalAccuracy"
         y_pred, y = as_pair(name, output)
         if y_pred.ndim != 2 or y.ndim != 1:
@@ -528,11 +770,17 @@ class TopKCategoricalAccuracy(Metric):
                 f"{name}: k={self._k} is larger than the number of classes ({num_classes}) "
                 "in y_pred"
             )
-        _check_class_indices(name, y, num_classes, "top-k accuracy")
-        top = torch.topk(y_pred, self._k, dim=1).indices
-        correct = (top == y.reshape(-1, 1)).any(dim=1)
-        self._num_correct += correct.sum().to(self._device)
-        self._num_examples += correct.numel()
+        _require_integer_targets(f"{name}: top-k accuracy", y)
+        if self._wants_value_checks():
+            self._checks.class_indices(y, num_classes)
+        k, move = self._k, y_pred.device != self._device
+
+        def count(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+            correct = (y_pred.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
+            self._num_correct += correct.to(self._device) if move else correct
+            self._num_examples += y.shape[0]
+
+        return count
 
     def compute(self) -> float:
-        return self._ratio_over_ranks(self._num_correct, self._num_examples)
+        return self._checked_ratio(self._num_correct, self._num_examples)

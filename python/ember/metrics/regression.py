@@ -9,50 +9,61 @@ scikit-learn's ``multioutput="uniform_average"`` value).
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ember.metrics._base import Metric
+from ember.metrics._base import Kernel, _PairMetric
 from ember.metrics._checks import as_pair, shape_of
 
 __all__ = ["MeanAbsoluteError", "MeanSquaredError", "RootMeanSquaredError"]
 
 
-class _ErrorSum(Metric):
-    """Mean over samples of the summed elementwise ``_error(y_pred - y)``."""
+class _ErrorSum(_PairMetric):
+    """Mean over samples of the elementwise error of ``y_pred - y`` summed over a sample."""
 
     _state_attrs = ("_sum_of_errors", "_num_examples")
+    _summed_error: Callable[[torch.Tensor], torch.Tensor]  # 1-d differences -> summed error
 
     def reset(self) -> None:
         self._sum_of_errors = torch.tensor(0.0, dtype=self._double_dtype, device=self._device)
         self._num_examples = 0
+        super().reset()
 
-    @abstractmethod
-    def _error(self, difference: torch.Tensor) -> torch.Tensor:
-        """The elementwise error of ``y_pred - y``."""
-
-    def update(self, output: Any) -> None:
+    def _prepare(self, output: Any) -> Kernel:
         name = self._name
         y_pred, y = as_pair(name, output)
         for label, value in (("y_pred", y_pred), ("y", y)):
             if value.dtype == torch.bool:
                 raise TypeError(f"{name}: {label} should hold numbers, got dtype bool")
-        if y_pred.shape != y.shape:
-            # (N, 1) against (N,), either way round, is a common and harmless mismatch.
-            if shape_of(y_pred) == (*shape_of(y), 1) or shape_of(y) == (*shape_of(y_pred), 1):
+        reshape = y_pred.shape != y.shape
+        # (N, 1) against (N,), either way round, is a common and harmless mismatch.
+        if reshape and not (
+            shape_of(y_pred) == (*shape_of(y), 1) or shape_of(y) == (*shape_of(y_pred), 1)
+        ):
+            raise ValueError(
+                f"{name}: y_pred and y must have the same shape, got y_pred of shape "
+                f"{shape_of(y_pred)} and y of shape {shape_of(y)}"
+            )
+        # The difference in float64 (as the accumulator): float32 data's errors come out
+        # exact; one fused op then reduces it (a dot product, a 1-norm).
+        summed_error, move = type(self)._summed_error, y_pred.device != self._device
+        convert = y_pred.dtype != self._double_dtype
+        # .double() / .float(): the quickest call for the conversion
+        widen = torch.Tensor.double if self._double_dtype == torch.float64 else torch.Tensor.float
+
+        def accumulate(y_pred: torch.Tensor, y: torch.Tensor) -> None:
+            if reshape:
                 y = y.reshape(y_pred.shape)
-            else:
-                raise ValueError(
-                    f"{name}: y_pred and y must have the same shape, got y_pred of shape "
-                    f"{shape_of(y_pred)} and y of shape {shape_of(y)}"
-                )
-        difference = y_pred.to(self._device, self._double_dtype) - y.to(
-            self._device, self._double_dtype
-        )
-        self._sum_of_errors = self._sum_of_errors + self._error(difference).sum()
-        self._num_examples += y.shape[0]
+            difference = (widen(y_pred) if convert else y_pred) - y
+            if difference.dim() != 1:
+                difference = difference.reshape(-1)
+            errors = summed_error(difference)
+            self._sum_of_errors += errors.to(self._device) if move else errors
+            self._num_examples += y.shape[0]
+
+        return accumulate
 
     def compute(self) -> float:
         return self._ratio_over_ranks(self._sum_of_errors, self._num_examples)
@@ -61,8 +72,9 @@ class _ErrorSum(Metric):
 class MeanSquaredError(_ErrorSum):
     """Mean over samples of ``sum((y_pred - y) ** 2)``."""
 
-    def _error(self, difference: torch.Tensor) -> torch.Tensor:
-        return difference.square()
+    @staticmethod
+    def _summed_error(difference: torch.Tensor) -> torch.Tensor:
+        return torch.dot(difference, difference)
 
 
 class RootMeanSquaredError(MeanSquaredError):
@@ -75,5 +87,6 @@ class RootMeanSquaredError(MeanSquaredError):
 class MeanAbsoluteError(_ErrorSum):
     """Mean over samples of ``sum(abs(y_pred - y))``."""
 
-    def _error(self, difference: torch.Tensor) -> torch.Tensor:
-        return difference.abs()
+    @staticmethod
+    def _summed_error(difference: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(difference, 1)

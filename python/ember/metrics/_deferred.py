@@ -1,0 +1,114 @@
+"""Metric values that stay on the device until somebody reads them.
+
+A metric stored at every iteration (``RunningAverage``) would make the host wait for the device
+at every iteration if it converted its tensor to a Python number there. Instead it stores a
+:class:`DeferredValue` (the tensor, a snapshot) in ``engine.state.metrics``, which is then a
+:class:`DeferredMetrics`: a ``dict`` whose reads (``[]``, ``get``, iteration over values and
+items, ``copy``, ``==``, ``repr``, pickling, ``dict(...)``, ``{**...}``) turn a deferred entry
+into the number (or CPU tensor) that an eager metric would have stored. Nobody reads: no sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView, Iterator, ValuesView
+from typing import Any
+
+import torch
+
+__all__ = ["DeferredMetrics", "DeferredValue", "deferred_metrics"]
+
+
+class DeferredValue:
+    """A device tensor read on the host at the first request, then remembered.
+
+    The tensor must not be modified in place afterwards: it is the value at the time it was
+    stored (metrics build a new tensor at each update).
+    """
+
+    __slots__ = ("_tensor", "_value")
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self._tensor: torch.Tensor | None = tensor
+        self._value: Any = None
+
+    def get(self) -> Any:
+        """The value as ``Metric.completed`` stores it: a number for one element, else on CPU."""
+        tensor = self._tensor
+        if tensor is not None:
+            self._value = tensor.item() if tensor.numel() == 1 else tensor.cpu()
+            self._tensor = None
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"DeferredValue({self.get()!r})"
+
+
+def _resolved(value: Any) -> Any:
+    return value.get() if type(value) is DeferredValue else value
+
+
+class DeferredMetrics(dict[str, Any]):
+    """``engine.state.metrics`` holding some :class:`DeferredValue` entries, read on access.
+
+    Every public way of reading a value resolves it; only ``dict``'s own C functions called
+    directly (``dict.__getitem__(metrics, key)``) see the placeholder.
+    """
+
+    def __getitem__(self, key: str) -> Any:
+        return _resolved(dict.__getitem__(self, key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return _resolved(dict.get(self, key, default))
+
+    # Defining __iter__ makes dict(...), {**...} and dict.update(...) go through keys() and
+    # __getitem__ instead of copying the raw entries.
+    def __iter__(self) -> Iterator[str]:
+        return dict.__iter__(self)
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        return ValuesView(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        return ItemsView(self)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        return _resolved(dict.pop(self, key, *default))
+
+    def popitem(self) -> tuple[str, Any]:
+        key, value = dict.popitem(self)
+        return key, _resolved(value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        return _resolved(dict.setdefault(self, key, default))
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` of the values."""
+        return {key: self[key] for key in self}
+
+    def __eq__(self, other: object) -> bool:
+        return self.copy() == other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return repr(self.copy())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (torch.save of a state, copy.copy) as the plain dict of values.
+        return (dict, (self.copy(),))
+
+
+def deferred_metrics(state: Any) -> DeferredMetrics | None:
+    """``state.metrics`` as a :class:`DeferredMetrics` (a plain ``dict`` is replaced by one with
+    the same entries); ``None`` when the user put another mapping type there."""
+    metrics = state.metrics
+    if type(metrics) is DeferredMetrics:
+        return metrics
+    if type(metrics) is dict:
+        deferred = DeferredMetrics(metrics)
+        state.metrics = deferred
+        return deferred
+    return None

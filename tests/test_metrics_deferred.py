@@ -1,0 +1,201 @@
+"""RunningAverage of a device value: no host sync per iteration, the same values when read."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ember.engine import Events
+from ember.metrics import Accuracy, RunningAverage
+from ember.metrics._deferred import DeferredMetrics, DeferredValue
+from ember.metrics._syncs import SyncCounter
+
+LOSSES = [0.5, 2.0, 1.0, 4.0, 3.0]
+
+
+def tensor_loss_engine(make_engine: Any, **kwargs: Any) -> Any:
+    """A trainer whose output is a 0-d float32 tensor loss, with RunningAverage ``"loss"``."""
+    engine = make_engine(lambda engine, batch: torch.tensor(batch, dtype=torch.float32))
+    RunningAverage(output_transform=lambda loss: loss, alpha=0.9, **kwargs).attach(engine, "loss")
+    return engine
+
+
+def expected_running(values: list[float], alpha: float) -> list[float]:
+    running: list[float] = []
+    for value in values:
+        running.append(value if not running else alpha * running[-1] + (1 - alpha) * value)
+    return running
+
+
+def test_nobody_reads_no_sync(make_engine: Any) -> None:
+    engine = tensor_loss_engine(make_engine)
+    with SyncCounter() as syncs:
+        engine.run(LOSSES * 4, max_epochs=2)
+    assert syncs.names == []
+    assert isinstance(engine.state.metrics, DeferredMetrics)
+    assert engine.state.metrics["loss"] == pytest.approx(expected_running(LOSSES * 8, 0.9)[-1])
+
+
+def test_each_read_syncs_once_and_sees_the_eager_value(make_engine: Any) -> None:
+    deferred, eager = (
+        tensor_loss_engine(make_engine),
+        tensor_loss_engine(make_engine, deferred=False),
+    )
+    seen: dict[str, list[Any]] = {"deferred": [], "eager": []}
+    syncs = SyncCounter()
+    for label, engine in (("deferred", deferred), ("eager", eager)):
+
+        @engine.on(Events.ITERATION_COMPLETED)
+        def read(engine: Any, label: str = label) -> None:
+            metrics = engine.state.metrics
+            seen[label].append(metrics["loss"])
+            seen[label].append(metrics["loss"])  # a second read of the same value: no sync
+
+    with syncs:
+        deferred.run(LOSSES, max_epochs=2)
+    assert syncs.count == len(LOSSES) * 2
+    with SyncCounter() as eager_syncs:
+        eager.run(LOSSES, max_epochs=2)
+    assert eager_syncs.count == len(LOSSES) * 2  # ignite's way: one per iteration
+    assert seen["deferred"] == seen["eager"]
+    assert all(type(value) is float for value in seen["deferred"])
+    assert seen["deferred"][::2] == pytest.approx(expected_running(LOSSES * 2, 0.9))
+
+
+def test_a_reset_does_not_change_the_stored_value(make_engine: Any) -> None:
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    RunningAverage(output_transform=lambda o: o, alpha=0.5, epoch_bound=True).attach(engine, "ra")
+    at_epoch_start: list[float] = []
+    engine.add_event_handler(
+        Events.EPOCH_STARTED, lambda e: at_epoch_start.append(e.state.metrics.get("ra"))
+    )
+    engine.run([2.0, 4.0], max_epochs=2)
+    # Reset at EPOCH_STARTED (before this reader): the entry still holds epoch 1's last value.
+    assert at_epoch_start == [None, 3.0]
+    assert engine.state.metrics["ra"] == 3.0
+
+
+def test_vector_values_are_stored_on_cpu(make_engine: Any) -> None:
+    engine = make_engine(lambda engine, batch: torch.tensor([batch, 2 * batch]))
+    RunningAverage(output_transform=lambda o: o, alpha=0.5).attach(engine, "ra")
+    engine.run([2.0, 4.0])
+    value = engine.state.metrics["ra"]
+    assert isinstance(value, torch.Tensor)
+    assert value.device.type == "cpu"
+    assert value.tolist() == [3.0, 6.0]
+
+
+def test_number_outputs_are_stored_as_they_are(make_engine: Any) -> None:
+    engine = make_engine(lambda engine, batch: batch)
+    RunningAverage(output_transform=lambda o: o, alpha=0.5).attach(engine, "ra")
+    engine.run([2.0, 4.0])
+    assert type(engine.state.metrics) is dict  # nothing deferred: the user's dict stays
+    assert engine.state.metrics["ra"] == 3.0
+
+
+def test_a_metric_source_is_averaged_as_before(make_engine: Any) -> None:
+    engine = make_engine(lambda engine, batch: batch)
+    RunningAverage(Accuracy(), alpha=0.5).attach(engine, "acc")
+    batches = [
+        (torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])),
+        (torch.tensor([[0.1, 0.9]]), torch.tensor([1])),
+    ]
+    assert engine.run(batches).metrics["acc"] == 0.75
+
+
+def test_another_mapping_type_is_filled_eagerly(make_engine: Any) -> None:
+    class Recorded(dict[str, Any]):
+        pass
+
+    engine = tensor_loss_engine(make_engine)
+    engine.state.metrics = Recorded()
+    engine.run(LOSSES)
+    assert type(engine.state.metrics) is Recorded
+    assert type(dict.__getitem__(engine.state.metrics, "loss")) is float
+
+
+def test_an_existing_dict_keeps_its_entries(make_engine: Any) -> None:
+    engine = tensor_loss_engine(make_engine)
+    engine.state.metrics["before"] = 1
+    engine.run(LOSSES)
+    assert engine.state.metrics["before"] == 1
+
+
+def test_deferred_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="deferred should be a bool"):
+        RunningAverage(output_transform=lambda o: o, deferred=1)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------ the mapping itself
+def deferred_mapping() -> DeferredMetrics:
+    metrics = DeferredMetrics({"plain": 1.0})
+    dict.__setitem__(metrics, "late", DeferredValue(torch.tensor(2.5, dtype=torch.float64)))
+    return metrics
+
+
+def updated(target: Any, source: Any) -> Any:
+    target.update(source)
+    return target
+
+
+READS = {
+    "getitem": lambda m: {key: m[key] for key in m},
+    "get": lambda m: {key: m.get(key) for key in m},
+    "dict": dict,
+    "unpack": lambda m: {**m},
+    "dict.update": lambda m: updated({}, m),
+    "OrderedDict": lambda m: dict(OrderedDict(m)),
+    "OrderedDict.update": lambda m: dict(updated(OrderedDict(), m)),
+    "items": lambda m: dict(m.items()),
+    "values": lambda m: dict(zip(m, m.values(), strict=True)),
+    "copy": lambda m: m.copy(),
+    "copy.copy": copy.copy,
+    "copy.deepcopy": copy.deepcopy,
+    "pickle": lambda m: pickle.loads(pickle.dumps(m)),
+    "json": lambda m: json.loads(json.dumps(m)),
+    "pop": lambda m: {key: m.pop(key) for key in list(m)},
+    "setdefault": lambda m: {key: m.setdefault(key) for key in list(m)},
+    "popitem": lambda m: dict(m.popitem() for _ in range(len(m))),
+}
+
+
+@pytest.mark.parametrize("read", READS.values(), ids=list(READS))
+def test_every_read_resolves(read: Any) -> None:
+    result = read(deferred_mapping())
+    assert result == {"plain": 1.0, "late": 2.5}
+    assert all(type(value) is float for value in result.values())
+
+
+def test_comparison_and_repr_resolve() -> None:
+    metrics = deferred_mapping()
+    assert metrics == {"plain": 1.0, "late": 2.5}
+    assert {"plain": 1.0, "late": 2.5} == metrics  # noqa: SIM300 - the reflected comparison
+    assert metrics != {"plain": 1.0}
+    assert repr(metrics) == repr({"plain": 1.0, "late": 2.5})
+    assert type(pickle.loads(pickle.dumps(metrics))) is dict
+
+
+@pytest.mark.ignite
+@pytest.mark.parametrize("bar", ["ember", "ignite"])
+def test_a_progress_bar_shows_the_running_loss(make_engine: Any, bar: str) -> None:
+    """The bar reads state.metrics at its refresh: the value read is the running average."""
+    import io
+
+    if bar == "ignite":
+        from ignite.handlers import ProgressBar
+    else:
+        from ember.handlers import ProgressBar
+
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    RunningAverage(output_transform=lambda loss: loss, alpha=0.5).attach(engine, "loss")
+    stream = io.StringIO()
+    ProgressBar(file=stream, persist=True).attach(engine, metric_names="all")
+    engine.run([1.0, 3.0, 5.0, 7.0])
+    assert "loss=5.25 " in stream.getvalue()  # the averages 1, 2, 3.5, 5.25: the last one
