@@ -563,6 +563,7 @@ def filter_factories(kind: Kind) -> str:
         for event_filter in filters
     )
 
+
 # ---------------------------------------------------------------- ember.metrics and ignite.metrics
 def metrics_of(kind: Kind) -> Any:
     """ignite.metrics on ignite's engine, ember.metrics on ember's."""

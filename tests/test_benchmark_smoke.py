@@ -45,6 +45,7 @@ def test_quick_prefetch_benchmark_runs() -> None:
     assert result.returncode == 0, result.stderr
     assert "prefetch depth=2" in result.stdout and "vs plain" in result.stdout
 
+
 def test_a_fail_that_the_minimums_pass_says_the_machine_was_busy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
