@@ -12,6 +12,7 @@ from typing import Any, ClassVar, TypeGuard
 
 from ember.engine._backend import select_loop
 from ember.engine._registry import FilteredHandler, HandlerRegistry
+from ember.engine._run_scope import RunScope
 from ember.engine._signature import check_signature
 from ember.engine._state_dict import check_state_dict
 from ember.engine.events import (
@@ -465,7 +466,8 @@ class Engine:
             self._resume_state(data, epoch_length)
         if self._dataloader_iter is None:
             self.state.dataloader = data
-        self._run_loop(self)
+        with RunScope():  # finishes what handlers left in the background (checkpoint writes)
+            self._run_loop(self)
         return self.state
 
     @staticmethod
