@@ -159,6 +159,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15_min": list(os.getloadavg()),
         "platform": platform.platform(),
         "device": "CPU only (no GPU on this machine: the pinned-buffer path was not measured)",
     }
@@ -171,7 +172,8 @@ def markdown(record: dict[str, Any]) -> str:
     return f"""# Benchmark: asynchronous checkpoints
 
 `python benchmarks/checkpoint_async.py` on {record["machine"]["date_utc"]} UTC, {record["machine"]["platform"]},
-{record["machine"]["cpu_count"]} CPU cores (shared), torch {record["machine"]["torch"]}, no GPU.
+{record["machine"]["cpu_count"]} CPU cores shared with other work (load average
+{record["machine"]["load_average_1_5_15_min"][0]:.1f} at the end), torch {record["machine"]["torch"]}, no GPU.
 State: {r["layers"]} x `Linear({r["width"]}, {r["width"]})`, {mb:.0f} MB; {r["saves"]} saves per mode,
 side by side; `DiskSaver` (atomic, `fsync`), `n_saved=1`. Medians leave out the first save.
 

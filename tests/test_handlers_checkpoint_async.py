@@ -133,6 +133,42 @@ def test_host_buffers_are_allocated_once_and_reused(tmp_path: Path) -> None:
     assert buffer_addresses() == first
 
 
+def test_snapshot_copies_every_kind_of_entry_and_keeps_the_structure() -> None:
+    from ember.handlers.checkpoint import _HostSnapshot
+
+    base = torch.arange(100.0)
+    module = torch.nn.Linear(3, 2)
+    shared = torch.ones(4)
+    state: dict[str, Any] = {
+        "model": module.state_dict(),  # an OrderedDict with _metadata
+        "offset_view": base[10:20],
+        "transposed": base.view(10, 10).t(),
+        "bfloat16": torch.arange(5, dtype=torch.bfloat16),
+        "parameter": torch.nn.Parameter(torch.ones(2)),
+        "nested": {"pair": (shared, shared), "step": 3, "betas": (0.9, 0.99), "names": ["a"]},
+    }
+    weight = module.weight.detach().clone()
+    snapshot, events = _HostSnapshot().take(state)
+    assert events == []
+    assert type(snapshot["model"]) is type(state["model"])
+    assert snapshot["model"]._metadata == state["model"]._metadata
+    assert isinstance(snapshot["parameter"], torch.nn.Parameter)
+    assert isinstance(snapshot["nested"]["pair"], tuple)
+    assert snapshot["nested"]["pair"][0] is snapshot["nested"]["pair"][1]  # shared stays shared
+    assert snapshot["nested"]["betas"] == (0.9, 0.99)
+    expected = {key: value for key, value in state.items() if key not in ("model", "nested")}
+    with torch.no_grad():
+        for value in (base, state["bfloat16"], state["parameter"], shared, *module.parameters()):
+            value.add_(100)  # training changes everything in place
+    for key, value in expected.items():
+        assert not torch.equal(snapshot[key], value), key
+    assert torch.equal(snapshot["offset_view"], torch.arange(10.0, 20.0))
+    assert torch.equal(snapshot["transposed"], torch.arange(100.0).view(10, 10).t())
+    assert torch.equal(snapshot["bfloat16"], torch.arange(5, dtype=torch.bfloat16))
+    assert torch.equal(snapshot["nested"]["pair"][0], torch.ones(4))
+    assert torch.equal(snapshot["model"]["weight"], weight)
+
+
 def test_rotation_and_last_checkpoint_change_only_once_the_file_is_written(
     make_engine: MakeEngine, tmp_path: Path
 ) -> None:

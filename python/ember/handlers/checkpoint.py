@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import ctypes
 import inspect
 import logging
 import math
@@ -374,7 +375,14 @@ class _HostSnapshot:
             or pinned != on_gpu
         ):
             buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=on_gpu)
-        buffer.copy_(tensor.detach(), non_blocking=on_gpu)
+        if tensor.device.type == "cpu" and tensor.is_contiguous():
+            # One memcpy, on this thread: the copy is bound by memory bandwidth, and torch's
+            # intra-op threads gain little there but stall badly when the cores are shared.
+            ctypes.memmove(
+                buffer.data_ptr(), tensor.data_ptr(), buffer.numel() * buffer.element_size()
+            )
+        else:
+            buffer.copy_(tensor.detach(), non_blocking=on_gpu)
         buffers[path] = (buffer, on_gpu)
         if isinstance(tensor, nn.Parameter):
             return nn.Parameter(buffer, requires_grad=tensor.requires_grad)
