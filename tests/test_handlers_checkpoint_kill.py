@@ -13,12 +13,15 @@ directory:
   ``DiskSaver`` is constructed on the directory, and gone afterwards.
 
 Both with synchronous saves and with ``async_save=True``, where the write runs in a background
-thread while the training thread overwrites the tensor in place. CI kills 4 times per case; set
-``EMBER_KILL_ROUNDS=20`` for the long count.
+thread while the training thread overwrites the tensor in place. CI kills 4 times per case; the
+long count, with the counts logged::
+
+    EMBER_KILL_ROUNDS=20 python -m pytest tests/test_handlers_checkpoint_kill.py -o log_cli=true --log-cli-level=INFO
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import random
@@ -207,5 +210,11 @@ def test_sigkill_while_writing_keeps_the_previous_checkpoint(
         DiskSaver(tmp_path, require_empty=False)  # removes what the killed write left
         assert temporary_files(tmp_path) == []
         assert check_checkpoints(tmp_path) == steps
-    print(f"{mode} {backend}: {ROUNDS} SIGKILLs, {killed_mid_write} mid-write, 0 checkpoints lost")
+    logging.getLogger(__name__).info(
+        "%s %s: %d SIGKILLs, %d mid-write, 0 checkpoints lost",
+        mode,
+        backend,
+        ROUNDS,
+        killed_mid_write,
+    )
     assert killed_mid_write >= 1, "no kill landed during a write; make the checkpoint bigger"

@@ -29,11 +29,13 @@ import atexit
 import contextlib
 import copy
 import ctypes
+import functools
 import inspect
 import logging
 import math
 import numbers
 import os
+import shutil
 import stat
 import tempfile
 import threading
@@ -69,6 +71,8 @@ __all__ = [
 TEMPORARY_SUFFIX = ".ember-tmp"
 # The name of the threads that write asynchronous checkpoints (one per save, ended when done).
 WRITER_THREAD_NAME = "ember-checkpoint-writer"
+# The extension of a sharded checkpoint: a torch.distributed.checkpoint directory.
+SHARDED_EXT = "dcp"
 # The Profiler row (kind "handler") of the time a save waited for the previous write.
 PROFILER_WAIT_ROW = "Checkpoint: waiting for the previous write"
 
@@ -224,6 +228,10 @@ class DiskSaver(BaseSaveHandler):
             name = path.name
             if not (name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)):
                 continue
+            if path.is_dir() and not path.is_symlink():  # of a sharded save that died
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+                continue
             try:
                 fd = os.open(path, os.O_RDONLY)
             except OSError:
@@ -307,7 +315,11 @@ class DiskSaver(BaseSaveHandler):
 
     def remove(self, filename: str) -> None:
         if _rank() == self.save_on_rank:
-            (self.dirname / filename).unlink(missing_ok=True)
+            path = self.dirname / filename
+            if path.is_dir() and not path.is_symlink():  # a sharded checkpoint
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _tensor_leaves(obj: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -418,6 +430,75 @@ class _PendingWrite:
                 self.filename,
             )
             raise
+
+
+def _holds_dtensors(checkpoint: Any) -> bool:
+    """Whether the state holds sharded tensors (only possible in a distributed run)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(tensor, DTensor) for _, tensor in _tensor_leaves(checkpoint))
+
+
+class _ShardedWriter:
+    """Saves a state holding DTensors with ``torch.distributed.checkpoint``: every rank writes its
+    own shards into one directory (no rank gathers the state), first under a temporary name
+    that the saver's rank renames to the final one once the checkpoint is complete.
+
+    Its collectives run on a gloo group of their own, so that a background save never mixes
+    its messages with those of training.
+    """
+
+    def __init__(self, saver: DiskSaver) -> None:
+        self.saver = saver
+        self.group: Any = None
+
+    def start(self, state: Any, filename: str, background: bool) -> Callable[[], None]:
+        """Begin the save on every rank (in the background: copy the state to host memory and
+        hand it to torch's writer thread); return what completes it."""
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.state_dict_saver import async_save, save
+
+        if self.group is None:
+            self.group = dist.new_group(backend="gloo")
+        final = self.saver.dirname / filename
+        temporary = self.saver.dirname / f".{filename}{TEMPORARY_SUFFIX}"
+        renames = _rank() == self.saver.save_on_rank
+        if renames and temporary.exists():
+            shutil.rmtree(temporary)  # left by a save that died
+        dist.barrier(group=self.group)
+        if background:
+            response = async_save(state, checkpoint_id=temporary, process_group=self.group)
+            # a Future, or (with an asynchronous stager) a response holding the upload's
+            upload: Any = getattr(response, "upload_completion", response)
+            wait: Callable[[], Any] = upload.result
+        else:
+            save(state, checkpoint_id=temporary, process_group=self.group)
+
+            def wait() -> None:
+                return None
+
+        def complete() -> None:
+            wait()  # the coordinator has written the metadata: every rank's shards are there
+            if renames:
+                _replace_directory(temporary, final)
+
+        return complete
+
+
+def _replace_directory(source: Path, target: Path) -> None:
+    """Rename the directory ``source`` to ``target``, replacing a previous ``target``."""
+    if target.exists():
+        previous = target.with_name(f".{target.name}.previous{TEMPORARY_SUFFIX}")
+        if previous.exists():
+            shutil.rmtree(previous)
+        target.rename(previous)
+        source.rename(target)
+        shutil.rmtree(previous)
+    else:
+        source.rename(target)
+    _fsync_directory(target.parent)
 
 
 # Checkpoints with async_save=True, whose pending writes the interpreter's exit waits for.
@@ -575,6 +656,7 @@ class Checkpoint:
         """Seconds the calls (and run ends) waited for the previous asynchronous write."""
         self._pending: _PendingWrite | None = None
         self._host_snapshot = _HostSnapshot()
+        self._sharded: _ShardedWriter | None = None
         if async_save:
             _async_checkpoints.add(self)
 
@@ -683,12 +765,13 @@ class Checkpoint:
 
         checkpoint = self._setup_checkpoint()
         name = self._object_name()
-        if len(checkpoint) == 1 and not self.include_self:
+        sharded = _holds_dtensors(checkpoint)
+        if len(checkpoint) == 1 and not self.include_self and not sharded:
             checkpoint = checkpoint[name]
         score = None
         if self.score_function is not None:
             score = f"{priority}" if isinstance(priority, numbers.Integral) else f"{priority:.4f}"
-        filename = self._filename(name, global_step, score)
+        filename = self._filename(name, global_step, score, SHARDED_EXT if sharded else self.ext)
         metadata = {
             "basename": f"{self.filename_prefix}{'_' if self.filename_prefix else ''}{name}",
             "score_name": self.score_name,
@@ -708,10 +791,24 @@ class Checkpoint:
         if self.include_self:
             checkpoint["checkpointer"] = self._state_dict_of(saved)
 
-        if self.async_save and self._writes_on_this_rank():
-            self._start_write(engine, checkpoint, filename, metadata, saved, obsolete)
+        background = self.async_save and (sharded or self._writes_on_this_rank())
+        write: Callable[[], None]
+        if sharded:
+            write = self._sharded_writer().start(checkpoint, filename, background)
+        elif background:
+            write = self._snapshot_writer(checkpoint, filename, metadata)
+        else:
+            write = functools.partial(self._write, checkpoint, filename, metadata)
+        if background:
+
+            def write_and_commit() -> None:
+                write()
+                self._commit(filename, saved, obsolete)
+
+            self._pending = _PendingWrite(engine, filename, write_and_commit)
+            at_run_end(id(self), self._finish_at_run_end)
             return
-        self._write(checkpoint, filename, metadata)
+        write()
         self._commit(filename, saved, obsolete)
         engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
 
@@ -733,26 +830,30 @@ class Checkpoint:
         saver = self.save_handler
         return not isinstance(saver, DiskSaver) or _rank() == saver.save_on_rank
 
+    def _sharded_writer(self) -> _ShardedWriter:
+        if not isinstance(self.save_handler, DiskSaver):
+            raise TypeError(
+                "The state holds sharded tensors (DTensor), which are saved with "
+                "torch.distributed.checkpoint into a directory: the save handler must be a "
+                f"DiskSaver or a directory, got {type(self.save_handler).__name__}"
+            )
+        if self._sharded is None:
+            self._sharded = _ShardedWriter(self.save_handler)
+        return self._sharded
+
     # ------------------------------------------------------------------ asynchronous saving
-    def _start_write(
-        self,
-        engine: Engine,
-        checkpoint: Any,
-        filename: str,
-        metadata: Mapping[str, Any],
-        saved: list[Item],
-        obsolete: Item | None,
-    ) -> None:
+    def _snapshot_writer(
+        self, checkpoint: Any, filename: str, metadata: Mapping[str, Any]
+    ) -> Callable[[], None]:
+        """Copy the state now; return what writes the copy (in the writer thread)."""
         snapshot, copies_done = self._host_snapshot.take(checkpoint)
 
         def write() -> None:
             for event in copies_done:
                 event.synchronize()
             self._write(snapshot, filename, metadata)
-            self._commit(filename, saved, obsolete)
 
-        self._pending = _PendingWrite(engine, filename, write)
-        at_run_end(id(self), self._finish_at_run_end)
+        return write
 
     @property
     def write_in_progress(self) -> bool:
@@ -814,10 +915,12 @@ class Checkpoint:
         to_save = self.to_save or {}
         return next(iter(to_save)) if len(to_save) == 1 else "checkpoint"
 
-    def _filename(self, name: str, global_step: int | None, score: Any) -> str:
+    def _filename(
+        self, name: str, global_step: int | None, score: Any, ext: str | None = None
+    ) -> str:
         return self._get_filename_pattern(global_step).format(
             filename_prefix=self.filename_prefix,
-            ext=self.ext,
+            ext=ext or self.ext,
             name=name,
             score_name=self.score_name,
             score=score,
@@ -849,8 +952,9 @@ class Checkpoint:
 
         Args:
             to_load: objects by name, as given to ``to_save``.
-            checkpoint: a file path (loaded with ``torch.load(..., weights_only=True)``) or the
-                loaded dictionary. When ``to_load`` holds one object, the checkpoint may also be
+            checkpoint: a file path (loaded with ``torch.load(..., weights_only=True)``), the
+                directory of a sharded checkpoint (loaded with ``torch.distributed.checkpoint``
+                into the objects' current state_dicts, on every rank), or the loaded dictionary. When ``to_load`` holds one object, the checkpoint may also be
                 that object's state_dict itself.
             strict: passed to ``torch.nn.Module.load_state_dict``.
             kwargs: also passed to ``torch.nn.Module.load_state_dict``.
@@ -869,7 +973,11 @@ class Checkpoint:
         if not isinstance(to_load, Mapping):
             raise TypeError(f"Argument to_load should be a dictionary, but given {type(to_load)}")
         Checkpoint._check_objects(to_load, "load_state_dict")
-        if isinstance(checkpoint, (str, Path)):
+        checkpoint_obj: Mapping[str, Any]
+        if isinstance(checkpoint, (str, Path)) and Path(checkpoint).is_dir():
+            source = f"sharded checkpoint '{checkpoint}'"
+            checkpoint_obj = _load_sharded(to_load, Path(checkpoint))
+        elif isinstance(checkpoint, (str, Path)):
             source = f"checkpoint file '{checkpoint}'"
             checkpoint_obj = _load_file(Path(checkpoint))
         else:
@@ -937,6 +1045,28 @@ class Checkpoint:
                 )
             items.append(Checkpoint.Item(entry[0], str(entry[1])))
         self._saved = items
+
+
+def _load_sharded(to_load: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Load a torch.distributed.checkpoint directory into the current state_dicts of ``to_load``
+    (each rank reads its own shards); return them, filled."""
+    from torch.distributed.checkpoint.state_dict_loader import load
+
+    if not (path / ".metadata").is_file():
+        raise ValueError(
+            f"Checkpoint directory '{path}' is not a complete sharded checkpoint: it has no "
+            "'.metadata' file (the save did not finish, or it is not a torch.distributed.checkpoint)"
+        )
+    state: dict[str, Any] = _tree_map(lambda obj: _unwrap(obj).state_dict(), to_load)
+    try:
+        load(state, checkpoint_id=path)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(
+            f"Sharded checkpoint '{path}' could not be loaded into {sorted(map(str, to_load))} "
+            f"({type(exc).__name__}: {first_line})"
+        ) from exc
+    return state
 
 
 def _load_file(path: Path) -> Any:
