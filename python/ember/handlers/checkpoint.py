@@ -554,6 +554,12 @@ class Checkpoint:
     waited for; a wait cut short by Ctrl-C logs that the write did not finish. The host buffers
     (one copy of the state) are kept for the next save.
 
+    In a distributed run, a state holding sharded tensors (``DTensor``, e.g. FSDP2) is not
+    gathered: every rank writes its shards with ``torch.distributed.checkpoint`` (its
+    ``async_save`` with ``async_save=True``) into a directory ``{name}.dcp`` (same naming, the
+    extension ``dcp``), written under a temporary name and renamed when complete.
+    :meth:`load_objects` reads such a directory.
+
     Args:
         to_save: objects with ``state_dict``/``load_state_dict`` (an engine, a model, an
             optimizer, a scheduler, this checkpointer...), by name.
