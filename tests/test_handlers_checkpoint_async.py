@@ -400,6 +400,21 @@ def test_no_thread_outlives_the_write_and_the_checkpoint_is_collected(tmp_path: 
     assert names(tmp_path) == ["model_0.pt"]
 
 
+def test_an_async_run_keeps_no_reference_to_the_engine(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    model, step = model_and_step()
+    checkpoint = Checkpoint({"model": model}, DiskSaver(tmp_path), async_save=True)
+    trainer = make_engine(step)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, checkpoint)
+    trainer.run([0, 1])
+    reference = weakref.ref(trainer)
+    del trainer
+    gc.collect()
+    assert reference() is None
+    assert names(tmp_path) == ["model_2.pt"]
+
+
 def test_only_the_writing_rank_copies_and_writes(tmp_path: Path) -> None:
     checkpoint = Checkpoint(
         {"model": torch.nn.Linear(2, 2)},
