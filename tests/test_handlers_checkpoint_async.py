@@ -144,6 +144,7 @@ def test_snapshot_copies_every_kind_of_entry_and_keeps_the_structure() -> None:
         "offset_view": base[10:20],
         "transposed": base.view(10, 10).t(),
         "bfloat16": torch.arange(5, dtype=torch.bfloat16),
+        "conjugate": torch.tensor([1 + 2j, 3 - 1j]).conj(),  # a lazy view: not its raw bytes
         "parameter": torch.nn.Parameter(torch.ones(2)),
         "nested": {"pair": (shared, shared), "step": 3, "betas": (0.9, 0.99), "names": ["a"]},
     }
@@ -156,7 +157,7 @@ def test_snapshot_copies_every_kind_of_entry_and_keeps_the_structure() -> None:
     assert isinstance(snapshot["nested"]["pair"], tuple)
     assert snapshot["nested"]["pair"][0] is snapshot["nested"]["pair"][1]  # shared stays shared
     assert snapshot["nested"]["betas"] == (0.9, 0.99)
-    expected = {key: value for key, value in state.items() if key not in ("model", "nested")}
+    expected = {k: v for k, v in state.items() if k not in ("model", "nested", "conjugate")}
     with torch.no_grad():
         for value in (base, state["bfloat16"], state["parameter"], shared, *module.parameters()):
             value.add_(100)  # training changes everything in place
@@ -165,6 +166,7 @@ def test_snapshot_copies_every_kind_of_entry_and_keeps_the_structure() -> None:
     assert torch.equal(snapshot["offset_view"], torch.arange(10.0, 20.0))
     assert torch.equal(snapshot["transposed"], torch.arange(100.0).view(10, 10).t())
     assert torch.equal(snapshot["bfloat16"], torch.arange(5, dtype=torch.bfloat16))
+    assert torch.equal(snapshot["conjugate"], torch.tensor([1 - 2j, 3 + 1j]))
     assert torch.equal(snapshot["nested"]["pair"][0], torch.ones(4))
     assert torch.equal(snapshot["model"]["weight"], weight)
 

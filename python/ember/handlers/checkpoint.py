@@ -387,7 +387,8 @@ class _HostSnapshot:
             or pinned != on_gpu
         ):
             buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=on_gpu)
-        if tensor.device.type == "cpu" and tensor.is_contiguous():
+        raw_bytes = not (tensor.is_conj() or tensor.is_neg())  # lazy conjugate/negative views
+        if tensor.device.type == "cpu" and tensor.is_contiguous() and raw_bytes:
             # One memcpy, on this thread: the copy is bound by memory bandwidth, and torch's
             # intra-op threads gain little there but stall badly when the cores are shared.
             ctypes.memmove(
