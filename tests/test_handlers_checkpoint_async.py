@@ -443,24 +443,28 @@ def test_model_checkpoint_async_and_bad_argument(make_engine: MakeEngine, tmp_pa
 
 
 EXIT_SCRIPT = """
-import sys, threading, torch
+import os, signal, sys, threading, torch
 from ember.engine import Engine
 from ember.handlers import Checkpoint, DiskSaver
 
 class Slow(DiskSaver):
     def __call__(self, checkpoint, filename, metadata=None):
-        threading.Event().wait(0.3)
+        threading.Event().wait(20 if sys.argv[2] == "interrupted" else 0.3)
         if sys.argv[2] == "fail":
             raise OSError("disk full")
         super().__call__(checkpoint, filename, metadata)
 
 checkpoint = Checkpoint({"model": torch.nn.Linear(2, 2)}, Slow(sys.argv[1]), async_save=True)
 checkpoint(Engine(lambda engine, batch: None))
+if sys.argv[2] == "interrupted":  # Ctrl-C while the exit waits for the write
+    ctrl_c = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    ctrl_c.daemon = True  # the exit does not wait for it: it fires during the atexit wait
+    ctrl_c.start()
 print("exiting", flush=True)
 """
 
 
-@pytest.mark.parametrize("outcome", ["ok", "fail"])
+@pytest.mark.parametrize("outcome", ["ok", "fail", "interrupted"])
 def test_interpreter_exit_waits_for_the_write(tmp_path: Path, outcome: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(EXIT_SCRIPT), str(tmp_path), outcome],
@@ -474,6 +478,9 @@ def test_interpreter_exit_waits_for_the_write(tmp_path: Path, outcome: str) -> N
     if outcome == "ok":
         assert names(tmp_path) == ["model_0.pt"]
         load(tmp_path / "model_0.pt")
-    else:
+    elif outcome == "fail":
         assert names(tmp_path) == []
         assert "model_0.pt' failed: OSError: disk full" in result.stderr
+    else:
+        assert names(tmp_path) == []
+        assert "checkpoint 'model_0.pt' did not finish" in result.stderr
