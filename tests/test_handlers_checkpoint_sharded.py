@@ -55,6 +55,10 @@ def test_fsdp2_checkpoints_are_written_per_rank_and_load_back(tmp_path: Path) ->
             assert outcome["weights_equal"], (rank, mode)
             assert outcome["iteration"] == 3
             assert outcome["local_shard_rows"] == 4  # still sharded after loading: 8 rows / 2
+        replicated = record["replicated"]  # not sharded: one writer, as without async_save
+        assert replicated["listing"] == ["model_2.pt"]
+        assert replicated["saved"] == [[2, "model_2.pt"]]
+        assert replicated["host_buffers"] == (2 if rank == 0 else 0)
 
 
 def test_an_incomplete_sharded_checkpoint_is_named(tmp_path: Path) -> None:

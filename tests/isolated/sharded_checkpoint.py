@@ -7,7 +7,7 @@ place every iteration, with a ``Checkpoint`` (n_saved=2) at every iteration, onc
 notes the full weights at each save (``full_tensor``, a collective), loads the last checkpoint
 into a fresh sharded model and engine, and writes ``OUT_DIR/rank{R}.json``: the directory's
 listing, the files of the last checkpoint, and whether the loaded weights and iteration equal
-those of the save.
+those of the save; and, for a model that is not sharded, what each rank wrote and copied.
 """
 
 from __future__ import annotations
@@ -91,9 +91,26 @@ def run_mode(out: Path, mode: str) -> dict[str, Any]:
     }
 
 
+def run_replicated(out: Path) -> dict[str, Any]:
+    """A model that is not sharded: only rank 0 copies and writes, as with synchronous saves."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 4)
+    trainer = Engine(lambda engine, batch: None)
+    checkpoint = Checkpoint({"model": model}, str(out / "replicated"), n_saved=1, async_save=True)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, checkpoint)
+    trainer.run([0, 1])
+    edist.barrier()
+    return {
+        "listing": sorted(path.name for path in (out / "replicated").iterdir()),
+        "host_buffers": len(checkpoint._host_snapshot._buffers),
+        "saved": checkpoint.state_dict()["_saved"],
+    }
+
+
 def main(local_rank: int, out_dir: str) -> None:
     out = Path(out_dir)
     result = {mode: run_mode(out, mode) for mode in ("sync", "async")}
+    result["replicated"] = run_replicated(out)
     (out / f"rank{edist.get_rank()}.json").write_text(json.dumps(result))
 
 
