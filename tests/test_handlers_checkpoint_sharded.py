@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
-from ember.handlers import Checkpoint
+from ember.handlers import Checkpoint, DiskSaver
+from ember.handlers.checkpoint import TEMPORARY_SUFFIX
 
 SCRIPT = Path(__file__).resolve().parent / "isolated" / "sharded_checkpoint.py"
 
@@ -69,3 +70,10 @@ def test_an_incomplete_sharded_checkpoint_is_named(tmp_path: Path) -> None:
         ValueError, match=r"checkpoint_3\.dcp' is not a complete sharded checkpoint"
     ):
         Checkpoint.load_objects({"model": torch.nn.Linear(2, 2)}, partial)
+    with pytest.raises(ValueError, match=r"\['checkpoint_3\.dcp'\].*require_empty=False"):
+        DiskSaver(tmp_path)
+    stale = tmp_path / f".checkpoint_4.dcp{TEMPORARY_SUFFIX}"  # a sharded save that died
+    stale.mkdir()
+    (stale / "__1_0.distcp").write_bytes(b"shard")
+    DiskSaver(tmp_path, require_empty=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint_3.dcp"]

@@ -204,10 +204,12 @@ class DiskSaver(BaseSaveHandler):
             raise ValueError(f"Directory path '{self.dirname}' is not found")
         self.remove_stale_temporary_files()
         if require_empty:
-            matched = sorted(p.name for p in self.dirname.iterdir() if p.name.endswith(".pt"))
+            extensions = (".pt", f".{SHARDED_EXT}")
+            matched = sorted(p.name for p in self.dirname.iterdir() if p.name.endswith(extensions))
             if matched:
                 raise ValueError(
-                    f"Files {matched} with extension '.pt' are already present in the directory "
+                    f"Files {matched} with extension '.pt' (or sharded checkpoints '.dcp') are "
+                    f"already present in the directory "
                     f"{self.dirname}. If you want to use this directory anyway, pass "
                     "`require_empty=False`."
                 )
