@@ -260,12 +260,12 @@ blocked {", ".join(f"{t:.3f}" for t in r["blocked_s"]["async"])} s, durable afte
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a tiny state, 2 saves")
-    parser.add_argument("--saves", type=int, default=None, help="saves per mode (default 6)")
+    parser.add_argument("--saves", type=int, default=None, help="saves per mode (default 12)")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "docs")
     parser.add_argument("--dir", type=Path, default=None, help="where checkpoints are written")
     args = parser.parse_args()
     layers, width = (2, 64) if args.smoke else (16, 2048)
-    saves = args.saves or (2 if args.smoke else 6)
+    saves = args.saves or (2 if args.smoke else 12)
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         results = measure(layers, width, saves, Path(directory))
     record = {"results": results, "machine": machine(), "smoke": args.smoke}
