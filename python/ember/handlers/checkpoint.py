@@ -553,8 +553,9 @@ class Checkpoint:
     the end of the run. An error of the write is raised by the next call, by :meth:`wait`, or by
     ``run()`` at the end of the run. When the outermost ``run()`` ends (completed, terminated,
     interrupted, or raising) it waits for the pending write; with an exception in flight a
-    failed write is logged and noted on that exception. At interpreter exit a pending write is
-    waited for; a wait cut short by Ctrl-C logs that the write did not finish. The host buffers
+    failed write is logged and noted on that exception (a call outside any run is finished by
+    the next call or :meth:`wait`). At interpreter exit a pending write is waited for; a wait
+    cut short by Ctrl-C logs that the write did not finish. The host buffers
     (one copy of the state) are kept for the next save.
 
     In a distributed run, a state holding sharded tensors (``DTensor``, e.g. FSDP2) is not
