@@ -12,6 +12,7 @@ from typing import Any, ClassVar, TypeGuard, TypeVar
 
 from ember.engine._backend import select_loop
 from ember.engine._registry import FilteredHandler, HandlerRegistry
+from ember.engine._run_scope import RunScope
 from ember.engine._signature import check_signature
 from ember.engine._state_dict import check_state_dict
 from ember.engine.events import (
@@ -566,10 +567,11 @@ class Engine:
             self._resume_state(data, epoch_length)
         if self._dataloader_iter is None:
             self.state.dataloader = data
-        if self._profiler is None:
-            self._run_loop(self)
-        else:
-            self._profiler._profiled_run(self)  # the loop, with host syncs counted
+        with RunScope():  # finishes what handlers left in the background (checkpoint writes)
+            if self._profiler is None:
+                self._run_loop(self)
+            else:
+                self._profiler._profiled_run(self)  # the loop, with host syncs counted
         return self.state
 
     @staticmethod
