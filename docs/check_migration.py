@@ -90,7 +90,9 @@ def outcome(engine: Any, run: Callable[[], Any]) -> str:
         except TraceCap:
             return f"loops forever (stopped after {EVENT_CAP} events)"
         except Exception as exc:  # noqa: BLE001 - the outcome is what we report
-            return f"raises {type(exc).__name__}: {str(exc).split('. ')[0]}"
+            message = str(exc).split(". ")[0]
+            short = message if len(message) <= 70 else f"{message[:70]}…"
+            return f"raises {type(exc).__name__}: {short}"
     text = f"returns at iteration {engine.state.iteration}"
     if caught:
         text += f', {caught[0].category.__name__} "{str(caught[0].message)[:42]}…"'
@@ -501,6 +503,67 @@ def fire_event_on_instance(kind: Kind) -> str:
     return f"{len(seen)} events: {seen[0]} … {seen[-3]}, {seen[-2]}, {seen[-1]}"
 
 
+# ----------------------------------------------------------------------------- differences
+def zero_epochs(kind: Kind) -> str:
+    engine = kind.engine()
+    return outcome(engine, lambda: engine.run([0, 1], max_epochs=0))
+
+
+def evaluator_output_edited_in_place(inference_mode: bool | None) -> Callable[[Kind], str]:
+    def check(kind: Kind) -> str:
+        options = (
+            {}
+            if inference_mode is None or kind.label == "ignite"
+            else {"inference_mode": inference_mode}
+        )
+        evaluator = kind.module.create_supervised_evaluator(
+            torch.nn.Linear(2, 1), **options, **kind.kwargs
+        )
+        evaluator.add_event_handler(
+            kind.Events.ITERATION_COMPLETED, lambda engine: engine.state.output[0].add_(1.0)
+        )
+        return outcome(evaluator, lambda: evaluator.run([(torch.ones(3, 2), torch.ones(3, 1))]))
+
+    return check
+
+
+def submodule_put_in_eval_mode(kind: Kind) -> str:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    seen: list[bool] = []
+    model[1].register_forward_hook(lambda module, args, output: seen.append(module.training))
+    trainer = kind.module.create_supervised_trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.mse_loss,
+        **kind.kwargs,
+    )
+    trainer.add_event_handler(kind.Events.ITERATION_COMPLETED(once=1), model[1].eval)
+    trainer.run([(torch.ones(1, 2), torch.ones(1, 2))] * 3)
+    return f"dropout.training at iterations 1-3: {seen}"
+
+
+def default_event_filter_warning(kind: Kind) -> str:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kind.Events.default_event_filter(None, 1)
+    return f"{caught[0].category.__name__}"
+
+
+def filter_factories(kind: Kind) -> str:
+    events = kind.Events
+    filters = [
+        events.every_event_filter(3),
+        events.once_event_filter([2, 5]),
+        events.before_and_after_event_filter(7, 2),
+        events.every_before_and_after_event_filter(2, 9, 1),
+    ]
+    return "; ".join(
+        str([count for count in range(1, 11) if event_filter(None, count)])
+        for event_filter in filters
+    )
+
+
 # ---------------------------------------------------------------- ember.metrics and ignite.metrics
 def metrics_of(kind: Kind) -> Any:
     """ignite.metrics on ignite's engine, ember.metrics on ember's."""
@@ -756,6 +819,50 @@ CLAIMS = [
     Claim("handlers", "`BasicTimeProfiler().attach(engine)`", basic_time_profiler, "refuses"),
     Claim("handlers", "`HandlersTimeProfiler().attach(engine)`", handlers_time_profiler, "refuses"),
     Claim(
+        "differences",
+        "`run([0, 1], max_epochs=0)`",
+        zero_epochs,
+        "fixed",
+        ember="raises ValueError: Argument max_epochs is invalid",
+    ),
+    Claim(
+        "differences",
+        "`create_supervised_evaluator(model)`: an ITERATION_COMPLETED handler edits `y_pred` in "
+        "place (`engine.state.output[0].add_(1.0)`)",
+        evaluator_output_edited_in_place(None),
+        "fixed",
+    ),
+    Claim(
+        "differences",
+        "as above, with ember's `create_supervised_evaluator(model, inference_mode=False)`",
+        evaluator_output_edited_in_place(False),
+        "same",
+        ember="returns at iteration 1",
+    ),
+    Claim(
+        "differences",
+        "`create_supervised_trainer(...)`: a handler calls `model[1].eval()` (a Dropout) after "
+        "iteration 1",
+        submodule_put_in_eval_mode,
+        "fixed",
+        ember="dropout.training at iterations 1-3: [True, False, False]",
+    ),
+    Claim(
+        "differences",
+        "`Events.default_event_filter(engine, 1)` warns with",
+        default_event_filter_warning,
+        "same",
+        ember="UserWarning",
+    ),
+    Claim(
+        "differences",
+        "`every_event_filter(3)`, `once_event_filter([2, 5])`, "
+        "`before_and_after_event_filter(7, 2)`, `every_before_and_after_event_filter(2, 9, 1)`: "
+        "counts 1-10 that pass",
+        filter_factories,
+        "same",
+    ),
+    Claim(
         "metrics",
         "`Precision(average=None)` on binary input",
         precision_per_class_binary,
@@ -807,6 +914,16 @@ def holds(claim: Claim, results: dict[str, str]) -> bool:
     return cpp.startswith("raises TypeError") and ignite_result == "accepted"
 
 
+def table_cell(text: str) -> str:
+    """``text`` as a Markdown table cell: ``|`` ends a cell, and braces outside code spans are
+    escaped, since a cell that ends in ``{...}`` would be read as HTML attributes (attr_list,
+    mkdocs.yml): ``stored kwargs {'tag': 'mine'}`` rendered as ``<td 'tag':=...>``."""
+    parts = text.replace("|", "\\|").split("`")
+    for index in range(0, len(parts), 2):  # the parts outside code spans
+        parts[index] = parts[index].replace("{", "\\{").replace("}", "\\}")
+    return "`".join(parts)
+
+
 VERDICT = {"same": "kept", "fixed": "differs", "works": "works", "refuses": "refuses"}
 
 
@@ -824,7 +941,7 @@ def render(section: str, rows: list[tuple[Claim, dict[str, str], bool]]) -> str:
             ember_result = f"cpp: {results['cpp']}; python: {results['python']}"
         verdict = VERDICT[claim.expect] if ok else f"**claim fails ({claim.expect})**"
         cells = [claim.label, results["ignite"], ember_result, verdict]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        lines.append("| " + " | ".join(map(table_cell, cells)) + " |")
     lines += [
         "",
         (

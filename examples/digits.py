@@ -2,18 +2,21 @@
 
     python examples/digits.py [--epochs 40] [--out-dir checkpoints] [--backend cpp|python]
     python examples/digits.py --nproc 2      # 2 processes on the CPU (torch.distributed, gloo)
-    torchrun --nproc-per-node 2 examples/digits.py --nproc 2
+    torchrun --nproc-per-node 2 examples/digits.py   # the same, processes started by torchrun
 
 Trainer and evaluator from ember.engine, metrics from ember.metrics, checkpointing of the best
 model, early stopping and a progress bar from ember.handlers. Prints the validation accuracy
 of each epoch and the best one; exits with status 1 if it stays below --target. With --nproc N
 the same script trains with N processes: the data is sharded, gradients are averaged (DDP),
-metrics are computed over the whole validation set, and rank 0 alone writes and prints.
+metrics are computed over the whole validation set, and rank 0 alone writes and prints. Under
+torchrun, the launcher's processes train (no --nproc: torchrun's --nproc-per-node says how many)
+and every rank exits with the same status.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,10 +32,11 @@ from ember.metrics import Accuracy, Loss
 
 
 def datasets() -> tuple[torch.utils.data.TensorDataset, torch.utils.data.TensorDataset]:
-    digits = load_digits()
-    x_train, x_val, y_train, y_val = train_test_split(
+    digits: Any = load_digits()  # a Bunch; scikit-learn ships no types
+    split: Any = train_test_split(
         digits.data, digits.target, test_size=0.25, random_state=0, stratify=digits.target
     )
+    x_train, x_val, y_train, y_val = split
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     std[std == 0] = 1.0  # pixels that are blank in every training image
 
@@ -47,6 +51,9 @@ def train(local_rank: int, args: argparse.Namespace) -> float:
     """One process's training (all of it in a single process); returns the best accuracy."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
+    if args.out_dir is None:  # one folder for all ranks: rank 0's, made once the group is up
+        made = tempfile.mkdtemp(prefix="ember-digits-") if edist.get_rank() == 0 else None
+        args.out_dir = Path(edist.broadcast(made, src=0))
     train_set, val_set = datasets()
     # Global batch sizes: each of N processes loads 1/N of them.
     train_loader = edist.auto_dataloader(train_set, batch_size=args.batch_size, shuffle=True)
@@ -108,7 +115,7 @@ def train(local_rank: int, args: argparse.Namespace) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out-dir", type=Path, default=None)
@@ -117,14 +124,17 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--nproc", type=int, default=1, help="processes (gloo on the CPU)")
     args = parser.parse_args()
-    args.out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="ember-digits-"))
-
-    if args.nproc == 1:
-        best = train(0, args)
-    else:
+    launched = "WORLD_SIZE" in os.environ  # torchrun started this process as one of several
+    if launched:  # torchrun's processes; its --nproc-per-node says how many
+        with edist.Parallel(backend="gloo") as parallel:
+            best = parallel.run(train, args)  # the same on every rank: metrics are over all
+    elif args.nproc > 1:
+        args.out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="ember-digits-"))
         with edist.Parallel(backend="gloo", nproc_per_node=args.nproc) as parallel:
             parallel.run(train, args)
         best = _best_from_checkpoints(args.out_dir)
+    else:
+        best = train(0, args)
     return 0 if best >= args.target else 1
 
 

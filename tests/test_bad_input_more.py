@@ -148,8 +148,10 @@ def test_state_dict_max_iters_below_the_iteration_is_refused(make_engine: Any) -
 
 
 def test_default_event_filter_is_deprecated() -> None:
-    with pytest.warns(DeprecationWarning, match="Events.default_event_filter is deprecated"):
+    with pytest.warns(UserWarning, match="Events.default_event_filter is deprecated") as caught:
         assert Events.default_event_filter(None, 1) is True  # type: ignore[arg-type]
+    # ignite's category: a UserWarning, which Python shows by default (a DeprecationWarning is not)
+    assert [warning.category for warning in caught] == [UserWarning]
 
 
 # ---------------------------------------------------------------------------------- during the run

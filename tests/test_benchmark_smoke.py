@@ -70,3 +70,34 @@ def test_stack_benchmark_refuses_cuda_without_a_device(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "no CUDA device" in result.stderr
+
+
+def test_quick_prefetch_benchmark_runs() -> None:
+    script = SCRIPT.parent / "prefetch.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "prefetch depth=2" in result.stdout and "vs plain" in result.stdout
+
+
+def test_a_fail_that_the_minimums_pass_says_the_machine_was_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("ember._core")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("loop_overhead", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "loop_overhead", bench)  # its dataclasses look it up
+    spec.loader.exec_module(bench)
+    on_medians = [bench.Target("check", "2.5x", False), bench.Target("other", "3.0x", False)]
+    on_minimums = [bench.Target("check", "1.5x", True), bench.Target("other", "2.9x", False)]
+    busy, failing = bench.target_lines(on_medians, on_minimums)
+    assert busy.startswith("FAIL check") and busy.endswith(f"({bench.BUSY})")
+    assert "busy" not in failing  # fails on both statistics: a real failure

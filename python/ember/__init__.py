@@ -1,10 +1,43 @@
-"""ember: PyTorch-Ignite's Engine with its run loop compiled in C++."""
+"""ember: PyTorch-Ignite's Engine with its run loop compiled in C++.
+
+``import ember`` imports nothing else: ``ember.engine``, ``ember.handlers``, ``ember.metrics`` and
+``ember.distributed`` are imported when first used as attributes, so ``import ember`` then
+``ember.engine.Engine`` works and does not import torch.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ember._ignite_patch import ignite_patched, patch_ignite
 
 try:
     from ember._version import __version__
 except ImportError:  # a source tree that was never built
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from ember import distributed, engine, handlers, metrics
+
+__all__ = [
+    "__version__",
+    "distributed",
+    "engine",
+    "handlers",
+    "ignite_patched",
+    "metrics",
+    "patch_ignite",
+]
+
+_SUBMODULES = frozenset({"distributed", "engine", "handlers", "metrics"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ember.{name}")
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

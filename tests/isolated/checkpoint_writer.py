@@ -3,17 +3,21 @@
 Importing torch costs seconds, so this process imports it once and then forks one writer per
 command read from stdin::
 
-    write DIRNAME BACKEND MEGABYTES   # fork a writer; prints "exit STATUS" once it is reaped
+    write DIRNAME BACKEND MEGABYTES MODE   # fork a writer; prints "exit STATUS" once reaped
     quit
+
+MODE is ``sync`` or ``async`` (``Checkpoint(async_save=True)``).
 
 A writer resumes from the newest checkpoint in DIRNAME (model, trainer and the checkpointer's
 own list of files, so it goes on pruning them with n_saved=1), then trains on an engine of the
 given backend, saving a checkpoint of a MEGABYTES tensor filled with the byte
-``step % 256`` at every iteration. It prints (one line each, unbuffered):
+``step % 256`` at every iteration. In async mode the tensor is overwritten in place with another
+byte right after the save call, while the background thread writes: a file holding that byte
+would be an inconsistent snapshot. It prints (one line each, unbuffered):
 
     pid PID        once started
-    begin STEP     just before writing the checkpoint of STEP
-    saved STEP     after SAVED_CHECKPOINT fired for STEP
+    begin STEP     just before the save call of STEP
+    saved STEP     after SAVED_CHECKPOINT fired for STEP (in async mode: at the next save call)
 
 The parent test kills the writer with SIGKILL at chosen moments and checks the directory.
 """
@@ -48,13 +52,18 @@ class Blob:
     def __init__(self, megabytes: int) -> None:
         self.size = megabytes << 20
         self.step = 0
-        self.data = torch.zeros(0, dtype=torch.uint8)
+        # Filled from Python, seen by torch without a copy: no torch kernel, hence no thread pool
+        # after fork.
+        self.memory = bytearray(self.size)
+        self.data = torch.frombuffer(self.memory, dtype=torch.uint8)
+
+    def fill(self, byte: int) -> None:
+        self.memory[:] = bytes([byte]) * self.size
 
     def prepare(self, step: int) -> None:
         """Make the payload of ``step`` now, so that saving it starts with the file write."""
         self.step = step
-        # bytearray * n and frombuffer: no torch kernel, hence no thread pool after fork.
-        self.data = torch.frombuffer(bytearray([step % 256]) * self.size, dtype=torch.uint8)
+        self.fill(step % 256)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "data": self.data}
@@ -68,7 +77,7 @@ def latest(dirname: Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
-def write(dirname: Path, backend: str, megabytes: int) -> None:
+def write(dirname: Path, backend: str, megabytes: int, mode: str) -> None:
     say(f"pid {os.getpid()}")
     blob = Blob(megabytes)
     trainer = Engine(lambda engine, batch: None, backend=backend)
@@ -79,6 +88,7 @@ def write(dirname: Path, backend: str, megabytes: int) -> None:
         filename_prefix="blob",
         n_saved=1,
         include_self=True,
+        async_save=mode == "async",
     )
     previous = latest(dirname)
     if previous is not None:
@@ -90,12 +100,18 @@ def write(dirname: Path, backend: str, megabytes: int) -> None:
         blob.prepare(engine.state.iteration)
         say(f"begin {blob.step}")
         checkpointer(engine)
+        if checkpointer.async_save:
+            blob.fill((blob.step + 128) % 256)  # training goes on changing the weights
 
     trainer.register_events(*CheckpointEvents)
 
     @trainer.on(CheckpointEvents.SAVED_CHECKPOINT)
     def saved(engine: Engine) -> None:
-        say(f"saved {blob.step}")
+        last = checkpointer.last_checkpoint
+        assert last is not None
+        match = PATTERN.match(Path(last).name)
+        assert match is not None
+        say(f"saved {match.group(1)}")
 
     trainer.run(data=None, max_epochs=10**6, epoch_length=1)
 
@@ -112,7 +128,7 @@ def main() -> None:
         if pid == 0:
             status = 0
             try:
-                write(Path(words[1]), words[2], int(words[3]))
+                write(Path(words[1]), words[2], int(words[3]), words[4])
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 say(f"error {type(exc).__name__}: {exc}")
                 status = 1

@@ -298,16 +298,21 @@ def _store_error(what: str, exc: BaseException, address: str) -> RuntimeError:
     )
 
 
+def _attempt_prefix() -> str:
+    """Keys of this rendezvous in the store: torch elastic's agent keeps its store across
+    restarts of the worker group, where the keys of the group that died (the ranks' gloo
+    addresses...) would otherwise be read by the new one."""
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return f"ember/{restart}/{_state.generation}/"
+
+
 def _meet(store: Any, context: _Context) -> None:
     """Check, through the store and before any collective, that every rank was started with
     the same world size, backend and layout, and that no rank number is taken twice.
 
     Without it, mismatched launches hang in gloo's connection setup or fail much later.
     """
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    keys = dist.PrefixStore(  # type: ignore[attr-defined]
-        f"ember/{restart}/{_state.generation}/", store
-    )
+    keys = dist.PrefixStore(f"{_attempt_prefix()}meet/", store)  # type: ignore[attr-defined]
     me = context.rank
     layout = f"{context.world_size}|{context.backend}|{context.nnodes}"
     claimed = keys.add(f"claim/{me}", 1)
@@ -440,6 +445,7 @@ def initialize(backend: str, timeout: timedelta | float = DEFAULT_TIMEOUT) -> No
         except (RuntimeError, dist.DistError) as exc:
             raise _store_error("reaching", exc, f"{address}:{port}") from exc
         _meet(store, context)
+        store = dist.PrefixStore(f"{_attempt_prefix()}group/", store)  # type: ignore[attr-defined]
     try:
         dist.init_process_group(
             name, store=store, rank=rank, world_size=world_size, timeout=timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import TYPE_CHECKING
 
 from ember.engine.engine import Engine
 from ember.engine.events import (
@@ -14,6 +15,10 @@ from ember.engine.events import (
     RemovableEventHandle,
 )
 from ember.engine.state import State
+
+if TYPE_CHECKING:  # what type checkers see; at run time these load on first use (torch)
+    from ember.engine.deterministic import DeterministicEngine
+    from ember.engine.supervised import create_supervised_evaluator, create_supervised_trainer
 
 # Load the compiled loop now, so the first Engine costs nothing extra. If it is missing, the
 # first Engine on the "cpp" backend raises the ImportError with a build note.

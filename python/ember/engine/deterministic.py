@@ -6,7 +6,9 @@ What the rest of the run sees after a resume is a function of the checkpoint alo
   torch with ``state.seed + pass``; a torch ``DataLoader`` then draws its whole order of batch
   indices at once. The position in the data, ``(pass, batches drawn in it)``, is part of
   ``state_dict()``.
-- ``state_dict()`` also holds the random states of ``random``, NumPy and torch (CPU and CUDA)
+- ``state_dict()`` also holds the world size of the run (the data position of a run sharded over
+  ``W`` processes means nothing to a run over another number: loading it there raises) and the
+  random states of ``random``, NumPy and torch (CPU and CUDA)
   at the time it is taken. A resumed run rebuilds the pass, skips the batches already drawn
   (for a ``DataLoader`` without loading them), and only then restores those random states, so
   the order of the epoch is drawn as in the run that was never stopped (ignite's
@@ -27,6 +29,7 @@ from typing import Any, cast
 
 import torch
 
+from ember.distributed import get_world_size
 from ember.engine.engine import Engine
 from ember.engine.events import Events
 
@@ -151,11 +154,19 @@ class DeterministicEngine(Engine):
         state_dict = super().state_dict()
         state_dict["seed"] = self.state.seed
         state_dict["data_position"] = self._data_position()
+        state_dict["world_size"] = get_world_size()
         state_dict["rng_states"] = get_rng_states()
         return state_dict
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        own = {"seed", "data_position", "rng_states"}
+        own = {"seed", "data_position", "rng_states", "world_size"}
+        saved_world_size = state_dict.get("world_size")
+        if saved_world_size is not None and saved_world_size != get_world_size():
+            raise ValueError(
+                f"state_dict was taken in a run of {saved_world_size} process(es) (world_size), "
+                f"this run has {get_world_size()}: its data position and random states do not "
+                "apply here; resume with the same world size"
+            )
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in own})
         self.state.seed = state_dict.get("seed")
         position = state_dict.get("data_position")

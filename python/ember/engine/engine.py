@@ -8,10 +8,11 @@ import numbers
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, TypeGuard
+from typing import Any, ClassVar, TypeGuard, TypeVar
 
 from ember.engine._backend import select_loop
 from ember.engine._registry import FilteredHandler, HandlerRegistry
+from ember.engine._run_scope import RunScope
 from ember.engine._signature import check_signature
 from ember.engine._state_dict import check_state_dict
 from ember.engine.events import (
@@ -24,6 +25,18 @@ from ember.engine.events import (
 from ember.engine.state import State
 
 __all__ = ["Engine"]
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+# Engines name their logger "<module>.<class>"; ember.patch_ignite() sets ignite's module name, so
+# `logging.getLogger("ignite.engine.engine.Engine")` configures the engines under the switch.
+_logger_module = __name__
+
+
+def _set_logger_module(name: str) -> None:
+    global _logger_module  # noqa: PLW0603 - one process-wide setting, made by the switch
+    _logger_module = name
 
 
 def _is_integer(value: Any) -> TypeGuard[int]:
@@ -73,7 +86,7 @@ class Engine:
         self, process_function: Callable[[Engine, Any], Any], *, backend: str | None = None
     ) -> None:
         self._event_handlers_registry = HandlerRegistry()
-        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.logger = logging.getLogger(f"{_logger_module}.{type(self).__name__}")
         self._process_function = process_function
         self.last_event_name: Any = None
         self.should_terminate: bool | str = False
@@ -139,7 +152,32 @@ class Engine:
     ) -> RemovableEventHandle:
         """Call ``handler`` when ``event_name`` fires, with the engine first if it takes it.
 
-        Returns a handle whose ``remove()`` (or ``with`` block) detaches the handler.
+        Args:
+            event_name: an event (``Events.X``, filtered ``Events.X(every=2)``, a registered
+                custom event or string) or an ``EventsList`` (``Events.A | Events.B``): the
+                handler is added to each.
+            handler: called as ``handler(engine, *args, **kwargs)``, or without the engine when
+                its signature does not take it; EXCEPTION_RAISED handlers also receive the
+                exception, TERMINATE_SINGLE_EPOCH handlers ``iter_counter=``.
+            *args: passed to the handler after the engine.
+            **kwargs: passed to the handler as keyword arguments.
+
+        Returns:
+            A handle whose ``remove()`` (or ``with`` block) detaches the handler.
+
+        Raises:
+            TypeError: ``handler`` is not callable, or its signature cannot take the arguments.
+            ValueError: ``event_name`` is not registered on this engine, or a filter was put on
+                an event without a counter.
+
+        Example:
+            ```python
+            def log(engine, every):
+                print(engine.state.iteration, every)
+
+            handle = trainer.add_event_handler(Events.ITERATION_COMPLETED(every=100), log, 100)
+            handle.remove()  # detached again
+            ```
         """
         if is_events_list(event_name):
             for event in event_name:
@@ -198,10 +236,19 @@ class Engine:
             )
         self._event_handlers[event_name] = kept
 
-    def on(self, event_name: Any, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
-        """Decorator form of :meth:`add_event_handler`; returns the function unchanged."""
+    def on(self, event_name: Any, *args: Any, **kwargs: Any) -> Callable[[_Handler], _Handler]:
+        """Decorator form of :meth:`add_event_handler`; returns the function unchanged (and
+        typed as it was).
 
-        def decorator(handler: Callable[..., Any]) -> Callable[..., Any]:
+        Example:
+            ```python
+            @trainer.on(Events.EPOCH_COMPLETED(every=2))
+            def validate(engine: Engine) -> None:
+                evaluator.run(val_data)
+            ```
+        """
+
+        def decorator(handler: _Handler) -> _Handler:
             self.add_event_handler(event_name, handler, *args, **kwargs)
             return handler
 
@@ -255,7 +302,21 @@ class Engine:
 
     # ------------------------------------------------------------------ control
     def interrupt(self) -> None:
-        """Stop the run at the next event check; a later :meth:`run` continues where it stopped."""
+        """Stop the run at the next event check; a later :meth:`run` continues where it stopped.
+
+        INTERRUPT fires and ``run()`` returns the state; calling ``run()`` again (without
+        arguments, or with the same data) resumes at the next iteration, without STARTED.
+
+        Raises:
+            RuntimeError: ``interrupt_resume_enabled`` is False on this engine class.
+
+        Example:
+            ```python
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=10), lambda e: e.interrupt())
+            trainer.run(data, max_epochs=2)  # returns after iteration 10
+            trainer.run(data)                # goes on from iteration 11
+            ```
+        """
         if not self.interrupt_resume_enabled:
             raise RuntimeError(
                 "Engine 'interrupt/resume' feature is disabled. "
@@ -267,7 +328,23 @@ class Engine:
         self.should_interrupt = True
 
     def terminate(self, skip_completed: bool = False) -> None:
-        """End the run at the next event check: TERMINATE fires, then COMPLETED unless skipped."""
+        """End the run at the next event check: TERMINATE fires, then COMPLETED unless skipped.
+
+        Called from a handler or the process function, it takes effect when the current event's
+        handlers (or the current iteration) are done, as in ignite. A later :meth:`run` starts
+        the next epoch with a fresh data iterator.
+
+        Args:
+            skip_completed: do not fire EPOCH_COMPLETED and COMPLETED after TERMINATE.
+
+        Example:
+            ```python
+            @trainer.on(Events.ITERATION_COMPLETED)
+            def stop_on_nan(engine):
+                if engine.state.output != engine.state.output:  # NaN
+                    engine.terminate()
+            ```
+        """
         self.logger.info(
             "Terminate signaled. Engine will stop after current iteration is finished."
         )
@@ -446,6 +523,31 @@ class Engine:
         ``epoch_length`` defaults to ``len(data)``; for data without a length it is found when
         the iterator first runs out. ``data=None`` needs ``epoch_length`` and passes ``None``
         batches. Returns ``engine.state``, also after :meth:`interrupt`.
+
+        Args:
+            data: any iterable (a list, a ``DataLoader``, a generator); restarted with
+                ``iter()`` when it runs out before the epoch ends.
+            max_epochs: epochs to run; on a resume, a larger value extends the run.
+            max_iters: iterations to run, instead of ``max_epochs``.
+            epoch_length: iterations per epoch (``len(data)`` by default).
+
+        Returns:
+            ``engine.state``.
+
+        Raises:
+            TypeError: ``data`` is not iterable, or a count is not an integer.
+            ValueError: a count is not positive (``max_epochs=0`` included, where ignite
+                returns), both ``max_epochs`` and ``max_iters`` are given, the data is empty,
+                or ``data=None`` without ``epoch_length``.
+            Exception: whatever the process function or a handler raised, after the
+                EXCEPTION_RAISED handlers (if none swallowed it).
+
+        Example:
+            ```python
+            engine = Engine(lambda engine, batch: batch * 2)
+            state = engine.run([1, 2, 3], max_epochs=2)
+            assert (state.epoch, state.iteration, state.output) == (2, 6, 6)
+            ```
         """
         self._validate_run_arguments(data, max_epochs, max_iters, epoch_length)
         max_epochs, max_iters, epoch_length = (
@@ -465,7 +567,11 @@ class Engine:
             self._resume_state(data, epoch_length)
         if self._dataloader_iter is None:
             self.state.dataloader = data
-        self._run_loop(self)
+        with RunScope():  # finishes what handlers left in the background (checkpoint writes)
+            if self._profiler is None:
+                self._run_loop(self)
+            else:
+                self._profiler._profiled_run(self)  # the loop, with host syncs counted
         return self.state
 
     @staticmethod

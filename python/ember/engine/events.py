@@ -186,11 +186,37 @@ class CallableEventWithFilter:
             check_signature(event_filter, "event_filter", "engine", "event")
         return CallableEventWithFilter(self.value, event_filter, self.name)
 
+    # ignite's filter factories, as count filters (which the compiled loop evaluates itself).
+    @staticmethod
+    def every_event_filter(every: int) -> CountFilter:
+        """Fires when the counter is a multiple of ``every``."""
+        return CountFilter(every=every)
+
+    @staticmethod
+    def once_event_filter(once: Sequence[int]) -> CountFilter:
+        """Fires when the counter is one of ``once``."""
+        return CountFilter(once=once)
+
+    @staticmethod
+    def before_and_after_event_filter(
+        before: int | None = None, after: int | None = None
+    ) -> CountFilter:
+        """Fires when ``after < counter < before`` (each bound optional)."""
+        return CountFilter(after=after or 0, before=before)
+
+    @staticmethod
+    def every_before_and_after_event_filter(
+        every: int, before: int | None = None, after: int | None = None
+    ) -> CountFilter:
+        """Fires every ``every`` counts from ``after + 1``, while ``after < counter < before``."""
+        return CountFilter(every=every, after=after or 0, before=before)
+
     @staticmethod
     def default_event_filter(engine: Engine, event: int) -> bool:
+        """Deprecated, as in ignite: warns (a ``UserWarning``, ignite's category) and returns True."""
         warnings.warn(
             "Events.default_event_filter is deprecated and will be removed. Please, use None instead",
-            DeprecationWarning,
+            UserWarning,
             stacklevel=2,
         )
         return True

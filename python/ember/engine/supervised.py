@@ -174,11 +174,46 @@ def create_supervised_trainer(
 ) -> Engine:
     """An engine that trains ``model`` with ``optimizer`` on ``loss_fn``, as ignite's.
 
-    ``engine.state.output`` is the loss as a detached 0-d tensor (ignite: a float); pass
-    ``output_transform=loss_as_float`` for ignite's float, at the price of a host sync per
-    iteration. ``amp_mode="amp"`` runs the forward pass under ``torch.autocast``; ``scaler=True`` (or a
-    ``GradScaler``) scales the loss, and ``scaler=True`` stores the scaler in
-    ``engine.state.scaler``. ``deterministic=True`` returns a :class:`DeterministicEngine`.
+    Each iteration: ``x, y = prepare_batch(batch, device, non_blocking)``, ``y_pred =
+    model_transform(model_fn(model, x))``, ``loss = loss_fn(y_pred, y)``, backward, and an
+    optimizer step every ``gradient_accumulation_steps`` iterations; ``engine.state.output`` is
+    ``output_transform(x, y, y_pred, loss)``: by default the loss as a detached 0-d tensor
+    (ignite: ``loss.item()``, a float, at the price of a host sync per iteration; pass
+    ``output_transform=loss_as_float`` for it). ``model.train()`` is called
+    when the model is not in training mode (ignite: every iteration; docs/migration.md).
+
+    Args:
+        model: the model to train.
+        optimizer: its optimizer.
+        loss_fn: ``loss_fn(y_pred, y)``, a scalar tensor.
+        device: where batches are moved (``None``: left where they are).
+        non_blocking: passed to ``tensor.to()``.
+        prepare_batch: ``(batch, device, non_blocking) -> (x, y)``.
+        model_transform: applied to the model's output before the loss.
+        output_transform: ``(x, y, y_pred, loss) -> engine.state.output``.
+        deterministic: return a :class:`~ember.engine.deterministic.DeterministicEngine`
+            (exact mid-epoch resume).
+        amp_mode: ``"amp"`` runs the forward pass under ``torch.autocast``.
+        scaler: ``True`` (a new ``GradScaler``, stored in ``engine.state.scaler``) or a
+            ``GradScaler`` to scale the loss; needs ``amp_mode="amp"``.
+        gradient_accumulation_steps: iterations whose gradients add up before each step.
+        model_fn: ``(model, x) -> output`` (``model(x)`` by default).
+        backend: the loop, ``"cpp"`` or ``"python"`` (see :class:`~ember.engine.Engine`).
+
+    Returns:
+        The trainer, an :class:`~ember.engine.Engine`.
+
+    Raises:
+        ValueError: ``amp_mode`` is not ``None`` or ``"amp"``, ``scaler`` without
+            ``amp_mode="amp"``, ``amp_mode`` on an mps device, or
+            ``gradient_accumulation_steps`` is not a positive integer.
+
+    Example:
+        ```python
+        trainer = create_supervised_trainer(model, optimizer, torch.nn.functional.mse_loss)
+        trainer.run(data, max_epochs=5)
+        print(trainer.state.output)  # the last loss
+        ```
     """
     _check_options(device, amp_mode, scaler, gradient_accumulation_steps)
     grad_scaler = None
@@ -251,7 +286,42 @@ def create_supervised_evaluator(
     inference_mode: bool = True,
     backend: str | None = None,
 ) -> Engine:
-    """An engine that evaluates ``model`` and computes ``metrics`` (attached by name)."""
+    """An engine that evaluates ``model`` and computes ``metrics`` (attached by name).
+
+    Each iteration runs ``model`` in eval mode under ``torch.inference_mode()`` (ignite:
+    ``torch.no_grad()``; ``inference_mode=False`` gives that) and sets ``engine.state.output``
+    to ``output_transform(x, y, y_pred)``, ``(y_pred, y)`` by default, which the metrics read.
+
+    Args:
+        model: the model to evaluate.
+        metrics: ``{name: metric}``; each is attached under its name, so its value is in
+            ``engine.state.metrics[name]`` after a run.
+        device: where batches are moved (``None``: left where they are).
+        non_blocking: passed to ``tensor.to()``.
+        prepare_batch: ``(batch, device, non_blocking) -> (x, y)``.
+        model_transform: applied to the model's output.
+        output_transform: ``(x, y, y_pred) -> engine.state.output``.
+        amp_mode: ``"amp"`` runs the forward pass under ``torch.autocast``.
+        model_fn: ``(model, x) -> output`` (``model(x)`` by default).
+        inference_mode: ``False`` runs under ``torch.no_grad()``: outputs that a handler edits
+            in place, or that take part in autograd later, need it.
+        backend: the loop, ``"cpp"`` or ``"python"`` (see :class:`~ember.engine.Engine`).
+
+    Returns:
+        The evaluator, an :class:`~ember.engine.Engine`.
+
+    Raises:
+        ValueError: ``amp_mode`` is not ``None`` or ``"amp"``, or ``amp_mode`` on an mps
+            device.
+
+    Example:
+        ```python
+        from ember.metrics import Loss
+
+        evaluator = create_supervised_evaluator(model, metrics={"mse": Loss(loss_fn)})
+        print(evaluator.run(data).metrics["mse"])
+        ```
+    """
     _check_options(device, amp_mode, False, 1)
     step = supervised_evaluation_step(
         model,

@@ -19,19 +19,30 @@ What differs from ignite 0.5.5, on purpose:
   then order the kept files arbitrarily).
 * ``include_self=True`` with a single object stores ``{name: state_dict, "checkpointer": ...}``
   instead of writing the key ``"checkpointer"`` into the object's own state_dict.
+* ``async_save=True`` (not in ignite): the training thread copies the state into reusable host
+  buffers and a background thread writes it (see :class:`Checkpoint`).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import copy
+import ctypes
+import functools
 import inspect
+import logging
 import math
 import numbers
 import os
+import shutil
 import stat
 import tempfile
+import threading
+import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
@@ -39,6 +50,7 @@ import torch
 from torch import nn
 
 from ember.engine import Engine, EventEnum, Events
+from ember.engine._run_scope import at_run_end
 from ember.engine._state_dict import check_state_dict
 
 try:
@@ -57,6 +69,14 @@ __all__ = [
 
 # Temporary files are ".{final name}.{random}.ember-tmp" next to the final file.
 TEMPORARY_SUFFIX = ".ember-tmp"
+# The name of the threads that write asynchronous checkpoints (one per save, ended when done).
+WRITER_THREAD_NAME = "ember-checkpoint-writer"
+# The extension of a sharded checkpoint: a torch.distributed.checkpoint directory.
+SHARDED_EXT = "dcp"
+# The Profiler row (kind "handler") of the time a save waited for the previous write.
+PROFILER_WAIT_ROW = "Checkpoint: waiting for the previous write"
+
+_logger = logging.getLogger(__name__)
 
 
 class CheckpointEvents(EventEnum):
@@ -184,10 +204,12 @@ class DiskSaver(BaseSaveHandler):
             raise ValueError(f"Directory path '{self.dirname}' is not found")
         self.remove_stale_temporary_files()
         if require_empty:
-            matched = sorted(p.name for p in self.dirname.iterdir() if p.name.endswith(".pt"))
+            extensions = (".pt", f".{SHARDED_EXT}")
+            matched = sorted(p.name for p in self.dirname.iterdir() if p.name.endswith(extensions))
             if matched:
                 raise ValueError(
-                    f"Files {matched} with extension '.pt' are already present in the directory "
+                    f"Files {matched} with extension '.pt' (or sharded checkpoints '.dcp') are "
+                    f"already present in the directory "
                     f"{self.dirname}. If you want to use this directory anyway, pass "
                     "`require_empty=False`."
                 )
@@ -207,6 +229,10 @@ class DiskSaver(BaseSaveHandler):
         for path in paths:
             name = path.name
             if not (name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)):
+                continue
+            if path.is_dir() and not path.is_symlink():  # of a sharded save that died
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
                 continue
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -291,7 +317,214 @@ class DiskSaver(BaseSaveHandler):
 
     def remove(self, filename: str) -> None:
         if _rank() == self.save_on_rank:
-            (self.dirname / filename).unlink(missing_ok=True)
+            path = self.dirname / filename
+            if path.is_dir() and not path.is_symlink():  # a sharded checkpoint
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _tensor_leaves(obj: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """The tensors in nested mappings, lists and tuples, with their paths."""
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from _tensor_leaves(value, (*path, key))
+    elif isinstance(obj, (list, tuple)):
+        for index, value in enumerate(obj):
+            yield from _tensor_leaves(value, (*path, index))
+
+
+class _HostSnapshot:
+    """Copies of a checkpoint's tensors in host buffers that are allocated once and reused.
+
+    A buffer is kept per place in the checkpoint (its path of keys) and reallocated only when the
+    tensor there changes shape, dtype or kind of device; buffers for tensors on a GPU are pinned
+    and filled with non-blocking copies, ordered on the tensor's stream before whatever training
+    does next, so the training thread does not wait for them: the writer waits for the events
+    :meth:`take` returns.
+    """
+
+    def __init__(self) -> None:
+        # path -> (buffer, pinned)
+        self._buffers: dict[tuple[Any, ...], tuple[torch.Tensor, bool]] = {}
+
+    def take(self, checkpoint: Any) -> tuple[Any, list[Any]]:
+        """A deep copy of ``checkpoint`` whose tensors are the buffers, and the CUDA events the
+        copies are complete after. Call only once the previous snapshot has been written."""
+        copies: dict[int, Any] = {}  # id of a tensor -> its copy: deepcopy's memo
+        buffers: dict[tuple[Any, ...], tuple[torch.Tensor, bool]] = {}
+        gpu_devices: set[torch.device] = set()
+        with torch.no_grad():
+            for path, tensor in _tensor_leaves(checkpoint):
+                if id(tensor) not in copies:
+                    copies[id(tensor)] = self._copy(path, tensor, buffers)
+                    if tensor.device.type == "cuda":
+                        gpu_devices.add(tensor.device)
+        self._buffers = buffers  # drops the buffers of tensors that are no longer saved
+        events = []
+        for device in gpu_devices:
+            with torch.cuda.device(device):
+                event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                event.record()
+                events.append(event)
+        return copy.deepcopy(checkpoint, copies), events
+
+    def _copy(
+        self,
+        path: tuple[Any, ...],
+        tensor: torch.Tensor,
+        buffers: dict[tuple[Any, ...], tuple[torch.Tensor, bool]],
+    ) -> torch.Tensor:
+        plain = type(tensor) in (torch.Tensor, nn.Parameter) and tensor.layout == torch.strided
+        if not plain or tensor.is_quantized or tensor.device.type == "meta":
+            return tensor.detach().clone()  # rare kinds: a fresh copy, not a reused buffer
+        on_gpu = tensor.device.type == "cuda"
+        buffer, pinned = self._buffers.get(path, (None, False))
+        if (
+            buffer is None
+            or buffer.shape != tensor.shape
+            or buffer.dtype != tensor.dtype
+            or pinned != on_gpu
+        ):
+            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=on_gpu)
+        raw_bytes = not (tensor.is_conj() or tensor.is_neg())  # lazy conjugate/negative views
+        if tensor.device.type == "cpu" and tensor.is_contiguous() and raw_bytes:
+            # One memcpy, on this thread: the copy is bound by memory bandwidth, and torch's
+            # intra-op threads gain little there but stall badly when the cores are shared.
+            ctypes.memmove(
+                buffer.data_ptr(), tensor.data_ptr(), buffer.numel() * buffer.element_size()
+            )
+        else:
+            buffer.copy_(tensor.detach(), non_blocking=on_gpu)
+        buffers[path] = (buffer, on_gpu)
+        if isinstance(tensor, nn.Parameter):
+            return nn.Parameter(buffer, requires_grad=tensor.requires_grad)
+        return buffer
+
+
+class _PendingWrite:
+    """A save that ``write`` does in a background thread; ``error`` is what it raised."""
+
+    def __init__(self, engine: Engine, filename: str, write: Callable[[], None]) -> None:
+        self.engine = weakref.ref(engine)
+        self.filename = filename
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(write,), name=WRITER_THREAD_NAME, daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as error:  # noqa: BLE001 - handed to the training thread
+            self.error = error
+
+    def join(self) -> None:
+        """Wait for the write; if the wait is interrupted (Ctrl-C), say so and re-raise."""
+        try:
+            self.thread.join()
+        except BaseException:
+            _logger.warning(
+                "The asynchronous write of checkpoint '%s' did not finish: the wait for it was "
+                "interrupted (the previous checkpoint is intact)",
+                self.filename,
+            )
+            raise
+
+
+def _holds_dtensors(checkpoint: Any) -> bool:
+    """Whether the state holds sharded tensors (only possible in a distributed run)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(tensor, DTensor) for _, tensor in _tensor_leaves(checkpoint))
+
+
+class _ShardedWriter:
+    """Saves a state holding DTensors with ``torch.distributed.checkpoint``: every rank writes its
+    own shards into one directory (no rank gathers the state), first under a temporary name
+    that the saver's rank renames to the final one once the checkpoint is complete.
+
+    Its collectives run on a gloo group of their own, so that a background save never mixes
+    its messages with those of training.
+    """
+
+    def __init__(self, saver: DiskSaver) -> None:
+        self.saver = saver
+        self.group: Any = None
+
+    def start(self, state: Any, filename: str, background: bool) -> Callable[[], None]:
+        """Begin the save on every rank (in the background: copy the state to host memory and
+        hand it to torch's writer thread); return what completes it."""
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.state_dict_saver import async_save, save
+
+        if self.group is None:
+            self.group = dist.new_group(backend="gloo")
+        final = self.saver.dirname / filename
+        temporary = self.saver.dirname / f".{filename}{TEMPORARY_SUFFIX}"
+        renames = _rank() == self.saver.save_on_rank
+        if renames and temporary.exists():
+            shutil.rmtree(temporary)  # left by a save that died
+        dist.barrier(group=self.group)
+        if background:
+            response = async_save(state, checkpoint_id=temporary, process_group=self.group)
+            # a Future, or (with an asynchronous stager) a response holding the upload's
+            upload: Any = getattr(response, "upload_completion", response)
+            wait: Callable[[], Any] = upload.result
+        else:
+            save(state, checkpoint_id=temporary, process_group=self.group)
+
+            def wait() -> None:
+                return None
+
+        def complete() -> None:
+            wait()  # the coordinator has written the metadata: every rank's shards are there
+            if renames:
+                _replace_directory(temporary, final)
+
+        return complete
+
+
+def _replace_directory(source: Path, target: Path) -> None:
+    """Rename the directory ``source`` to ``target``, replacing a previous ``target``."""
+    if target.exists():
+        previous = target.with_name(f".{target.name}.previous{TEMPORARY_SUFFIX}")
+        if previous.exists():
+            shutil.rmtree(previous)
+        target.rename(previous)
+        source.rename(target)
+        shutil.rmtree(previous)
+    else:
+        source.rename(target)
+    _fsync_directory(target.parent)
+
+
+# Checkpoints with async_save=True, whose pending writes the interpreter's exit waits for.
+_async_checkpoints: weakref.WeakSet[Checkpoint] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_writes_at_exit() -> None:
+    for checkpoint in list(_async_checkpoints):
+        pending = checkpoint._pending
+        if pending is None:
+            continue
+        try:
+            pending.join()
+        except KeyboardInterrupt:
+            continue
+        if pending.error is not None:
+            _logger.error(
+                "The asynchronous write of checkpoint '%s' failed: %s: %s",
+                pending.filename,
+                type(pending.error).__name__,
+                pending.error,
+            )
 
 
 class Checkpoint:
@@ -305,6 +538,31 @@ class Checkpoint:
     score, else the step; when full, a new checkpoint replaces the lowest priority one if its
     priority is higher (or equal, with ``greater_or_equal``). The replaced file is removed after
     the new one is saved.
+
+    With ``async_save=True`` a call does not write: it copies the tensors of the state into host
+    buffers (allocated on the first save and reused; pinned for tensors on a GPU, whose copies
+    the training thread does not wait for), deep-copies the rest, and hands the copy to a
+    background thread that writes it with the save handler. The file holds the state as it was
+    at the call, whatever training does next. Everything else is as above, done by that thread
+    once the file is durable: the replaced file is removed, :attr:`last_checkpoint` and
+    :meth:`state_dict` name the new file. At most one write is in flight: a call while the
+    previous write runs first waits for it (the seconds waited add up in :attr:`wait_seconds`
+    and, with a :class:`~ember.engine.profile.Profiler` attached to the engine, in its handler row
+    ``"Checkpoint: waiting for the previous write"``). ``SAVED_CHECKPOINT`` fires in the
+    training thread when the checkpointer sees the write done: at its next call, :meth:`wait`, or
+    the end of the run. An error of the write is raised by the next call, by :meth:`wait`, or by
+    ``run()`` at the end of the run. When the outermost ``run()`` ends (completed, terminated,
+    interrupted, or raising) it waits for the pending write; with an exception in flight a
+    failed write is logged and noted on that exception (a call outside any run is finished by
+    the next call or :meth:`wait`). At interpreter exit a pending write is waited for; a wait
+    cut short by Ctrl-C logs that the write did not finish. The host buffers
+    (one copy of the state) are kept for the next save.
+
+    In a distributed run, a state holding sharded tensors (``DTensor``, e.g. FSDP2) is not
+    gathered: every rank writes its shards with ``torch.distributed.checkpoint`` (its
+    ``async_save`` with ``async_save=True``) into a directory ``{name}.dcp`` (same naming, the
+    extension ``dcp``), written under a temporary name and renamed when complete.
+    :meth:`load_objects` reads such a directory.
 
     Args:
         to_save: objects with ``state_dict``/``load_state_dict`` (an engine, a model, an
@@ -322,6 +580,7 @@ class Checkpoint:
         include_self: also save this checkpointer's ``state_dict`` under ``"checkpointer"``.
         greater_or_equal: on equal priority, replace the kept file (default keeps the first).
         save_on_rank: in a distributed run, the rank that writes.
+        async_save: write in a background thread from a copy of the state, as described above.
     """
 
     SAVED_CHECKPOINT = CheckpointEvents.SAVED_CHECKPOINT
@@ -345,7 +604,12 @@ class Checkpoint:
         include_self: bool = False,
         greater_or_equal: bool = False,
         save_on_rank: int = 0,
+        async_save: bool = False,
     ) -> None:
+        if not isinstance(async_save, bool):
+            raise TypeError(
+                f"Argument async_save should be a bool, got {type(async_save).__name__}"
+            )
         if not isinstance(to_save, Mapping):
             raise TypeError(f"Argument `to_save` should be a dictionary, but given {type(to_save)}")
         self._check_objects(to_save, "state_dict")
@@ -397,6 +661,14 @@ class Checkpoint:
         self.greater_or_equal = greater_or_equal
         self.save_on_rank = save_on_rank
         self._saved: list[Checkpoint.Item] = []
+        self.async_save = async_save
+        self.wait_seconds = 0.0
+        """Seconds the calls (and run ends) waited for the previous asynchronous write."""
+        self._pending: _PendingWrite | None = None
+        self._host_snapshot = _HostSnapshot()
+        self._sharded: _ShardedWriter | None = None
+        if async_save:
+            _async_checkpoints.add(self)
 
     # ------------------------------------------------------------------ naming
     def _get_filename_pattern(self, global_step: int | None) -> str:
@@ -447,6 +719,7 @@ class Checkpoint:
     # ------------------------------------------------------------------ saving
     def reset(self) -> None:
         """Forget the saved files (their files stay), e.g. before an independent new run."""
+        self.wait()
         self._saved = []
 
     @property
@@ -485,7 +758,14 @@ class Checkpoint:
 
     def __call__(self, engine: Engine, *args: Any, **kwargs: Any) -> None:
         if not engine.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT):
-            engine.register_events(*CheckpointEvents)
+            try:
+                engine.register_events(*CheckpointEvents)
+            except TypeError:
+                # ignite's Engine takes only its own EventEnum members, or strings: the event's
+                # name equals and hashes like ember's event, so it fires and is handled alike.
+                engine.register_events(*(event.name for event in CheckpointEvents))
+        if self._pending is not None:
+            self._finish_pending(engine)
         global_step = None
         if self.global_step_transform is not None:
             global_step = self.global_step_transform(engine, engine.last_event_name)
@@ -500,12 +780,13 @@ class Checkpoint:
 
         checkpoint = self._setup_checkpoint()
         name = self._object_name()
-        if len(checkpoint) == 1 and not self.include_self:
+        sharded = _holds_dtensors(checkpoint)
+        if len(checkpoint) == 1 and not self.include_self and not sharded:
             checkpoint = checkpoint[name]
         score = None
         if self.score_function is not None:
             score = f"{priority}" if isinstance(priority, numbers.Integral) else f"{priority:.4f}"
-        filename = self._filename(name, global_step, score)
+        filename = self._filename(name, global_step, score, SHARDED_EXT if sharded else self.ext)
         metadata = {
             "basename": f"{self.filename_prefix}{'_' if self.filename_prefix else ''}{name}",
             "score_name": self.score_name,
@@ -525,26 +806,136 @@ class Checkpoint:
         if self.include_self:
             checkpoint["checkpointer"] = self._state_dict_of(saved)
 
+        background = self.async_save and (sharded or self._writes_on_this_rank())
+        write: Callable[[], None]
+        if sharded:
+            write = self._sharded_writer().start(checkpoint, filename, background)
+        elif background:
+            write = self._snapshot_writer(checkpoint, filename, metadata)
+        else:
+            write = functools.partial(self._write, checkpoint, filename, metadata)
+        if background:
+
+            def write_and_commit() -> None:
+                write()
+                self._commit(filename, saved, obsolete)
+
+            self._pending = _PendingWrite(engine, filename, write_and_commit)
+            at_run_end(id(self), self._finish_at_run_end)
+            return
+        write()
+        self._commit(filename, saved, obsolete)
+        engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+
+    def _write(self, checkpoint: Any, filename: str, metadata: Mapping[str, Any]) -> None:
         if _accepts_metadata(self.save_handler):
             self.save_handler(checkpoint, filename, metadata)
         else:
             self.save_handler(checkpoint, filename)
+
+    def _commit(self, filename: str, saved: list[Item], obsolete: Item | None) -> None:
+        """What follows a successful write: the list, then the removal of the replaced file."""
         self._saved = saved
         if obsolete is not None and obsolete.filename != filename:
             remove = getattr(self.save_handler, "remove", None)
             if callable(remove):
                 remove(obsolete.filename)
-        engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+
+    def _writes_on_this_rank(self) -> bool:
+        saver = self.save_handler
+        return not isinstance(saver, DiskSaver) or _rank() == saver.save_on_rank
+
+    def _sharded_writer(self) -> _ShardedWriter:
+        if not isinstance(self.save_handler, DiskSaver):
+            raise TypeError(
+                "The state holds sharded tensors (DTensor), which are saved with "
+                "torch.distributed.checkpoint into a directory: the save handler must be a "
+                f"DiskSaver or a directory, got {type(self.save_handler).__name__}"
+            )
+        if self._sharded is None:
+            self._sharded = _ShardedWriter(self.save_handler)
+        return self._sharded
+
+    # ------------------------------------------------------------------ asynchronous saving
+    def _snapshot_writer(
+        self, checkpoint: Any, filename: str, metadata: Mapping[str, Any]
+    ) -> Callable[[], None]:
+        """Copy the state now; return what writes the copy (in the writer thread)."""
+        snapshot, copies_done = self._host_snapshot.take(checkpoint)
+
+        def write() -> None:
+            for event in copies_done:
+                event.synchronize()
+            self._write(snapshot, filename, metadata)
+
+        return write
+
+    @property
+    def write_in_progress(self) -> bool:
+        """Whether an asynchronous write has been started and not yet seen finished."""
+        return self._pending is not None
+
+    def wait(self) -> None:
+        """Wait until the pending asynchronous write (if any) is durable, fire
+        ``SAVED_CHECKPOINT`` for it, or raise its error. A no-op without a pending write."""
+        pending = self._pending
+        if pending is not None:
+            self._finish_pending(pending.engine())
+
+    def _finish_pending(self, engine: Engine | None) -> None:
+        pending = self._pending
+        assert pending is not None
+        if pending.thread.is_alive():
+            started = time.perf_counter()
+            pending.join()
+            waited = time.perf_counter() - started
+            self.wait_seconds += waited
+            profiler = getattr(engine, "_profiler", None)
+            if profiler is not None:
+                profiler.add("handler", PROFILER_WAIT_ROW, waited, 1)
+        self._pending = None
+        if pending.error is not None:
+            pending.error.add_note(
+                f"while writing checkpoint '{pending.filename}' in the background "
+                "(async_save=True); the previous checkpoint is intact"
+            )
+            raise pending.error
+        if engine is not None:
+            engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+
+    def _finish_at_run_end(self, exception: BaseException | None) -> None:
+        """Called when the outermost run ends: wait for the pending write."""
+        pending = self._pending
+        if pending is None:
+            return
+        if exception is None:
+            self._finish_pending(pending.engine())
+            return
+        # The run raises: wait for the write, but let the run's exception be the one raised.
+        try:
+            pending.join()
+        except BaseException:  # noqa: BLE001 - logged by join; the run's exception goes on
+            return
+        self._pending = None
+        if pending.error is not None:
+            message = (
+                f"The asynchronous write of checkpoint '{pending.filename}' failed too: "
+                f"{type(pending.error).__name__}: {pending.error}"
+            )
+            _logger.error(message)
+            exception.add_note(message)
 
     def _object_name(self) -> str:
         """The ``name`` part of file names: the key of a single object, else "checkpoint"."""
         to_save = self.to_save or {}
         return next(iter(to_save)) if len(to_save) == 1 else "checkpoint"
 
-    def _filename(self, name: str, global_step: int | None, score: Any) -> str:
+    def _filename(
+        self, name: str, global_step: int | None, score: Any, ext: str | None = None
+    ) -> str:
         return self._get_filename_pattern(global_step).format(
             filename_prefix=self.filename_prefix,
-            ext=self.ext,
+            ext=ext or self.ext,
             name=name,
             score_name=self.score_name,
             score=score,
@@ -576,8 +967,9 @@ class Checkpoint:
 
         Args:
             to_load: objects by name, as given to ``to_save``.
-            checkpoint: a file path (loaded with ``torch.load(..., weights_only=True)``) or the
-                loaded dictionary. When ``to_load`` holds one object, the checkpoint may also be
+            checkpoint: a file path (loaded with ``torch.load(..., weights_only=True)``), the
+                directory of a sharded checkpoint (loaded with ``torch.distributed.checkpoint``
+                into the objects' current state_dicts, on every rank), or the loaded dictionary. When ``to_load`` holds one object, the checkpoint may also be
                 that object's state_dict itself.
             strict: passed to ``torch.nn.Module.load_state_dict``.
             kwargs: also passed to ``torch.nn.Module.load_state_dict``.
@@ -596,7 +988,11 @@ class Checkpoint:
         if not isinstance(to_load, Mapping):
             raise TypeError(f"Argument to_load should be a dictionary, but given {type(to_load)}")
         Checkpoint._check_objects(to_load, "load_state_dict")
-        if isinstance(checkpoint, (str, Path)):
+        checkpoint_obj: Mapping[str, Any]
+        if isinstance(checkpoint, (str, Path)) and Path(checkpoint).is_dir():
+            source = f"sharded checkpoint '{checkpoint}'"
+            checkpoint_obj = _load_sharded(to_load, Path(checkpoint))
+        elif isinstance(checkpoint, (str, Path)):
             source = f"checkpoint file '{checkpoint}'"
             checkpoint_obj = _load_file(Path(checkpoint))
         else:
@@ -655,6 +1051,7 @@ class Checkpoint:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the list of saved files, e.g. to go on pruning them after a resume."""
         check_state_dict(state_dict, self._state_dict_all_req_keys)
+        self.wait()
         items = []
         for entry in state_dict["_saved"]:
             if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
@@ -663,6 +1060,28 @@ class Checkpoint:
                 )
             items.append(Checkpoint.Item(entry[0], str(entry[1])))
         self._saved = items
+
+
+def _load_sharded(to_load: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Load a torch.distributed.checkpoint directory into the current state_dicts of ``to_load``
+    (each rank reads its own shards); return them, filled."""
+    from torch.distributed.checkpoint.state_dict_loader import load
+
+    if not (path / ".metadata").is_file():
+        raise ValueError(
+            f"Checkpoint directory '{path}' is not a complete sharded checkpoint: it has no "
+            "'.metadata' file (the save did not finish, or it is not a torch.distributed.checkpoint)"
+        )
+    state: dict[str, Any] = _tree_map(lambda obj: _unwrap(obj).state_dict(), to_load)
+    try:
+        load(state, checkpoint_id=path)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(
+            f"Sharded checkpoint '{path}' could not be loaded into {sorted(map(str, to_load))} "
+            f"({type(exc).__name__}: {first_line})"
+        ) from exc
+    return state
 
 
 def _load_file(path: Path) -> Any:
@@ -736,6 +1155,7 @@ class ModelCheckpoint(Checkpoint):
         include_self: bool = False,
         greater_or_equal: bool = False,
         save_on_rank: int = 0,
+        async_save: bool = False,
         **kwargs: Any,
     ) -> None:
         disk_saver = DiskSaver(
@@ -758,6 +1178,7 @@ class ModelCheckpoint(Checkpoint):
             include_self=include_self,
             greater_or_equal=greater_or_equal,
             save_on_rank=save_on_rank,
+            async_save=async_save,
         )
 
     @property

@@ -1,0 +1,70 @@
+"""Work to finish when the outermost ``Engine.run`` of a thread ends, however it ends.
+
+A handler that leaves work running in the background (an asynchronous checkpoint write) asks
+:func:`at_run_end` to be called back when the run that called it is over. "The run" is the
+outermost ``run()`` of the thread: an evaluator run inside a trainer's epoch does not end the
+trainer's run, so a checkpoint written on the evaluator's COMPLETED goes on in the background
+while the trainer trains.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+__all__ = ["RunScope", "at_run_end"]
+
+RunEndCallback = Callable[[BaseException | None], None]
+
+
+class _ThreadRuns(threading.local):
+    def __init__(self) -> None:
+        self.depth = 0
+        self.callbacks: dict[int, RunEndCallback] = {}
+
+
+_runs = _ThreadRuns()
+
+
+def at_run_end(key: int, callback: RunEndCallback) -> bool:
+    """Call ``callback(exception)`` when the outermost run of this thread ends (``exception`` is
+    what the run raises, else ``None``); one callback per ``key``. Returns ``False`` and
+    registers nothing when no run is in progress in this thread.
+
+    A callback may raise when the run ended without an exception: the run then raises it. With
+    an exception in flight, callbacks must not raise (they log instead).
+    """
+    if _runs.depth == 0:
+        return False
+    _runs.callbacks[key] = callback
+    return True
+
+
+class RunScope:
+    """``with RunScope(): loop()`` in ``Engine.run``: counts nested runs, calls the callbacks
+    when the outermost one ends."""
+
+    def __enter__(self) -> None:
+        _runs.depth += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _runs.depth -= 1
+        if _runs.depth:
+            return
+        callbacks = list(_runs.callbacks.values())
+        _runs.callbacks.clear()
+        first_error: BaseException | None = None
+        for callback in callbacks:
+            try:
+                callback(exc)
+            except BaseException as error:  # noqa: BLE001 - raised below, after the others ran
+                if first_error is None:
+                    first_error = error
+        if first_error is not None and exc is None:
+            raise first_error

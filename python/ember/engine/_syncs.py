@@ -1,0 +1,239 @@
+"""Host syncs during a profiled run, each one charged to the data, the step or a handler.
+
+A host sync is a read of a tensor's value on the host (``aten::_local_scalar_dense``: ``.item()``,
+``float(t)``, ``bool(t)``, ``if t:``). Two hooks see them while a profiled run is on:
+
+- on CPU, a kernel registered for ``_local_scalar_dense`` at the CPU key, which counts and then
+  reads the value with ``tolist()``. Unlike a ``TorchDispatchMode``, it costs nothing for the
+  other operators, so the times of the run stay those of an unprofiled one;
+- on CUDA (when the program has initialized it), ``torch.cuda.set_sync_debug_mode("warn")``,
+  whose warnings are counted and not shown.
+
+Who pays is read from the Python stack at the sync: the outermost frame inside the run that is
+not the loop's own (``engine.py``, ``_pyloop.py``, ``_registry.py``, this profiler) is a handler
+of the engine (of the event firing, else of any built-in event), the process function, or else
+the data when a batch is being fetched (``next()``, not ``iter()``). Anything else
+(``iter(data)``, the loop) is counted as outside. The compiled loop calls Python directly, so the same rule serves both loops.
+
+Only runs on the thread that reads the value count it; torch is not imported here: a program
+that has not imported torch has no tensor to sync on.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import threading
+import types
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ember.engine._registry import FilteredHandler
+from ember.engine.events import Events
+from ember.engine.profile import Timing, handler_name
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from ember.engine.engine import Engine
+    from ember.engine.profile import Profiler
+
+# Spelled as the import system spells the modules' __file__ (and their code's co_filename).
+_LOOP_FILES = frozenset(
+    os.path.join(os.path.dirname(__file__), name)  # noqa: PTH118, PTH120
+    for name in ("engine.py", "_pyloop.py", "_registry.py", "profile.py", "_syncs.py")
+)
+_FETCHING = (Events.GET_BATCH_STARTED, Events.DATALOADER_STOP_ITERATION)
+CUDA_SYNC_WARNING = "called a synchronizing CUDA operation"
+
+
+def _code_and_owner(target: Any) -> tuple[types.CodeType, object] | None:
+    """The code object a call of ``target`` runs, and the object bound as its first argument."""
+    while True:
+        if isinstance(target, functools.partial):
+            target = target.func
+        elif isinstance(target, FilteredHandler):
+            target = target.handler
+        else:
+            break
+    owner: object = None
+    if isinstance(target, types.MethodType):
+        owner, target = target.__self__, target.__func__
+    if isinstance(target, types.FunctionType):
+        return target.__code__, owner
+    call = getattr(type(target), "__call__", None)  # noqa: B004 (its code, not callable())
+    if isinstance(call, types.FunctionType):  # a callable object
+        return call.__code__, target
+    return None
+
+
+def _runs(frame: FrameType, target: Any) -> bool:
+    found = _code_and_owner(target)
+    if found is None or frame.f_code is not found[0]:
+        return False
+    owner = found[1]
+    if owner is None:
+        return True
+    code = frame.f_code
+    return code.co_argcount > 0 and frame.f_locals.get(code.co_varnames[0]) is owner
+
+
+def _starts_a_pass(frame: FrameType) -> bool:
+    """Whether ``frame`` is the ``iter(data)`` the loop calls after DATALOADER_STOP_ITERATION
+    (which the profiler does not time as data), rather than a ``next()``."""
+    code = frame.f_code
+    if code.co_flags & inspect.CO_GENERATOR:  # a generator runs at next(), whatever its name
+        return False
+    return code.co_name in ("__iter__", "_setup_dataloader_iter", "_setup_engine")
+
+
+class _Watch:
+    """One profiled run: where its loop's frame is, and the profiler that gets its syncs."""
+
+    __slots__ = ("engine", "profiler", "run_frame", "thread")
+
+    def __init__(self, profiler: Profiler, engine: Engine, run_frame: FrameType) -> None:
+        self.profiler = profiler
+        self.engine = engine
+        self.run_frame = run_frame
+        self.thread = threading.get_ident()
+
+    def charge(self, frame: FrameType | None) -> None:
+        entry = None
+        while frame is not None and frame is not self.run_frame:
+            if frame.f_code.co_filename not in _LOOP_FILES:
+                entry = frame
+            frame = frame.f_back
+        if frame is None:
+            return  # this run's loop is not on the stack
+        profiler = self.profiler
+        engine = self.engine
+        if entry is not None:
+            handler = self._handler_running(entry)
+            if handler is not None:
+                event, name = handler
+                profiler.handlers.setdefault(name, Timing()).syncs += 1
+                profiler.events.setdefault(event, Timing()).syncs += 1
+                return
+            if _runs(entry, engine._process_function):
+                profiler.step.syncs += 1
+                return
+        if engine.last_event_name in _FETCHING and not (entry and _starts_a_pass(entry)):
+            profiler.data.syncs += 1
+        else:
+            profiler.outside_syncs += 1
+
+    def _handler_running(self, entry: FrameType) -> tuple[str, str] | None:
+        """The (event, row name) of the handler ``entry`` runs, looked for first among the
+        handlers of the event firing: a function may handle several events."""
+        registry = self.engine._event_handlers_registry
+        firing = self.engine.last_event_name
+        events = [firing] if firing in registry else []
+        events += [event for event in list(registry) if event is not firing]
+        for event in events:
+            if not isinstance(event, Events):
+                continue  # custom events are fired from a step or handler: those pay
+            for handler, _, _ in registry.get(event, ()):
+                if _runs(entry, handler):
+                    return event.name, f"{event.name}:{handler_name(handler)}"
+        return None
+
+
+_watches: list[_Watch] = []
+_hooks_lock = threading.Lock()
+
+
+def _charge_sync(frame: FrameType | None) -> None:
+    thread = threading.get_ident()
+    for watch in tuple(_watches):
+        if watch.thread == thread:
+            try:
+                watch.charge(frame)
+            except Exception:  # noqa: BLE001 (a read of a value must not fail for the profiler)
+                watch.profiler.outside_syncs += 1
+
+
+def _count_cpu_sync(tensor: Any) -> Any:
+    """The CPU kernel of ``_local_scalar_dense`` while a profiled run is on."""
+    if tensor.numel() != 1:
+        raise RuntimeError(f"a Tensor with {tensor.numel()} elements cannot be converted to Scalar")
+    _charge_sync(sys._getframe(1))
+    return tensor.reshape(-1).tolist()[0]  # reads the value without _local_scalar_dense
+
+
+class _Hooks:
+    """The process-wide hooks, installed while at least one profiled run is on."""
+
+    def __init__(self) -> None:
+        self.library: Any = None
+        self.warnings_saved: Any = None
+        self.cuda_mode_before: int | None = None
+
+    def install(self, torch: Any) -> None:
+        library = torch.library.Library("aten", "IMPL")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+            library.impl("_local_scalar_dense", _count_cpu_sync, "CPU")
+        self.library = library
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            self.cuda_mode_before = torch.cuda.get_sync_debug_mode()
+            self._catch_cuda_warnings()
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def _catch_cuda_warnings(self) -> None:
+        saved = warnings.catch_warnings()
+        saved.__enter__()
+        self.warnings_saved = saved
+        show = warnings.showwarning
+
+        def count_or_show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if CUDA_SYNC_WARNING in str(message):
+                _charge_sync(sys._getframe(1))
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.filterwarnings("always", message=CUDA_SYNC_WARNING)
+        warnings.showwarning = count_or_show
+
+    def uninstall(self, torch: Any) -> None:
+        if self.cuda_mode_before is not None:
+            torch.cuda.set_sync_debug_mode(self.cuda_mode_before)
+            self.cuda_mode_before = None
+        if self.warnings_saved is not None:
+            self.warnings_saved.__exit__(None, None, None)
+            self.warnings_saved = None
+        if self.library is not None:
+            self.library._destroy()  # the original kernel is back
+            self.library = None
+
+
+_hooks = _Hooks()
+
+
+@contextmanager
+def counting_syncs(profiler: Profiler, engine: Engine, run_frame: FrameType) -> Iterator[None]:
+    """Charge the host syncs of the run whose loop runs below ``run_frame`` to ``profiler``."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    watch = _Watch(profiler, engine, run_frame)
+    with _hooks_lock:
+        if not _watches:
+            try:
+                _hooks.install(torch)
+            except BaseException:
+                _hooks.uninstall(torch)
+                raise
+        _watches.append(watch)
+    try:
+        yield
+    finally:
+        with _hooks_lock:
+            _watches.remove(watch)
+            if not _watches:
+                _hooks.uninstall(torch)

@@ -1,0 +1,173 @@
+"""Stop cleanly when the process is asked to: :class:`Preemption`.
+
+Schedulers (Slurm, Kubernetes) and torch elastic's agent send SIGTERM first, and SIGKILL a
+grace period later. ``Preemption`` turns the SIGTERM into: finish the current iteration, write a
+checkpoint, log one line, exit; on every rank of a distributed run at the same iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ember import distributed
+from ember.engine import Engine, Events
+
+__all__ = ["Preempted", "Preemption"]
+
+logger = logging.getLogger("ember.handlers.preemption")
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class Preempted(SystemExit):
+    """Raised by :class:`Preemption` once the checkpoint is written: a ``SystemExit``, so an
+    uncaught one ends the process with :attr:`code` (143 by default, what a process ended by
+    SIGTERM reports) and without a traceback; its text says where the run stopped."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Preemption:
+    """On SIGTERM (or ``signals``), stop the run after the current iteration, on every rank at
+    the same iteration, write a checkpoint and exit.
+
+    The signal handler only sets a flag; the engine reads it after an iteration:
+
+    * in a single process, after every iteration (a Python attribute read, no host sync);
+    * in a distributed run, every ``check_every`` iterations: the ranks agree with one
+      ``all_reduce`` (MAX) of one integer, so that a signal that reached one rank stops all of
+      them at the same iteration. That is the only collective (and host sync) added, once per
+      ``check_every`` iterations; a rank stops at most ``check_every - 1`` iterations after its
+      signal. Choose ``check_every`` so that as many iterations take well under the grace
+      period before SIGKILL (torchrun's ``--shutdown-timeout``, 30 s by default; Slurm's
+      ``KillWait``...). Every rank must run the same iterations (as DDP training does).
+
+    Then every rank calls ``checkpoint(engine)`` (a :class:`~ember.handlers.Checkpoint`, which
+    writes on one rank; one that writes asynchronously is waited for, through its ``wait()``), logs a WARNING line ("preempted by SIGTERM at iteration ...") and
+    raises :class:`Preempted` (a ``SystemExit`` with ``exit_code``), which ends the script with
+    that code unless caught; with ``exit_code=None`` it calls ``engine.terminate()`` instead and
+    ``run()`` returns (look at :attr:`preempted`).
+
+    The signal handler is installed when the run starts (in the main thread: Python delivers
+    signals there only) and the previous one is put back when the run ends. A second signal
+    while the first is pending is handed to the previous handler (by default, the process ends
+    at once), so a process whose engine is no longer looking can still be stopped.
+
+    Args:
+        checkpoint: called as ``checkpoint(engine)`` on every rank before stopping.
+        check_every: in a distributed run, how many iterations between two agreements (>= 1).
+        signals: the signals that ask for a stop.
+        exit_code: the exit code of :class:`Preempted`, or ``None`` to end ``run()`` normally.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Callable[[Engine], Any],
+        check_every: int = 10,
+        signals: Iterable[signal.Signals] = (signal.SIGTERM,),
+        exit_code: int | None = 143,
+    ) -> None:
+        if not callable(checkpoint):
+            raise TypeError(f"Preemption: checkpoint should be callable, got {checkpoint!r}")
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise ValueError(f"Preemption: check_every should be an int >= 1, got {check_every!r}")
+        chosen = tuple(signals)
+        if not chosen or not all(isinstance(s, signal.Signals) for s in chosen):
+            raise TypeError(f"Preemption: signals should be signal.Signals values, got {signals!r}")
+        if exit_code is not None and (
+            isinstance(exit_code, bool) or not isinstance(exit_code, int)
+        ):
+            raise TypeError(f"Preemption: exit_code should be an int or None, got {exit_code!r}")
+        self.checkpoint = checkpoint
+        self.check_every = check_every
+        self.signals = chosen
+        self.exit_code = exit_code
+        self.received: signal.Signals | None = None
+        self.preempted = False
+        self._previous: dict[signal.Signals, _Handler] = {}
+
+    def attach(self, engine: Engine) -> Preemption:
+        """Install on ``engine`` (after the process group is initialized, if any)."""
+        distributed.refuse_without_group("Preemption")
+        if distributed.get_world_size() > 1:
+            check = Events.ITERATION_COMPLETED(every=self.check_every)
+        else:
+            check = Events.ITERATION_COMPLETED
+        engine.add_event_handler(Events.STARTED, self._install)
+        engine.add_event_handler(check, self._check)
+        engine.add_event_handler(Events.COMPLETED, self._restore)
+        engine.add_event_handler(Events.TERMINATE, self._restore)
+        return self
+
+    # ------------------------------------------------------------------------------ signals
+    def _install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                "Preemption: the engine runs outside the main thread, where Python cannot "
+                "receive signals; run it in the main thread or stop it another way"
+            )
+        self.received = None
+        self.preempted = False
+        for signum in self.signals:
+            if signum not in self._previous:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            # None: the previous handler was not installed from Python; the default is closest.
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum)
+            return
+        # A second signal: the engine may not be looking any more; let it act as before.
+        self._restore()
+        signal.raise_signal(signum)
+
+    # ------------------------------------------------------------------------------ stopping
+    def _check(self, engine: Engine) -> None:
+        requested = self.received is not None
+        if distributed.get_world_size() > 1:
+            requested = bool(distributed.all_reduce(int(requested), op="MAX"))
+        if requested:
+            self._stop(engine)
+
+    def _stop(self, engine: Engine) -> None:
+        self.preempted = True
+        self.checkpoint(engine)
+        wait = getattr(self.checkpoint, "wait", None)  # a Checkpoint(async_save=True) writing
+        if callable(wait):
+            wait()
+        saved = getattr(self.checkpoint, "last_checkpoint", None)
+        cause = self.received.name if self.received is not None else "a signal on another rank"
+        world_size = distributed.get_world_size()
+        where = f" on rank {distributed.get_rank()} of {world_size}" if world_size > 1 else ""
+        written = "checkpoint written"
+        if isinstance(saved, (str, Path)):
+            written = f"checkpoint '{saved}' written"
+        ending = "run terminated"
+        if self.exit_code is not None:
+            ending = f"exiting with code {self.exit_code}"
+        message = (
+            f"ember: preempted by {cause} at iteration {engine.state.iteration} "
+            f"(epoch {engine.state.epoch}){where}: {written}, {ending}"
+        )
+        logger.warning(message)
+        self._restore()
+        if self.exit_code is None:
+            engine.terminate()
+            return
+        raise Preempted(message, self.exit_code)

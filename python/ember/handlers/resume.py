@@ -1,0 +1,197 @@
+"""Resume a run from the newest complete checkpoint of a directory: :func:`resume_from`.
+
+Made for runs that are restarted by a launcher (``torchrun --max-restarts N`` after a process
+died, a scheduler after a preemption): the same script runs again from the top, and one call
+before ``trainer.run()`` puts the trainer, model, optimizer, scheduler and data position back
+where the last durable checkpoint left them, on every rank, all ranks from the same file.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ember import distributed
+from ember.engine import Engine
+from ember.handlers.checkpoint import Checkpoint, _load_file
+
+__all__ = ["resume_from"]
+
+logger = logging.getLogger("ember.handlers.resume")
+
+
+# Rank 0's decision, sent to every rank: the file to load (``None``: a new run), the error to
+# raise as (exception class name, message), and the newer files skipped because they do not load.
+_Choice = tuple[str | None, tuple[str, str] | None, list[str]]
+
+_ERRORS: dict[str, type[Exception]] = {
+    error.__name__: error
+    for error in (FileNotFoundError, NotADirectoryError, PermissionError, OSError, ValueError)
+}
+
+
+def _candidates(directory: Path, pattern: str) -> list[Path]:
+    """The files matching ``pattern``, newest first (modification time, then name). Hidden
+    files, among them the temporary files of writers that died, are never candidates."""
+    files = [
+        path for path in directory.glob(pattern) if path.is_file() and not path.name.startswith(".")
+    ]
+    return sorted(files, key=lambda path: (path.stat().st_mtime_ns, path.name), reverse=True)
+
+
+def _newest_loadable(
+    directory: Path, pattern: str, start_fresh_if_empty: bool
+) -> tuple[Path | None, Any, list[str]]:
+    """Rank 0's part: the newest checkpoint that loads (``None`` for a new run), its contents,
+    and the problems of the newer files that do not load."""
+    fresh = " (pass start_fresh_if_empty=True to start a new run when there is nothing to resume)"
+    if not directory.exists():
+        if start_fresh_if_empty:
+            return None, None, []
+        raise FileNotFoundError(
+            f"resume_from: the checkpoint directory '{directory}' does not exist{fresh}"
+        )
+    if not directory.is_dir():
+        raise NotADirectoryError(f"resume_from: '{directory}' is not a directory")
+    candidates = _candidates(directory, pattern)
+    if not candidates:
+        if start_fresh_if_empty:
+            return None, None, []
+        raise FileNotFoundError(
+            f"resume_from: no checkpoint matching '{pattern}' in '{directory}'{fresh}"
+        )
+    problems: list[str] = []
+    for path in candidates:
+        try:
+            return path, _load_file(path), problems
+        except (OSError, ValueError, TypeError) as exc:
+            problems.append(str(exc))
+    listed = "\n  ".join(problems)
+    raise ValueError(
+        f"resume_from: none of the {len(candidates)} checkpoint file(s) in '{directory}' can be "
+        "loaded (a run that found only these would start from scratch, so it stops instead):"
+        f"\n  {listed}"
+    )
+
+
+def _load_into(to_load: Mapping[str, Any], path: Path, contents: Any, strict: bool) -> str:
+    """Load ``contents`` (of ``path``) into ``to_load``; the problem as a message, or ``""``."""
+    try:
+        if contents is None:
+            contents = _load_file(path)
+        Checkpoint.load_objects(to_load, contents, strict=strict)
+    except Exception as exc:  # noqa: BLE001 - whatever load_state_dict raises is reported
+        notes = [
+            note.replace(" from the checkpoint dictionary", "")
+            for note in getattr(exc, "__notes__", [])
+        ]
+        where = f" ({'; '.join(notes)})" if notes else ""
+        return (
+            f"checkpoint file '{path}' does not fit the objects to resume{where}: "
+            f"{type(exc).__name__}: {exc}"
+        )
+    return ""
+
+
+def resume_from(
+    directory: str | Path,
+    to_load: Mapping[str, Any],
+    *,
+    start_fresh_if_empty: bool = False,
+    pattern: str = "*.pt",
+    strict: bool = True,
+) -> Path | None:
+    """Load the newest complete checkpoint of ``directory`` into ``to_load``'s objects.
+
+    Call it once, on every rank, after the objects are built (and the process group is
+    initialized) and before ``trainer.run()``: the same script then starts a new run or goes on
+    from where the last checkpoint left it, as a launcher that restarts it (``torchrun
+    --max-restarts``, a scheduler's requeue) needs. Give it the ``to_save`` of the
+    :class:`~ember.handlers.Checkpoint` that writes the directory.
+
+    * The newest file matching ``pattern`` (by modification time) that loads is chosen; files
+      that do not load (truncated, corrupted, not written by ``torch.save``) are skipped with a
+      warning naming each and its problem. Temporary files of writers that died are hidden and
+      never candidates (``DiskSaver`` writes atomically: a file with the final name is whole).
+    * In a distributed run, rank 0 chooses and sends its choice to the other ranks, so every
+      rank loads the same file (every rank reads it: the directory must be reachable from every
+      node). Every rank then reports whether its objects took the file, and all of them raise
+      if one did not.
+    * Checkpoints of a :class:`~ember.engine.DeterministicEngine` hold the world size of the
+      run that wrote them; another world size is refused (the data position would not apply).
+
+    Args:
+        directory: where the checkpoints are (``DiskSaver``'s ``dirname``).
+        to_load: objects by name, as given to ``Checkpoint``'s ``to_save`` (engine, model,
+            optimizer, scheduler, the checkpointer itself to go on pruning its old files...).
+        start_fresh_if_empty: when ``directory`` is missing or holds no file matching
+            ``pattern``, return ``None`` and leave the objects as they are (a new run) instead
+            of raising ``FileNotFoundError``. Files that exist but do not load always raise.
+        pattern: a glob pattern selecting the checkpoint files in ``directory``.
+        strict: passed to ``torch.nn.Module.load_state_dict``.
+
+    Returns:
+        The file loaded, or ``None`` when a new run starts (``start_fresh_if_empty``).
+
+    Raises:
+        FileNotFoundError: nothing to resume from and ``start_fresh_if_empty`` is false.
+        NotADirectoryError: ``directory`` is a file.
+        ValueError: no file loads, or the newest that loads does not fit ``to_load`` (entries
+            missing, keys or shapes of another model, another world size...); the message names
+            the file and the problem (and the rank, in a distributed run).
+    """
+    if not isinstance(to_load, Mapping):
+        raise TypeError(f"resume_from: to_load should be a dictionary, got {type(to_load)}")
+    if not isinstance(directory, (str, Path)):
+        raise TypeError(f"resume_from: directory should be a str or a Path, got {directory!r}")
+    Checkpoint._check_objects(to_load, "load_state_dict")
+    distributed.refuse_without_group("resume_from")
+    directory = Path(directory).expanduser()
+    rank = distributed.get_rank()
+
+    contents: Any = None
+    choice: _Choice | None = None
+    if rank == 0:
+        try:
+            path, contents, skipped = _newest_loadable(directory, pattern, start_fresh_if_empty)
+            choice = (None if path is None else str(path), None, skipped)
+        except (OSError, ValueError) as exc:  # raised on every rank, below
+            choice = (None, (type(exc).__name__, str(exc)), [])
+    if distributed.get_world_size() > 1:
+        choice = distributed.broadcast(choice, src=0)
+    assert choice is not None
+    chosen, error, skipped = choice
+    if error is not None:
+        name, message = error
+        raise _ERRORS.get(name, OSError)(message)
+    for problem in skipped if rank == 0 else []:
+        warnings.warn(
+            f"resume_from: skipped a newer checkpoint that does not load: {problem}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if chosen is None:
+        logger.info("resume_from: nothing to resume in '%s': a new run starts", directory)
+        return None
+
+    path = Path(chosen)
+    problem = _load_into(to_load, path, contents, strict)
+    if distributed.get_world_size() > 1:
+        problems = distributed.all_gather(problem)
+        failed = [f"rank {r}: {text}" for r, text in enumerate(problems) if text]
+        if failed:
+            raise ValueError("resume_from: " + "\n".join(failed))
+    elif problem:
+        raise ValueError(f"resume_from: {problem}")
+    iterations = sorted(
+        {obj.state.iteration for obj in to_load.values() if isinstance(obj, Engine)}
+    )
+    logger.info(
+        "resume_from: resumed from '%s'%s",
+        path,
+        f" at iteration {iterations[0]}" if len(iterations) == 1 else "",
+    )
+    return path

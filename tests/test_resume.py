@@ -1,0 +1,283 @@
+"""``resume_from`` and ``Preemption`` in one process: exact resume, bad directories, SIGTERM.
+
+The same features under torchrun, with processes killed and preempted: tests/test_elastic.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ember.engine import DeterministicEngine, Engine, Events
+from ember.handlers import Checkpoint, DiskSaver, Preempted, Preemption, resume_from
+
+EPOCHS = 3  # of 5 batches
+
+
+class Training:
+    """A small model trained on a DeterministicEngine, checkpointed every ``every`` iterations;
+    ``act(engine)`` runs in the step of every iteration (to stop, to send a signal)."""
+
+    def __init__(
+        self,
+        backend: str,
+        directory: Path,
+        every: int = 3,
+        act: Callable[[Engine], None] | None = None,
+        model: torch.nn.Module | None = None,
+    ) -> None:
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(1)
+        dataset = torch.utils.data.TensorDataset(
+            torch.randn(20, 4, generator=generator), torch.randint(0, 2, (20,), generator=generator)
+        )
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True)
+        self.model = model or torch.nn.Sequential(
+            torch.nn.Linear(4, 8), torch.nn.Dropout(0.3), torch.nn.Linear(8, 2)
+        )
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
+
+        def step(engine: Engine, batch: list[torch.Tensor]) -> float:
+            if act is not None:
+                act(engine)
+            x, y = batch
+            self.optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(self.model(x), y)
+            loss.backward()
+            self.optimizer.step()
+            return loss.item()
+
+        self.trainer = DeterministicEngine(step, backend=backend)
+        self.to_save = {"trainer": self.trainer, "model": self.model, "optimizer": self.optimizer}
+        self.checkpointer = Checkpoint(
+            self.to_save, DiskSaver(directory, require_empty=False), n_saved=2
+        )
+        self.trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), self.checkpointer)
+
+    def run(self) -> dict[str, torch.Tensor]:
+        self.trainer.run(self.loader, max_epochs=EPOCHS)
+        return {key: value.clone() for key, value in self.model.state_dict().items()}
+
+
+def stop_at(iteration: int) -> Callable[[Engine], None]:
+    def act(engine: Engine) -> None:
+        if engine.state.iteration == iteration:
+            engine.terminate()
+
+    return act
+
+
+def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        assert torch.equal(value, second[key]), key
+
+
+# ------------------------------------------------------------------------------ resume_from
+def test_resume_from_the_newest_checkpoint_is_exact(backend: str, tmp_path: Path) -> None:
+    reference = Training(backend, tmp_path / "reference").run()
+    Training(backend, tmp_path / "run", act=stop_at(8)).run()  # stopped; checkpoints at 3, 6
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoint_3.pt",
+        "checkpoint_6.pt",
+    ]
+    again = Training(backend, tmp_path / "run")
+    assert resume_from(tmp_path / "run", again.to_save) == tmp_path / "run" / "checkpoint_6.pt"
+    assert again.trainer.state.iteration == 6
+    assert_same_weights(again.run(), reference)
+
+
+def test_the_newest_is_the_last_written(backend: str, tmp_path: Path) -> None:
+    Training(backend, tmp_path, act=stop_at(8)).run()
+    # checkpoint_3.pt made the newer: the file names do not decide, the writing time does.
+    newest = (tmp_path / "checkpoint_6.pt").stat().st_mtime_ns
+    os.utime(tmp_path / "checkpoint_3.pt", ns=(newest + 10**9, newest + 10**9))
+    again = Training(backend, tmp_path)
+    assert resume_from(tmp_path, again.to_save) == tmp_path / "checkpoint_3.pt"
+    assert again.trainer.state.iteration == 3
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_nothing_to_resume_raises_unless_asked_to_start_fresh(
+    backend: str, tmp_path: Path, exists: bool
+) -> None:
+    directory = tmp_path / "checkpoints"
+    if exists:
+        directory.mkdir()
+        (directory / "notes.txt").write_text("not a checkpoint")
+        # What a writer killed mid-write leaves: hidden, never taken for a checkpoint.
+        (directory / ".checkpoint_3.pt.x1y2.ember-tmp").write_bytes(b"\x80partial")
+        (directory / ".hidden.pt").write_bytes(b"\x80partial")
+    training = Training(backend, tmp_path / "unused")
+    message = "does not exist" if not exists else "no checkpoint matching '*.pt'"
+    with pytest.raises(FileNotFoundError, match=re.escape(message)) as info:
+        resume_from(directory, training.to_save)
+    assert str(directory) in str(info.value) and "start_fresh_if_empty=True" in str(info.value)
+    before = {key: value.clone() for key, value in training.model.state_dict().items()}
+    assert resume_from(directory, training.to_save, start_fresh_if_empty=True) is None
+    assert training.trainer.state.iteration == 0
+    assert_same_weights(training.model.state_dict(), before)
+
+
+def test_only_partial_or_corrupt_checkpoints_raise_naming_each_file(
+    backend: str, tmp_path: Path
+) -> None:
+    Training(backend, tmp_path, act=stop_at(4)).run()
+    whole = (tmp_path / "checkpoint_3.pt").read_bytes()
+    (tmp_path / "checkpoint_3.pt").write_bytes(whole[: len(whole) // 2])  # truncated
+    (tmp_path / "checkpoint_9.pt").write_bytes(b"garbage, not a torch.save file")
+    training = Training(backend, tmp_path / "unused")
+    # Asking for a fresh start does not cover files that exist but do not load.
+    with pytest.raises(ValueError, match="none of the 2 checkpoint file") as info:
+        resume_from(tmp_path, training.to_save, start_fresh_if_empty=True)
+    message = str(info.value)
+    for name in ("checkpoint_3.pt", "checkpoint_9.pt"):
+        assert f"'{tmp_path / name}' could not be loaded: it is truncated, corrupted" in message
+    assert training.trainer.state.iteration == 0
+
+
+def test_a_newer_corrupt_checkpoint_is_skipped_with_a_warning(backend: str, tmp_path: Path) -> None:
+    Training(backend, tmp_path, act=stop_at(4)).run()
+    corrupt = tmp_path / "checkpoint_6.pt"
+    corrupt.write_bytes(b"garbage")
+    training = Training(backend, tmp_path / "unused")
+    with pytest.warns(UserWarning, match="skipped a newer checkpoint that does not load") as info:
+        assert resume_from(tmp_path, training.to_save) == tmp_path / "checkpoint_3.pt"
+    assert str(corrupt) in str(info[0].message)
+    assert training.trainer.state.iteration == 3
+
+
+def test_a_checkpoint_of_another_model_raises_naming_the_file_and_the_object(
+    backend: str, tmp_path: Path
+) -> None:
+    Training(backend, tmp_path, act=stop_at(4)).run()
+    other = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Dropout(0.3), torch.nn.Linear(5, 2))
+    training = Training(backend, tmp_path / "unused", model=other)
+    with pytest.raises(ValueError, match="does not fit the objects to resume") as info:
+        resume_from(tmp_path, training.to_save)
+    message = str(info.value)
+    assert f"'{tmp_path / 'checkpoint_3.pt'}'" in message
+    assert "'model'" in message and "size mismatch" in message
+
+
+def test_a_checkpoint_without_an_object_raises_naming_it(backend: str, tmp_path: Path) -> None:
+    Training(backend, tmp_path, act=stop_at(4)).run()
+    training = Training(backend, tmp_path / "unused")
+    scheduler = torch.optim.lr_scheduler.StepLR(training.optimizer, step_size=2)
+    with pytest.raises(ValueError, match="'scheduler' is not found") as info:
+        resume_from(tmp_path, {**training.to_save, "scheduler": scheduler})
+    assert f"'{tmp_path / 'checkpoint_3.pt'}'" in str(info.value)
+
+
+def test_a_checkpoint_of_another_world_size_raises(backend: str, tmp_path: Path) -> None:
+    Training(backend, tmp_path, act=stop_at(4)).run()
+    checkpoint = torch.load(tmp_path / "checkpoint_3.pt", weights_only=True)
+    assert checkpoint["trainer"]["world_size"] == 1
+    checkpoint["trainer"]["world_size"] = 2
+    torch.save(checkpoint, tmp_path / "checkpoint_3.pt")
+    training = Training(backend, tmp_path / "unused")
+    with pytest.raises(ValueError, match="run of 2 process") as info:
+        resume_from(tmp_path, training.to_save)
+    message = str(info.value)
+    assert f"'{tmp_path / 'checkpoint_3.pt'}'" in message and "'trainer'" in message
+    assert "this run has 1" in message
+
+
+def test_resume_from_refuses_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="to_load should be a dictionary"):
+        resume_from(tmp_path, [torch.nn.Linear(1, 1)])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="should have `load_state_dict`"):
+        resume_from(tmp_path, {"model": object()})
+    (tmp_path / "file.pt").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        resume_from(tmp_path / "file.pt", {"model": torch.nn.Linear(1, 1)})
+
+
+# ------------------------------------------------------------------------------- Preemption
+def sigterm_at(iteration: int, times: int = 1) -> Callable[[Engine], None]:
+    def act(engine: Engine) -> None:
+        if engine.state.iteration == iteration:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return act
+
+
+def test_sigterm_finishes_the_iteration_checkpoints_and_exits(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    training = Training(backend, tmp_path, every=100, act=sigterm_at(7))
+    Preemption(training.checkpointer).attach(training.trainer)
+    with caplog.at_level(logging.WARNING, "ember"), pytest.raises(Preempted) as info:
+        training.run()
+    assert info.value.code == 143 and isinstance(info.value, SystemExit)
+    expected = (
+        "ember: preempted by SIGTERM at iteration 7 (epoch 2): checkpoint "
+        f"'{tmp_path / 'checkpoint_7.pt'}' written, exiting with code 143"
+    )
+    assert str(info.value) == expected
+    assert expected in caplog.messages
+    assert signal.getsignal(signal.SIGTERM) is before
+    # The checkpoint holds the state after the whole iteration 7: a resume goes on exactly.
+    reference = Training(backend, tmp_path / "reference").run()
+    again = Training(backend, tmp_path / "again")
+    resume_from(tmp_path, again.to_save)
+    assert again.trainer.state.iteration == 7
+    assert_same_weights(again.run(), reference)
+
+
+def test_without_an_exit_code_the_run_terminates(backend: str, tmp_path: Path) -> None:
+    training = Training(backend, tmp_path, every=100, act=sigterm_at(4))
+    preemption = Preemption(training.checkpointer, exit_code=None).attach(training.trainer)
+    completed: list[int] = []
+    training.trainer.add_event_handler(Events.COMPLETED, lambda e: completed.append(1))
+    training.run()
+    assert preemption.preempted and preemption.received is signal.SIGTERM
+    assert training.trainer.state.iteration == 4 and completed == [1]
+    assert (tmp_path / "checkpoint_4.pt").exists()
+
+
+def test_a_run_without_signal_restores_the_previous_handler(backend: str, tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def previous(signum: int, frame: Any) -> None:
+        calls.append(signum)
+
+    original = signal.signal(signal.SIGTERM, previous)
+    try:
+        training = Training(backend, tmp_path, every=100)
+        preemption = Preemption(training.checkpointer).attach(training.trainer)
+        training.run()
+        assert not preemption.preempted and not list(tmp_path.iterdir())
+        assert signal.getsignal(signal.SIGTERM) is previous
+        # A second signal before the engine looked goes to the previous handler.
+        again = Training(backend, tmp_path, every=100, act=sigterm_at(2, times=2))
+        Preemption(again.checkpointer, exit_code=None).attach(again.trainer)
+        again.run()
+        assert calls == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_preemption_refuses_bad_arguments(tmp_path: Path) -> None:
+    checkpointer = Checkpoint({"model": torch.nn.Linear(1, 1)}, DiskSaver(tmp_path))
+    with pytest.raises(TypeError, match="checkpoint should be callable"):
+        Preemption(None)  # type: ignore[arg-type]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="check_every should be an int >= 1"):
+            Preemption(checkpointer, check_every=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"signals should be signal\.Signals"):
+        Preemption(checkpointer, signals=[15])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="exit_code should be an int or None"):
+        Preemption(checkpointer, exit_code="143")  # type: ignore[arg-type]
