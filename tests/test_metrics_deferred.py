@@ -64,7 +64,8 @@ def test_each_read_syncs_once_and_sees_the_eager_value(make_engine: Any) -> None
     with SyncCounter() as eager_syncs:
         eager.run(LOSSES, max_epochs=2)
     assert eager_syncs.count == len(LOSSES) * 2  # ignite's way: one per iteration
-    assert seen["deferred"] == seen["eager"]
+    # Equal to float32 rounding: the deferred value folds the newest values in at once.
+    assert seen["deferred"] == pytest.approx(seen["eager"], rel=1e-6)
     assert all(type(value) is float for value in seen["deferred"])
     assert seen["deferred"][::2] == pytest.approx(expected_running(LOSSES * 2, 0.9))
 
@@ -199,3 +200,42 @@ def test_a_progress_bar_shows_the_running_loss(make_engine: Any, bar: str) -> No
     ProgressBar(file=stream, persist=True).attach(engine, metric_names="all")
     engine.run([1.0, 3.0, 5.0, 7.0])
     assert "loss=5.25 " in stream.getvalue()  # the averages 1, 2, 3.5, 5.25: the last one
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_folding_many_values_at_once_equals_the_step_by_step_average(
+    make_engine: Any, dtype: torch.dtype
+) -> None:
+    # 150 iterations per epoch: more than one fold of 64 values, reads in between and at the
+    # folds' edges; epoch_bound restarts the average (from the first value) at each epoch.
+    losses = [float((7 * i) % 13) / 3.0 for i in range(150)]
+    engine = make_engine(lambda engine, batch: torch.tensor(batch, dtype=dtype))
+    RunningAverage(output_transform=lambda loss: loss, alpha=0.9, epoch_bound=True).attach(
+        engine, "loss"
+    )
+    read_at = {1, 2, 63, 64, 65, 100, 128, 129, 150}
+    seen: list[float] = []
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def read(engine: Any) -> None:
+        if engine.state.iteration % 150 in {i % 150 for i in read_at}:
+            seen.append(engine.state.metrics["loss"])
+
+    engine.run(losses, max_epochs=2)
+    expected = expected_running(losses, 0.9)
+    per_epoch = [expected[i - 1] for i in sorted(read_at)]
+    assert seen == pytest.approx(per_epoch * 2, rel=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+def test_a_folded_vector_average_keeps_dtype_and_shape() -> None:
+    metric = RunningAverage(output_transform=lambda o: o, alpha=0.5)
+    rows = [torch.tensor([float(i), -float(i)], dtype=torch.float16) for i in range(100)]
+    for row in rows:
+        metric.update(row)
+    value = metric.compute()
+    assert value.dtype == torch.float16 and value.shape == (2,)
+    expected = expected_running([float(i) for i in range(100)], 0.5)[-1]
+    assert value.tolist() == pytest.approx([expected, -expected], rel=1e-3)
+    metric.reset()
+    metric.update(torch.tensor([1.0, 2.0], dtype=torch.float16))
+    assert metric.compute().tolist() == [1.0, 2.0]  # the first value as it is

@@ -11,32 +11,42 @@ into the number (or CPU tensor) that an eager metric would have stored. Nobody r
 from __future__ import annotations
 
 from collections.abc import ItemsView, Iterator, ValuesView
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-__all__ = ["DeferredMetrics", "DeferredValue", "deferred_metrics"]
+__all__ = ["DeferredMetrics", "DeferredValue", "LazyTensor", "deferred_metrics"]
+
+
+class LazyTensor(Protocol):
+    """A value computed on the device only when asked for: ``tensor_at(count)``."""
+
+    def tensor_at(self, count: int) -> torch.Tensor: ...
 
 
 class DeferredValue:
     """A device tensor read on the host at the first request, then remembered.
 
-    The tensor must not be modified in place afterwards: it is the value at the time it was
-    stored (metrics build a new tensor at each update).
+    ``source`` is the tensor, or a :class:`LazyTensor` whose ``tensor_at(count)`` computes it
+    at the first request (a running average whose latest values are not folded in yet). The
+    tensor must not be modified in place afterwards: it is the value at the time it was stored
+    (metrics build a new tensor at each update).
     """
 
-    __slots__ = ("_tensor", "_value")
+    __slots__ = ("_count", "_source", "_value")
 
-    def __init__(self, tensor: torch.Tensor) -> None:
-        self._tensor: torch.Tensor | None = tensor
+    def __init__(self, source: torch.Tensor | LazyTensor, count: int = 0) -> None:
+        self._source: torch.Tensor | LazyTensor | None = source
+        self._count = count
         self._value: Any = None
 
     def get(self) -> Any:
         """The value as ``Metric.completed`` stores it: a number for one element, else on CPU."""
-        tensor = self._tensor
-        if tensor is not None:
+        source = self._source
+        if source is not None:
+            tensor = source if isinstance(source, torch.Tensor) else source.tensor_at(self._count)
             self._value = tensor.item() if tensor.numel() == 1 else tensor.cpu()
-            self._tensor = None
+            self._source = None
         return self._value
 
     def __repr__(self) -> str:

@@ -207,6 +207,66 @@ class Average(Metric):
         return mean
 
 
+_FOLD_EVERY = 64  # pending values of a running average folded in by one weighted sum
+
+
+def _wide_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype a fold sums in: double precision (so that folding k values at once rounds no
+    worse than k steps in the values' dtype), except on mps, which has none."""
+    if tensor.device.type == "mps":
+        return tensor.dtype
+    return torch.complex128 if tensor.is_complex() else torch.float64
+
+
+class _PendingAverage:
+    """A running average of floating tensors whose latest values are not folded in yet.
+
+    ``base`` is the average after the values before ``values``; ``values`` only grows (a fold
+    makes a new ``_PendingAverage``), so ``tensor_at(count)``, the average after the first
+    ``count`` pending values, stays valid for a :class:`DeferredValue` stored earlier. Folding
+    ``k`` values in is one weighted sum, equal to ``k`` steps of ``v = a * v + (1 - a) * x``:
+    ``a**k * base + sum_i (1 - a) * a**(k - i) * x_i``.
+    """
+
+    __slots__ = ("alpha", "base", "values", "weights")
+
+    def __init__(self, base: torch.Tensor, alpha: float, weights: torch.Tensor | None) -> None:
+        self.base = base
+        self.alpha = alpha
+        self.values: list[torch.Tensor] = []
+        wide = _wide_dtype(base)
+        if weights is None or weights.dtype != wide or weights.device != base.device:
+            # weights[-k:] are the k newest values' weights, oldest first.
+            powers = [(1.0 - alpha) * alpha**age for age in range(_FOLD_EVERY - 1, -1, -1)]
+            weights = torch.tensor(powers, dtype=wide, device=base.device)
+        self.weights = weights
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` can be appended: a tensor without autograd history, like ``base``."""
+        base = self.base
+        return (
+            type(value) is torch.Tensor
+            and not value.requires_grad
+            and value.dtype is base.dtype
+            and value.shape == base.shape
+            and value.device == base.device
+        )
+
+    def tensor_at(self, count: int) -> torch.Tensor:
+        if count == 0:
+            return self.base
+        base, weights = self.base, self.weights
+        newest = torch.stack(self.values[:count]).to(weights.dtype)
+        weighted = torch.tensordot(weights[_FOLD_EVERY - count :], newest, dims=1)
+        return torch.add(weighted, base.to(weights.dtype), alpha=self.alpha**count).to(base.dtype)
+
+    def folded(self) -> _PendingAverage:
+        """A ``_PendingAverage`` with every pending value folded into its base."""
+        if not self.values:
+            return self
+        return _PendingAverage(self.tensor_at(len(self.values)), self.alpha, self.weights)
+
+
 class RunningAverage(Metric):
     """Exponential moving average ``v = alpha * v + (1 - alpha) * x`` (the first ``x`` as is).
 
@@ -235,6 +295,8 @@ class RunningAverage(Metric):
 
     required_output_keys = None
     _state_attrs = ("_value", "src")
+    _pending: _PendingAverage | None
+    _other: float | torch.Tensor | None
 
     def __init__(
         self,
@@ -280,28 +342,49 @@ class RunningAverage(Metric):
         self.alpha = float(alpha)
         self.epoch_bound = epoch_bound
         self.deferred = deferred
+        self._fold_weights: torch.Tensor | None = None  # kept across resets
         super().__init__(output_transform=output_transform, device=device or "cpu")
 
+    # The value is either a floating tensor with values not folded in yet (``_pending``: an
+    # update is a list append, the fold one weighted sum every _FOLD_EVERY updates or when read)
+    # or anything else (``_other``: a float, a tensor of another dtype, None before the first).
+    @property
+    def _value(self) -> float | torch.Tensor | None:
+        pending = self._pending
+        if pending is None:
+            return self._other
+        if pending.values:
+            pending = self._pending = pending.folded()
+        return pending.base
+
+    @_value.setter
+    def _value(self, value: float | torch.Tensor | None) -> None:
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            self._pending = _PendingAverage(value, self.alpha, self._fold_weights)
+            self._fold_weights = self._pending.weights
+            self._other = None
+        else:
+            self._pending = None
+            self._other = value
+
     def reset(self) -> None:
-        self._value: float | torch.Tensor | None = None
+        self._value = None
+        self._single_process_run: bool | None = None  # asked once per reset, not per store
         if self.src is not None:
             self.src.reset()
 
     def update(self, output: Any) -> None:
-        previous = self._value
-        if (
-            self.src is None
-            and type(output) is torch.Tensor
-            and type(previous) is torch.Tensor
-            and not output.requires_grad
-            and output.dtype == previous.dtype
-            and (self._follow_values or output.device == previous.device)
-        ):
-            # alpha * previous + (1 - alpha) * output, as a new tensor (never in place: stored
-            # values stay snapshots).
-            self._value = torch.lerp(output, previous, self.alpha)
+        pending = self._pending
+        if self.src is None and pending is not None and pending.accepts(output):
+            self._append(pending, output)
             return
-        self._update_checked(output, previous)
+        self._update_checked(output, self._value)
+
+    def _append(self, pending: _PendingAverage, value: torch.Tensor) -> None:
+        values = pending.values
+        values.append(value)
+        if len(values) >= _FOLD_EVERY:
+            self._pending = pending.folded()
 
     def _update_checked(self, output: Any, previous: float | torch.Tensor | None) -> None:
         if self.src is not None:
@@ -351,20 +434,32 @@ class RunningAverage(Metric):
     def completed(self, engine: Any, name: str) -> None:
         """Handler: store the value in ``engine.state.metrics[name]``; a device value is stored
         as a :class:`~ember.metrics._deferred.DeferredValue`, read when the entry is read."""
-        value = self._value
-        if self.deferred and isinstance(value, torch.Tensor) and _single_process():
+        pending = self._pending
+        if self.deferred and pending is not None and self._in_single_process():
             metrics = deferred_metrics(engine.state)
             if metrics is not None:
-                dict.__setitem__(metrics, name, DeferredValue(value))
+                dict.__setitem__(metrics, name, DeferredValue(pending, len(pending.values)))
                 return
         super().completed(engine, name)
 
+    def _in_single_process(self) -> bool:
+        single = self._single_process_run
+        if single is None:
+            single = self._single_process_run = _single_process()
+        return single
+
     def iteration_completed(self, engine: Any) -> None:
         if self.src is None:
-            super().iteration_completed(engine)
+            # The common case, a detached loss tensor, is appended without entering no_grad.
+            output = self._output_transform(engine.state.output)
+            pending = self._pending
+            if pending is not None and pending.accepts(output):
+                self._append(pending, output)
+                return
         else:
-            with torch.no_grad():
-                self.update(None)
+            output = None
+        with torch.no_grad():
+            self.update(output)
 
     # ------------------------------------------------------------------------------ attaching
     def _usage_events(self, usage: MetricUsage) -> tuple[Any, Any, Any]:
