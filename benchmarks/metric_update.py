@@ -4,7 +4,7 @@ same thing, and how many host syncs an evaluation pass costs per metric.
 Each metric is timed side by side with its bare ops (a hand-written accumulation: argmax, eq and
 sum for Accuracy, the loss times n for Loss, bincount for ConfusionMatrix, ...) on the same batch,
 interleaved in rounds; the ratio of the minimums (and of the medians) is printed. The goal: every
-ratio <= 1.5. Syncs are counted by dispatch (``ember.metrics._syncs.SyncCounter``) over a pass of
+ratio <= 1.5. Syncs are counted by dispatch (``tests/syncs.py``'s ``HostSyncCounter``) over a pass of
 ``--batches`` updates and one ``compute()``; the goal: at most one per metric.
 
     python benchmarks/metric_update.py               # writes docs/benchmark-metrics.{md,json}
@@ -30,9 +30,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' host-sync counter, shared
 
 from ember import metrics as M  # noqa: E402, N812 - short, as in the table of cases
-from ember.metrics._syncs import SyncCounter  # noqa: E402
+from syncs import HostSyncCounter  # noqa: E402
 
 GOAL = 1.5
 BATCH, CLASSES, LABELS = 64, 10, 5
@@ -296,7 +297,7 @@ def _syncs_per_pass(case: Case, batches: int) -> int:
     generator = torch.Generator().manual_seed(1)
     data = [case.data(generator) for _ in range(batches)]
     metric = case.make()
-    with torch.no_grad(), SyncCounter() as syncs:
+    with torch.no_grad(), HostSyncCounter() as syncs:
         metric.reset()
         for output in data:
             metric.update(output)

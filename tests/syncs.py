@@ -10,11 +10,17 @@ it is active, and it counts the operations that hand a tensor's value to Python
 (``aten._local_scalar_dense``, what every scalar read ends in; under ``torch.inference_mode``
 the mode sees the composite ``aten.item``, ``aten.is_nonzero`` for ``bool()``, instead;
 ``aten.equal``, which returns a Python bool) and the copies from a non-CPU tensor to the CPU.
-Each read counts once: while the mode handles an operation, the operations inside it do not
+It also counts the operations whose output size depends on the data (``nonzero``,
+``masked_select``, ``unique``, ``repeat_interleave``, indexing with a boolean mask, ``bincount``
+off the CPU), which make the host wait for a CUDA device to know the size; they are counted on
+any device (except ``bincount``: the metrics use it on the CPU alone), so a CPU run counts what
+a GPU run would pay. Each read counts once: while the mode handles an operation, the operations inside it do not
 reach it. The count is deterministic: it depends on what the code does, not on timing. It
 slows every operation, so never time code while counting.
 
-Used by the tests (``from syncs import HostSyncCounter``) and by ``benchmarks/stack.py``.
+The one counter of the tests (``from syncs import HostSyncCounter``) and of the benchmarks
+(``benchmarks/stack.py``, ``benchmarks/metric_update.py``). ember's ``Profiler`` counts in a
+run by a cheaper kernel override (``ember.engine._syncs``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,38 @@ _READS = frozenset(
     }
 )
 _COPIES = (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default)
+_SIZE_FROM_DATA = frozenset(
+    {
+        "aten::nonzero",
+        "aten::masked_select",
+        "aten::_unique2",
+        "aten::unique_dim",
+        "aten::unique_consecutive",
+        "aten::repeat_interleave",
+    }
+)
+_INDEXING = frozenset({"aten::index", "aten::index_put", "aten::index_put_"})
+
+
+def _sync_name(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The name the counter records when ``func(*args, **kwargs)`` makes the host wait."""
+    if func in _READS:
+        return str(func._schema.name)
+    name = func._schema.name
+    if name in _SIZE_FROM_DATA:
+        return str(name)
+    if name == "aten::bincount" and args[0].device.type != "cpu":
+        return "aten::bincount"
+    if name in _INDEXING and _has_boolean_index(args):
+        return f"{name} (boolean mask)"
+    if _copies_to_host(func, args, kwargs):
+        return f"{name} (to the CPU)"
+    return None
+
+
+def _has_boolean_index(args: tuple[Any, ...]) -> bool:
+    indices = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
 
 
 def _copies_to_host(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -56,15 +94,21 @@ class HostSyncCounter(TorchDispatchMode):
 
     Attributes:
         count: the number of syncs counted so far.
+        names: the operations counted, in order (``"aten::_local_scalar_dense"``, ...).
         sites: with ``record_sites=True``, how many syncs each line of code outside torch caused
             (``"file:line in function"``), to find where they come from.
     """
 
     def __init__(self, record_sites: bool = False) -> None:
         super().__init__()
-        self.count = 0
+        self.names: list[str] = []
         self.record_sites = record_sites
         self.sites: Counter[str] = Counter()
+
+    @property
+    def count(self) -> int:
+        """How many host syncs happened while the counter was active."""
+        return len(self.names)
 
     def __torch_dispatch__(
         self,
@@ -74,8 +118,9 @@ class HostSyncCounter(TorchDispatchMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func in _READS or _copies_to_host(func, args, kwargs):
-            self.count += 1
+        name = _sync_name(func, args, kwargs)
+        if name is not None:
+            self.names.append(name)
             if self.record_sites:
                 self.sites[_caller_outside_torch()] += 1
         return func(*args, **kwargs)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from ember.engine import Events
 from ember.metrics import Accuracy, RunningAverage
 from ember.metrics._deferred import DeferredMetrics, DeferredValue
-from ember.metrics._syncs import SyncCounter
+from syncs import HostSyncCounter
 
 LOSSES = [0.5, 2.0, 1.0, 4.0, 3.0]
 
@@ -36,7 +36,7 @@ def expected_running(values: list[float], alpha: float) -> list[float]:
 
 def test_nobody_reads_no_sync(make_engine: Any) -> None:
     engine = tensor_loss_engine(make_engine)
-    with SyncCounter() as syncs:
+    with HostSyncCounter() as syncs:
         engine.run(LOSSES * 4, max_epochs=2)
     assert syncs.names == []
     assert isinstance(engine.state.metrics, DeferredMetrics)
@@ -49,7 +49,7 @@ def test_each_read_syncs_once_and_sees_the_eager_value(make_engine: Any) -> None
         tensor_loss_engine(make_engine, deferred=False),
     )
     seen: dict[str, list[Any]] = {"deferred": [], "eager": []}
-    syncs = SyncCounter()
+    syncs = HostSyncCounter()
     for label, engine in (("deferred", deferred), ("eager", eager)):
 
         @engine.on(Events.ITERATION_COMPLETED)
@@ -61,7 +61,7 @@ def test_each_read_syncs_once_and_sees_the_eager_value(make_engine: Any) -> None
     with syncs:
         deferred.run(LOSSES, max_epochs=2)
     assert syncs.count == len(LOSSES) * 2
-    with SyncCounter() as eager_syncs:
+    with HostSyncCounter() as eager_syncs:
         eager.run(LOSSES, max_epochs=2)
     assert eager_syncs.count == len(LOSSES) * 2  # ignite's way: one per iteration
     # Equal to float32 rounding: the deferred value folds the newest values in at once.

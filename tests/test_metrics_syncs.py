@@ -26,7 +26,7 @@ from ember.metrics import (
     TopKCategoricalAccuracy,
     classification,
 )
-from ember.metrics._syncs import SyncCounter
+from syncs import HostSyncCounter
 
 BATCHES = 20
 
@@ -93,7 +93,7 @@ def test_one_host_sync_per_metric_per_evaluation_pass(make_engine: Any, name: st
     engine = make_engine(lambda engine, batch: batch)
     factory().attach(engine, "value")
     engine.run(data[:2])  # a first run: nothing below depends on what happens only once
-    with SyncCounter() as syncs:
+    with HostSyncCounter() as syncs:
         state = engine.run(data)
     assert syncs.count == expected, syncs.names
     assert state.metrics["value"] is not None
@@ -105,7 +105,7 @@ def test_the_stack_of_the_issue_syncs_twice_per_pass(make_engine: Any) -> None:
     engine = make_engine(lambda engine, batch: batch)
     Accuracy().attach(engine, "accuracy")
     Loss(torch.nn.functional.cross_entropy).attach(engine, "loss")
-    with SyncCounter() as syncs:
+    with HostSyncCounter() as syncs:
         engine.run(data)
     assert syncs.count == 2, syncs.names
 
@@ -118,7 +118,7 @@ def test_updates_alone_never_sync(name: str) -> None:
         data: list[Any] = [batch[0].mean() for batch in _data(kind)]
     else:
         data = _data(kind)
-    with SyncCounter() as syncs:
+    with HostSyncCounter() as syncs:
         for output in data:
             metric.update(output)
     assert syncs.names == []
@@ -164,7 +164,7 @@ def test_index_add_path_gives_the_bincount_values(
     factory, data = DEVICE_PATHS[name]
     on_cpu = _values(factory, data)
     monkeypatch.setattr(classification, "_uses_bincount", lambda device: False)
-    with SyncCounter() as syncs:
+    with HostSyncCounter() as syncs:
         metric = factory()
         for output in data:
             metric.update(output)
@@ -188,9 +188,9 @@ def test_ignored_targets_are_skipped_by_the_confusion_matrix() -> None:
 def test_running_average_of_a_loss_syncs_only_when_read(make_engine: Any) -> None:
     engine = make_engine(lambda engine, batch: torch.nn.functional.cross_entropy(*batch))
     RunningAverage(output_transform=lambda loss: loss).attach(engine, "loss")
-    with SyncCounter() as syncs:
+    with HostSyncCounter() as syncs:
         engine.run(_data("multiclass"))
     assert syncs.count == 0
-    with SyncCounter() as syncs:
+    with HostSyncCounter() as syncs:
         assert isinstance(engine.state.metrics["loss"], float)
     assert syncs.count == 1

@@ -49,3 +49,13 @@ def test_counting_stops_when_the_block_ends() -> None:
         torch.tensor(1.0).item()
     torch.tensor(2.0).item()
     assert counter.count == 1
+
+
+def test_counts_operations_whose_size_depends_on_the_data() -> None:
+    values = torch.tensor([0.0, 1.0, 2.0])
+    with HostSyncCounter() as counter:
+        torch.nonzero(values)
+        values[values > 0]  # indexing with a boolean mask
+        torch.bincount(torch.tensor([0, 1, 1]))  # on the CPU: the metrics' own use, not counted
+        values[torch.tensor([0, 2])]  # integer indices: the size is known
+    assert counter.names == ["aten::nonzero", "aten::index (boolean mask)"]
