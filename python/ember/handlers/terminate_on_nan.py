@@ -59,6 +59,19 @@ def _walk_values(value: Any, on_tensor: Callable[[Any], None] | None) -> bool:
     return False
 
 
+def _is_plain_scalar_tensor(value: Any) -> bool:
+    """Whether ``value`` is a 0-d floating torch tensor without autograd history (the common
+    output, a detached loss), which the handler keeps without walking it."""
+    torch = sys.modules.get("torch")
+    return (
+        torch is not None
+        and type(value) is torch.Tensor
+        and not value.requires_grad
+        and value.ndim == 0
+        and value.is_floating_point()
+    )
+
+
 def _finite_flag(tensor: Any) -> Any:
     """A 0-d bool tensor: whether all of ``tensor`` is finite (a bool tensor holds such flags)."""
     torch = sys.modules["torch"]
@@ -121,7 +134,9 @@ class TerminateOnNan:
             self._pending.clear()
             self._iterations_since_check = 0
         self._iteration = iteration
-        if _walk_values(output, self._collect):
+        if _is_plain_scalar_tensor(output):  # a detached loss: kept as it is
+            self._pending.append((iteration, output))
+        elif _walk_values(output, self._collect):
             self._stop(engine, output, iteration)
             return
         self._iterations_since_check += 1
