@@ -471,8 +471,9 @@ evaluation and checkpoint of each epoch included), then times
 before each measurement. On a GPU each time waits for the device first.
 
 Host syncs (the host waiting for a tensor's value: `.item()`, `float(t)`, `bool(t)`, a copy to
-the CPU) are counted in a separate run, with a `TorchDispatchMode` that counts
-`aten._local_scalar_dense` and device-to-CPU copies (`tests/syncs.py`): per evaluation pass, and
+the CPU) are counted in a separate run, with the tests' `TorchDispatchMode` counter
+(`tests/syncs.py`: scalar reads, device-to-CPU copies, operations whose output size depends on
+the data): per evaluation pass, and
 per training iteration over two epochs with the evaluation passes taken out (the handlers'
 epoch-end reads included). ember's progress bar reads the running loss when it redraws (every
 0.1 s and when it closes at the end of each epoch), so its share depends on time; counting slows
