@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeGuard
 
 from ember.engine._backend import select_loop
-from ember.engine._registry import FilteredHandler, HandlerRegistry
+from ember.engine._loop_support import resume_point
+from ember.engine._plan import RunPlan
+from ember.engine._registry import FilteredHandler, HandlerRegistry, call_handlers
 from ember.engine._signature import check_signature
 from ember.engine._state_dict import check_state_dict
 from ember.engine.events import (
@@ -86,7 +88,7 @@ class Engine:
         self._init_iter: int | None = None
         self._resume_point: tuple[Any, ...] | None = None
         self._profiler: Any = None  # an ember.engine.profile.Profiler, read at each run()
-        self._run_loop = select_loop(backend)
+        self._run_loop = select_loop(backend, Engine)
         self.register_events(*Events)
         if process_function is None:
             raise ValueError("Engine must be given a processing function in order to run.")
@@ -220,25 +222,7 @@ class Engine:
         self.last_event_name = event_name
         handlers = self._event_handlers_registry.get(event_name)
         if handlers:
-            self._call_handlers(handlers, event_args, event_kwargs)
-
-    @staticmethod
-    def _call_handlers(
-        handlers: Sequence[Any], event_args: tuple[Any, ...], event_kwargs: dict[str, Any]
-    ) -> None:
-        """Call each ``(handler, args, kwargs)`` of the live list, engine first where stored."""
-        for handler, args, kwargs in handlers:
-            if event_kwargs:
-                kwargs = {**kwargs, **event_kwargs}  # noqa: PLW2901 (for this call only)
-            if args and isinstance(args[0], weakref.ref):
-                engine = args[0]()
-                if engine is None:
-                    raise RuntimeError(
-                        "Engine reference not resolved. Cannot execute event handler."
-                    )
-                handler(engine, *event_args, *args[1:], **kwargs)
-            else:
-                handler(*event_args, *args, **kwargs)
+            call_handlers(handlers, event_args, event_kwargs)
 
     def fire_event(self, event_name: Any) -> None:
         """Fire a registered event (typically a custom one) from a handler or the process function."""
@@ -465,8 +449,30 @@ class Engine:
             self._resume_state(data, epoch_length)
         if self._dataloader_iter is None:
             self.state.dataloader = data
-        self._run_loop(self)
+        self._run_loop(self, self._plan())
         return self.state
+
+    def _method_overridden(self, name: str) -> bool:
+        """True when ``self.<name>`` is not Engine's own method: a subclass override or an
+        instance attribute (a staticmethod like ``_is_done`` has no ``__func__``: compared
+        as it is)."""
+        bound = getattr(self, name)
+        return getattr(bound, "__func__", bound) is not getattr(Engine, name)
+
+    def _plan(self) -> RunPlan:
+        """Decide how this run() goes (see ``RunPlan``); takes the pending resume point."""
+        point = resume_point(self._resume_point)
+        self._resume_point = None
+        return RunPlan(
+            fire_through_engine=self._method_overridden("_fire_event")
+            or self.logger.isEnabledFor(logging.DEBUG),
+            is_done_overridden=self._method_overridden("_is_done"),
+            setup_dataloader_iter_overridden=self._method_overridden("_setup_dataloader_iter"),
+            logs_info=self.logger.isEnabledFor(logging.INFO),
+            set_sampler_epoch=bool(self.set_sampler_epoch),
+            profiler=self._profiler,
+            resume=point,
+        )
 
     @staticmethod
     def _validate_run_arguments(
