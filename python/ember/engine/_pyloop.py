@@ -129,6 +129,9 @@ def _stop_requested(engine: Engine) -> bool:
     )
 
 
+_NOT_READ = object()  # no registry read yet (None is a value a program may store)
+
+
 class _Dispatch:
     """Fires built-in events for one run, the way the compiled loop does.
 
@@ -143,7 +146,7 @@ class _Dispatch:
         self.engine = engine
         self.timings = timings
         self.through_engine = through_engine
-        self.registry: object = None
+        self.registry: object = _NOT_READ
         self.version = -1
         self.lists: dict[int, list[Any]] = {}
 

@@ -232,7 +232,10 @@ class Engine:
     def _handle_exception(self, exception: BaseException) -> None:
         # ignite tests whether the key exists, so a handler added then removed leaves an empty
         # list that swallows every later exception; we test for an actual handler.
-        if self._event_handlers_registry.get(Events.EXCEPTION_RAISED):
+        registry = self._event_handlers_registry
+        # A registry a program replaced by another object has no handlers to offer: the loops
+        # report that (TypeError) through here.
+        if isinstance(registry, dict) and registry.get(Events.EXCEPTION_RAISED):
             self._fire_event(Events.EXCEPTION_RAISED, exception)
         else:
             raise exception
