@@ -130,7 +130,7 @@ void Run::loop() {
         configured().engine.dataloader_iter.set(engine_, Py_None);
         py::object exception = exception_with_traceback(error);
         call_support("log_run_error", exception.ptr());
-        py::handle(engine_).attr("_handle_exception")(exception);
+        call_support("handle_exception", exception.ptr());
     }
     configured().engine.dataloader_iter.set(engine_, Py_None);
 }
@@ -428,7 +428,7 @@ void Run::route_exception(const py::error_already_set& error) {
     if (!error.matches(PyExc_Exception)) throw;  // BaseException: the run level routes it
     py::object exception = exception_with_traceback(error);
     call_support("log_iteration_error", exception.ptr());
-    py::handle(engine_).attr("_handle_exception")(exception);
+    call_support("handle_exception", exception.ptr());
 }
 
 void Run::call_support(const char* name) {

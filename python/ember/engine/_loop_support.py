@@ -124,6 +124,20 @@ def log_run_finished(engine: Engine) -> None:
     engine.logger.info("Engine run finished. Time taken: %s", format_duration(seconds))
 
 
+def handle_exception(engine: Engine, exc: BaseException) -> None:
+    """Route ``exc`` to the EXCEPTION_RAISED handlers (``engine._handle_exception``).
+
+    A StopIteration that leaves a level of the loop becomes ``RuntimeError("generator raised
+    StopIteration")``, as PEP 479 turns it at the boundaries of ignite's generator loop:
+    handlers still see the StopIteration itself, but a bare one never escapes ``run()``, where
+    an enclosing ``map()`` or ``for`` would take it for the end of its own iteration.
+    """
+    try:
+        engine._handle_exception(exc)
+    except StopIteration as stop:
+        raise RuntimeError("generator raised StopIteration") from stop
+
+
 def log_iteration_error(engine: Engine, exc: BaseException) -> None:
     engine.logger.error("Current run is terminating due to exception: %s", exc)
 

@@ -49,6 +49,7 @@ from ember.engine._loop_support import (
     TERMINATE_EPOCH_TOO_EARLY,
     ZERO_SIZE_DATA,
     fires_through_engine,
+    handle_exception,
     log_epoch_completed,
     log_iteration_error,
     log_run_error,
@@ -250,7 +251,7 @@ class _Run:
         except BaseException as exc:
             engine._dataloader_iter = None
             log_run_error(engine, exc)
-            engine._handle_exception(exc)
+            handle_exception(engine, exc)
         engine._dataloader_iter = None
 
     def _complete(self) -> None:
@@ -391,7 +392,7 @@ class _Run:
             engine._setup_dataloader_iter()
         except Exception as exc:
             log_iteration_error(engine, exc)
-            engine._handle_exception(exc)
+            handle_exception(engine, exc)
 
     def _next_batch(self) -> bool:
         """Fetch the next batch, restarting exhausted data once; false when the epoch ends."""
