@@ -74,7 +74,7 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine, iteration_) {
         return;
     }
     auto fields = point.cast<py::tuple>();
-    if (fields.size() != 7) throw py::value_error("engine._resume_point is malformed");
+    if (fields.size() != 9) throw py::value_error("engine._resume_point is malformed");
     phase_ = fields[0].cast<int>();
     iter_counter_ = fields[1].cast<long long>();
     restarted_ = fields[2].cast<bool>();
@@ -82,6 +82,8 @@ Run::Run(PyObject* engine) : engine_(engine), dispatcher_(engine, iteration_) {
     epoch_started_ = fields[4].cast<double>();
     epoch_first_iteration_ = fields[5].cast<long long>();
     stalled_epochs_ = fields[6].cast<long long>();
+    counted_iterator_ = fields[7];
+    batches_drawn_ = fields[8].cast<long long>();
 }
 
 PyObject* Run::state() {
@@ -156,9 +158,9 @@ void Run::check(Phase reached) {
     if (truthy(interrupt)) {
         fire(INTERRUPT);
         c.engine.should_interrupt.set(engine_, Py_False);
-        py::tuple point =
-            py::make_tuple(static_cast<int>(reached), iter_counter_, restarted_, run_started_,
-                           epoch_started_, epoch_first_iteration_, stalled_epochs_);
+        py::tuple point = py::make_tuple(static_cast<int>(reached), iter_counter_, restarted_,
+                                         run_started_, epoch_started_, epoch_first_iteration_,
+                                         stalled_epochs_, counted_iterator_, batches_drawn_);
         c.engine.resume_point.set(engine_, point.ptr());
         throw Interrupted{};
     }
@@ -295,6 +297,10 @@ bool Run::next_batch() {
                      Py_TYPE(iterator.ptr())->tp_name);
         throw py::error_already_set();
     }
+    if (iterator.ptr() != counted_iterator_.ptr()) {
+        counted_iterator_ = iterator;
+        batches_drawn_ = 0;
+    }
     double started = timings_ ? now_seconds() : 0.0;
     PyObject* batch = PyIter_Next(iterator.ptr());
     iterator = py::object();
@@ -302,14 +308,7 @@ bool Run::next_batch() {
     if (batch == nullptr) {
         if (PyErr_Occurred()) throw py::error_already_set();
         PyObject* s = state();
-        if (c.state.epoch_length.get(s) == Py_None) {
-            if (iter_counter_ == 0) raise_message(PyExc_ValueError, "ZERO_SIZE_DATA");
-            c.state.epoch_length.set_int(s, iter_counter_);
-            long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
-            if (max_iters != NONE)
-                c.state.max_epochs.set_int(s, (max_iters + iter_counter_ - 1) / iter_counter_);
-            return false;
-        }
+        if (c.state.epoch_length.get(s) == Py_None && !learn_epoch_length()) return false;
         if (restarted_) {
             if (!is_done()) call_support("warn_data_exhausted");
             return false;
@@ -323,6 +322,7 @@ bool Run::next_batch() {
         return true;
     }
     py::object owned = py::reinterpret_steal<py::object>(batch);
+    ++batches_drawn_;
     PyObject* s = state();
     c.state.batch.set(s, owned.ptr());
     c.state.output.set(s, Py_None);
@@ -333,6 +333,23 @@ bool Run::next_batch() {
         phase_ = AFTER_GET_BATCH_COMPLETED;
     }
     return true;
+}
+
+// See _pyloop._learn_epoch_length: one pass of the iterator is the epoch length.
+bool Run::learn_epoch_length() {
+    const Config& c = configured();
+    PyObject* s = state();
+    if (batches_drawn_ == 0) {
+        if (c.state.iteration.get_int(s, iteration_) == 0)
+            raise_message(PyExc_ValueError, "ZERO_SIZE_DATA");
+        if (!is_done()) call_support("warn_data_exhausted");  // a one-shot iterator, used up
+        return false;
+    }
+    c.state.epoch_length.set_int(s, batches_drawn_);
+    long long max_iters = c.state.max_iters.get_optional_int(s, NONE);
+    if (max_iters != NONE)
+        c.state.max_epochs.set_int(s, (max_iters + batches_drawn_ - 1) / batches_drawn_);
+    return iter_counter_ < batches_drawn_;
 }
 
 // Looks for set_epoch once per data object: lists and most loaders have none, and pay nothing.

@@ -45,11 +45,10 @@ def format_duration(seconds: float) -> str:
 
 def warn_data_exhausted(engine: Engine) -> None:
     state = engine.state
-    total: int | None
+    total: int | None = state.max_iters
     if state.max_epochs is not None:
-        total = cast(int, state.epoch_length) * state.max_epochs
-    else:
-        total = state.max_iters
+        # None while the length of the data is still unknown
+        total = None if state.epoch_length is None else state.epoch_length * state.max_epochs
     warnings.warn(
         "Data iterator can not provide data anymore but required total number of iterations to "
         f"run is not reached. Current iteration: {state.iteration} vs Total iterations to run : "
