@@ -10,7 +10,8 @@ The order of events, for a run that is neither terminated nor interrupted::
             batch = None
             GET_BATCH_STARTED                  (skipped right after DATALOADER_STOP_ITERATION)
             batch = next(iterator), on StopIteration:
-                length unknown:   epoch_length = iterations seen, end the epoch
+                length unknown:   epoch_length = batches this iterator gave; end the
+                                  epoch, unless it began part way through the pass
                 already restarted: warn unless done, end the epoch
                 else:             DATALOADER_STOP_ITERATION; iter(state.dataloader); retry
             output = None; GET_BATCH_COMPLETED
@@ -456,4 +457,4 @@ class _Run:
             state.max_epochs = -(-state.max_iters // state.epoch_length)
         # The pass began with this epoch: the epoch is over. It began in an earlier epoch that
         # was cut short: this one has drawn fewer batches than a pass and goes on.
-        return self.iter_counter < self.batches_drawn
+        return bool(self.iter_counter < self.batches_drawn)
