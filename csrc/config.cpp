@@ -38,8 +38,8 @@ Layout layout_of(py::handle cls, std::initializer_list<const char*> names) {
     Layout layout;
     layout.base = leak_type(cls);
     for (const char* name : names) {
-        Slot(cls, name);  // raises unless it is a __slots__ member
-        layout.fields.emplace_back(intern(name), leak(cls.attr("__dict__")[name]));
+        Slot(cls, name);  // raises unless it is a __slots__ member of the class or a base
+        layout.fields.emplace_back(intern(name), leak(py::getattr(cls, name)));
     }
     return layout;
 }
@@ -63,6 +63,7 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
 
     c.support.call_handlers = leak_callable(call_handlers, "call_handlers");
     c.support.python_loop = leak_callable(python_loop, "python_loop");
+    c.support.handle_exception = resolve(support, "handle_exception");
     c.support.log_epoch_completed = resolve(support, "log_epoch_completed");
     c.support.log_run_finished = resolve(support, "log_run_finished");
     c.support.log_iteration_error = resolve(support, "log_iteration_error");

@@ -75,7 +75,7 @@ struct Config {
 
     // Python helpers, resolved here so that a renamed one fails at import, not on a rare path.
     struct {
-        PyObject *call_handlers, *python_loop, *log_epoch_completed, *log_run_finished,
+        PyObject *call_handlers, *python_loop, *handle_exception, *log_epoch_completed, *log_run_finished,
             *log_iteration_error, *log_run_error, *warn_data_exhausted, *set_sampler_epoch,
             *sampler_has_set_epoch, *handler_name, *base_is_done;
     } support;

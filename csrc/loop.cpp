@@ -138,7 +138,7 @@ Run::Run(PyObject* engine, PyObject* plan)
     }
     // Checked by the plan's builder (_loop_support.resume_point).
     auto fields = point.cast<py::tuple>();
-    if (fields.size() != 7) throw py::value_error("engine._resume_point is malformed");
+    if (fields.size() != 9) throw py::value_error("engine._resume_point is malformed");
     phase_ = fields[0].cast<int>();
     iter_counter_ = fields[1].cast<long long>();
     restarted_ = fields[2].cast<bool>();
@@ -146,6 +146,8 @@ Run::Run(PyObject* engine, PyObject* plan)
     epoch_started_ = fields[4].cast<double>();
     epoch_first_iteration_ = fields[5];
     stalled_epochs_ = fields[6].cast<long long>();
+    counted_iterator_ = fields[7];
+    batches_drawn_ = fields[8].cast<long long>();
 }
 
 // engine.state, checked to be read at its slots: a handler may have assigned anything.
@@ -201,7 +203,7 @@ void Run::loop() {
         configured().engine.dataloader_iter.set(engine_, Py_None);
         py::object exception = exception_with_traceback(error);
         call_support(configured().support.log_run_error, exception.ptr());
-        py::handle(engine_).attr(configured().methods.handle_exception)(exception);
+        call_support(configured().support.handle_exception, exception.ptr());
     }
     configured().engine.dataloader_iter.set(engine_, Py_None);
 }
@@ -228,9 +230,9 @@ void Run::check(Phase reached) {
     if (truthy(interrupt)) {
         fire(INTERRUPT);
         c.engine.should_interrupt.set(engine_, Py_False);
-        py::tuple point =
-            py::make_tuple(static_cast<int>(reached), iter_counter_, restarted_, run_started_,
-                           epoch_started_, epoch_first_iteration_, stalled_epochs_);
+        py::tuple point = py::make_tuple(static_cast<int>(reached), iter_counter_, restarted_,
+                                         run_started_, epoch_started_, epoch_first_iteration_,
+                                         stalled_epochs_, counted_iterator_, batches_drawn_);
         c.engine.resume_point.set(engine_, point.ptr());
         throw Interrupted{};
     }
@@ -375,6 +377,10 @@ bool Run::next_batch() {
                      Py_TYPE(iterator.ptr())->tp_name);
         throw py::error_already_set();
     }
+    if (iterator.ptr() != counted_iterator_.ptr()) {
+        counted_iterator_ = iterator;
+        batches_drawn_ = 0;
+    }
     double started = timings_ ? now_seconds() : 0.0;
     PyObject* batch = PyIter_Next(iterator.ptr());
     iterator = py::object();
@@ -382,14 +388,7 @@ bool Run::next_batch() {
     if (batch == nullptr) {
         if (PyErr_Occurred()) throw py::error_already_set();
         PyObject* s = state();
-        if (c.state.epoch_length.get(s) == Py_None) {
-            if (iter_counter_ == 0) raise_message(PyExc_ValueError, c.messages.zero_size_data);
-            c.state.epoch_length.set_int(s, iter_counter_);
-            PyObject* max_iters = c.state.max_iters.get(s);
-            if (max_iters != Py_None)
-                c.state.max_epochs.set(s, ceil_div(max_iters, iter_counter_).ptr());
-            return false;
-        }
+        if (c.state.epoch_length.get(s) == Py_None && !learn_epoch_length()) return false;
         if (restarted_) {
             if (!is_done()) call_support(c.support.warn_data_exhausted);
             return false;
@@ -403,6 +402,7 @@ bool Run::next_batch() {
         return true;
     }
     py::object owned = py::reinterpret_steal<py::object>(batch);
+    ++batches_drawn_;
     PyObject* s = state();
     c.state.batch.set(s, owned.ptr());
     c.state.output.set(s, Py_None);
@@ -413,6 +413,23 @@ bool Run::next_batch() {
         phase_ = AFTER_GET_BATCH_COMPLETED;
     }
     return true;
+}
+
+// See _pyloop._learn_epoch_length: one pass of the iterator is the epoch length.
+bool Run::learn_epoch_length() {
+    const Config& c = configured();
+    PyObject* s = state();
+    if (batches_drawn_ == 0) {
+        if (equals(0LL, c.state.iteration.get(s)))
+            raise_message(PyExc_ValueError, c.messages.zero_size_data);
+        // A one-shot iterator, used up.
+        if (!is_done()) call_support(c.support.warn_data_exhausted);
+        return false;
+    }
+    c.state.epoch_length.set_int(s, batches_drawn_);
+    PyObject* max_iters = c.state.max_iters.get(s);
+    if (max_iters != Py_None) c.state.max_epochs.set(s, ceil_div(max_iters, batches_drawn_).ptr());
+    return iter_counter_ < batches_drawn_;
 }
 
 // Looks for set_epoch once per data object: lists and most loaders have none, and pay nothing.
@@ -525,7 +542,7 @@ void Run::route_exception(const py::error_already_set& error) {
     if (!error.matches(PyExc_Exception)) throw;  // BaseException: the run level routes it
     py::object exception = exception_with_traceback(error);
     call_support(configured().support.log_iteration_error, exception.ptr());
-    py::handle(engine_).attr(configured().methods.handle_exception)(exception);
+    call_support(configured().support.handle_exception, exception.ptr());
 }
 
 // `engine.state.<slot> += 1`, in C++ for an int, else with Python's operator.

@@ -51,6 +51,7 @@ private:
     bool finish_epoch();
     void iterations();
     bool next_batch();
+    bool learn_epoch_length();  // true when the epoch goes on
 
     bool fire(EventId id);  // false when the event had no handler
     bool dispatch(EventId id);
@@ -96,6 +97,8 @@ private:
     double epoch_started_ = 0.0;
     py::object epoch_first_iteration_ = py::int_(0);
     long long stalled_epochs_ = 0;
+    py::object counted_iterator_ = py::none();  // the iterator batches_drawn_ counts
+    long long batches_drawn_ = 0;
 };
 
 }  // namespace ember

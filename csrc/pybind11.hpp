@@ -55,15 +55,17 @@ struct WrittenInt {
 };
 
 // A __slots__ member of a Python class, read and written at its offset without an attribute
-// lookup. Built from the class's member descriptor, so it also works on subclass instances;
-// used only on objects whose class a Layout admitted (config.hpp), since any other object's
-// memory holds something else there.
+// lookup. Built from the member descriptor that the class or one of its bases defines, so it
+// also works on subclass instances; used only on objects whose class a Layout admitted
+// (config.hpp), since any other object's memory holds something else there.
 class Slot {
 public:
     Slot() = default;
     Slot(py::handle cls, const char* name) {
-        py::object descriptor = cls.attr("__dict__")[name];
-        if (Py_TYPE(descriptor.ptr()) != &PyMemberDescr_Type)
+        py::object descriptor = py::getattr(cls, name);  // along the MRO
+        if (Py_TYPE(descriptor.ptr()) != &PyMemberDescr_Type || !PyType_Check(cls.ptr()) ||
+            !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(cls.ptr()),
+                              PyDescr_TYPE(descriptor.ptr())))
             throw py::type_error(std::string(name) + " is not a __slots__ member");
         auto* member = reinterpret_cast<PyMemberDescrObject*>(descriptor.ptr())->d_member;
         offset_ = member->offset;

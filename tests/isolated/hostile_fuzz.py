@@ -259,11 +259,11 @@ def _vandal_actions(p: Program) -> list[Callable[[Any], None]]:
     def forge_resume_point(e: Any) -> None:
         e._resume_point = rng.choice(
             [
-                (phase, 0, False, 0.0, 0.0, 0, 0),
-                (phase, -5, 1, "x", 0.0, 0, 0),
+                (phase, 0, False, 0.0, 0.0, 0, 0, None, 0),
+                (phase, -5, 1, "x", 0.0, 0, 0, None, 0),
                 (phase,),
                 "abc",
-                (phase, 10**30, False, 0.0, 0.0, 0, 0),
+                (phase, 10**30, False, 0.0, 0.0, 0, 0, None, 1),
             ]
         )
         e.should_interrupt = rng.random() < 0.5

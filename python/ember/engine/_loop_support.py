@@ -72,13 +72,13 @@ def _is_count(value: Any) -> bool:
 
 
 def resume_point(point: Any) -> ResumePoint | None:
-    """``engine._resume_point`` checked: None, or the 7 fields an interrupt saved."""
+    """``engine._resume_point`` checked: None, or the 9 fields an interrupt saved."""
     if point is None:
         return None
-    fields = point if isinstance(point, tuple) and len(point) == 7 else None
+    fields = point if isinstance(point, tuple) and len(point) == 9 else None
     if fields is None or not (
         fields[0] in RESUME_PHASES
-        and all(_is_count(fields[i]) for i in (0, 1, 5, 6))
+        and all(_is_count(fields[i]) for i in (0, 1, 6, 8))
         and isinstance(fields[2], bool)
         and all(isinstance(fields[i], float) for i in (3, 4))
     ):
@@ -94,11 +94,10 @@ def format_duration(seconds: float) -> str:
 
 def warn_data_exhausted(engine: Engine) -> None:
     state = engine.state
-    total: int | None
+    total: int | None = state.max_iters
     if state.max_epochs is not None:
-        total = cast(int, state.epoch_length) * state.max_epochs
-    else:
-        total = state.max_iters
+        # None while the length of the data is still unknown
+        total = None if state.epoch_length is None else state.epoch_length * state.max_epochs
     warnings.warn(
         "Data iterator can not provide data anymore but required total number of iterations to "
         f"run is not reached. Current iteration: {state.iteration} vs Total iterations to run : "
@@ -136,6 +135,20 @@ def log_epoch_completed(engine: Engine) -> None:
 def log_run_finished(engine: Engine) -> None:
     seconds = cast(float, engine.state.times[Events.COMPLETED.name])
     engine.logger.info("Engine run finished. Time taken: %s", format_duration(seconds))
+
+
+def handle_exception(engine: Engine, exc: BaseException) -> None:
+    """Route ``exc`` to the EXCEPTION_RAISED handlers (``engine._handle_exception``).
+
+    A StopIteration that leaves a level of the loop becomes ``RuntimeError("generator raised
+    StopIteration")``, as PEP 479 turns it at the boundaries of ignite's generator loop:
+    handlers still see the StopIteration itself, but a bare one never escapes ``run()``, where
+    an enclosing ``map()`` or ``for`` would take it for the end of its own iteration.
+    """
+    try:
+        engine._handle_exception(exc)
+    except StopIteration as stop:
+        raise RuntimeError("generator raised StopIteration") from stop
 
 
 def log_iteration_error(engine: Engine, exc: BaseException) -> None:

@@ -14,8 +14,9 @@ from typing import Any
 __all__ = ["ResumePoint", "RunPlan"]
 
 # (phase, iter_counter, restarted, run_started, epoch_started, epoch_first_iteration,
-#  stalled_epochs): where an interrupted run goes on; see _loop_support.resume_point().
-ResumePoint = tuple[int, int, bool, float, float, int, int]
+#  stalled_epochs, counted_iterator, batches_drawn): where an interrupted run goes on; see
+# _loop_support.resume_point().
+ResumePoint = tuple[int, int, bool, float, float, Any, int, Any, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ The order of events, for a run that is neither terminated nor interrupted::
             batch = None
             GET_BATCH_STARTED                  (skipped right after DATALOADER_STOP_ITERATION)
             batch = next(iterator), on StopIteration:
-                length unknown:   epoch_length = iterations seen, end the epoch
+                length unknown:   epoch_length = batches this iterator gave; end the
+                                  epoch, unless it began part way through the pass
                 already restarted: warn unless done, end the epoch
                 else:             DATALOADER_STOP_ITERATION; iter(state.dataloader); retry
             output = None; GET_BATCH_COMPLETED
@@ -50,6 +51,7 @@ from ember.engine._loop_support import (
     START,
     TERMINATE_EPOCH_TOO_EARLY,
     ZERO_SIZE_DATA,
+    handle_exception,
     log_epoch_completed,
     log_iteration_error,
     log_run_error,
@@ -207,6 +209,8 @@ class _Run:
     """One call of ``run()``: the loop's position and counters, saved on interrupt."""
 
     __slots__ = (
+        "batches_drawn",
+        "counted_iterator",
         "dispatch",
         "engine",
         "epoch_first_iteration",
@@ -237,7 +241,7 @@ class _Run:
             engine.should_interrupt = False
             engine.state.times[_EPOCH_COMPLETED.name] = 0.0
             engine.state.times[_COMPLETED.name] = 0.0
-            point = (START, 0, False, time.perf_counter(), 0.0, 0, 0)
+            point = (START, 0, False, time.perf_counter(), 0.0, 0, 0, None, 0)
         (
             self.phase,
             self.iter_counter,
@@ -246,6 +250,8 @@ class _Run:
             self.epoch_started,
             self.epoch_first_iteration,
             self.stalled_epochs,
+            self.counted_iterator,
+            self.batches_drawn,
         ) = point
 
     def run(self) -> None:
@@ -270,7 +276,7 @@ class _Run:
         except BaseException as exc:
             engine._dataloader_iter = None
             log_run_error(engine, exc)
-            engine._handle_exception(exc)
+            handle_exception(engine, exc)
         engine._dataloader_iter = None
 
     def _complete(self) -> None:
@@ -302,6 +308,8 @@ class _Run:
                 self.epoch_started,
                 self.epoch_first_iteration,
                 self.stalled_epochs,
+                self.counted_iterator,
+                self.batches_drawn,
             )
             raise _Interrupted
 
@@ -421,7 +429,7 @@ class _Run:
             engine._setup_dataloader_iter()
         except Exception as exc:
             log_iteration_error(engine, exc)
-            engine._handle_exception(exc)
+            handle_exception(engine, exc)
 
     def _next_batch(self) -> bool:
         """Fetch the next batch, restarting exhausted data once; false when the epoch ends."""
@@ -430,16 +438,13 @@ class _Run:
         iterator = engine._dataloader_iter
         if iterator is None:
             raise RuntimeError(ITERATOR_REMOVED)
+        if iterator is not self.counted_iterator:
+            self.counted_iterator, self.batches_drawn = iterator, 0
         started = time.perf_counter() if self.timings is not None else 0.0
         try:
             state.batch = next(iterator)
         except StopIteration:
-            if state.epoch_length is None:
-                if self.iter_counter == 0:
-                    raise ValueError(ZERO_SIZE_DATA) from None
-                state.epoch_length = self.iter_counter
-                if state.max_iters is not None:
-                    state.max_epochs = -(-state.max_iters // state.epoch_length)
+            if state.epoch_length is None and not self._learn_epoch_length():
                 return False
             if self.restarted:
                 if not engine._is_done(state):
@@ -451,6 +456,7 @@ class _Run:
             else:
                 self.phase = AFTER_DATALOADER_STOP_ITERATION
             return True
+        self.batches_drawn += 1
         if self.timings is not None:
             self.timings.add("data", "data", time.perf_counter() - started)
         state.output = None
@@ -460,3 +466,25 @@ class _Run:
             if _stop_requested(engine):
                 self._check(AFTER_GET_BATCH_COMPLETED)
         return True
+
+    def _learn_epoch_length(self) -> bool:
+        """Data of unknown length ran out: one pass of the iterator is the epoch length. True
+        when the epoch goes on as with a known length (restarting the data), false when it ends.
+
+        Counted per iterator, not per epoch: epochs cut short (a swallowed exception,
+        ``terminate_epoch()``) leave the iterator part-used, and the next epoch continues it.
+        """
+        state = self.engine.state
+        if self.batches_drawn == 0:
+            if state.iteration == 0:
+                raise ValueError(ZERO_SIZE_DATA) from None
+            # The data gave batches before, this iterator none: a one-shot iterator, used up.
+            if not self.engine._is_done(state):
+                warn_data_exhausted(self.engine)
+            return False
+        state.epoch_length = self.batches_drawn
+        if state.max_iters is not None:
+            state.max_epochs = -(-state.max_iters // state.epoch_length)
+        # The pass began with this epoch: the epoch is over. It began in an earlier epoch that
+        # was cut short: this one has drawn fewer batches than a pass and goes on.
+        return bool(self.iter_counter < self.batches_drawn)

@@ -300,6 +300,10 @@ class Engine:
         self._check_counter(state_dict, "iteration", allow_none=False, minimum=0)
         for key in self._state_dict_user_keys:
             setattr(self.state, key, state_dict[key])
+        if self._resume_point is not None and self._same_position(state_dict):
+            # The interrupted run's own position: its resume point (iterator, epoch, phase)
+            # stays, so that a round trip through state_dict() changes nothing.
+            return
         self.state.epoch_length = state_dict["epoch_length"]
         self.state.iteration = state_dict["iteration"]
         self.state.epoch = state_dict["epoch"]
@@ -315,7 +319,22 @@ class Engine:
             self._check_and_set_termination(
                 "max_iters", state_dict["max_iters"], "iteration", self.state.iteration
             )
-        self._resume_point = None
+        if self._resume_point is not None:
+            # Another position: the interrupted run's half-used iterator does not belong to it
+            # (docs/event-order.md, "Mid-epoch after load_state_dict").
+            self._resume_point = None
+            self._dataloader_iter = None
+            self._init_iter = None
+
+    def _same_position(self, state_dict: Mapping[str, Any]) -> bool:
+        """Whether ``state_dict`` holds the counters and limits the state has now."""
+        state = self.state
+        return bool(
+            state_dict["iteration"] == state.iteration
+            and state_dict["epoch_length"] == state.epoch_length
+            and state_dict.get("max_epochs") == state.max_epochs
+            and state_dict.get("max_iters") == state.max_iters
+        )
 
     @staticmethod
     def _with_iteration_and_epoch(state_dict: Mapping[str, Any]) -> dict[str, Any]:
