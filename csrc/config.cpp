@@ -88,9 +88,8 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
     c.methods.setup_engine = intern("_setup_engine");
     c.methods.is_done = intern("_is_done");
     c.methods.setup_dataloader_iter = intern("_setup_dataloader_iter");
-    for (PyObject* name : {c.methods.fire_event, c.methods.handle_exception,
-                           c.methods.setup_engine, c.methods.is_done,
-                           c.methods.setup_dataloader_iter}) {
+    for (PyObject* name : {c.methods.fire_event, c.methods.handle_exception, c.methods.setup_engine,
+                           c.methods.is_done, c.methods.setup_dataloader_iter}) {
         if (!py::hasattr(engine_cls, name))
             throw py::attribute_error("Engine has no method " + py::str(name).cast<std::string>());
     }
@@ -112,9 +111,8 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
     c.engine.should_terminate_single_epoch = Slot(engine_cls, "should_terminate_single_epoch");
     c.engine.should_interrupt = Slot(engine_cls, "should_interrupt");
 
-    c.state_layout =
-        layout_of(state_cls, {"iteration", "epoch", "epoch_length", "max_epochs", "max_iters",
-                              "output", "batch", "dataloader", "times"});
+    c.state_layout = layout_of(state_cls, {"iteration", "epoch", "epoch_length", "max_epochs",
+                                           "max_iters", "output", "batch", "dataloader", "times"});
     c.state.iteration = Slot(state_cls, "iteration");
     c.state.epoch = Slot(state_cls, "epoch");
     c.state.epoch_length = Slot(state_cls, "epoch_length");
@@ -169,8 +167,7 @@ void raise_not_configured() {
 void bind_config(py::module_& m) {
     m.def("configure", &configure, py::arg("events"), py::arg("engine_cls"), py::arg("state_cls"),
           py::arg("registry_cls"), py::arg("filtered_handler_cls"), py::arg("count_filter_cls"),
-          py::arg("plan_cls"), py::arg("support"), py::arg("call_handlers"),
-          py::arg("python_loop"),
+          py::arg("plan_cls"), py::arg("support"), py::arg("call_handlers"), py::arg("python_loop"),
           "Hand the compiled loop the Python classes and helpers it works with; called once "
           "when ember.engine is imported.");
 }

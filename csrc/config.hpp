@@ -75,9 +75,9 @@ struct Config {
 
     // Python helpers, resolved here so that a renamed one fails at import, not on a rare path.
     struct {
-        PyObject *call_handlers, *python_loop, *handle_exception, *log_epoch_completed, *log_run_finished,
-            *log_iteration_error, *log_run_error, *warn_data_exhausted, *set_sampler_epoch,
-            *sampler_has_set_epoch, *handler_name, *base_is_done;
+        PyObject *call_handlers, *python_loop, *handle_exception, *log_epoch_completed,
+            *log_run_finished, *log_iteration_error, *log_run_error, *warn_data_exhausted,
+            *set_sampler_epoch, *sampler_has_set_epoch, *handler_name, *base_is_done;
     } support;
     // Interned attribute names for generic reads.
     struct {
@@ -106,8 +106,8 @@ struct Config {
             times;
     } state;
     struct {
-        Slot fire_through_engine, is_done_overridden, setup_dataloader_iter_overridden,
-            logs_info, set_sampler_epoch, profiler, resume;
+        Slot fire_through_engine, is_done_overridden, setup_dataloader_iter_overridden, logs_info,
+            set_sampler_epoch, profiler, resume;
     } plan;
     Slot registry_version;
     bool ready = false;

@@ -271,8 +271,8 @@ void Dispatcher::walk(EventId id, PyObject* list, PyObject* event_kwargs) {
         // Timed with its filter, as the Python loop times a filtered handler's wrapper.
         double started = now_seconds();
         call(entry, event_kwargs);
-        PyObject* handler = entry.kind == Kind::python ? entry.item.ptr()
-                                                       : PyTuple_GET_ITEM(entry.item.ptr(), 0);
+        PyObject* handler =
+            entry.kind == Kind::python ? entry.item.ptr() : PyTuple_GET_ITEM(entry.item.ptr(), 0);
         timings_->add_handler(id, handler, now_seconds() - started);
     }
     // Timed runs walk every time: the profiler counts a rejected filter as a handler call.

@@ -81,7 +81,8 @@ private:
         const Config& c = configured();
         PyObject* registry = c.engine.registry.get(engine_);
         // Its version is read at a slot offset: only from a HandlerRegistry.
-        if (__builtin_expect(!registry_guard_.admits(registry), 0)) raise_foreign_registry(registry);
+        if (__builtin_expect(!registry_guard_.admits(registry), 0))
+            raise_foreign_registry(registry);
         PyObject* version = c.registry_version.get(registry);
         if (registry != registry_.ptr() || version != version_.ptr()) refresh(registry, version);
         PyObject* list = lists_[id].ptr();

@@ -60,7 +60,8 @@ py::object ceil_div(PyObject* numerator, long long denominator) {
     if (exact_int(numerator, n)) {
         __int128 q = static_cast<__int128>(n) / denominator;
         if (static_cast<__int128>(n) % denominator != 0 && ((n < 0) == (denominator < 0))) ++q;
-        if (q <= std::numeric_limits<long long>::max() && q >= std::numeric_limits<long long>::min())
+        if (q <= std::numeric_limits<long long>::max() &&
+            q >= std::numeric_limits<long long>::min())
             return steal_or_throw(PyLong_FromLongLong(static_cast<long long>(q)));
     }
     py::object held = py::reinterpret_borrow<py::object>(numerator);
@@ -438,8 +439,8 @@ void Run::set_sampler_epoch() {
     PyObject* data = c.state.dataloader.get(state());
     if (data != checked_dataloader_.ptr()) {
         checked_dataloader_ = py::reinterpret_borrow<py::object>(data);
-        sampler_has_set_epoch_ =
-            truthy(steal_or_throw(PyObject_CallOneArg(c.support.sampler_has_set_epoch, data)).ptr());
+        sampler_has_set_epoch_ = truthy(
+            steal_or_throw(PyObject_CallOneArg(c.support.sampler_has_set_epoch, data)).ptr());
     }
     if (sampler_has_set_epoch_) call_support(c.support.set_sampler_epoch);
 }
@@ -449,10 +450,10 @@ bool Run::is_done() {
     PyObject* s = state();
     if (!native_is_done_) {
         PyObject* args[] = {engine_, s};
-        return truthy(steal_or_throw(PyObject_VectorcallMethod(
-                                         c.methods.is_done, args,
-                                         2 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr))
-                          .ptr());
+        return truthy(
+            steal_or_throw(PyObject_VectorcallMethod(c.methods.is_done, args,
+                                                     2 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr))
+                .ptr());
     }
     // In C++ when every field is an int (or None for a bound); else Engine._is_done itself.
     long long iteration = 0;
@@ -511,8 +512,8 @@ void Run::fire_terminate_single_epoch() {
     py::dict kwargs;
     kwargs["iter_counter"] = iter_counter_;
     if (python_dispatch_) {
-        py::handle(engine_).attr(c.methods.fire_event)(
-            py::handle(c.events[TERMINATE_SINGLE_EPOCH]), **kwargs);
+        py::handle(engine_).attr(c.methods.fire_event)(py::handle(c.events[TERMINATE_SINGLE_EPOCH]),
+                                                       **kwargs);
         return;
     }
     c.engine.last_event_name.set(engine_, c.events[TERMINATE_SINGLE_EPOCH]);

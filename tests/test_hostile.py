@@ -33,7 +33,7 @@ def test_a_foreign_state_with_a_filtered_handler(make_engine: Callable[..., Engi
 
     engine.add_event_handler(Events.ITERATION_COMPLETED(every=2), lambda engine: None)
     # The compiled loop reads its fields at slot offsets: only a State (docs/design.md).
-    with pytest.raises((TypeError, AttributeError), match="State|attribute"):
+    with pytest.raises((TypeError, AttributeError), match=r"State|attribute"):
         engine.run(range(5))
 
 
@@ -218,9 +218,7 @@ def test_endless_epochs_without_progress_fail(
     assert engine.state.epoch == 1001
 
 
-@pytest.mark.parametrize(
-    "value", [2.0, 2.5, float("nan"), 10**30, 2**63 - 1, True], ids=repr
-)
+@pytest.mark.parametrize("value", [2.0, 2.5, float("nan"), 10**30, 2**63 - 1, True], ids=repr)
 def test_counters_of_other_types_follow_python(backend: str, value: Any) -> None:
     runs = {}
     for loop in ("python", backend):
@@ -229,7 +227,7 @@ def test_counters_of_other_types_follow_python(backend: str, value: Any) -> None
         engine.add_event_handler(
             Events.ITERATION_COMPLETED(once=1), lambda e: setattr(e.state, "iteration", value)
         )
-        engine.add_event_handler(Events.EPOCH_COMPLETED(every=1), lambda e: seen.append(-1))
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=1), seen.append, -1)
         state = engine.run(range(3), max_epochs=2)
         runs[loop] = (repr(seen), repr(state.iteration), state.epoch)
     assert runs[backend] == runs["python"]

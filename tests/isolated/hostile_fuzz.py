@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import sys
 import types
@@ -60,9 +61,9 @@ ODD_VALUES: list[Callable[[], Any]] = [
     lambda: 10**30,
     lambda: 2**63 - 1,
     lambda: True,
-    lambda: [],
-    lambda: object(),
-    lambda: types.SimpleNamespace(),
+    list,
+    object,
+    types.SimpleNamespace,
 ]
 
 
@@ -99,7 +100,7 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value if not isinstance(value, int) or abs(value) < 2**53 else "big"
     if isinstance(value, float):
-        return "nan" if value != value else value
+        return "nan" if math.isnan(value) else value
     return type(value).__name__
 
 
@@ -113,20 +114,20 @@ def _registry_list(engine: Any, rng: random.Random) -> Any:
     registry = getattr(engine, "_event_handlers_registry", None)
     try:
         return registry[rng.choice(EVENTS)]
-    except Exception:
+    except Exception:  # noqa: BLE001 (a vandalised registry may raise anything)
         return None
 
 
 def _filtered_handlers(engine: Any) -> list[Any]:
-    found = []
     try:
-        for entries in list(engine._event_handlers_registry.values()):
-            for entry in list(entries):
-                if type(entry[0]).__name__ == "FilteredHandler":
-                    found.append(entry[0])
-    except Exception:
-        pass
-    return found
+        return [
+            entry[0]
+            for entries in list(engine._event_handlers_registry.values())
+            for entry in list(entries)
+            if type(entry[0]).__name__ == "FilteredHandler"
+        ]
+    except Exception:  # noqa: BLE001 (a vandalised registry may raise anything)
+        return []
 
 
 def _vandal_actions(p: Program) -> list[Callable[[Any], None]]:
@@ -168,7 +169,7 @@ def _vandal_actions(p: Program) -> list[Callable[[Any], None]]:
     def vars_of(state: Any) -> dict[str, Any]:
         try:
             return dict(state.__getstate__())
-        except Exception:
+        except Exception:  # noqa: BLE001 (the state may be anything by now)
             return {}
 
     def replace_state(e: Any) -> None:
@@ -211,7 +212,7 @@ def _vandal_actions(p: Program) -> list[Callable[[Any], None]]:
                 lambda: [(lambda *a, **k: None, (), [("a", 1)])],
                 lambda: tuple(e._event_handlers_registry.get(event, ())),
                 lambda: None,
-                lambda: odd(),
+                odd,
             ]
         )()
         dict.__setitem__(e._event_handlers_registry, event, value)
@@ -338,17 +339,18 @@ def _shadowing_state() -> type:
 
 
 def _shadowing_engine(rng: random.Random) -> type:
-    namespace: dict[str, Any] = {}
-    for name, value in (
-        ("should_terminate", False),
-        ("should_terminate_single_epoch", False),
-        ("should_interrupt", False),
-        ("last_event_name", None),
-        ("state", None),
-        ("_dataloader_iter", None),
-    ):
-        if rng.random() < 0.2:
-            namespace[name] = value
+    namespace: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("should_terminate", False),
+            ("should_terminate_single_epoch", False),
+            ("should_interrupt", False),
+            ("last_event_name", None),
+            ("state", None),
+            ("_dataloader_iter", None),
+        )
+        if rng.random() < 0.2
+    }
     if rng.random() < 0.2:
 
         def _process_function(self: Any, engine: Any, batch: Any) -> Any:
@@ -370,7 +372,11 @@ def _shadowing_engine(rng: random.Random) -> type:
 
         namespace["_fire_event"] = _fire_event
     if rng.random() < 0.1:
-        namespace["_setup_dataloader_iter"] = lambda self: Engine._setup_dataloader_iter(self)
+
+        def _setup_dataloader_iter(self: Any) -> None:
+            Engine._setup_dataloader_iter(self)
+
+        namespace["_setup_dataloader_iter"] = _setup_dataloader_iter
     return type("HostileEngine", (Engine,), namespace)
 
 
@@ -464,7 +470,7 @@ def build(seed: int) -> tuple[Program, Callable[[], Any]]:
 
         try:
             engine.add_event_handler(target, handler)
-        except Exception as exc:  # an EventsList with a filter ignite rejects, say
+        except Exception as exc:  # noqa: BLE001 (an odd filter, say: an outcome to record)
             p.record("add", type(exc).__name__)
     data, kwargs = _data(p)
     runs = rng.randint(1, 3)
@@ -487,7 +493,7 @@ def run_program(seed: int) -> dict[str, Any]:
         p.record("end", *_counters(engine))
     except OutOfBudget:
         outcome = "budget"
-    except BaseException as exc:  # the program's own failure is an outcome, not a test error
+    except BaseException as exc:  # noqa: BLE001 (the program's failure is its outcome)
         outcome = type(exc).__name__
     return {"seed": seed, "outcome": outcome, "log": p.log}
 

@@ -44,7 +44,6 @@ _EVENT_ORDER = (
 )
 
 
-
 _configured_for: list[type[Any]] = []
 
 
@@ -69,4 +68,3 @@ def _configure(engine_cls: type[Any]) -> None:
         call_handlers,
         _pyloop.run_loop,
     )
-

@@ -59,7 +59,7 @@ from ember.engine._loop_support import (
     set_sampler_epoch,
     warn_data_exhausted,
 )
-from ember.engine._plan import RunPlan
+from ember.engine._plan import ResumePoint, RunPlan
 from ember.engine._registry import HandlerRegistry, call_handlers
 from ember.engine.events import Events
 from ember.engine.profile import handler_name
@@ -176,7 +176,7 @@ class _Dispatch:
             call_handlers(handlers, (), event_kwargs)
             return True
         index = 0
-        while index < len(handlers):  # the live list, as _call_handlers walks it
+        while index < len(handlers):  # the live list, as call_handlers walks it
             entry = handlers[index]
             started = time.perf_counter()
             call_handlers((entry,), (), event_kwargs)
@@ -234,7 +234,9 @@ class _Run:
         self.timings = None if plan.profiler is None else _Timings()
         dispatch = _Dispatch if self.timings is None else _TimedDispatch
         self.dispatch = dispatch(engine, self.timings, plan.fire_through_engine)
-        point = plan.resume
+        self.epoch_first_iteration: Any  # state.iteration as it was: any object a program set
+        self.counted_iterator: Any
+        point: ResumePoint | None = plan.resume
         if point is None:
             engine.should_terminate = False
             engine.should_terminate_single_epoch = False
