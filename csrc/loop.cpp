@@ -151,6 +151,12 @@ Run::Run(PyObject* engine, PyObject* plan)
     batches_drawn_ = fields[8].cast<long long>();
 }
 
+// state(), held: for a block that reads the state again after running Python code (an __eq__,
+// a __del__ of a value it replaced), which may rebind engine.state and free the old one.
+py::object Run::held_state() {
+    return py::reinterpret_borrow<py::object>(state());
+}
+
 // engine.state, checked to be read at its slots: a handler may have assigned anything.
 PyObject* Run::state() {
     PyObject* state = configured().engine.state.get(engine_);
@@ -226,9 +232,10 @@ void Run::check(Phase reached) {
     PyObject* terminate_epoch = c.engine.should_terminate_single_epoch.get(engine_);
     PyObject* interrupt = c.engine.should_interrupt.get(engine_);
     if (terminate == Py_False && terminate_epoch == Py_False && interrupt == Py_False) return;
-    if (truthy(terminate)) throw Terminate{};
-    if (truthy(terminate_epoch)) throw TerminateEpoch{};
-    if (truthy(interrupt)) {
+    // Read again before each test: a __bool__ may assign the other flags.
+    if (truthy(c.engine.should_terminate.get(engine_))) throw Terminate{};
+    if (truthy(c.engine.should_terminate_single_epoch.get(engine_))) throw TerminateEpoch{};
+    if (truthy(c.engine.should_interrupt.get(engine_))) {
         fire(INTERRUPT);
         c.engine.should_interrupt.set(engine_, Py_False);
         py::tuple point = py::make_tuple(static_cast<int>(reached), iter_counter_, restarted_,
@@ -310,7 +317,8 @@ void Run::iterations() {
     try {
         for (;;) {
             if (phase_ == AFTER_ITERATION_COMPLETED) {
-                PyObject* s = state();
+                py::object held = held_state();  // __eq__ may rebind engine.state
+                PyObject* s = held.ptr();
                 PyObject* epoch_length = c.state.epoch_length.get(s);
                 if (epoch_length != Py_None && equals(iter_counter_, epoch_length)) return;
                 PyObject* max_iters = c.state.max_iters.get(s);
@@ -388,7 +396,8 @@ bool Run::next_batch() {
     if (timings_ && batch != nullptr) timings_->data.add(now_seconds() - started);
     if (batch == nullptr) {
         if (PyErr_Occurred()) throw py::error_already_set();
-        PyObject* s = state();
+        py::object held = held_state();  // a handler or warning filter may rebind engine.state
+        PyObject* s = held.ptr();
         if (c.state.epoch_length.get(s) == Py_None && !learn_epoch_length()) return false;
         if (restarted_) {
             if (!is_done()) call_support(c.support.warn_data_exhausted);
@@ -404,7 +413,8 @@ bool Run::next_batch() {
     }
     py::object owned = py::reinterpret_steal<py::object>(batch);
     ++batches_drawn_;
-    PyObject* s = state();
+    py::object held = held_state();  // the old batch's __del__ may rebind engine.state
+    PyObject* s = held.ptr();
     c.state.batch.set(s, owned.ptr());
     c.state.output.set(s, Py_None);
     if (c.state.dataloader.get(s) != Py_None) {
@@ -419,7 +429,8 @@ bool Run::next_batch() {
 // See _pyloop._learn_epoch_length: one pass of the iterator is the epoch length.
 bool Run::learn_epoch_length() {
     const Config& c = configured();
-    PyObject* s = state();
+    py::object held = held_state();
+    PyObject* s = held.ptr();
     if (batches_drawn_ == 0) {
         if (equals(0LL, c.state.iteration.get(s)))
             raise_message(PyExc_ValueError, c.messages.zero_size_data);
@@ -447,7 +458,8 @@ void Run::set_sampler_epoch() {
 
 bool Run::is_done() {
     const Config& c = configured();
-    PyObject* s = state();
+    py::object held = held_state();
+    PyObject* s = held.ptr();
     if (!native_is_done_) {
         PyObject* args[] = {engine_, s};
         return truthy(
@@ -465,7 +477,6 @@ bool Run::is_done() {
           bound_at(c.state.max_iters, s, max_iters) &&
           bound_at(c.state.max_epochs, s, max_epochs) &&
           bound_at(c.state.epoch_length, s, epoch_length))) {
-        py::object held = py::reinterpret_borrow<py::object>(s);
         return truthy(steal_or_throw(PyObject_CallOneArg(c.support.base_is_done, s)).ptr());
     }
     if (max_iters && iteration >= *max_iters) return true;
@@ -484,9 +495,7 @@ bool Run::last_event_is_stop_iteration() const {
     PyObject* stop = c.events[DATALOADER_STOP_ITERATION];
     if (last == stop) return true;
     if (last == Py_None || Py_TYPE(last) == Py_TYPE(stop)) return false;
-    int equal = PyObject_RichCompareBool(last, stop, Py_EQ);
-    if (equal < 0) throw py::error_already_set();
-    return equal != 0;
+    return python_compare(last, stop, Py_EQ);
 }
 
 bool Run::fire(EventId id) {
@@ -526,15 +535,16 @@ void Run::setup_dataloader_iter() {
         call_method(c.methods.setup_dataloader_iter);
         return;
     }
-    PyObject* s = state();
-    PyObject* dataloader = c.state.dataloader.get(s);
+    py::object held = held_state();
+    PyObject* s = held.ptr();
+    py::object dataloader = py::reinterpret_borrow<py::object>(c.state.dataloader.get(s));
     py::object iterator;
-    if (dataloader == Py_None) {
+    if (dataloader.is_none()) {
         PyObject* length = c.state.epoch_length.get(s);
         PyObject* args[] = {Py_None, length};
         iterator = steal_or_throw(PyObject_Vectorcall(c.repeat, args, 2, nullptr));
     } else {
-        iterator = steal_or_throw(PyObject_GetIter(dataloader));
+        iterator = steal_or_throw(PyObject_GetIter(dataloader.ptr()));
     }
     c.engine.dataloader_iter.set(engine_, iterator.ptr());
 }
@@ -597,9 +607,9 @@ void Run::call_method(PyObject* name) {
 }
 
 void Run::set_epoch_time(PyObject* key, double seconds) {
-    PyObject* times = configured().state.times.get(state());
+    auto times = py::reinterpret_borrow<py::object>(configured().state.times.get(state()));
     py::object value = steal_or_throw(PyFloat_FromDouble(seconds));
-    if (PyObject_SetItem(times, key, value.ptr()) < 0) throw py::error_already_set();
+    if (PyObject_SetItem(times.ptr(), key, value.ptr()) < 0) throw py::error_already_set();
 }
 
 }  // namespace ember

@@ -67,6 +67,7 @@ private:
     void route_exception(const py::error_already_set& error);
     void set_epoch_time(PyObject* key, double seconds);
     PyObject* state();
+    py::object held_state();
     bool is_done();
     void set_sampler_epoch();
     bool last_event_is_stop_iteration() const;

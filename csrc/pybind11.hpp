@@ -34,6 +34,7 @@ inline bool exact_int(PyObject* value, long long& result) {
 inline bool truthy(PyObject* value) {
     if (value == Py_False || value == Py_None) return false;
     if (value == Py_True) return true;
+    py::object held = py::reinterpret_borrow<py::object>(value);  // __bool__ may drop its owner's
     int result = PyObject_IsTrue(value);
     if (result < 0) throw py::error_already_set();
     return result != 0;

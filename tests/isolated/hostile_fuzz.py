@@ -294,6 +294,25 @@ def _vandal_actions(p: Program) -> list[Callable[[Any], None]]:
     def odd_attribute_state(e: Any) -> None:
         e.state.__class__ = _shadowing_state()
 
+    def poison_values(e: Any) -> None:
+        # Values whose __del__ or __bool__ rebinds what the loop is reading: the loop drops
+        # them in the middle of its own bookkeeping.
+        class Rebinding:
+            def __del__(self) -> None:
+                e.state = State(iteration=1, epoch=1, max_epochs=2, epoch_length=2)
+                e.should_terminate_single_epoch = False
+
+            def __bool__(self) -> bool:
+                e.should_interrupt = Rebinding()
+                e.should_terminate_single_epoch = False
+                e.state.times = {}
+                return False
+
+        for name in ("batch", "output", "times"):
+            setattr(e.state, name, Rebinding())
+        e.last_event_name = Rebinding()
+        e.should_terminate = Rebinding()
+
     # Where the compiled loop differs from the Python loop on purpose (docs/design.md, "Where
     # the compiled loop differs"): engine.state that is not a State with its fields in slots
     # (TypeError), the engine's class changed during a run (RuntimeError), a filtered handler's
@@ -328,6 +347,8 @@ def _vandal_actions(p: Program) -> list[Callable[[Any], None]]:
         mutate_class,
         odd_logger,
         odd_attribute_state,
+        poison_values,
+        poison_values,
     ]
 
 
