@@ -227,11 +227,11 @@ void Run::complete() {
 void Run::check(Phase reached) {
     const Config& c = configured();
     phase_ = reached;
-    check_engine_class();
     PyObject* terminate = c.engine.should_terminate.get(engine_);
     PyObject* terminate_epoch = c.engine.should_terminate_single_epoch.get(engine_);
     PyObject* interrupt = c.engine.should_interrupt.get(engine_);
     if (terminate == Py_False && terminate_epoch == Py_False && interrupt == Py_False) return;
+    check_engine_class();
     // Read again before each test: a __bool__ may assign the other flags.
     if (truthy(c.engine.should_terminate.get(engine_))) throw Terminate{};
     if (truthy(c.engine.should_terminate_single_epoch.get(engine_))) throw TerminateEpoch{};
@@ -300,10 +300,12 @@ bool Run::finish_epoch() {
     return false;
 }
 
-// Python runs signal handlers only between bytecodes, and hands the GIL to other threads only
-// there: a step written in C, or epochs that call no Python at all, would never let Ctrl-C or
-// a thread calling terminate() through. The GIL is held when this is called.
+// Before each step and each epoch. Python runs signal handlers only between bytecodes, and
+// hands the GIL to other threads only there: a step written in C, or epochs that call no Python
+// at all, would never let Ctrl-C or a thread calling terminate() through. The GIL is held when
+// this is called. Also where a class the engine was given during the run is noticed.
 void Run::let_others_run() {
+    check_engine_class();
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     if (++steps_since_gil_release_ == GIL_RELEASE_INTERVAL) {
         steps_since_gil_release_ = 0;
@@ -317,15 +319,7 @@ void Run::iterations() {
     try {
         for (;;) {
             if (phase_ == AFTER_ITERATION_COMPLETED) {
-                py::object held = held_state();  // __eq__ may rebind engine.state
-                PyObject* s = held.ptr();
-                PyObject* epoch_length = c.state.epoch_length.get(s);
-                if (epoch_length != Py_None && equals(iter_counter_, epoch_length)) return;
-                PyObject* max_iters = c.state.max_iters.get(s);
-                if (max_iters != Py_None && equals(c.state.iteration.get(s), max_iters)) {
-                    c.engine.should_terminate.set(engine_, Py_True);
-                    throw Terminate{};
-                }
+                if (epoch_is_over()) return;
             }
             if (phase_ == AFTER_DATALOADER_STOP_ITERATION) {
                 setup_dataloader_iter();
@@ -375,6 +369,29 @@ void Run::iterations() {
     } catch (const py::error_already_set& error) {
         route_exception(error);
     }
+}
+
+// After an iteration: true when the epoch has had its epoch_length iterations; terminates the
+// run at max_iters. Python's `==` for anything but ints.
+bool Run::epoch_is_over() {
+    const Config& c = configured();
+    py::object held = held_state();  // an __eq__ may rebind engine.state
+    PyObject* s = held.ptr();
+    long long bound = 0;
+    PyObject* epoch_length = c.state.epoch_length.get(s);
+    if (epoch_length != Py_None &&
+        (seen_epoch_length_.read(epoch_length, bound) ? iter_counter_ == bound
+                                                      : equals(iter_counter_, epoch_length)))
+        return true;
+    PyObject* max_iters = c.state.max_iters.get(s);
+    if (max_iters == Py_None) return false;
+    PyObject* iteration = c.state.iteration.get(s);
+    bool reached = iteration == iteration_.object.ptr() && seen_max_iters_.read(max_iters, bound)
+                       ? iteration_.value == bound
+                       : equals(iteration, max_iters);
+    if (!reached) return false;
+    c.engine.should_terminate.set(engine_, Py_True);
+    throw Terminate{};
 }
 
 bool Run::next_batch() {
