@@ -111,7 +111,8 @@ private:
         const Config& c = configured();
         PyObject* state = c.engine.state.peek(engine_);
         if (state == nullptr || !state_guard_.admits(state)) return false;
-        if (counter == Counter::iteration &&
+        // Not null: before the loop's first write, a deleted slot would match.
+        if (counter == Counter::iteration && iteration_.object &&
             c.state.iteration.peek(state) == iteration_.object.ptr()) {
             value = iteration_.value;  // what the loop wrote: no conversion
             return true;

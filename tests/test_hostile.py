@@ -289,3 +289,14 @@ def test_a_renamed_helper_fails_when_configured() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "True"
+
+
+def test_a_counter_deleted_before_the_first_iteration(make_engine: Callable[..., Engine]) -> None:
+    # The compiled filter took the deleted slot for the iteration it had not written yet.
+    engine = make_engine()
+    calls: list[int] = []
+    engine.add_event_handler(Events.GET_BATCH_STARTED, lambda e: delattr(e.state, "iteration"))
+    engine.add_event_handler(Events.GET_BATCH_COMPLETED(every=2), lambda e: calls.append(1))
+    with pytest.raises(AttributeError, match="iteration"):
+        engine.run([1, 2])
+    assert calls == []

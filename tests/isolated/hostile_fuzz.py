@@ -321,7 +321,8 @@ def _vandal_actions(p: Program) -> list[Callable[[Any], None]]:
         action.differs = True  # type: ignore[attr-defined]
     if engine_slot in ("state", "_init_iter"):  # the compiled loop counts from an int
         odd_engine_slot.differs = True  # type: ignore[attr-defined]
-    if counter == "epoch_length" and odd in (ODD_VALUES[2], ODD_VALUES[4]):  # _init_iter: float
+    # _setup_engine derives _init_iter from these: a float there
+    if counter in ("iteration", "epoch_length") and odd in [ODD_VALUES[i] for i in (2, 3, 4)]:
         odd_counter.differs = True  # type: ignore[attr-defined]
     return [
         replace_state,
