@@ -48,7 +48,7 @@ class LayoutGuard {
 public:
     explicit LayoutGuard(const Layout& layout) : layout_(&layout) {}
 
-    bool admits(PyObject* obj) {
+    [[gnu::always_inline]] bool admits(PyObject* obj) {
         PyTypeObject* type = Py_TYPE(obj);
         if (type == type_ && tag_ != 0 && type->tp_version_tag == tag_) return true;
         return admits_new_class(type);

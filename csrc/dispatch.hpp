@@ -77,7 +77,7 @@ private:
     };
 
     // The event's handler list, null when it has none.
-    PyObject* handlers(EventId id) {
+    [[gnu::always_inline]] PyObject* handlers(EventId id) {
         const Config& c = configured();
         PyObject* registry = c.engine.registry.get(engine_);
         // Its version is read at a slot offset: only from a HandlerRegistry.
@@ -91,7 +91,7 @@ private:
         return PySequence_Fast_GET_SIZE(list) == 0 ? nullptr : list;
     }
 
-    bool is_quiet(EventId id, PyObject* list) {
+    [[gnu::always_inline]] bool is_quiet(EventId id, PyObject* list) {
         const QuietSpan& span = quiet_[id];
         // The list may have been edited in place, which does not move the registry's version.
         // Without a span, size is 0 and the list, which has handlers, fails here; with one, the
@@ -107,7 +107,7 @@ private:
 
     // The value of `counter` (iteration or epoch) when engine.state is a State holding an int
     // there; false where only Python can tell (and raise).
-    bool peek_counter(Counter counter, long long& value) {
+    [[gnu::always_inline]] bool peek_counter(Counter counter, long long& value) {
         const Config& c = configured();
         PyObject* state = c.engine.state.peek(engine_);
         if (state == nullptr || !state_guard_.admits(state)) return false;
