@@ -6,7 +6,7 @@ namespace ember {
 
 void bind_loop(py::module_& m) {
     m.def(
-        "run_loop", [](py::handle engine) { Run(engine.ptr()).run(); }, py::arg("engine"),
+        "run_loop", [](py::handle engine) { run_loop(engine.ptr()); }, py::arg("engine"),
         "Run, or resume, the loop of engine.run() once the Python side has validated the "
         "arguments and prepared engine.state.");
 }

@@ -24,6 +24,10 @@ enum Phase : int {
     AFTER_EPOCH_COMPLETED = 9,
 };
 
+// Engine.run()'s loop: Run(engine).run(), with a traceback entry in this file for an error
+// that has none (see add_loop_frame in loop.cpp).
+void run_loop(PyObject* engine);
+
 // One call of Engine.run() on the compiled loop. It holds Python references only while it
 // runs: on every exit the loop's position goes back to the engine (engine._resume_point when
 // interrupted) and this object, with every reference it took, is destroyed.
@@ -54,7 +58,7 @@ private:
     void call_support(const char* name);
     void call_support(const char* name, PyObject* arg);
     void call_method(const char* name);
-    void route_exception(const py::error_already_set& error);
+    void route_exception(const py::error_already_set& error, int line);
     void set_epoch_time(PyObject* key, double seconds);
     PyObject* state();
     bool is_done();
