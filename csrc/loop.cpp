@@ -2,6 +2,8 @@
 
 #include "loop.hpp"
 
+#include <frameobject.h>
+
 #include <chrono>
 
 namespace ember {
@@ -18,13 +20,52 @@ bool equals_text(PyObject* value, const char* text) {
     return PyUnicode_CompareWithASCIIString(value, text) == 0;
 }
 
+// An exception that the loop raised itself, or a C function it called, has no traceback: no
+// Python frame saw it. Give it one entry, this file at `line` in `function`, where the Python
+// loop's traceback shows its own frame. Best effort: if the entry cannot be made, the exception
+// goes on without it.
+void add_loop_frame(PyObject* exception, const char* function, int line) {
+    try {
+        py::object globals = steal_or_throw(PyDict_New());
+        py::object code =
+            steal_or_throw(reinterpret_cast<PyObject*>(PyCode_NewEmpty(__FILE__, function, line)));
+        py::object frame = steal_or_throw(reinterpret_cast<PyObject*>(
+            PyFrame_New(PyThreadState_Get(), reinterpret_cast<PyCodeObject*>(code.ptr()),
+                        globals.ptr(), nullptr)));
+        py::object traceback =
+            py::module_::import("types").attr("TracebackType")(py::none(), frame, 0, line);
+        if (PyException_SetTraceback(exception, traceback.ptr()) < 0) throw py::error_already_set();
+    } catch (const py::error_already_set&) {
+        // caught, so cleared: the original exception stays as it was
+    }
+}
+
 // error_already_set keeps the traceback apart from the exception on Python < 3.12; put it
-// back so that handlers and the user see where the exception came from.
-py::object exception_with_traceback(const py::error_already_set& error) {
+// back so that handlers and the user see where the exception came from (see add_loop_frame
+// for one that has none).
+py::object exception_with_traceback(const py::error_already_set& error, const char* function,
+                                    int line) {
     py::object value = error.value();
-    if (error.trace() && PyException_SetTraceback(value.ptr(), error.trace().ptr()) < 0)
+    if (!error.trace()) {
+        add_loop_frame(value.ptr(), function, line);
+    } else if (PyException_SetTraceback(value.ptr(), error.trace().ptr()) < 0) {
         throw py::error_already_set();
+    }
     return value;
+}
+
+// Raise `exception` with its __traceback__ (error_already_set would restore the one it
+// fetched).
+[[noreturn]] void raise_exception(py::object exception) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exception.release().ptr());
+#else
+    PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(exception.ptr()));
+    Py_INCREF(type);
+    PyObject* traceback = PyException_GetTraceback(exception.ptr());
+    PyErr_Restore(type, exception.release().ptr(), traceback);
+#endif
+    throw py::error_already_set();
 }
 
 [[noreturn]] void raise_message(PyObject* type, PyObject* message) {
@@ -73,7 +114,9 @@ py::object ceil_div(PyObject* numerator, long long denominator) {
 
 }  // namespace
 
-void run_loop(PyObject* engine, PyObject* plan) {
+namespace {
+
+void run_or_hand_over(PyObject* engine, PyObject* plan) {
     const Config& c = configured();
     if (Py_TYPE(plan) != c.plan_type) throw py::type_error("run_loop() needs a RunPlan");
     if (!PyObject_TypeCheck(engine, c.engine_layout.base))
@@ -89,6 +132,21 @@ void run_loop(PyObject* engine, PyObject* plan) {
         return;
     }
     Run(engine, plan).run();
+}
+
+}  // namespace
+
+void run_loop(PyObject* engine, PyObject* plan) {
+    try {
+        run_or_hand_over(engine, plan);
+    } catch (const py::error_already_set& error) {
+        if (error.trace()) throw;
+        // Raised before or outside the routed part of the loop (a malformed resume point, say)
+        raise_exception(exception_with_traceback(error, "run_loop", __LINE__));
+    } catch (const py::builtin_exception& error) {  // pybind11's own (a failed cast, say)
+        error.set_error();
+        raise_exception(exception_with_traceback(py::error_already_set(), "run_loop", __LINE__));
+    }
 }
 
 namespace {
@@ -208,7 +266,7 @@ void Run::loop() {
         return;
     } catch (const py::error_already_set& error) {
         configured().engine.dataloader_iter.set(engine_, Py_None);
-        py::object exception = exception_with_traceback(error);
+        py::object exception = exception_with_traceback(error, "loop", __LINE__);
         call_support(configured().support.log_run_error, exception.ptr());
         call_support(configured().support.handle_exception, exception.ptr());
     }
@@ -367,7 +425,7 @@ void Run::iterations() {
         fire_terminate_single_epoch();
         setup_dataloader_iter();
     } catch (const py::error_already_set& error) {
-        route_exception(error);
+        route_exception(error, __LINE__);
     }
 }
 
@@ -566,9 +624,9 @@ void Run::setup_dataloader_iter() {
     c.engine.dataloader_iter.set(engine_, iterator.ptr());
 }
 
-void Run::route_exception(const py::error_already_set& error) {
+void Run::route_exception(const py::error_already_set& error, int line) {
     if (!error.matches(PyExc_Exception)) throw;  // BaseException: the run level routes it
-    py::object exception = exception_with_traceback(error);
+    py::object exception = exception_with_traceback(error, "iterations", line);
     call_support(configured().support.log_iteration_error, exception.ptr());
     call_support(configured().support.handle_exception, exception.ptr());
 }

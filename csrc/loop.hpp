@@ -27,7 +27,8 @@ enum Phase : int {
 // Runs (or resumes) engine.run()'s loop as `plan` (an ember.engine._plan.RunPlan) says. An
 // engine whose class keeps a loop field outside its slot (a subclass's class attribute or
 // method of the same name, its own __setattr__) runs on the Python loop, which reads it the
-// way Python does.
+// way Python does. An error without a traceback gets an entry in this file (add_loop_frame in
+// loop.cpp).
 void run_loop(PyObject* engine, PyObject* plan);
 
 // One call of Engine.run() on the compiled loop. It holds Python references only while it
@@ -65,7 +66,7 @@ private:
     void increment(const Slot& slot, WrittenInt* written);
     long long initial_iter_counter();
     void check_progress();
-    void route_exception(const py::error_already_set& error);
+    void route_exception(const py::error_already_set& error, int line);
     void set_epoch_time(PyObject* key, double seconds);
     PyObject* state();
     py::object held_state();

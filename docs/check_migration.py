@@ -211,6 +211,42 @@ def empty_unsized_data_iters(kind: Kind) -> str:
     return outcome(engine, lambda: engine.run(iter([]), max_iters=3))
 
 
+class Unsized:
+    """Restartable data without a length."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __iter__(self) -> Any:
+        return iter(range(self.size))
+
+
+def unsized_first_pass_cut_short(kind: Kind) -> str:
+    def step(engine: Any, batch: Any) -> Any:
+        if engine.state.iteration == 3:
+            raise OSError("the last step of the first pass fails")
+        return batch
+
+    engine = kind.engine(step, cap=True)
+    engine.add_event_handler(kind.Events.EXCEPTION_RAISED, swallow)
+    return outcome(engine, lambda: engine.run(Unsized(3), max_epochs=3))
+
+
+def resume_unsized_without_data(kind: Kind) -> str:
+    engine = kind.engine(cap=True)
+    engine.add_event_handler(kind.Events.ITERATION_COMPLETED(once=2), lambda e: e.interrupt())
+    engine.run(Unsized(4), max_epochs=2)
+    return outcome(engine, engine.run)
+
+
+def stop_iteration_in_step(kind: Kind) -> str:
+    def step(engine: Any, batch: Any) -> Any:
+        raise StopIteration
+
+    engine = kind.engine(step)
+    return outcome(engine, lambda: engine.run([0, 1]))
+
+
 def h3_failing_restart(kind: Kind) -> str:
     engine = kind.engine(cap=True)
 
@@ -550,6 +586,22 @@ CLAIMS = [
     ),
     Claim(
         "fixes",
+        "data of unknown length (3 batches), the step fails at iteration 3, EXCEPTION_RAISED "
+        "handler swallows, `run(data, max_epochs=3)`",
+        unsized_first_pass_cut_short,
+        "fixed",
+        ember="returns at iteration 9",
+    ),
+    Claim(
+        "fixes",
+        "`run()` without data after `interrupt()` at iteration 2 of `run(data, max_epochs=2)`, "
+        "data of unknown length (4 batches)",
+        resume_unsized_without_data,
+        "fixed",
+        ember="returns at iteration 8",
+    ),
+    Claim(
+        "fixes",
         "H3: DATALOADER_STOP_ITERATION handler raises, EXCEPTION_RAISED handler "
         "swallows, `run([0, 1], max_iters=5)`",
         h3_failing_restart,
@@ -609,6 +661,13 @@ CLAIMS = [
         "B5: `terminate()` at iteration 3 of 5, `max_epochs=2`, then `run()` again",
         b5_resume_after_terminate,
         "same",
+    ),
+    Claim(
+        "quirks",
+        "PEP 479: the step raises `StopIteration`",
+        stop_iteration_in_step,
+        "same",
+        ember="raises RuntimeError: generator raised StopIteration",
     ),
     Claim(
         "quirks",

@@ -105,3 +105,26 @@ def test_a_round_trip_after_an_interrupt_at_the_last_epoch_end_resumes(
     engine.run([0, 1], max_epochs=2)
     # The pending interrupt is resumed (COMPLETED), not mistaken for a new run (STARTED).
     assert events == ["STARTED", "COMPLETED"]
+
+
+class Unsized:
+    """Restartable data without a length."""
+
+    def __iter__(self) -> Any:
+        return iter(range(3))
+
+
+def test_a_round_trip_in_a_max_iters_run_over_data_of_unknown_length(make_engine: Any) -> None:
+    def resume(round_trip: bool) -> tuple[list[Any], tuple[int, int]]:
+        batches: list[Any] = []
+        engine = make_engine(lambda e, batch: batches.append(batch))
+        engine.add_event_handler(Events.ITERATION_COMPLETED(once=4), lambda e: e.interrupt())
+        engine.run(Unsized(), max_iters=7)
+        # The first pass taught the length; the run derived max_epochs from it.
+        assert (engine.state.epoch_length, engine.state.max_epochs) == (3, 3)
+        if round_trip:
+            engine.load_state_dict(engine.state_dict())
+        engine.run(Unsized())
+        return batches, (engine.state.epoch, engine.state.iteration)
+
+    assert resume(round_trip=True) == resume(round_trip=False) == ([0, 1, 2] * 2 + [0], (3, 7))

@@ -104,3 +104,25 @@ def test_empty_data_of_unknown_length_is_still_zero_size(make_engine: Any) -> No
     engine = make_engine()
     with pytest.raises(ValueError, match=ZERO_SIZE):
         engine.run(Unsized(0), max_epochs=3)
+
+
+def test_run_without_data_resumes_an_interrupt_of_unknown_length(make_engine: Any) -> None:
+    """ignite raises "epoch_length should be provided if data is None" here; ember resumes
+    (docs/migration.md)."""
+    batches: list[Any] = []
+    engine = make_engine(lambda e, batch: batches.append(batch))
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.interrupt())
+    engine.run(Unsized(4), max_epochs=2)
+    assert engine.state.epoch_length is None
+    engine.run()
+    # The live iterator goes on, then state.dataloader restarts for the second epoch.
+    assert batches == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert (engine.state.epoch, engine.state.iteration, engine.state.epoch_length) == (2, 8, 4)
+
+
+def test_run_without_data_and_without_a_pending_interrupt_needs_a_length(
+    make_engine: Any,
+) -> None:
+    engine = make_engine()
+    with pytest.raises(ValueError, match="epoch_length should be provided if data is None"):
+        engine.run()

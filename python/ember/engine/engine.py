@@ -327,13 +327,17 @@ class Engine:
             self._init_iter = None
 
     def _same_position(self, state_dict: Mapping[str, Any]) -> bool:
-        """Whether ``state_dict`` holds the counters and limits the state has now."""
+        """Whether ``state_dict`` holds the counters and the limit the state has now. (A
+        ``max_iters`` run keeps the ``max_epochs`` it derives from a learned length.)"""
         state = self.state
+        if "max_iters" in state_dict:
+            same_limit = state_dict["max_iters"] == state.max_iters
+        else:
+            same_limit = state.max_iters is None and state_dict["max_epochs"] == state.max_epochs
         return bool(
-            state_dict["iteration"] == state.iteration
+            same_limit
+            and state_dict["iteration"] == state.iteration
             and state_dict["epoch_length"] == state.epoch_length
-            and state_dict.get("max_epochs") == state.max_epochs
-            and state_dict.get("max_iters") == state.max_iters
         )
 
     @staticmethod
