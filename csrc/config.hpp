@@ -54,6 +54,11 @@ public:
         return admits_new_class(type);
     }
 
+    // The class admitted last, as it is: enough for memory safety (an admitted class keeps
+    // its instances' layout; __class__ can only change to a class with the same slots), not
+    // for a class changed since to shadow a field, which admits() notices.
+    [[gnu::always_inline]] bool admitted_last(PyObject* obj) const { return Py_TYPE(obj) == type_; }
+
 private:
     bool admits_new_class(PyTypeObject* type);
 

@@ -80,8 +80,11 @@ private:
     [[gnu::always_inline]] PyObject* handlers(EventId id) {
         const Config& c = configured();
         PyObject* registry = c.engine.registry.get(engine_);
-        // Its version is read at a slot offset: only from a HandlerRegistry.
-        if (__builtin_expect(!registry_guard_.admits(registry), 0))
+        // Its version is read at a slot offset: only from a HandlerRegistry. The one held since
+        // the last refresh needs only the class compare.
+        if (__builtin_expect(
+                registry != registry_.ptr() || !registry_guard_.admitted_last(registry), 0) &&
+            !registry_guard_.admits(registry))
             raise_foreign_registry(registry);
         PyObject* version = c.registry_version.get(registry);
         if (registry != registry_.ptr() || version != version_.ptr()) refresh(registry, version);
@@ -110,7 +113,8 @@ private:
     [[gnu::always_inline]] bool peek_counter(Counter counter, long long& value) {
         const Config& c = configured();
         PyObject* state = c.engine.state.peek(engine_);
-        if (state == nullptr || !state_guard_.admits(state)) return false;
+        // The class compare only: Run::state() notices a class changed to shadow a field.
+        if (state == nullptr || !state_guard_.admitted_last(state)) return false;
         // Not null: before the loop's first write, a deleted slot would match.
         if (counter == Counter::iteration && iteration_.object &&
             c.state.iteration.peek(state) == iteration_.object.ptr()) {
