@@ -168,6 +168,45 @@ bool bound_at(const Slot& slot, PyObject* obj, std::optional<long long>& bound) 
 
 }  // namespace
 
+// engine.state, checked to be read at its slots: a handler may have assigned anything.
+inline PyObject* Run::state() {
+    PyObject* state = configured().engine.state.get(engine_);
+    // The class compare is what makes the slot reads safe; a class changed since to shadow a
+    // field (its version tag moved) is noticed before the next step (let_others_run()).
+    if (__builtin_expect(!state_guard_.admitted_last(state), 0) && !state_guard_.admits(state))
+        raise_foreign_state(state);
+    return state;
+}
+
+// The engine's class passed run_loop()'s look; a handler may have changed it since (assigned
+// __class__, or a class attribute that shadows a slot).
+inline void Run::check_engine_class() {
+    if (__builtin_expect(engine_guard_.admits(engine_), 1)) return;
+    PyErr_Format(PyExc_RuntimeError,
+                 "the class of the engine changed during run() to %.100s, which keeps a field "
+                 "of the loop outside its slot; the compiled loop cannot go on (the Python loop, "
+                 "backend='python', can)",
+                 Py_TYPE(engine_)->tp_name);
+    throw py::error_already_set();
+}
+
+// Before each step and each epoch. Python runs signal handlers only between bytecodes, and
+// hands the GIL to other threads only there: a step written in C, or epochs that call no Python
+// at all, would never let Ctrl-C or a thread calling terminate() through. The GIL is held when
+// this is called. Also where a class the engine or its state was given, or a class of theirs
+// changed to shadow a field, during the run is noticed.
+inline void Run::let_others_run() {
+    check_engine_class();
+    PyObject* current = configured().engine.state.get(engine_);
+    if (!state_guard_.admits(current)) raise_foreign_state(current);
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (++steps_since_gil_release_ == GIL_RELEASE_INTERVAL) {
+        steps_since_gil_release_ = 0;
+        // Safe: nothing touches a Python object while it is released.
+        py::gil_scoped_release let_other_threads_run;
+    }
+}
+
 Run::Run(PyObject* engine, PyObject* plan)
     : engine_(engine),
       engine_guard_(configured().engine_layout),
@@ -213,25 +252,6 @@ Run::Run(PyObject* engine, PyObject* plan)
 // a __del__ of a value it replaced), which may rebind engine.state and free the old one.
 py::object Run::held_state() {
     return py::reinterpret_borrow<py::object>(state());
-}
-
-// engine.state, checked to be read at its slots: a handler may have assigned anything.
-PyObject* Run::state() {
-    PyObject* state = configured().engine.state.get(engine_);
-    if (__builtin_expect(!state_guard_.admits(state), 0)) raise_foreign_state(state);
-    return state;
-}
-
-// The engine's class passed run_loop()'s look; a handler may have changed it since (assigned
-// __class__, or a class attribute that shadows a slot).
-void Run::check_engine_class() {
-    if (__builtin_expect(engine_guard_.admits(engine_), 1)) return;
-    PyErr_Format(PyExc_RuntimeError,
-                 "the class of the engine changed during run() to %.100s, which keeps a field "
-                 "of the loop outside its slot; the compiled loop cannot go on (the Python loop, "
-                 "backend='python', can)",
-                 Py_TYPE(engine_)->tp_name);
-    throw py::error_already_set();
 }
 
 void Run::run() {
@@ -356,20 +376,6 @@ bool Run::finish_epoch() {
     if (stalled_epochs_ >= c.no_progress_epochs_limit)
         raise_message(PyExc_RuntimeError, c.messages.no_progress);
     return false;
-}
-
-// Before each step and each epoch. Python runs signal handlers only between bytecodes, and
-// hands the GIL to other threads only there: a step written in C, or epochs that call no Python
-// at all, would never let Ctrl-C or a thread calling terminate() through. The GIL is held when
-// this is called. Also where a class the engine was given during the run is noticed.
-void Run::let_others_run() {
-    check_engine_class();
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-    if (++steps_since_gil_release_ == GIL_RELEASE_INTERVAL) {
-        steps_since_gil_release_ = 0;
-        // Safe: nothing touches a Python object while it is released.
-        py::gil_scoped_release let_other_threads_run;
-    }
 }
 
 void Run::iterations() {

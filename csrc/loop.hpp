@@ -62,13 +62,13 @@ private:
     void call_support(PyObject* helper);
     void call_support(PyObject* helper, PyObject* arg);
     void call_method(PyObject* name);
-    void check_engine_class();
+    [[gnu::always_inline]] inline void check_engine_class();
     void increment(const Slot& slot, WrittenInt* written);
     long long initial_iter_counter();
     void check_progress();
     void route_exception(const py::error_already_set& error, int line);
     void set_epoch_time(PyObject* key, double seconds);
-    PyObject* state();
+    [[gnu::always_inline]] inline PyObject* state();
     py::object held_state();
     bool is_done();
     void set_sampler_epoch();
@@ -87,7 +87,7 @@ private:
     // Iterations between two releases of the GIL (see let_others_run()).
     static constexpr int GIL_RELEASE_INTERVAL = 64;
     int steps_since_gil_release_ = 0;
-    void let_others_run();
+    [[gnu::always_inline]] inline void let_others_run();
     bool set_sampler_epoch_ = true;
     std::unique_ptr<Timings> timings_;
     bool python_dispatch_ = false;
