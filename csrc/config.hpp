@@ -1,7 +1,11 @@
-// The Python objects the compiled loop works with, handed over once by ember.engine._compiled.
+// The Python objects the compiled loop works with, handed over once by configure() when the
+// ember.engine package is imported: the classes whose slots it reads, the helpers it calls.
 #pragma once
 
 #include "pybind11.hpp"
+
+#include <utility>
+#include <vector>
 
 namespace ember {
 
@@ -26,22 +30,78 @@ enum EventId : int {
 // The counter an event's filters see: state.iteration, state.epoch, or none.
 enum class Counter { none, iteration, epoch };
 
+// A class whose instances the loop may read at its slot offsets: `base` or a subclass of it
+// that shadows none of `fields` (a class attribute or method of the same name would move the
+// value to the instance __dict__) and gets and sets attributes the ordinary way.
+struct Layout {
+    PyTypeObject* base = nullptr;
+    std::vector<std::pair<PyObject*, PyObject*>> fields;  // interned name, base's descriptor
+
+    bool admits_class(PyTypeObject* type) const;
+};
+
+// Remembers the last class a Layout admitted, with the version tag CPython gives its attribute
+// cache: assigning an attribute to the class or to a base clears the tag, and the class is
+// looked at again. The fast path is two compares; the class is held, so its address is not
+// reused while remembered.
+class LayoutGuard {
+public:
+    explicit LayoutGuard(const Layout& layout) : layout_(&layout) {}
+
+    [[gnu::always_inline]] bool admits(PyObject* obj) {
+        PyTypeObject* type = Py_TYPE(obj);
+        if (type == type_ && tag_ != 0 && type->tp_version_tag == tag_) return true;
+        return admits_new_class(type);
+    }
+
+    // The class admitted last, as it is: enough for memory safety (an admitted class keeps
+    // its instances' layout; __class__ can only change to a class with the same slots), not
+    // for a class changed since to shadow a field, which admits() notices.
+    [[gnu::always_inline]] bool admitted_last(PyObject* obj) const { return Py_TYPE(obj) == type_; }
+
+private:
+    bool admits_new_class(PyTypeObject* type);
+
+    const Layout* layout_;
+    py::object held_;
+    PyTypeObject* type_ = nullptr;
+    unsigned int tag_ = 0;
+};
+
 struct Config {
     // Borrowed forever: configure() keeps them alive by leaking a reference on purpose, since
     // static py::objects would be destroyed after the interpreter (pybind11 misc.rst).
     PyObject* events[EVENT_COUNT] = {};
-    PyTypeObject* engine_type = nullptr;
-    PyTypeObject* state_type = nullptr;
-    PyTypeObject* registry_type = nullptr;
+    PyTypeObject* plan_type = nullptr;
     PyTypeObject* filtered_handler_type = nullptr;
     PyTypeObject* count_filter_type = nullptr;
-    PyObject* repeat = nullptr;   // itertools.repeat
-    PyObject* support = nullptr;  // ember.engine._loop_support
-    // Interned names the loop uses every epoch.
+    PyObject* event_to_attr = nullptr;  // State.event_to_attr, the dict itself
+    PyObject* repeat = nullptr;         // itertools.repeat
+
+    // Python helpers, resolved here so that a renamed one fails at import, not on a rare path.
+    struct {
+        PyObject *call_handlers, *python_loop, *handle_exception, *log_epoch_completed,
+            *log_run_finished, *log_iteration_error, *log_run_error, *warn_data_exhausted,
+            *set_sampler_epoch, *sampler_has_set_epoch, *handler_name, *base_is_done;
+    } support;
+    // Interned attribute names for generic reads.
+    struct {
+        PyObject *state, *iteration, *epoch;
+    } names;
+    struct {
+        PyObject *terminate_epoch_too_early, *zero_size_data, *iterator_removed, *no_progress;
+    } messages;
+    // Engine methods a subclass may override, called by name.
+    struct {
+        PyObject *fire_event, *handle_exception, *setup_engine, *is_done, *setup_dataloader_iter;
+    } methods;
+    // Interned keys of state.times.
     PyObject* epoch_completed_key = nullptr;
     PyObject* completed_key = nullptr;
     long long stalled_epochs_limit = 2;
+    long long no_progress_epochs_limit = 1000;
 
+    Layout engine_layout, state_layout, registry_layout;
     struct {
         Slot state, registry, dataloader_iter, init_iter, process_function, resume_point,
             last_event_name, should_terminate, should_terminate_single_epoch, should_interrupt;
@@ -50,6 +110,10 @@ struct Config {
         Slot iteration, epoch, epoch_length, max_epochs, max_iters, output, batch, dataloader,
             times;
     } state;
+    struct {
+        Slot fire_through_engine, is_done_overridden, setup_dataloader_iter_overridden, logs_info,
+            set_sampler_epoch, profiler, resume;
+    } plan;
     Slot registry_version;
     bool ready = false;
 };

@@ -22,28 +22,64 @@ PyObject* live_engine(PyObject* weak) {
     return engine;
 }
 
+// The counter State.event_to_attr names for `event`, or none (also when looking it up fails:
+// the entry is then called through Python, which reports it where the Python loop does).
+Counter counter_of(PyObject* event) {
+    PyObject* name = PyDict_GetItemWithError(configured().event_to_attr, event);
+    if (name == nullptr) {
+        PyErr_Clear();
+        return Counter::none;
+    }
+    if (!PyUnicode_CheckExact(name)) return Counter::none;
+    if (PyUnicode_CompareWithASCIIString(name, "iteration") == 0) return Counter::iteration;
+    if (PyUnicode_CompareWithASCIIString(name, "epoch") == 0) return Counter::epoch;
+    return Counter::none;
+}
+
+// An attribute from a FilteredHandler's __dict__, null when it is not there.
+py::object field_of(PyObject* wrapper, const char* name) {
+    PyObject* dict = PyObject_GenericGetDict(wrapper, nullptr);
+    if (dict == nullptr) {
+        PyErr_Clear();
+        return py::object();
+    }
+    py::object owned_dict = py::reinterpret_steal<py::object>(dict);
+    // Borrowed from the dict; no Python code runs before it is owned (the keys are str).
+    return py::reinterpret_borrow<py::object>(PyDict_GetItemString(dict, name));
+}
+
 }  // namespace
+
+void raise_foreign_state(PyObject* state) {
+    PyErr_Format(PyExc_TypeError,
+                 "engine.state should be an ember.engine.State whose class keeps the loop's "
+                 "fields in their slots, got %.100s",
+                 Py_TYPE(state)->tp_name);
+    throw py::error_already_set();
+}
+
+void Dispatcher::raise_foreign_registry(PyObject* registry) const {
+    PyErr_Format(PyExc_TypeError,
+                 "engine._event_handlers should be a HandlerRegistry, got %.100s; assign a "
+                 "mapping to engine._event_handlers to convert it",
+                 Py_TYPE(registry)->tp_name);
+    throw py::error_already_set();
+}
+
+bool Dispatcher::truthy_foreign(PyObject* handlers) const {
+    int result = PyObject_IsTrue(handlers);
+    if (result < 0) throw py::error_already_set();
+    return result != 0;
+}
 
 void Dispatcher::refresh(PyObject* registry, PyObject* version) {
     const Config& c = configured();
-    if (!PyObject_TypeCheck(registry, c.registry_type)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "engine._event_handlers should be a HandlerRegistry; assign a mapping "
-                        "to engine._event_handlers to convert it");
-        throw py::error_already_set();
-    }
     for (int id = 0; id < EVENT_COUNT; ++id) {
         PyObject* list = PyDict_GetItemWithError(registry, c.events[id]);
         if (list == nullptr && PyErr_Occurred()) throw py::error_already_set();
-        if (list != nullptr && !PyList_Check(list) && !PyTuple_Check(list)) {
-            PyErr_Format(PyExc_TypeError,
-                         "engine._event_handlers[%R] should be a list of (handler, args, kwargs), "
-                         "got %.100s",
-                         c.events[id], Py_TYPE(list)->tp_name);
-            throw py::error_already_set();
-        }
         if (list != lists_[id].ptr()) {
             lists_[id] = py::reinterpret_borrow<py::object>(list);
+            foreign_[id] = list != nullptr && !PyList_CheckExact(list) && !PyTuple_CheckExact(list);
             entries_[id].clear();
             quiet_[id] = QuietSpan{};
         }
@@ -52,79 +88,96 @@ void Dispatcher::refresh(PyObject* registry, PyObject* version) {
     version_ = py::reinterpret_borrow<py::object>(version);
 }
 
-Dispatcher::Entry Dispatcher::decode(PyObject* item, EventId id) const {
+Dispatcher::Entry Dispatcher::decode(PyObject* item) const {
     const Config& c = configured();
-    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "handlers of %R should be (handler, args, kwargs) tuples, got %R",
-                     c.events[id], item);
-        throw py::error_already_set();
-    }
     Entry entry;
     entry.item = py::reinterpret_borrow<py::object>(item);
-    py::object handler = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(item, 0));
-    py::object args = steal_or_throw(PySequence_Tuple(PyTuple_GET_ITEM(item, 1)));
+    entry.kind = Kind::python;
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3) return entry;
+    PyObject* handler = PyTuple_GET_ITEM(item, 0);
+    PyObject* args = PyTuple_GET_ITEM(item, 1);
     PyObject* kwargs = PyTuple_GET_ITEM(item, 2);
+    if (!PyTuple_CheckExact(args) || !PyDict_CheckExact(kwargs)) return entry;
 
+    entry.kind = Kind::plain;
     entry.engine_ref = py::none();
-    if (PyTuple_GET_SIZE(args.ptr()) > 0 && PyWeakref_CheckRef(PyTuple_GET_ITEM(args.ptr(), 0))) {
-        entry.engine_ref = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(args.ptr(), 0));
-        args = steal_or_throw(PyTuple_GetSlice(args.ptr(), 1, PyTuple_GET_SIZE(args.ptr())));
+    entry.args = py::reinterpret_borrow<py::object>(args);
+    Py_ssize_t n_args = PyTuple_GET_SIZE(args);
+    if (n_args > 0 && PyWeakref_CheckRef(PyTuple_GET_ITEM(args, 0))) {
+        // A subclass of weakref.ref (WeakMethod) answers something else when called.
+        if (!PyWeakref_CheckRefExact(PyTuple_GET_ITEM(args, 0))) {
+            entry.kind = Kind::python;
+            return entry;
+        }
+        entry.engine_ref = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(args, 0));
+        entry.args = steal_or_throw(PyTuple_GetSlice(args, 1, n_args));
     }
-    entry.args = args;
     // Read at each call: it may be edited.
     entry.kwargs = py::reinterpret_borrow<py::object>(kwargs);
-
-    entry.callable = handler;
-    if (Py_TYPE(handler.ptr()) != c.filtered_handler_type) return entry;
-    // A filtered handler: evaluate its filter here and call the inner handler directly when
-    // its event counts iterations or epochs; otherwise call the wrapper, which reads
-    // State.event_to_attr itself (and raises "Unknown event name" where ignite does).
-    py::object attr = py::handle(reinterpret_cast<PyObject*>(c.state_type))
-                          .attr("event_to_attr")
-                          .attr("get")(handler.attr("event"));
-    Counter counter = Counter::none;
-    if (py::isinstance<py::str>(attr)) {
-        std::string name = attr.cast<std::string>();
-        if (name == "iteration") counter = Counter::iteration;
-        if (name == "epoch") counter = Counter::epoch;
-    }
-    if (counter == Counter::none) return entry;
-    entry.counter = counter;
-    entry.callable = handler.attr("handler");
-    py::object filter = handler.attr("event_filter");
-    if (Py_TYPE(filter.ptr()) == c.count_filter_type) {
-        entry.filter_kind = FilterKind::count;
-        entry.count = CountFilter::from_python(filter);
-    } else {
-        entry.filter_kind = FilterKind::callable;
-        entry.filter = filter;
-        entry.filter_engine_ref = handler.attr("engine_ref");
-    }
+    entry.callable = py::reinterpret_borrow<py::object>(handler);
+    if (Py_TYPE(handler) == c.filtered_handler_type) decode_filtered(entry, handler);
     return entry;
 }
 
-long long Dispatcher::counter_value(Counter counter) {
-    long long value = 0;
-    if (peek_counter(counter, value)) return value;
-    // Not an int in its slot: read it the way that converts (a whole float, __index__) or raises.
+// A filtered handler whose event counts iterations or epochs: its filter is evaluated here and
+// the inner handler called directly. Otherwise (another event, or fields a program replaced)
+// the wrapper is called, which reads State.event_to_attr itself and raises where ignite does.
+void Dispatcher::decode_filtered(Entry& entry, PyObject* wrapper) const {
     const Config& c = configured();
-    PyObject* state = c.engine.state.get(engine_);
-    return (counter == Counter::iteration ? c.state.iteration : c.state.epoch).get_int(state);
+    py::object inner = field_of(wrapper, "handler");
+    py::object event = field_of(wrapper, "event");
+    py::object filter = field_of(wrapper, "event_filter");
+    py::object engine_ref = field_of(wrapper, "engine_ref");
+    if (!inner || !event || !filter || !engine_ref || !PyWeakref_CheckRefExact(engine_ref.ptr()))
+        return;
+    Counter counter = counter_of(event.ptr());
+    if (counter == Counter::none) return;
+    std::optional<CountFilter> count;
+    if (Py_TYPE(filter.ptr()) == c.count_filter_type) count = CountFilter::from_python(filter);
+    entry.kind = count ? Kind::count : Kind::callable;
+    if (count) entry.count = *count;
+    entry.filter = filter;
+    entry.filter_engine_ref = engine_ref;
+    entry.counter = counter;
+    entry.callable = inner;
 }
 
-void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_kwargs) {
-    if (entry.filter_kind == FilterKind::count) {
-        if (!entry.count.accepts(counter_value(entry.counter))) return;
-    } else if (entry.filter_kind == FilterKind::callable) {
-        PyObject* filter_engine = live_engine(entry.filter_engine_ref.ptr());
-        py::object counter = steal_or_throw(PyLong_FromLongLong(counter_value(entry.counter)));
-        PyObject* filter_args[] = {filter_engine, counter.ptr()};
-        py::object verdict =
-            steal_or_throw(PyObject_Vectorcall(entry.filter.ptr(), filter_args, 2, nullptr));
-        int accepted = PyObject_IsTrue(verdict.ptr());
-        if (accepted < 0) throw py::error_already_set();
-        if (!accepted) return;
+// A filter evaluated by Python: an event_filter= callable, or a CountFilter when the counter
+// is not an int the C++ filter can take. It sees what FilteredHandler.__call__ passes it: the
+// engine and the counter as they are.
+bool Dispatcher::python_filter_accepts(const Entry& entry) const {
+    const Config& c = configured();
+    PyObject* engine = live_engine(entry.filter_engine_ref.ptr());
+    py::object held_engine = py::reinterpret_borrow<py::object>(engine);
+    py::object state = steal_or_throw(PyObject_GetAttr(engine, c.names.state));
+    PyObject* name = entry.counter == Counter::iteration ? c.names.iteration : c.names.epoch;
+    py::object counter = steal_or_throw(PyObject_GetAttr(state.ptr(), name));
+    PyObject* args[] = {engine, counter.ptr()};
+    py::object verdict = steal_or_throw(PyObject_Vectorcall(entry.filter.ptr(), args, 2, nullptr));
+    return truthy(verdict.ptr());
+}
+
+void Dispatcher::call_through_python(PyObject* handlers, PyObject* event_kwargs) const {
+    py::object kwargs = event_kwargs ? py::reinterpret_borrow<py::object>(event_kwargs)
+                                     : steal_or_throw(PyDict_New());
+    py::object no_args = steal_or_throw(PyTuple_New(0));
+    PyObject* argv[] = {handlers, no_args.ptr(), kwargs.ptr()};
+    steal_or_throw(PyObject_Vectorcall(configured().support.call_handlers, argv, 3, nullptr));
+}
+
+void Dispatcher::call(const Entry& entry, PyObject* event_kwargs) {
+    if (entry.kind == Kind::python) {
+        py::object one = steal_or_throw(PyTuple_Pack(1, entry.item.ptr()));
+        call_through_python(one.ptr(), event_kwargs);
+        return;
+    }
+    if (entry.kind == Kind::count) {
+        long long counter = 0;
+        if (peek_counter(entry.counter, counter) ? !entry.count.accepts(counter)
+                                                 : !python_filter_accepts(entry))
+            return;
+    } else if (entry.kind == Kind::callable) {
+        if (!python_filter_accepts(entry)) return;
     }
 
     // The cache entry keeps callable, args and kwargs alive during the call: nothing can touch
@@ -138,7 +191,7 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
     PyObject* inline_argv[inline_capacity];
     std::vector<PyObject*> heap_argv;
     Py_ssize_t n_args = PyTuple_GET_SIZE(entry.args.ptr());
-    Py_ssize_t n_total = n_args + (engine != nullptr) + (event_arg != nullptr);
+    Py_ssize_t n_total = n_args + (engine != nullptr);
     PyObject** argv = inline_argv;
     if (n_total > inline_capacity) {
         heap_argv.resize(static_cast<size_t>(n_total));
@@ -146,16 +199,13 @@ void Dispatcher::call(const Entry& entry, PyObject* event_arg, PyObject* event_k
     }
     Py_ssize_t n = 0;
     if (engine != nullptr) argv[n++] = engine;
-    if (event_arg != nullptr) argv[n++] = event_arg;
     for (Py_ssize_t i = 0; i < n_args; ++i) argv[n++] = PyTuple_GET_ITEM(entry.args.ptr(), i);
 
     PyObject* call_kwargs = entry.kwargs.ptr();
     py::object merged;
-    if (event_kwargs != nullptr || !PyDict_Check(call_kwargs)) {
-        merged = steal_or_throw(PyDict_New());
-        if (PyDict_Merge(merged.ptr(), call_kwargs, 1) < 0) throw py::error_already_set();
-        if (event_kwargs != nullptr && PyDict_Update(merged.ptr(), event_kwargs) < 0)
-            throw py::error_already_set();
+    if (event_kwargs != nullptr) {
+        merged = steal_or_throw(PyDict_Copy(call_kwargs));
+        if (PyDict_Update(merged.ptr(), event_kwargs) < 0) throw py::error_already_set();
         call_kwargs = merged.ptr();
     }
     if (PyDict_GET_SIZE(call_kwargs) == 0) call_kwargs = nullptr;
@@ -177,10 +227,10 @@ void Dispatcher::measure_quiet_span(EventId id, PyObject* list) {
     QuietSpan& span = quiet_[id];
     span = QuietSpan{};
     const std::vector<Entry>& cache = entries_[id];
-    if (!PyList_Check(list)) return;  // a tuple someone assigned: walked every time
+    if (!PyList_CheckExact(list)) return;  // a tuple someone assigned: walked every time
     Py_ssize_t size = PyList_GET_SIZE(list);
     if (size == 0 || cache.size() < static_cast<size_t>(size)) return;
-    if (cache[0].filter_kind != FilterKind::count) return;
+    if (cache[0].kind != Kind::count) return;
     Counter counter = cache[0].counter;
     // Never raises: a counter that only counter_value() can read gets no span, and the next
     // firing reports it where the Python loop would.
@@ -191,31 +241,39 @@ void Dispatcher::measure_quiet_span(EventId id, PyObject* list) {
         const Entry& entry = cache[static_cast<size_t>(i)];
         // A handler may have edited the list during the walk: only entries it still holds count.
         if (entry.item.ptr() != PyList_GET_ITEM(list, i)) return;
-        if (entry.filter_kind != FilterKind::count || entry.counter != counter) return;
+        if (entry.kind != Kind::count || entry.counter != counter) return;
         until = std::min(until, entry.count.first_accepted_from(now + 1));
     }
     span = QuietSpan{counter, now + 1, until, size};
 }
 
-void Dispatcher::walk(EventId id, PyObject* list, PyObject* event_arg, PyObject* event_kwargs) {
+void Dispatcher::walk(EventId id, PyObject* list, PyObject* event_kwargs) {
     // A handler may rebind the list: hold it for the walk.
     py::object keep_alive = py::reinterpret_borrow<py::object>(list);
+    if (foreign_[id]) {
+        call_through_python(list, event_kwargs);
+        return;
+    }
     std::vector<Entry>& cache = entries_[id];
-    // PySequence_Fast_*: the registry holds lists, or tuples someone assigned.
+    // PySequence_Fast_*: an exact list, or an exact tuple someone assigned.
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(list); ++i) {
         PyObject* item = PySequence_Fast_GET_ITEM(list, i);
         auto index = static_cast<size_t>(i);
         if (index >= cache.size()) cache.emplace_back();
-        if (cache[index].item.ptr() != item) cache[index] = decode(item, id);
+        if (cache[index].item.ptr() != item) cache[index] = decode(item);
+        // Stays in place during the call: only this walk changes this run's cache, and a
+        // nested run of the engine has a dispatcher of its own.
         const Entry& entry = cache[index];
         if (timings_ == nullptr) {
-            call(entry, event_arg, event_kwargs);
+            call(entry, event_kwargs);
             continue;
         }
         // Timed with its filter, as the Python loop times a filtered handler's wrapper.
         double started = now_seconds();
-        call(entry, event_arg, event_kwargs);
-        timings_->add_handler(id, PyTuple_GET_ITEM(item, 0), now_seconds() - started);
+        call(entry, event_kwargs);
+        PyObject* handler =
+            entry.kind == Kind::python ? entry.item.ptr() : PyTuple_GET_ITEM(entry.item.ptr(), 0);
+        timings_->add_handler(id, handler, now_seconds() - started);
     }
     // Timed runs walk every time: the profiler counts a rejected filter as a handler call.
     if (timings_ == nullptr) measure_quiet_span(id, list);

@@ -4,6 +4,7 @@
 #include "pybind11.hpp"
 
 #include <limits>
+#include <optional>
 #include <vector>
 
 namespace ember {
@@ -20,8 +21,10 @@ struct CountFilter {
     long long grid_origin = 0;
     std::vector<long long> once;  // sorted; empty: not a once-filter
 
-    // Reads the fields of an ember.engine.events.CountFilter.
-    static CountFilter from_python(py::handle filter);
+    // Reads the fields of an ember.engine.events.CountFilter; nothing when a program set them
+    // to values only Python can evaluate (every < 1, a str, an int beyond long long...), for
+    // the caller to call the filter itself.
+    static std::optional<CountFilter> from_python(py::handle filter);
 
     bool accepts(long long counter) const;
 

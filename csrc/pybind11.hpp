@@ -7,7 +7,8 @@
 
 #include <structmember.h>
 
-#include <cmath>
+#include <limits>
+#include <optional>
 
 namespace py = pybind11;
 
@@ -19,6 +20,34 @@ inline py::object steal_or_throw(PyObject* result) {
     return py::reinterpret_steal<py::object>(result);
 }
 
+// An exact int in long long's range: what the loop counts with in C++. Anything else a program
+// stored (a float, a NumPy integer, an int beyond 64 bits) is left to Python's own operators,
+// which the Python loop applies to whatever is there.
+inline bool exact_int(PyObject* value, long long& result) {
+    if (!PyLong_CheckExact(value)) return false;
+    int overflow = 0;
+    result = PyLong_AsLongLongAndOverflow(value, &overflow);
+    return overflow == 0;
+}
+
+// Python's truth value of `value`.
+inline bool truthy(PyObject* value) {
+    if (value == Py_False || value == Py_None) return false;
+    if (value == Py_True) return true;
+    py::object held = py::reinterpret_borrow<py::object>(value);  // __bool__ may drop its owner's
+    int result = PyObject_IsTrue(value);
+    if (result < 0) throw py::error_already_set();
+    return result != 0;
+}
+
+// Python's `a <op> b`, without the identity shortcut of PyObject_RichCompareBool (nan == nan
+// is false in Python code).
+inline bool python_compare(PyObject* a, PyObject* b, int op) {
+    py::object held_a = py::reinterpret_borrow<py::object>(a);
+    py::object held_b = py::reinterpret_borrow<py::object>(b);
+    return truthy(steal_or_throw(PyObject_RichCompare(a, b, op)).ptr());
+}
+
 // The int object the loop last wrote to a counter slot, held so that finding the same object
 // there again means the same value: no conversion needed (a handler may write another one).
 struct WrittenInt {
@@ -26,14 +55,38 @@ struct WrittenInt {
     long long value = 0;
 };
 
+// The value of an int the loop met before, kept with the object so that meeting the same
+// object again needs no conversion: a bound stays the same object for a whole run unless a
+// program assigns another.
+struct SeenInt {
+    py::object object;
+    long long value = 0;
+
+    // False when `candidate` is not an exact int in long long's range.
+    bool read(PyObject* candidate, long long& result) {
+        if (candidate == object.ptr()) {
+            result = value;
+            return true;
+        }
+        if (!exact_int(candidate, result)) return false;
+        object = py::reinterpret_borrow<py::object>(candidate);
+        value = result;
+        return true;
+    }
+};
+
 // A __slots__ member of a Python class, read and written at its offset without an attribute
-// lookup. Built from the class's member descriptor, so it also works on subclass instances.
+// lookup. Built from the member descriptor that the class or one of its bases defines, so it
+// also works on subclass instances; used only on objects whose class a Layout admitted
+// (config.hpp), since any other object's memory holds something else there.
 class Slot {
 public:
     Slot() = default;
     Slot(py::handle cls, const char* name) {
-        py::object descriptor = cls.attr("__dict__")[name];
-        if (Py_TYPE(descriptor.ptr()) != &PyMemberDescr_Type)
+        py::object descriptor = py::getattr(cls, name);  // along the MRO
+        if (Py_TYPE(descriptor.ptr()) != &PyMemberDescr_Type || !PyType_Check(cls.ptr()) ||
+            !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(cls.ptr()),
+                              PyDescr_TYPE(descriptor.ptr())))
             throw py::type_error(std::string(name) + " is not a __slots__ member");
         auto* member = reinterpret_cast<PyMemberDescrObject*>(descriptor.ptr())->d_member;
         offset_ = member->offset;
@@ -58,20 +111,6 @@ public:
         Py_XDECREF(old);  // may run __del__ of the old value: after the store, as CPython does
     }
 
-    long long get_int(PyObject* obj) const { return as_count(get(obj)); }
-
-    // None maps to `none_value`.
-    long long get_optional_int(PyObject* obj, long long none_value) const {
-        PyObject* value = get(obj);
-        if (value == Py_None) return none_value;
-        return as_count(value);
-    }
-
-    long long get_int(PyObject* obj, const WrittenInt& written) const {
-        PyObject* value = get(obj);
-        return value == written.object.ptr() ? written.value : as_count(value);
-    }
-
     void set_int(PyObject* obj, long long value, WrittenInt& written) const {
         written.object = steal_or_throw(PyLong_FromLongLong(value));
         written.value = value;
@@ -89,27 +128,6 @@ private:
         PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
                      Py_TYPE(obj)->tp_name, name_);
         throw py::error_already_set();
-    }
-
-    // An int, anything with __index__, or a float with an integral value (which the Python
-    // loop, comparing numbers, would accept too).
-    long long as_count(PyObject* value) const {
-        if (PyLong_CheckExact(value)) return checked(PyLong_AsLongLong(value));
-        if (PyFloat_Check(value)) {
-            double number = PyFloat_AS_DOUBLE(value);
-            if (std::isfinite(number) && std::fabs(number) < 9.0e18) {  // in long long's range
-                auto whole = static_cast<long long>(number);
-                if (static_cast<double>(whole) == number) return whole;
-            }
-            PyErr_Format(PyExc_TypeError, "'%s' should be a whole number, got %R", name_, value);
-            throw py::error_already_set();
-        }
-        return checked(PyLong_AsLongLong(value));  // anything with __index__
-    }
-
-    static long long checked(long long result) {
-        if (result == -1 && PyErr_Occurred()) throw py::error_already_set();
-        return result;
     }
 
     PyObject** address(PyObject* obj) const {

@@ -24,7 +24,7 @@ void Timings::flush(py::handle profiler) const {
         if (total.calls)
             add("event", py::handle(c.events[id]).attr("name"), total.seconds, total.calls);
     }
-    py::object handler_name = py::handle(c.support).attr("handler_name");
+    py::handle handler_name(c.support.handler_name);
     for (const HandlerTotal& entry : handlers_) {
         py::str event_name = py::handle(c.events[entry.event]).attr("name");
         py::str name = py::str("{}:{}").format(event_name, handler_name(entry.handler));

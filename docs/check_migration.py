@@ -213,6 +213,42 @@ def empty_unsized_data_iters(kind: Kind) -> str:
     return outcome(engine, lambda: engine.run(iter([]), max_iters=3))
 
 
+class Unsized:
+    """Restartable data without a length."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __iter__(self) -> Any:
+        return iter(range(self.size))
+
+
+def unsized_first_pass_cut_short(kind: Kind) -> str:
+    def step(engine: Any, batch: Any) -> Any:
+        if engine.state.iteration == 3:
+            raise OSError("the last step of the first pass fails")
+        return batch
+
+    engine = kind.engine(step, cap=True)
+    engine.add_event_handler(kind.Events.EXCEPTION_RAISED, swallow)
+    return outcome(engine, lambda: engine.run(Unsized(3), max_epochs=3))
+
+
+def resume_unsized_without_data(kind: Kind) -> str:
+    engine = kind.engine(cap=True)
+    engine.add_event_handler(kind.Events.ITERATION_COMPLETED(once=2), lambda e: e.interrupt())
+    engine.run(Unsized(4), max_epochs=2)
+    return outcome(engine, engine.run)
+
+
+def stop_iteration_in_step(kind: Kind) -> str:
+    def step(engine: Any, batch: Any) -> Any:
+        raise StopIteration
+
+    engine = kind.engine(step)
+    return outcome(engine, lambda: engine.run([0, 1]))
+
+
 def h3_failing_restart(kind: Kind) -> str:
     engine = kind.engine(cap=True)
 
@@ -692,6 +728,22 @@ CLAIMS = [
     ),
     Claim(
         "fixes",
+        "data of unknown length (3 batches), the step fails at iteration 3, EXCEPTION_RAISED "
+        "handler swallows, `run(data, max_epochs=3)`",
+        unsized_first_pass_cut_short,
+        "fixed",
+        ember="returns at iteration 9",
+    ),
+    Claim(
+        "fixes",
+        "`run()` without data after `interrupt()` at iteration 2 of `run(data, max_epochs=2)`, "
+        "data of unknown length (4 batches)",
+        resume_unsized_without_data,
+        "fixed",
+        ember="returns at iteration 8",
+    ),
+    Claim(
+        "fixes",
         "H3: DATALOADER_STOP_ITERATION handler raises, EXCEPTION_RAISED handler "
         "swallows, `run([0, 1], max_iters=5)`",
         h3_failing_restart,
@@ -754,6 +806,13 @@ CLAIMS = [
     ),
     Claim(
         "quirks",
+        "PEP 479: the step raises `StopIteration`",
+        stop_iteration_in_step,
+        "same",
+        ember="raises RuntimeError: generator raised StopIteration",
+    ),
+    Claim(
+        "quirks",
         "B8: `register_events(..., event_to_attr=...)` on one engine",
         b8_global_event_to_attr,
         "same",
@@ -782,7 +841,13 @@ CLAIMS = [
         ember="9 events: STARTED … TERMINATE_SINGLE_EPOCH{'iter_counter': 1}, "
         "EPOCH_COMPLETED, COMPLETED",
     ),
-    Claim("internals", "`vars(engine.state)` after a run", vars_of_state, "fixed"),
+    Claim(
+        "internals",
+        "`vars(engine.state)` after a run",
+        vars_of_state,
+        "same",
+        ember="'iteration' in vars(state): True",
+    ),
     Claim("internals", "`vars(engine)`", vars_of_engine, "fixed"),
     Claim(
         "internals",

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import ember
+from ember.engine import Engine
 
 
 def test_core_version_matches_the_package() -> None:
@@ -18,8 +19,11 @@ def test_core_version_matches_the_package() -> None:
 def test_core_exposes_the_loop() -> None:
     core = pytest.importorskip("ember._core")
     assert callable(core.run_loop) and callable(core.configure)
+    plan = Engine(lambda e, b: b)._plan()
     with pytest.raises(TypeError, match=r"needs an ember\.engine\.Engine"):
-        core.run_loop(object())
+        core.run_loop(object(), plan)
+    with pytest.raises(TypeError, match=r"needs a RunPlan"):
+        core.run_loop(Engine(lambda e, b: b), object())
 
 
 def test_engine_import_does_not_import_torch() -> None:

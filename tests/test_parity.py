@@ -44,9 +44,24 @@ def _most_stalled_epochs_in_a_row(events: list) -> int:
     return most
 
 
+def _first_epoch_cut_short_with_unknown_length(program: Program, ember_trace: list) -> bool:
+    """Data of unknown length whose first epoch a swallowed exception or terminate_epoch() ended,
+    followed by another epoch: ember learns the epoch length per iterator, ignite per epoch."""
+    if program.epoch_length is not None or program.data_kind not in ("unsized", "generator"):
+        return False
+    events = [entry for entry in ember_trace if isinstance(entry, tuple)]
+    cut_short = any(
+        entry[0] in ("EXCEPTION_RAISED", "TERMINATE_SINGLE_EPOCH") and entry[1] == 1
+        for entry in events
+    )
+    return cut_short and any(entry[0] == "EPOCH_STARTED" and entry[1] == 2 for entry in events)
+
+
 def _ember_fixes_apply(program: Program, ember_trace: list) -> bool:
     """True when the program meets an ignite bug that ember fixes on purpose (docs/migration.md)."""
     if "trace too long" in ember_trace:
+        return True
+    if _first_epoch_cut_short_with_unknown_length(program, ember_trace):
         return True
     if program.max_epochs is None and _most_stalled_epochs_in_a_row(ember_trace) >= 2:
         # H1/H3: two epochs in a row without an iteration end a max_iters run in ember, where

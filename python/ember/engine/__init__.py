@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -20,11 +19,16 @@ if TYPE_CHECKING:  # what type checkers see; at run time these load on first use
     from ember.engine.deterministic import DeterministicEngine
     from ember.engine.supervised import create_supervised_evaluator, create_supervised_trainer
 
-# Load the compiled loop now, so the first Engine costs nothing extra. If it is missing, the
-# first Engine on the "cpp" backend raises the ImportError with a build note.
+# Load and configure the compiled loop now, so the first Engine costs nothing extra and a
+# helper the compiled loop calls that was renamed fails here. If the compiled module is
+# missing, the first Engine on the "cpp" backend raises the ImportError with a build note.
 if os.environ.get("EMBER_BACKEND") != "python":
-    with contextlib.suppress(ImportError):
-        import ember.engine._compiled  # noqa: F401
+    try:
+        from ember.engine import _compiled
+    except ImportError:
+        pass
+    else:
+        _compiled.configured_loop(Engine)
 
 __all__ = [
     "CallableEventWithFilter",

@@ -18,11 +18,13 @@ def backend_name(requested: str | None) -> str:
     return name
 
 
-def select_loop(requested: str | None) -> Callable[[Any], None]:
+def select_loop(requested: str | None, engine_cls: type[Any]) -> Callable[[Any, Any], None]:
+    """The loop function for ``Engine(backend=requested)``: ``run_loop(engine, plan)``.
+    Imported here, on first use, so that the loops never import the engine module."""
     if backend_name(requested) == "python":
         from ember.engine._pyloop import run_loop
 
         return run_loop
-    from ember.engine._compiled import run_loop
+    from ember.engine._compiled import configured_loop
 
-    return run_loop
+    return configured_loop(engine_cls)

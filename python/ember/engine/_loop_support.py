@@ -1,11 +1,12 @@
-"""What both loops share besides the Engine: resume points, messages, logging and warnings."""
+"""What both loops share besides the plan: resume points, messages, logging and warnings."""
 
 from __future__ import annotations
 
-import logging
+import numbers
 import warnings
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from ember.engine._plan import ResumePoint
 from ember.engine.events import Events
 from ember.engine.profile import handler_name
 
@@ -26,8 +27,24 @@ AFTER_ITERATION_COMPLETED = 7
 EPOCH_END = 8  # not a resume point: the iterations of the epoch are over
 AFTER_EPOCH_COMPLETED = 9
 
+RESUME_PHASES = frozenset(
+    (
+        AFTER_STARTED,
+        AFTER_EPOCH_STARTED,
+        AFTER_GET_BATCH_STARTED,
+        AFTER_DATALOADER_STOP_ITERATION,
+        AFTER_GET_BATCH_COMPLETED,
+        AFTER_ITERATION_STARTED,
+        AFTER_ITERATION_COMPLETED,
+        AFTER_EPOCH_COMPLETED,
+    )
+)
+
 # Consecutive epochs without an iteration that end a max_iters run (see _pyloop._finish_epoch).
 STALLED_EPOCHS_LIMIT = 2
+# Consecutive epochs without an iteration that fail any other run: the loop would otherwise go
+# on for max_epochs epochs (forever, for a bound a program made huge) doing nothing.
+NO_PROGRESS_EPOCHS_LIMIT = 1000
 
 TERMINATE_EPOCH_TOO_EARLY = (
     "The method terminate_epoch() should not be called on Event.STARTED or "
@@ -35,6 +52,38 @@ TERMINATE_EPOCH_TOO_EARLY = (
 )
 ZERO_SIZE_DATA = "Input data has zero size. Please provide non-empty data"
 ITERATOR_REMOVED = "The data iterator was removed while the engine was running"
+NO_PROGRESS = (
+    f"The run made no progress: {NO_PROGRESS_EPOCHS_LIMIT} epochs in a row ended without an "
+    "iteration, as the data gives no batch. Give data that yields, or end such a run with "
+    "terminate()."
+)
+
+# Counts in a resume point stay below this, so that the compiled loop counts on from them in
+# 64 bits.
+_COUNT_LIMIT = 2**62
+
+
+def _is_count(value: Any) -> bool:
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and -_COUNT_LIMIT <= int(value) < _COUNT_LIMIT
+    )
+
+
+def resume_point(point: Any) -> ResumePoint | None:
+    """``engine._resume_point`` checked: None, or the 9 fields an interrupt saved."""
+    if point is None:
+        return None
+    fields = point if isinstance(point, tuple) and len(point) == 9 else None
+    if fields is None or not (
+        fields[0] in RESUME_PHASES
+        and all(_is_count(fields[i]) for i in (0, 1, 6, 8))
+        and isinstance(fields[2], bool)
+        and all(isinstance(fields[i], float) for i in (3, 4))
+    ):
+        raise ValueError(f"engine._resume_point is malformed: {point!r}")
+    return cast(ResumePoint, tuple(fields))
 
 
 def format_duration(seconds: float) -> str:
@@ -45,11 +94,10 @@ def format_duration(seconds: float) -> str:
 
 def warn_data_exhausted(engine: Engine) -> None:
     state = engine.state
-    total: int | None
+    total: int | None = state.max_iters
     if state.max_epochs is not None:
-        total = cast(int, state.epoch_length) * state.max_epochs
-    else:
-        total = state.max_iters
+        # None while the length of the data is still unknown
+        total = None if state.epoch_length is None else state.epoch_length * state.max_epochs
     warnings.warn(
         "Data iterator can not provide data anymore but required total number of iterations to "
         f"run is not reached. Current iteration: {state.iteration} vs Total iterations to run : "
@@ -57,33 +105,6 @@ def warn_data_exhausted(engine: Engine) -> None:
         UserWarning,
         stacklevel=3,
     )
-
-
-def _method_overridden(engine: Engine, name: str) -> bool:
-    """True when ``engine.<name>`` is not Engine's own method: a subclass override or an
-    instance attribute."""
-    from ember.engine.engine import Engine
-
-    bound = getattr(engine, name)
-    return getattr(bound, "__func__", None) is not getattr(Engine, name)
-
-
-def fires_through_engine(engine: Engine) -> bool:
-    """Whether built-in events go through ``engine._fire_event`` instead of the loop's own
-    dispatch: when it is overridden, or debug logging wants its per-event lines."""
-    return _method_overridden(engine, "_fire_event") or logs_debug(engine)
-
-
-def is_done_overridden(engine: Engine) -> bool:
-    """A subclass's ``_is_done`` or one assigned on the instance (a staticmethod, so no
-    ``__func__`` to compare)."""
-    from ember.engine.engine import Engine
-
-    return engine._is_done is not Engine._is_done
-
-
-def setup_dataloader_iter_overridden(engine: Engine) -> bool:
-    return _method_overridden(engine, "_setup_dataloader_iter")
 
 
 def set_sampler_epoch(engine: Engine) -> None:
@@ -104,14 +125,6 @@ def sampler_has_set_epoch(data: object) -> bool:
     )
 
 
-def logs_info(engine: Engine) -> bool:
-    return engine.logger.isEnabledFor(logging.INFO)
-
-
-def logs_debug(engine: Engine) -> bool:
-    return engine.logger.isEnabledFor(logging.DEBUG)
-
-
 def log_epoch_completed(engine: Engine) -> None:
     seconds = cast(float, engine.state.times[Events.EPOCH_COMPLETED.name])
     engine.logger.info(
@@ -122,6 +135,20 @@ def log_epoch_completed(engine: Engine) -> None:
 def log_run_finished(engine: Engine) -> None:
     seconds = cast(float, engine.state.times[Events.COMPLETED.name])
     engine.logger.info("Engine run finished. Time taken: %s", format_duration(seconds))
+
+
+def handle_exception(engine: Engine, exc: BaseException) -> None:
+    """Route ``exc`` to the EXCEPTION_RAISED handlers (``engine._handle_exception``).
+
+    A StopIteration that leaves a level of the loop becomes ``RuntimeError("generator raised
+    StopIteration")``, as PEP 479 turns it at the boundaries of ignite's generator loop:
+    handlers still see the StopIteration itself, but a bare one never escapes ``run()``, where
+    an enclosing ``map()`` or ``for`` would take it for the end of its own iteration.
+    """
+    try:
+        engine._handle_exception(exc)
+    except StopIteration as stop:
+        raise RuntimeError("generator raised StopIteration") from stop
 
 
 def log_iteration_error(engine: Engine, exc: BaseException) -> None:

@@ -10,7 +10,8 @@ The order of events, for a run that is neither terminated nor interrupted::
             batch = None
             GET_BATCH_STARTED                  (skipped right after DATALOADER_STOP_ITERATION)
             batch = next(iterator), on StopIteration:
-                length unknown:   epoch_length = iterations seen, end the epoch
+                length unknown:   epoch_length = batches this iterator gave; end the
+                                  epoch, unless it began part way through the pass
                 already restarted: warn unless done, end the epoch
                 else:             DATALOADER_STOP_ITERATION; iter(state.dataloader); retry
             output = None; GET_BATCH_COMPLETED
@@ -31,7 +32,7 @@ continues from it. Exceptions inside the iteration loop are routed first at the 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ember.engine._loop_support import (
     AFTER_DATALOADER_STOP_ITERATION,
@@ -44,11 +45,13 @@ from ember.engine._loop_support import (
     AFTER_STARTED,
     EPOCH_END,
     ITERATOR_REMOVED,
+    NO_PROGRESS,
+    NO_PROGRESS_EPOCHS_LIMIT,
     STALLED_EPOCHS_LIMIT,
     START,
     TERMINATE_EPOCH_TOO_EARLY,
     ZERO_SIZE_DATA,
-    fires_through_engine,
+    handle_exception,
     log_epoch_completed,
     log_iteration_error,
     log_run_error,
@@ -56,9 +59,13 @@ from ember.engine._loop_support import (
     set_sampler_epoch,
     warn_data_exhausted,
 )
-from ember.engine.engine import Engine
+from ember.engine._plan import ResumePoint, RunPlan
+from ember.engine._registry import HandlerRegistry, call_handlers
 from ember.engine.events import Events
 from ember.engine.profile import handler_name
+
+if TYPE_CHECKING:
+    from ember.engine.engine import Engine
 
 # Enum attribute access costs ~0.1 µs in CPython 3.11; the loop reads these every iteration.
 _COMPLETED = Events.COMPLETED
@@ -124,6 +131,9 @@ def _stop_requested(engine: Engine) -> bool:
     )
 
 
+_NOT_READ = object()  # no registry read yet (None is a value a program may store)
+
+
 class _Dispatch:
     """Fires built-in events for one run, the way the compiled loop does.
 
@@ -134,11 +144,11 @@ class _Dispatch:
 
     __slots__ = ("engine", "lists", "registry", "through_engine", "timings", "version")
 
-    def __init__(self, engine: Engine, timings: _Timings | None) -> None:
+    def __init__(self, engine: Engine, timings: _Timings | None, through_engine: bool) -> None:
         self.engine = engine
         self.timings = timings
-        self.through_engine = fires_through_engine(engine)
-        self.registry: object = None
+        self.through_engine = through_engine
+        self.registry: object = _NOT_READ
         self.version = -1
         self.lists: dict[int, list[Any]] = {}
 
@@ -150,6 +160,12 @@ class _Dispatch:
             return True
         engine.last_event_name = event
         registry = engine._event_handlers_registry
+        if registry is not self.registry and not isinstance(registry, HandlerRegistry):
+            raise TypeError(
+                "engine._event_handlers should be a HandlerRegistry, got "
+                f"{type(registry).__name__}; assign a mapping to engine._event_handlers to "
+                "convert it"
+            )
         if registry is not self.registry or registry.version != self.version:
             self.registry, self.version = registry, registry.version
             self.lists = {id(e): registry[e] for e in Events if e in registry}
@@ -157,13 +173,13 @@ class _Dispatch:
         if not handlers:
             return False
         if self.timings is None:
-            Engine._call_handlers(handlers, (), event_kwargs)
+            call_handlers(handlers, (), event_kwargs)
             return True
         index = 0
-        while index < len(handlers):  # the live list, as _call_handlers walks it
+        while index < len(handlers):  # the live list, as call_handlers walks it
             entry = handlers[index]
             started = time.perf_counter()
-            Engine._call_handlers((entry,), (), event_kwargs)
+            call_handlers((entry,), (), event_kwargs)
             self.timings.add("handler", (event.name, entry[0]), time.perf_counter() - started)
             index += 1
         return True
@@ -183,41 +199,51 @@ class _TimedDispatch(_Dispatch):
         return fired
 
 
-def run_loop(engine: Engine) -> None:
-    """Run (or resume) ``engine``'s loop until it completes, terminates, fails or is interrupted."""
-    _Run(engine).run()
+def run_loop(engine: Engine, plan: RunPlan) -> None:
+    """Run (or resume) ``engine``'s loop as ``plan`` says, until it completes, terminates, fails
+    or is interrupted."""
+    _Run(engine, plan).run()
 
 
 class _Run:
     """One call of ``run()``: the loop's position and counters, saved on interrupt."""
 
     __slots__ = (
+        "batches_drawn",
+        "counted_iterator",
         "dispatch",
         "engine",
         "epoch_first_iteration",
         "epoch_started",
         "iter_counter",
+        "logs_info",
         "phase",
+        "profiler",
         "restarted",
         "run_started",
+        "set_sampler_epoch",
         "stalled_epochs",
         "timings",
     )
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, plan: RunPlan) -> None:
         self.engine = engine
-        self.timings = None if engine._profiler is None else _Timings()
+        self.profiler = plan.profiler
+        self.logs_info = plan.logs_info
+        self.set_sampler_epoch = plan.set_sampler_epoch
+        self.timings = None if plan.profiler is None else _Timings()
         dispatch = _Dispatch if self.timings is None else _TimedDispatch
-        self.dispatch = dispatch(engine, self.timings)
-        point = engine._resume_point
-        engine._resume_point = None
+        self.dispatch = dispatch(engine, self.timings, plan.fire_through_engine)
+        self.epoch_first_iteration: Any  # state.iteration as it was: any object a program set
+        self.counted_iterator: Any
+        point: ResumePoint | None = plan.resume
         if point is None:
             engine.should_terminate = False
             engine.should_terminate_single_epoch = False
             engine.should_interrupt = False
             engine.state.times[_EPOCH_COMPLETED.name] = 0.0
             engine.state.times[_COMPLETED.name] = 0.0
-            point = (START, 0, False, time.perf_counter(), 0.0, 0, 0)
+            point = (START, 0, False, time.perf_counter(), 0.0, 0, 0, None, 0)
         (
             self.phase,
             self.iter_counter,
@@ -226,6 +252,8 @@ class _Run:
             self.epoch_started,
             self.epoch_first_iteration,
             self.stalled_epochs,
+            self.counted_iterator,
+            self.batches_drawn,
         ) = point
 
     def run(self) -> None:
@@ -233,7 +261,7 @@ class _Run:
             self._run()
         finally:
             if self.timings is not None:
-                self.timings.flush(self.engine._profiler)
+                self.timings.flush(self.profiler)
 
     def _run(self) -> None:
         engine = self.engine
@@ -250,17 +278,18 @@ class _Run:
         except BaseException as exc:
             engine._dataloader_iter = None
             log_run_error(engine, exc)
-            engine._handle_exception(exc)
+            handle_exception(engine, exc)
         engine._dataloader_iter = None
 
     def _complete(self) -> None:
         engine = self.engine
-        times = engine.state.times
-        times[_COMPLETED.name] = time.perf_counter() - self.run_started
+        engine.state.times[_COMPLETED.name] = time.perf_counter() - self.run_started
         if engine.should_terminate != "skip_completed":
             if self.dispatch.fire(_COMPLETED):  # the time then includes the handlers
-                times[_COMPLETED.name] = time.perf_counter() - self.run_started
-        log_run_finished(engine)
+                # Read again: a handler may have replaced the state or its times.
+                engine.state.times[_COMPLETED.name] = time.perf_counter() - self.run_started
+        if self.logs_info:
+            log_run_finished(engine)
 
     def _check(self, reached: int) -> None:
         """The check after an event: terminate, then terminate the epoch, then interrupt."""
@@ -281,6 +310,8 @@ class _Run:
                 self.epoch_started,
                 self.epoch_first_iteration,
                 self.stalled_epochs,
+                self.counted_iterator,
+                self.batches_drawn,
             )
             raise _Interrupted
 
@@ -293,7 +324,7 @@ class _Run:
             return
         while not engine._is_done(engine.state) and not engine.should_terminate:
             engine.state.epoch += 1
-            if engine.set_sampler_epoch:
+            if self.set_sampler_epoch:
                 set_sampler_epoch(engine)
             self.epoch_started = time.perf_counter()
             self.epoch_first_iteration = engine.state.iteration
@@ -319,19 +350,28 @@ class _Run:
                 self.stalled_epochs += 1
             else:
                 self.stalled_epochs = 0
-            times = state.times
-            times[_EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
+            state.times[_EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
             if engine.should_terminate_single_epoch != "skip_epoch_completed":
                 if self.dispatch.fire(_EPOCH_COMPLETED):  # the time then includes the handlers
-                    times[_EPOCH_COMPLETED.name] = time.perf_counter() - self.epoch_started
+                    engine.state.times[_EPOCH_COMPLETED.name] = (
+                        time.perf_counter() - self.epoch_started
+                    )
             if engine.should_terminate_single_epoch:
                 engine.should_terminate_single_epoch = False
             self._check(AFTER_EPOCH_COMPLETED)
-        log_epoch_completed(engine)
+        if self.logs_info:
+            log_epoch_completed(engine)
         self.phase = AFTER_STARTED
         # ignite loops forever when a max_iters run meets data that gives nothing more, or a
         # restart that keeps failing; two epochs in a row without an iteration end such a run.
-        return engine.state.max_epochs is None and self.stalled_epochs >= STALLED_EPOCHS_LIMIT
+        # Any other run fails after NO_PROGRESS_EPOCHS_LIMIT of them: its bound may be huge.
+        if self.stalled_epochs < STALLED_EPOCHS_LIMIT:
+            return False
+        if engine.state.max_epochs is None:
+            return True
+        if self.stalled_epochs >= NO_PROGRESS_EPOCHS_LIMIT:
+            raise RuntimeError(NO_PROGRESS)
+        return False
 
     def _iterations(self) -> None:
         """The iterations of one epoch, from the current phase; exceptions routed at this level."""
@@ -391,7 +431,7 @@ class _Run:
             engine._setup_dataloader_iter()
         except Exception as exc:
             log_iteration_error(engine, exc)
-            engine._handle_exception(exc)
+            handle_exception(engine, exc)
 
     def _next_batch(self) -> bool:
         """Fetch the next batch, restarting exhausted data once; false when the epoch ends."""
@@ -400,16 +440,13 @@ class _Run:
         iterator = engine._dataloader_iter
         if iterator is None:
             raise RuntimeError(ITERATOR_REMOVED)
+        if iterator is not self.counted_iterator:
+            self.counted_iterator, self.batches_drawn = iterator, 0
         started = time.perf_counter() if self.timings is not None else 0.0
         try:
             state.batch = next(iterator)
         except StopIteration:
-            if state.epoch_length is None:
-                if self.iter_counter == 0:
-                    raise ValueError(ZERO_SIZE_DATA) from None
-                state.epoch_length = self.iter_counter
-                if state.max_iters is not None:
-                    state.max_epochs = -(-state.max_iters // state.epoch_length)
+            if state.epoch_length is None and not self._learn_epoch_length():
                 return False
             if self.restarted:
                 if not engine._is_done(state):
@@ -421,6 +458,7 @@ class _Run:
             else:
                 self.phase = AFTER_DATALOADER_STOP_ITERATION
             return True
+        self.batches_drawn += 1
         if self.timings is not None:
             self.timings.add("data", "data", time.perf_counter() - started)
         state.output = None
@@ -430,3 +468,25 @@ class _Run:
             if _stop_requested(engine):
                 self._check(AFTER_GET_BATCH_COMPLETED)
         return True
+
+    def _learn_epoch_length(self) -> bool:
+        """Data of unknown length ran out: one pass of the iterator is the epoch length. True
+        when the epoch goes on as with a known length (restarting the data), false when it ends.
+
+        Counted per iterator, not per epoch: epochs cut short (a swallowed exception,
+        ``terminate_epoch()``) leave the iterator part-used, and the next epoch continues it.
+        """
+        state = self.engine.state
+        if self.batches_drawn == 0:
+            if state.iteration == 0:
+                raise ValueError(ZERO_SIZE_DATA) from None
+            # The data gave batches before, this iterator none: a one-shot iterator, used up.
+            if not self.engine._is_done(state):
+                warn_data_exhausted(self.engine)
+            return False
+        state.epoch_length = self.batches_drawn
+        if state.max_iters is not None:
+            state.max_epochs = -(-state.max_iters // state.epoch_length)
+        # The pass began with this epoch: the epoch is over. It began in an earlier epoch that
+        # was cut short: this one has drawn fewer batches than a pass and goes on.
+        return bool(self.iter_counter < self.batches_drawn)

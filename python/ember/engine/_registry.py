@@ -5,13 +5,33 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from ember.engine.engine import Engine
 
-__all__ = ["FilteredHandler", "HandlerRegistry"]
+__all__ = ["FilteredHandler", "HandlerRegistry", "call_handlers"]
+
+
+def call_handlers(
+    handlers: Iterable[Any], event_args: tuple[Any, ...], event_kwargs: dict[str, Any]
+) -> None:
+    """Call each ``(handler, args, kwargs)`` of the live list, engine first where stored.
+
+    The one place handlers are called from Python: ``Engine._fire_event``, the Python loop, and
+    the compiled loop for any entry it does not decode itself (csrc/dispatch.hpp).
+    """
+    for handler, args, kwargs in handlers:
+        if event_kwargs:
+            kwargs = {**kwargs, **event_kwargs}  # noqa: PLW2901 (for this call only)
+        if args and isinstance(args[0], weakref.ref):
+            engine = args[0]()
+            if engine is None:
+                raise RuntimeError("Engine reference not resolved. Cannot execute event handler.")
+            handler(engine, *event_args, *args[1:], **kwargs)
+        else:
+            handler(*event_args, *args, **kwargs)
 
 
 class HandlerRegistry(defaultdict):  # type: ignore[type-arg]

@@ -45,7 +45,15 @@ if TYPE_CHECKING:
 # Spelled as the import system spells the modules' __file__ (and their code's co_filename).
 _LOOP_FILES = frozenset(
     os.path.join(os.path.dirname(__file__), name)  # noqa: PTH118, PTH120
-    for name in ("engine.py", "_pyloop.py", "_registry.py", "profile.py", "_syncs.py")
+    for name in (
+        "engine.py",
+        "_pyloop.py",
+        "_registry.py",
+        "_loop_support.py",
+        "_run_scope.py",
+        "profile.py",
+        "_syncs.py",
+    )
 )
 _FETCHING = (Events.GET_BATCH_STARTED, Events.DATALOADER_STOP_ITERATION)
 CUDA_SYNC_WARNING = "called a synchronizing CUDA operation"

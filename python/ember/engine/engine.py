@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeGuard, TypeVar
 
 from ember.engine._backend import select_loop
-from ember.engine._registry import FilteredHandler, HandlerRegistry
+from ember.engine._loop_support import resume_point
+from ember.engine._plan import RunPlan
+from ember.engine._registry import FilteredHandler, HandlerRegistry, call_handlers
 from ember.engine._run_scope import RunScope
 from ember.engine._signature import check_signature
 from ember.engine._state_dict import check_state_dict
@@ -99,7 +101,7 @@ class Engine:
         self._init_iter: int | None = None
         self._resume_point: tuple[Any, ...] | None = None
         self._profiler: Any = None  # an ember.engine.profile.Profiler, read at each run()
-        self._run_loop = select_loop(backend)
+        self._run_loop = select_loop(backend, Engine)
         self.register_events(*Events)
         if process_function is None:
             raise ValueError("Engine must be given a processing function in order to run.")
@@ -267,25 +269,7 @@ class Engine:
         self.last_event_name = event_name
         handlers = self._event_handlers_registry.get(event_name)
         if handlers:
-            self._call_handlers(handlers, event_args, event_kwargs)
-
-    @staticmethod
-    def _call_handlers(
-        handlers: Sequence[Any], event_args: tuple[Any, ...], event_kwargs: dict[str, Any]
-    ) -> None:
-        """Call each ``(handler, args, kwargs)`` of the live list, engine first where stored."""
-        for handler, args, kwargs in handlers:
-            if event_kwargs:
-                kwargs = {**kwargs, **event_kwargs}  # noqa: PLW2901 (for this call only)
-            if args and isinstance(args[0], weakref.ref):
-                engine = args[0]()
-                if engine is None:
-                    raise RuntimeError(
-                        "Engine reference not resolved. Cannot execute event handler."
-                    )
-                handler(engine, *event_args, *args[1:], **kwargs)
-            else:
-                handler(*event_args, *args, **kwargs)
+            call_handlers(handlers, event_args, event_kwargs)
 
     def fire_event(self, event_name: Any) -> None:
         """Fire a registered event (typically a custom one) from a handler or the process function."""
@@ -295,7 +279,10 @@ class Engine:
     def _handle_exception(self, exception: BaseException) -> None:
         # ignite tests whether the key exists, so a handler added then removed leaves an empty
         # list that swallows every later exception; we test for an actual handler.
-        if self._event_handlers_registry.get(Events.EXCEPTION_RAISED):
+        registry = self._event_handlers_registry
+        # A registry a program replaced by another object has no handlers to offer: the loops
+        # report that (TypeError) through here.
+        if isinstance(registry, dict) and registry.get(Events.EXCEPTION_RAISED):
             self._fire_event(Events.EXCEPTION_RAISED, exception)
         else:
             raise exception
@@ -390,6 +377,10 @@ class Engine:
         self._check_counter(state_dict, "iteration", allow_none=False, minimum=0)
         for key in self._state_dict_user_keys:
             setattr(self.state, key, state_dict[key])
+        if self._resume_point is not None and self._same_position(state_dict):
+            # The interrupted run's own position: its resume point (iterator, epoch, phase)
+            # stays, so that a round trip through state_dict() changes nothing.
+            return
         self.state.epoch_length = state_dict["epoch_length"]
         self.state.iteration = state_dict["iteration"]
         self.state.epoch = state_dict["epoch"]
@@ -405,7 +396,26 @@ class Engine:
             self._check_and_set_termination(
                 "max_iters", state_dict["max_iters"], "iteration", self.state.iteration
             )
-        self._resume_point = None
+        if self._resume_point is not None:
+            # Another position: the interrupted run's half-used iterator does not belong to it
+            # (docs/event-order.md, "Mid-epoch after load_state_dict").
+            self._resume_point = None
+            self._dataloader_iter = None
+            self._init_iter = None
+
+    def _same_position(self, state_dict: Mapping[str, Any]) -> bool:
+        """Whether ``state_dict`` holds the counters and the limit the state has now. (A
+        ``max_iters`` run keeps the ``max_epochs`` it derives from a learned length.)"""
+        state = self.state
+        if "max_iters" in state_dict:
+            same_limit = state_dict["max_iters"] == state.max_iters
+        else:
+            same_limit = state.max_iters is None and state_dict["max_epochs"] == state.max_epochs
+        return bool(
+            same_limit
+            and state_dict["iteration"] == state.iteration
+            and state_dict["epoch_length"] == state.epoch_length
+        )
 
     @staticmethod
     def _with_iteration_and_epoch(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -567,12 +577,35 @@ class Engine:
             self._resume_state(data, epoch_length)
         if self._dataloader_iter is None:
             self.state.dataloader = data
+        plan = self._plan()
         with RunScope():  # finishes what handlers left in the background (checkpoint writes)
             if self._profiler is None:
-                self._run_loop(self)
+                self._run_loop(self, plan)
             else:
-                self._profiler._profiled_run(self)  # the loop, with host syncs counted
+                self._profiler._profiled_run(self, plan)  # the loop, with host syncs counted
         return self.state
+
+    def _method_overridden(self, name: str) -> bool:
+        """True when ``self.<name>`` is not Engine's own method: a subclass override or an
+        instance attribute (a staticmethod like ``_is_done`` has no ``__func__``: compared
+        as it is)."""
+        bound = getattr(self, name)
+        return getattr(bound, "__func__", bound) is not getattr(Engine, name)
+
+    def _plan(self) -> RunPlan:
+        """Decide how this run() goes (see ``RunPlan``); takes the pending resume point."""
+        point = resume_point(self._resume_point)
+        self._resume_point = None
+        return RunPlan(
+            fire_through_engine=self._method_overridden("_fire_event")
+            or self.logger.isEnabledFor(logging.DEBUG),
+            is_done_overridden=self._method_overridden("_is_done"),
+            setup_dataloader_iter_overridden=self._method_overridden("_setup_dataloader_iter"),
+            logs_info=self.logger.isEnabledFor(logging.INFO),
+            set_sampler_epoch=bool(self.set_sampler_epoch),
+            profiler=self._profiler,
+            resume=point,
+        )
 
     @staticmethod
     def _validate_run_arguments(

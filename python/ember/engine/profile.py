@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ember.engine._plan import RunPlan
     from ember.engine.engine import Engine
 
 __all__ = ["Profiler", "Timing"]
@@ -85,15 +86,15 @@ class Profiler:
         engine._profiler = self
         return self
 
-    def _profiled_run(self, engine: Engine) -> None:
+    def _profiled_run(self, engine: Engine, plan: RunPlan) -> None:
         """Run the engine's loop; ``Engine.run`` calls this when a profiler is attached."""
         if not self.count_syncs:
-            engine._run_loop(engine)
+            engine._run_loop(engine, plan)
             return
         from ember.engine._syncs import counting_syncs  # imports this module: not at the top
 
         with counting_syncs(self, engine, sys._getframe()):
-            engine._run_loop(engine)
+            engine._run_loop(engine, plan)
 
     @staticmethod
     def detach(engine: Engine) -> None:
