@@ -7,7 +7,7 @@ import logging
 import numbers
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeGuard, TypeVar
 
 from ember.engine._backend import select_loop
