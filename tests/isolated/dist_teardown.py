@@ -11,7 +11,7 @@ Run in a fresh interpreter, as what pins the group is an import made while it ex
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -20,10 +20,7 @@ import ember.distributed as edist
 
 
 def gloo_workers() -> int:
-    names = []
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/comm") as comm:
-            names.append(comm.read().strip())
+    names = [(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
     return names.count("pt_gloo_runloop")
 
 
