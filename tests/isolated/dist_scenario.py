@@ -41,7 +41,9 @@ from ember.metrics import (
     TopKCategoricalAccuracy,
 )
 
-TIMEOUT = timedelta(seconds=20)
+# Far above the test's limit on a launch: a failing launch that ends in time was not left
+# waiting for a collective to time out.
+TIMEOUT = timedelta(minutes=10)
 EVAL_SIZES = (12, 13)  # 13 does not divide by 2: rank 0 gets 7 samples, rank 1 gets 6
 TRAIN_SIZE = 32
 GLOBAL_BATCH = 8

@@ -7,6 +7,7 @@ Nothing here has its own transport: the group is ``torch.distributed``'s default
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -415,6 +416,7 @@ def initialize(backend: str, timeout: timedelta | float = DEFAULT_TIMEOUT) -> No
     if name == "nccl":
         torch.cuda.set_device(local_rank)
 
+    _pin_no_group_in_torch_defaults()
     _state.generation += 1
     store: Any
     if world_size == 1 and "MASTER_PORT" not in os.environ:
@@ -460,6 +462,20 @@ def initialize(backend: str, timeout: timedelta | float = DEFAULT_TIMEOUT) -> No
     _quiet_other_ranks(rank)
 
 
+def _pin_no_group_in_torch_defaults() -> None:
+    """Import ``torch.distributed.nn.functional`` while no group exists.
+
+    Its functions take ``group=group.WORLD`` as a default argument, evaluated on import: imported
+    while a group exists (DDP and torch._dynamo import it), they hold that group for the life of
+    the process. ``destroy_process_group`` then cannot free it, its gloo worker threads outlive
+    :func:`finalize`, and one still dropping a finished collective while the interpreter shuts
+    down needs the GIL, which a finalizing interpreter refuses: the process aborts with
+    "terminate called without an active exception". Imported first, the defaults are ``None``,
+    which torch reads as "the default group" when the functions run.
+    """
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 def _quiet_other_ranks(rank: int) -> None:
     """ember's own INFO and DEBUG messages (run start, epoch times) come from rank 0 only, as
     its ProgressBar does; warnings and errors still show on every rank. Loggers given a level
@@ -469,7 +485,14 @@ def _quiet_other_ranks(rank: int) -> None:
 
 
 def finalize() -> None:
-    """Destroy the default process group, if any (safe to call without one)."""
+    """Destroy the default process group, if any (safe to call without one).
+
+    Garbage is collected first: a DDP model in a reference cycle (with an engine's handlers, say)
+    holds the group through its reducer, and the group's worker threads stop only when the last
+    holder lets go. Stopped here, they cannot outlive the interpreter (see
+    :func:`_pin_no_group_in_torch_defaults`).
+    """
     if is_initialized():
+        gc.collect()
         dist.destroy_process_group()
     _state.context = None
