@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ember._ignite_patch import ignite_patched, patch_ignite
-
 try:
     from ember._version import __version__
 except ImportError:  # a source tree that was never built
@@ -19,6 +17,7 @@ except ImportError:  # a source tree that was never built
 
 if TYPE_CHECKING:
     from ember import distributed, engine, handlers, metrics
+    from ember._ignite_patch import ignite_patched, patch_ignite
 
 __all__ = [
     "__version__",
@@ -31,11 +30,15 @@ __all__ = [
 ]
 
 _SUBMODULES = frozenset({"distributed", "engine", "handlers", "metrics"})
+# The switch's module loads importlib's machinery (~14 ms): only when the switch is used.
+_SWITCH = frozenset({"ignite_patched", "patch_ignite"})
 
 
 def __getattr__(name: str) -> object:
     if name in _SUBMODULES:
         return importlib.import_module(f"ember.{name}")
+    if name in _SWITCH:
+        return getattr(importlib.import_module("ember._ignite_patch"), name)
     raise AttributeError(f"module 'ember' has no attribute {name!r}")
 
 
