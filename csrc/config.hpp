@@ -120,7 +120,7 @@ struct Config {
 
 // At namespace scope, not a function's static: Config is not constant-initialized (Layout holds
 // a vector), and a function's static would check its initialization guard at every read, which
-// also kept configured() from inlining into the loop (~14 instructions a call, a dozen calls an
+// also kept configured() from inlining into the loop (~14 instructions a call, 16 calls an
 // iteration). Defined in config.cpp.
 extern Config the_config;
 
