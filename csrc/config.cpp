@@ -6,6 +6,8 @@
 
 namespace ember {
 
+Config the_config;
+
 namespace {
 
 PyObject* leak(py::handle obj) {

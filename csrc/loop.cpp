@@ -250,7 +250,7 @@ Run::Run(PyObject* engine, PyObject* plan)
 
 // state(), held: for a block that reads the state again after running Python code (an __eq__,
 // a __del__ of a value it replaced), which may rebind engine.state and free the old one.
-py::object Run::held_state() {
+inline py::object Run::held_state() {
     return py::reinterpret_borrow<py::object>(state());
 }
 

@@ -69,7 +69,7 @@ private:
     void route_exception(const py::error_already_set& error, int line);
     void set_epoch_time(PyObject* key, double seconds);
     [[gnu::always_inline]] inline PyObject* state();
-    py::object held_state();
+    [[gnu::always_inline]] inline py::object held_state();
     bool is_done();
     void set_sampler_epoch();
     bool last_event_is_stop_iteration() const;
