@@ -32,23 +32,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ember.engine import Engine, Events, State
+from ember.engine._compiled import _EVENT_ORDER
 
 BUDGET = 400
-EVENTS = [
-    Events.STARTED,
-    Events.EPOCH_STARTED,
-    Events.GET_BATCH_STARTED,
-    Events.GET_BATCH_COMPLETED,
-    Events.DATALOADER_STOP_ITERATION,
-    Events.ITERATION_STARTED,
-    Events.ITERATION_COMPLETED,
-    Events.EPOCH_COMPLETED,
-    Events.COMPLETED,
-    Events.EXCEPTION_RAISED,
-    Events.TERMINATE,
-    Events.TERMINATE_SINGLE_EPOCH,
-    Events.INTERRUPT,
-]
+# Every event, in the compiled loop's EventId order (the order seeds were drawn in).
+EVENTS = list(_EVENT_ORDER)
 COUNTED = [e for e in EVENTS if e in State.event_to_attr]
 ODD_VALUES: list[Callable[[], Any]] = [
     lambda: None,
