@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import socket
@@ -30,6 +29,8 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
 
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
+
+from launch import engine_backends, launch_env
 
 ISOLATED = Path(__file__).resolve().parent / "isolated"
 SCENARIO = ISOLATED / "dist_scenario.py"
@@ -53,32 +54,7 @@ GROUP_TIMEOUT = scenario.TIMEOUT.total_seconds()
 assert GROUP_TIMEOUT > 3 * TIMEOUT
 
 
-def _engine_backends() -> list[str]:
-    try:
-        import ember.engine._compiled  # noqa: F401
-    except ImportError:
-        return ["python"]
-    return ["cpp", "python"]
-
-
-ENGINE_BACKENDS = _engine_backends()
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EMBER_BACKEND": ENGINE_BACKENDS[0]}
-    for name in (
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "LOCAL_WORLD_SIZE",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "GROUP_RANK",
-        "GROUP_WORLD_SIZE",
-        "TORCHELASTIC_USE_AGENT_STORE",
-    ):
-        env.pop(name, None)
-    return env
+ENGINE_BACKENDS = engine_backends()
 
 
 def _free_port() -> int:
@@ -96,7 +72,7 @@ def _torchrun() -> list[str]:
 def _start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         command,
-        env=env or _env(),
+        env=env or launch_env(EMBER_BACKEND=ENGINE_BACKENDS[0]),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -325,7 +301,7 @@ def test_finalize_stops_the_group_workers_after_ddp() -> None:
 def test_mismatched_world_sizes_and_a_missing_rank_fail_fast() -> None:
     def start(rank: int, world_size: int, port: int, timeout: float) -> subprocess.Popen[str]:
         env = {
-            **_env(),
+            **launch_env(EMBER_BACKEND=ENGINE_BACKENDS[0]),
             "RANK": str(rank),
             "WORLD_SIZE": str(world_size),
             "MASTER_ADDR": "127.0.0.1",

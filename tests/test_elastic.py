@@ -37,6 +37,8 @@ torch = pytest.importorskip("torch")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
+from launch import engine_backends, launch_env
+
 SCRIPT = Path(__file__).resolve().parent / "isolated" / "elastic_train.py"
 TIMEOUT = 240  # seconds for the jobs together: a run takes ~15 s alone, a hang never ends
 ITERATIONS = 30  # elastic_train.py: 5 epochs of 6 iterations
@@ -45,15 +47,7 @@ CHECK_EVERY = 2  # elastic_train.py's Preemption(check_every=...)
 SEED = int(os.environ.get("EMBER_ELASTIC_SEED", random.randrange(2**32)))
 
 
-def _engine_backends() -> list[str]:
-    try:
-        import ember.engine._compiled  # noqa: F401
-    except ImportError:
-        return ["python"]
-    return ["cpp", "python"]
-
-
-ENGINE_BACKENDS = _engine_backends()
+ENGINE_BACKENDS = engine_backends()
 
 
 def kill_plan(seed: int) -> list[tuple[int, int, int]]:
@@ -75,15 +69,6 @@ PLANS: dict[str, tuple[str, int, str]] = {  # name: (plan, --max-restarts, engin
     "agent": ("termagent:0:0:13", 3, ENGINE_BACKENDS[0]),
     "corrupt": ("", 0, ENGINE_BACKENDS[0]),  # its directory holds only a corrupt checkpoint
 }
-
-
-def _env(backend: str) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EMBER_BACKEND": backend}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                 "MASTER_PORT", "GROUP_RANK", "GROUP_WORLD_SIZE", "TORCHELASTIC_USE_AGENT_STORE",
-                 "TORCHELASTIC_RESTART_COUNT"):  # fmt: skip
-        env.pop(name, None)
-    return env
 
 
 class Job:
@@ -121,7 +106,7 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
             ]  # fmt: skip
             process = subprocess.Popen(
                 command,
-                env=_env(backend),
+                env=launch_env(EMBER_BACKEND=backend),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

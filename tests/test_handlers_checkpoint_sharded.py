@@ -5,7 +5,6 @@ writes its own shards into one directory, no rank gathers the state; synchronous
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,28 +17,19 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
 
 from ember.handlers import Checkpoint, DiskSaver
 from ember.handlers.checkpoint import TEMPORARY_SUFFIX
+from launch import launch_env
 
 SCRIPT = Path(__file__).resolve().parent / "isolated" / "sharded_checkpoint.py"
 
 
 def test_fsdp2_checkpoints_are_written_per_rank_and_load_back(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in (
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "LOCAL_WORLD_SIZE",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-    ):
-        env.pop(name, None)
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
-        env=env,
+        env=launch_env(),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     for rank in (0, 1):
