@@ -263,15 +263,23 @@ def test_one_write_in_flight_and_the_wait_is_reported(
     assert waits.seconds <= checkpoint.wait_seconds
 
 
-def test_writer_error_is_raised_at_the_next_save_and_deletes_nothing(
+def trainer_failing_to_write_model_2(
     make_engine: MakeEngine, tmp_path: Path
-) -> None:
+) -> tuple[Any, Checkpoint]:
+    """A trainer saving every iteration, keeping one file, whose write of model_2.pt fails."""
     model, step = model_and_step()
     saver = GatedSaver(tmp_path)
     saver.fail.add("model_2.pt")
     checkpoint = Checkpoint({"model": model}, saver, n_saved=1, async_save=True)
     trainer = make_engine(step)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, checkpoint)
+    return trainer, checkpoint
+
+
+def test_writer_error_is_raised_at_the_next_save_and_deletes_nothing(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    trainer, checkpoint = trainer_failing_to_write_model_2(make_engine, tmp_path)
     with pytest.raises(OSError, match=r"disk full while writing model_2\.pt") as info:
         trainer.run([0, 1, 2, 3])
     assert any("model_2.pt' in the background" in note for note in info.value.__notes__)
@@ -284,12 +292,7 @@ def test_writer_error_is_raised_at_the_next_save_and_deletes_nothing(
 def test_writer_error_of_the_last_save_is_raised_by_run(
     make_engine: MakeEngine, tmp_path: Path
 ) -> None:
-    model, step = model_and_step()
-    saver = GatedSaver(tmp_path)
-    saver.fail.add("model_2.pt")
-    checkpoint = Checkpoint({"model": model}, saver, n_saved=1, async_save=True)
-    trainer = make_engine(step)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, checkpoint)
+    trainer, checkpoint = trainer_failing_to_write_model_2(make_engine, tmp_path)
     with pytest.raises(OSError, match="disk full"):
         trainer.run([0, 1])
     assert names(tmp_path) == ["model_1.pt"]
