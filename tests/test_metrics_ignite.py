@@ -153,6 +153,17 @@ def _compute(module: Any, factory: Callable[[Any], Any], data: list[Any]) -> Any
         return metric.compute()
 
 
+def _assert_values_agree(ours: Any, theirs: Any) -> None:
+    # ignite sums float32 values in float32 (Loss, the regression errors) and adds eps=1e-15 to
+    # Fbeta's denominator; ember sums in float64: the values agree to float32 precision.
+    torch.testing.assert_close(
+        torch.as_tensor(ours, dtype=torch.float64),
+        torch.as_tensor(theirs, dtype=torch.float64),
+        rtol=1e-6,
+        atol=1e-9,
+    )
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_same_value_shape_and_type_as_ignite(case: str) -> None:
     factory, kind = CASES[case]
@@ -164,14 +175,7 @@ def test_same_value_shape_and_type_as_ignite(case: str) -> None:
         assert _describe(ours)[2] != _describe(theirs)[2], f"no longer differs: {DIFFERENCES[case]}"
     else:
         assert _describe(ours) == _describe(theirs)
-    # ignite sums float32 values in float32 (Loss, the regression errors) and adds eps=1e-15 to
-    # Fbeta's denominator; ember sums in float64: the values agree to float32 precision.
-    torch.testing.assert_close(
-        torch.as_tensor(ours, dtype=torch.float64),
-        torch.as_tensor(theirs, dtype=torch.float64),
-        rtol=1e-6,
-        atol=1e-9,
-    )
+    _assert_values_agree(ours, theirs)
 
 
 def test_fbeta_micro_and_weighted_are_what_they_say() -> None:
@@ -224,9 +228,4 @@ def test_state_metrics_hold_what_ignite_stores(case: str, backend: str) -> None:
         theirs = theirs.item()
     else:
         assert _describe(ours) == _describe(theirs)
-    torch.testing.assert_close(
-        torch.as_tensor(ours, dtype=torch.float64),
-        torch.as_tensor(theirs, dtype=torch.float64),
-        rtol=1e-6,
-        atol=1e-9,
-    )
+    _assert_values_agree(ours, theirs)
