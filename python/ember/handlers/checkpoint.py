@@ -1082,12 +1082,17 @@ def _load_sharded(to_load: Mapping[str, Any], path: Path) -> dict[str, Any]:
     try:
         load(state, checkpoint_id=path)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ValueError(
             f"Sharded checkpoint '{path}' could not be loaded into {sorted(map(str, to_load))} "
-            f"({type(exc).__name__}: {first_line})"
+            f"({_summary(exc)})"
         ) from exc
     return state
+
+
+def _summary(exc: BaseException) -> str:
+    """``Type: first line of the message``: a loader's message can run to pages."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _load_file(path: Path) -> Any:
@@ -1100,10 +1105,9 @@ def _load_file(path: Path) -> Any:
     except (FileNotFoundError, PermissionError):
         raise
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ValueError(
             f"Checkpoint file '{path}' could not be loaded: it is truncated, corrupted or not a "
-            f"checkpoint written by torch.save ({type(exc).__name__}: {first_line})"
+            f"checkpoint written by torch.save ({_summary(exc)})"
         ) from exc
     if not isinstance(obj, Mapping):
         raise TypeError(
