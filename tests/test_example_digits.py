@@ -104,8 +104,9 @@ def test_patch_ignite_runner_as_the_program_torchrun_launches(tmp_path: Path) ->
         "import os, sys\n"
         "import ignite.engine\n"
         "import ember\n"
-        "print('rank', os.environ['RANK'], ember.ignite_patched(),\n"
-        "      ignite.engine.Engine.__module__, sys.argv[1:])\n"
+        "line = f\"rank {os.environ['RANK']} {ember.ignite_patched()} \"\n"
+        'line += f"{ignite.engine.Engine.__module__} {sys.argv[1:]}\\n"\n'
+        "os.write(1, line.encode())  # one write: the ranks share the pipe\n"
     )
     result = torchrun("-m", "ember.patch_ignite", str(script), "--flag", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
