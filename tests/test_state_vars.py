@@ -10,10 +10,20 @@ from typing import Any
 import pytest
 
 from ember.engine import Events, State
-from ember.engine.state import _SLOT_FIELDS
 
-# The slots first, then the instance dictionary's fields (docs/migration.md).
-FIELDS = [*_SLOT_FIELDS, "metrics", "seed"]
+FIELDS = [
+    "iteration",
+    "epoch",
+    "epoch_length",
+    "max_epochs",
+    "max_iters",
+    "output",
+    "batch",
+    "dataloader",
+    "times",
+    "metrics",
+    "seed",
+]
 
 
 def test_vars_and_dunder_dict_list_every_field_during_and_after_a_run(make_engine: Any) -> None:
