@@ -380,17 +380,20 @@ class RunningAverage(Metric):
             self.src.reset()
 
     def update(self, output: Any) -> None:
-        pending = self._pending
-        if self.src is None and pending is not None and pending.accepts(output):
-            self._append(pending, output)
-            return
-        self._update_checked(output, self._value)
+        if not self._appended(output):
+            self._update_checked(output, self._value)
 
-    def _append(self, pending: _PendingAverage, value: torch.Tensor) -> None:
+    def _appended(self, output: Any) -> bool:
+        """The per-iteration fast path: a value the pending average accepts is appended (and
+        folded in every ``_FOLD_EVERY`` values). False when it needs the checked update."""
+        pending = self._pending
+        if self.src is not None or pending is None or not pending.accepts(output):
+            return False
         values = pending.values
-        values.append(value)
+        values.append(output)
         if len(values) >= _FOLD_EVERY:
             self._pending = pending.folded()
+        return True
 
     def _update_checked(self, output: Any, previous: float | torch.Tensor | None) -> None:
         if self.src is not None:
@@ -455,17 +458,12 @@ class RunningAverage(Metric):
         return single
 
     def iteration_completed(self, engine: Any) -> None:
-        if self.src is None:
-            # The common case, a detached loss tensor, is appended without entering no_grad.
-            output = self._output_transform(engine.state.output)
-            pending = self._pending
-            if pending is not None and pending.accepts(output):
-                self._append(pending, output)
-                return
-        else:
-            output = None
+        output = None if self.src is not None else self._output_transform(engine.state.output)
+        # The common case, a detached loss tensor, is appended without entering no_grad.
+        if self._appended(output):
+            return
         with torch.no_grad():
-            self.update(output)
+            self._update_checked(output, self._value)
 
     # ------------------------------------------------------------------------------ attaching
     def _usage_events(self, usage: MetricUsage) -> tuple[Any, Any, Any]:
