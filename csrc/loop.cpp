@@ -444,13 +444,13 @@ bool Run::epoch_is_over() {
     long long bound = 0;
     PyObject* epoch_length = c.state.epoch_length.get(s);
     if (epoch_length != Py_None &&
-        (seen_epoch_length_.read(epoch_length, bound) ? iter_counter_ == bound
-                                                      : equals(iter_counter_, epoch_length)))
+        (exact_int(epoch_length, bound) ? iter_counter_ == bound
+                                        : equals(iter_counter_, epoch_length)))
         return true;
     PyObject* max_iters = c.state.max_iters.get(s);
     if (max_iters == Py_None) return false;
     PyObject* iteration = c.state.iteration.get(s);
-    bool reached = iteration == iteration_.object.ptr() && seen_max_iters_.read(max_iters, bound)
+    bool reached = iteration == iteration_.object.ptr() && exact_int(max_iters, bound)
                        ? iteration_.value == bound
                        : equals(iteration, max_iters);
     if (!reached) return false;

@@ -79,8 +79,6 @@ private:
     LayoutGuard engine_guard_;
     LayoutGuard state_guard_;
     Dispatcher dispatcher_;
-    SeenInt seen_epoch_length_;
-    SeenInt seen_max_iters_;
     py::object profiler_;            // engine._profiler, None when not profiling
     py::object checked_dataloader_;  // the data last looked at for a sampler with set_epoch
     bool sampler_has_set_epoch_ = false;

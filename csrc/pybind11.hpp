@@ -55,26 +55,6 @@ struct WrittenInt {
     long long value = 0;
 };
 
-// The value of an int the loop met before, kept with the object so that meeting the same
-// object again needs no conversion: a bound stays the same object for a whole run unless a
-// program assigns another.
-struct SeenInt {
-    py::object object;
-    long long value = 0;
-
-    // False when `candidate` is not an exact int in long long's range.
-    bool read(PyObject* candidate, long long& result) {
-        if (candidate == object.ptr()) {
-            result = value;
-            return true;
-        }
-        if (!exact_int(candidate, result)) return false;
-        object = py::reinterpret_borrow<py::object>(candidate);
-        value = result;
-        return true;
-    }
-};
-
 // A __slots__ member of a Python class, read and written at its offset without an attribute
 // lookup. Built from the member descriptor that the class or one of its bases defines, so it
 // also works on subclass instances; used only on objects whose class a Layout admitted
