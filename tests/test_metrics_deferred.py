@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import pickle
 from collections import OrderedDict
 from typing import Any
@@ -308,3 +309,19 @@ def test_state_metrics_replaced_during_the_run(make_engine: Any) -> None:
     assert type(engine.state.metrics) is Recorded
     assert type(dict.__getitem__(engine.state.metrics, "loss")) is float
     assert engine.state.metrics["loss"] == pytest.approx(expected_running(LOSSES, 0.9)[-1])
+
+
+@pytest.mark.parametrize("alpha", [1e-9, 0.01, 0.98, 1.0])
+@pytest.mark.parametrize("where", [0, 5, 299])
+def test_an_infinite_value_stays_infinite_over_a_fold(alpha: float, where: int) -> None:
+    # Folded over hundreds of steps, alpha**k rounds to 0 for a small alpha: the fold keeps it
+    # positive, so that the average is inf as step by step (0 * inf would make it NaN).
+    values = [1.0] * 300
+    values[where] = -math.inf
+    metric = RunningAverage(output_transform=lambda o: o, alpha=alpha)
+    step_by_step = None
+    for value in values:
+        metric.update(torch.tensor(value, dtype=torch.float64))
+        step_by_step = value if step_by_step is None else alpha * step_by_step + (1 - alpha) * value
+    # -inf; with alpha 1, the first value, or NaN (0 * inf) when a later one is infinite
+    assert metric.compute().item() == pytest.approx(step_by_step, nan_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -207,8 +208,21 @@ class Average(Metric):
         return mean
 
 
-_FOLD_EVERY = 64  # pending values of a running average folded in by one weighted sum
+_FOLD_EVERY = 256  # pending values of a running average folded in by one weighted sum
 _Tensor = torch.Tensor  # read at every update: a module global, not torch's attribute
+
+
+# Products of powers of alpha that round to 0 are kept at the least positive double: an infinite
+# value stays infinite however many steps it is folded over, as in the step-by-step average
+# (where ``0 * inf`` would be NaN). Finite values lose nothing that counts.
+def _decay(alpha: float, steps: int) -> float:
+    """``alpha ** steps`` (alpha in (0, 1])."""
+    return max(alpha**steps, math.ulp(0.0))
+
+
+def _weight(alpha: float, age: int) -> float:
+    """The weight of a value ``age`` steps older than the newest: ``(1 - alpha) * alpha**age``."""
+    return 0.0 if alpha == 1.0 else max((1.0 - alpha) * alpha**age, math.ulp(0.0))
 
 
 def _wide_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -266,7 +280,7 @@ class _PendingAverage:
         wide = _wide_dtype(base)
         if weights is None or weights.dtype != wide or weights.device != base.device:
             # weights[-k:] are the k newest values' weights, oldest first.
-            powers = [(1.0 - alpha) * alpha**age for age in range(_FOLD_EVERY - 1, -1, -1)]
+            powers = [_weight(alpha, age) for age in range(_FOLD_EVERY - 1, -1, -1)]
             weights = torch.tensor(powers, dtype=wide, device=base.device)
         self.weights = weights
 
@@ -285,7 +299,7 @@ class _PendingAverage:
             else torch.tensordot(newest_weights, newest, dims=1)
         )
         # weighted is a new tensor: added to in place, in the wide dtype.
-        average = weighted.add_(average, alpha=self.alpha ** (count - done)).to(self.dtype)
+        average = weighted.add_(average, alpha=_decay(self.alpha, count - done)).to(self.dtype)
         self.read = (count, average)
         return average
 
