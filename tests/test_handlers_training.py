@@ -495,3 +495,16 @@ def test_terminate_on_nan_runs_with_another_epoch_length(make_engine: MakeEngine
     assert trainer.state.iteration == 20
     trainer.run(losses[3], max_epochs=2)  # a new run, epochs of 4: read at iteration 4
     assert trainer.state.iteration == 4 and trainer.should_terminate
+
+
+def test_terminate_on_nan_on_a_filtered_event(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # check_every counts calls: with every=3, calls at 3, 6, 9, ...; a NaN at 4 is never seen.
+    for bad, every, check_every, stop in [(4, 3, 2, None), (6, 3, 2, 6), (5, 5, 100, 10)]:
+        trainer = make_engine(nan_at(bad))
+        handler = TerminateOnNan(check_every=check_every)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), handler)
+        trainer.run(range(10), max_epochs=3)
+        assert trainer.state.iteration == (30 if stop is None else stop)
+        assert (f"of iteration {bad} contains NaN or Inf" in caplog.text) == (stop is not None)

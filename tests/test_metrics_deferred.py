@@ -325,3 +325,18 @@ def test_an_infinite_value_stays_infinite_over_a_fold(alpha: float, where: int) 
         step_by_step = value if step_by_step is None else alpha * step_by_step + (1 - alpha) * value
     # -inf; with alpha 1, the first value, or NaN (0 * inf) when a later one is infinite
     assert metric.compute().item() == pytest.approx(step_by_step, nan_ok=True)
+
+
+@pytest.mark.parametrize("odd", ["text", None, [torch.tensor(1.0)]])
+def test_an_output_replaced_by_an_odd_object_is_refused(make_engine: Any, odd: Any) -> None:
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def replace(engine: Any) -> None:
+        if engine.state.iteration == 3:
+            engine.state.output = odd
+
+    RunningAverage(output_transform=lambda loss: loss).attach(engine, "loss")
+    with pytest.raises(TypeError, match=r"expects a number or a torch\.Tensor"):
+        engine.run(LOSSES)
+    assert engine.state.iteration == 3
