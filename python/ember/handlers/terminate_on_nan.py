@@ -190,7 +190,7 @@ class TerminateOnNan:
         torch = sys.modules["torch"]
         try:
             stacked = torch.stack(scalars)
-        except RuntimeError:  # on several devices
+        except RuntimeError:  # on several devices: the grouped way, as before
             return cls._all_finite(scalars)
         return bool(torch.isfinite(stacked).all())
 
