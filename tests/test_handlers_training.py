@@ -420,3 +420,91 @@ def test_terminate_on_nan_output_transform(make_engine: MakeEngine) -> None:
     assert trainer.state.iteration == 2
     with pytest.raises(TypeError, match="callable"):
         TerminateOnNan(output_transform=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("outputs", "bad"),
+    [
+        # a plain loss NaN before a walked output: found among the plain ones
+        ([0.5, math.nan, (0.5, [1.0]), 0.5], 2),
+        # a walked tensor not finite before a plain NaN
+        ([0.5, (0.5, [1.0, math.inf]), math.nan, 0.5], 2),
+        ([(0.5,), 0.5, (math.nan,), math.nan], 3),
+    ],
+)
+def test_terminate_on_nan_plain_and_walked_outputs_name_the_first_bad_iteration(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture, outputs: list[Any], bad: int
+) -> None:
+    def as_tensors(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(torch.tensor(item) for item in value)
+        return torch.tensor(value)
+
+    trainer = make_engine(lambda engine, batch: as_tensors(outputs[batch]))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.run(range(len(outputs)), max_epochs=2)
+    assert trainer.state.iteration == len(outputs)  # read at the epoch's end
+    assert f"of iteration {bad} contains NaN or Inf" in caplog.text
+
+
+def test_terminate_on_nan_plain_losses_of_several_dtypes(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    from syncs import HostSyncCounter
+
+    dtypes = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+    values = [1e30, 1e300, 6e4, 1e38]  # finite, each near its dtype's largest
+    trainer = make_engine(lambda engine, batch: torch.tensor(values[batch], dtype=dtypes[batch]))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    with HostSyncCounter() as counter:
+        trainer.run(range(4), max_epochs=2)
+    assert not trainer.should_terminate and counter.count == 2  # one read per epoch
+    values[2] = 1e5  # inf in float16
+    trainer.run(range(4), max_epochs=2)
+    assert trainer.state.iteration == 4
+    assert "of iteration 3 contains NaN or Inf" in caplog.text
+
+
+def test_terminate_on_nan_outputs_that_change_kind(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Marked(torch.Tensor):
+        pass
+
+    outputs = [
+        lambda: "text",
+        lambda: torch.tensor(0.5),
+        lambda: torch.tensor(1, dtype=torch.int64),
+        lambda: torch.tensor([0.5, 1.0]),
+        lambda: torch.tensor(math.inf).as_subclass(Marked),  # not the plain kind: walked
+        lambda: torch.tensor(math.nan, requires_grad=True),
+        lambda: torch.tensor(0.5),
+    ]
+    trainer = make_engine(lambda engine, batch: outputs[batch]())
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.run(range(len(outputs)))
+    assert trainer.state.iteration == len(outputs)
+    assert "of iteration 5 contains NaN or Inf" in caplog.text
+
+
+def test_terminate_on_nan_runs_with_another_epoch_length(make_engine: MakeEngine) -> None:
+    losses = {2: [0.5] * 10, 3: [0.5, 0.5, math.nan, 0.5]}
+    trainer = make_engine(lambda engine, batch: torch.tensor(batch))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.run(losses[2], max_epochs=2)
+    assert trainer.state.iteration == 20
+    trainer.run(losses[3], max_epochs=2)  # a new run, epochs of 4: read at iteration 4
+    assert trainer.state.iteration == 4 and trainer.should_terminate
+
+
+def test_terminate_on_nan_on_a_filtered_event(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # check_every counts calls: with every=3, calls at 3, 6, 9, ...; a NaN at 4 is never seen.
+    for bad, every, check_every, stop in [(4, 3, 2, None), (6, 3, 2, 6), (5, 5, 100, 10)]:
+        trainer = make_engine(nan_at(bad))
+        handler = TerminateOnNan(check_every=check_every)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), handler)
+        trainer.run(range(10), max_epochs=3)
+        assert trainer.state.iteration == (30 if stop is None else stop)
+        assert (f"of iteration {bad} contains NaN or Inf" in caplog.text) == (stop is not None)

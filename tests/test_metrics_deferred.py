@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import pickle
 from collections import OrderedDict
 from typing import Any
@@ -239,3 +240,103 @@ def test_a_folded_vector_average_keeps_dtype_and_shape() -> None:
     metric.reset()
     metric.update(torch.tensor([1.0, 2.0], dtype=torch.float16))
     assert metric.compute().tolist() == [1.0, 2.0]  # the first value as it is
+
+
+def test_placeholders_read_in_any_order_see_their_own_values(make_engine: Any) -> None:
+    # A read continues from the previous one (the next bar refresh sums only the new values):
+    # a placeholder older than the last read, or from before a fold, still gets its own value.
+    losses = [float((5 * i) % 11) / 2.0 for i in range(150)]
+    engine = tensor_loss_engine(make_engine)
+    placeholders: list[Any] = []
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def keep(engine: Any) -> None:
+        placeholders.append(dict.__getitem__(engine.state.metrics, "loss"))
+
+    engine.run(losses)
+    expected = expected_running(losses, 0.9)
+    order = [10, 3, 70, 64, 149, 0, 65, 128, 127, *range(150)]
+    seen = [placeholders[i].get() for i in order]
+    assert seen == pytest.approx([expected[i] for i in order], rel=1e-6)
+
+
+def test_outputs_that_change_type_shape_or_autograd_are_averaged_as_before(
+    make_engine: Any,
+) -> None:
+    class Marked(torch.Tensor):
+        pass
+
+    outputs = [
+        torch.tensor(1.0),
+        torch.tensor(2.0, dtype=torch.float64),  # another dtype: the average follows it
+        torch.tensor(3.0, requires_grad=True),
+        2.0,
+        torch.tensor(5.0).as_subclass(Marked),
+        torch.tensor(4.0),
+    ]
+    engine = make_engine(lambda engine, batch: outputs[batch])
+    RunningAverage(output_transform=lambda loss: loss, alpha=0.5).attach(engine, "loss")
+    seen: list[Any] = []
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda engine: seen.append(engine.state.metrics["loss"])
+    )
+    engine.run(range(len(outputs)))
+    assert seen == pytest.approx(expected_running([1.0, 2.0, 3.0, 2.0, 5.0, 4.0], 0.5))
+    # A one-element vector after 0-d values: broadcast to its shape, stored as a number.
+    vectors = [torch.tensor(1.0), torch.tensor([3.0]), torch.tensor([5.0])]
+    engine = make_engine(lambda engine, batch: vectors[batch])
+    metric = RunningAverage(output_transform=lambda loss: loss, alpha=0.5)
+    metric.attach(engine, "loss")
+    assert engine.run(range(3)).metrics["loss"] == 3.5
+    assert metric.compute().shape == (1,)
+
+
+def test_state_metrics_replaced_during_the_run(make_engine: Any) -> None:
+    class Recorded(dict[str, Any]):
+        pass
+
+    engine = tensor_loss_engine(make_engine)
+    replacements = {3: dict, 5: Recorded}
+
+    @engine.on(Events.ITERATION_STARTED)
+    def replace(engine: Any) -> None:
+        if engine.state.iteration in replacements:
+            engine.state.metrics = replacements[engine.state.iteration]()
+        if engine.state.iteration == 4:
+            assert type(engine.state.metrics) is DeferredMetrics  # the plain dict replaced
+
+    engine.run(LOSSES)
+    assert type(engine.state.metrics) is Recorded
+    assert type(dict.__getitem__(engine.state.metrics, "loss")) is float
+    assert engine.state.metrics["loss"] == pytest.approx(expected_running(LOSSES, 0.9)[-1])
+
+
+@pytest.mark.parametrize("alpha", [1e-9, 0.01, 0.98, 1.0])
+@pytest.mark.parametrize("where", [0, 5, 299])
+def test_an_infinite_value_stays_infinite_over_a_fold(alpha: float, where: int) -> None:
+    # Folded over hundreds of steps, alpha**k rounds to 0 for a small alpha: the fold keeps it
+    # positive, so that the average is inf as step by step (0 * inf would make it NaN).
+    values = [1.0] * 300
+    values[where] = -math.inf
+    metric = RunningAverage(output_transform=lambda o: o, alpha=alpha)
+    step_by_step = None
+    for value in values:
+        metric.update(torch.tensor(value, dtype=torch.float64))
+        step_by_step = value if step_by_step is None else alpha * step_by_step + (1 - alpha) * value
+    # -inf; with alpha 1, the first value, or NaN (0 * inf) when a later one is infinite
+    assert metric.compute().item() == pytest.approx(step_by_step, nan_ok=True)
+
+
+@pytest.mark.parametrize("odd", ["text", None, [torch.tensor(1.0)]])
+def test_an_output_replaced_by_an_odd_object_is_refused(make_engine: Any, odd: Any) -> None:
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def replace(engine: Any) -> None:
+        if engine.state.iteration == 3:
+            engine.state.output = odd
+
+    RunningAverage(output_transform=lambda loss: loss).attach(engine, "loss")
+    with pytest.raises(TypeError, match=r"expects a number or a torch\.Tensor"):
+        engine.run(LOSSES)
+    assert engine.state.iteration == 3

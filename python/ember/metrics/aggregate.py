@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,7 +21,7 @@ from ember.metrics._base import (
     _identity,
 )
 from ember.metrics._checks import shape_of
-from ember.metrics._deferred import DeferredValue, deferred_metrics
+from ember.metrics._deferred import DeferredMetrics, DeferredValue, deferred_metrics
 
 __all__ = ["Average", "Loss", "RunningAverage"]
 
@@ -207,7 +208,21 @@ class Average(Metric):
         return mean
 
 
-_FOLD_EVERY = 64  # pending values of a running average folded in by one weighted sum
+_FOLD_EVERY = 256  # pending values of a running average folded in by one weighted sum
+_Tensor = torch.Tensor  # read at every update: a module global, not torch's attribute
+
+
+# Products of powers of alpha that round to 0 are kept at the least positive double: an infinite
+# value stays infinite however many steps it is folded over, as in the step-by-step average
+# (where ``0 * inf`` would be NaN). Finite values lose nothing that counts.
+def _decay(alpha: float, steps: int) -> float:
+    """``alpha ** steps`` (alpha in (0, 1])."""
+    return max(alpha**steps, math.ulp(0.0))
+
+
+def _weight(alpha: float, age: int) -> float:
+    """The weight of a value ``age`` steps older than the newest: ``(1 - alpha) * alpha**age``."""
+    return 0.0 if alpha == 1.0 else max((1.0 - alpha) * alpha**age, math.ulp(0.0))
 
 
 def _wide_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -225,52 +240,74 @@ class _PendingAverage:
     makes a new ``_PendingAverage``), so ``tensor_at(count)``, the average after the first
     ``count`` pending values, stays valid for a :class:`DeferredValue` stored earlier. Folding
     ``k`` values in is one weighted sum, equal to ``k`` steps of ``v = a * v + (1 - a) * x``:
-    ``a**k * base + sum_i (1 - a) * a**(k - i) * x_i``.
+    ``a**k * base + sum_i (1 - a) * a**(k - i) * x_i``. The last ``tensor_at`` is remembered
+    (``read``): a later count (the progress bar's next read, the fold) sums only the values
+    after it.
     """
 
-    __slots__ = ("alpha", "base", "device", "dtype", "shape", "values", "weights")
+    __slots__ = (
+        "alpha",
+        "base",
+        "device",
+        "dtype",
+        "on_cpu",
+        "read",
+        "scalar",
+        "shape",
+        "values",
+        "weights",
+    )
 
-    def __init__(self, base: torch.Tensor, alpha: float, weights: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        base: torch.Tensor,
+        alpha: float,
+        weights: torch.Tensor | None,
+        like: _PendingAverage | None = None,
+    ) -> None:
         self.base = base
         self.alpha = alpha
-        # base's, read once: a tensor's attributes cost ~0.1 us per access.
-        self.dtype, self.shape, self.device = base.dtype, base.shape, base.device
         self.values: list[torch.Tensor] = []
+        self.read = (0, base)
+        if like is not None:  # a fold: base is like's average (its dtype, shape and device)
+            self.dtype, self.shape, self.device = like.dtype, like.shape, like.device
+            self.on_cpu, self.scalar, self.weights = like.on_cpu, like.scalar, like.weights
+            return
+        # base's, read once: a tensor's attributes cost ~0.05 us per access.
+        self.dtype, self.shape, self.device = base.dtype, base.shape, base.device
+        # What an update checks instead of the shape and the device, where that is cheaper.
+        self.on_cpu, self.scalar = self.device.type == "cpu", base.ndim == 0
         wide = _wide_dtype(base)
         if weights is None or weights.dtype != wide or weights.device != base.device:
             # weights[-k:] are the k newest values' weights, oldest first.
-            powers = [(1.0 - alpha) * alpha**age for age in range(_FOLD_EVERY - 1, -1, -1)]
+            powers = [_weight(alpha, age) for age in range(_FOLD_EVERY - 1, -1, -1)]
             weights = torch.tensor(powers, dtype=wide, device=base.device)
         self.weights = weights
 
-    def accepts(self, value: Any) -> bool:
-        """Whether ``value`` can be appended: a tensor without autograd history, like ``base``."""
-        return (
-            type(value) is torch.Tensor
-            and not value.requires_grad
-            and value.dtype is self.dtype
-            and value.shape == self.shape
-            and value.device == self.device
-        )
-
     def tensor_at(self, count: int) -> torch.Tensor:
-        if count == 0:
-            return self.base
-        base, weights = self.base, self.weights
-        newest = torch.stack(self.values[:count]).to(weights.dtype)
-        newest_weights = weights[_FOLD_EVERY - count :]
+        done, average = self.read
+        if count < done:  # an older DeferredValue read after a newer one
+            done, average = 0, self.base
+        if count == done:
+            return average
+        weights = self.weights
+        newest = torch.stack(self.values[done:count]).to(weights.dtype)
+        newest_weights = weights[_FOLD_EVERY - (count - done) :]
         weighted = (  # dot is the cheaper call for the common 0-d values (losses)
             torch.dot(newest_weights, newest)
             if newest.ndim == 1
             else torch.tensordot(newest_weights, newest, dims=1)
         )
-        return torch.add(weighted, base.to(weights.dtype), alpha=self.alpha**count).to(base.dtype)
+        # weighted is a new tensor: added to in place, in the wide dtype.
+        average = weighted.add_(average, alpha=_decay(self.alpha, count - done)).to(self.dtype)
+        self.read = (count, average)
+        return average
 
     def folded(self) -> _PendingAverage:
         """A ``_PendingAverage`` with every pending value folded into its base."""
         if not self.values:
             return self
-        return _PendingAverage(self.tensor_at(len(self.values)), self.alpha, self.weights)
+        return _PendingAverage(self.tensor_at(len(self.values)), self.alpha, None, like=self)
 
 
 class RunningAverage(Metric):
@@ -384,10 +421,19 @@ class RunningAverage(Metric):
             self._update_checked(output, self._value)
 
     def _appended(self, output: Any) -> bool:
-        """The per-iteration fast path: a value the pending average accepts is appended (and
-        folded in every ``_FOLD_EVERY`` values). False when it needs the checked update."""
+        """The per-iteration fast path: a tensor without autograd history, like the pending
+        average's base, is appended (and folded in every ``_FOLD_EVERY`` values). False when it
+        needs the checked update."""
         pending = self._pending
-        if self.src is not None or pending is None or not pending.accepts(output):
+        if (
+            pending is None
+            or self.src is not None
+            or type(output) is not _Tensor
+            or output.requires_grad
+            or output.dtype is not pending.dtype
+            or (output.ndim != 0 if pending.scalar else output.shape != pending.shape)
+            or not (output.is_cpu if pending.on_cpu else output.device == pending.device)
+        ):
             return False
         values = pending.values
         values.append(output)
@@ -444,8 +490,11 @@ class RunningAverage(Metric):
         """Handler: store the value in ``engine.state.metrics[name]``; a device value is stored
         as a :class:`~ember.metrics._deferred.DeferredValue`, read when the entry is read."""
         pending = self._pending
-        if self.deferred and pending is not None and self._in_single_process():
-            metrics = deferred_metrics(engine.state)
+        if pending is not None and self.deferred:
+            metrics = engine.state.metrics
+            # Once the run has a DeferredMetrics and knows it is one process: no call.
+            if type(metrics) is not DeferredMetrics or self._single_process_run is not True:
+                metrics = deferred_metrics(engine.state) if self._in_single_process() else None
             if metrics is not None:
                 dict.__setitem__(metrics, name, DeferredValue(pending, len(pending.values)))
                 return
@@ -458,10 +507,12 @@ class RunningAverage(Metric):
         return single
 
     def iteration_completed(self, engine: Any) -> None:
-        output = None if self.src is not None else self._output_transform(engine.state.output)
-        # The common case, a detached loss tensor, is appended without entering no_grad.
-        if self._appended(output):
-            return
+        output = None
+        if self.src is None:
+            output = self._output_transform(engine.state.output)
+            # The common case, a detached loss tensor, is appended without entering no_grad.
+            if self._appended(output):
+                return
         with torch.no_grad():
             self._update_checked(output, self._value)
 
