@@ -68,6 +68,24 @@ def test_grad_mode_already_off_stays_off(make_engine: Any) -> None:
     assert torch.is_grad_enabled()
 
 
+def test_an_update_switching_autograd_on_does_not_leak_it(make_engine: Any) -> None:
+    """As with torch.no_grad(): the mode before the update comes back after it."""
+
+    class Switching(_GradRecorder):
+        def update(self, output: Any) -> None:
+            torch.set_grad_enabled(True)
+
+    engine = make_engine(lambda e, batch: batch)
+    Switching().attach(engine, "total")
+    seen_after: list[bool] = []
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: seen_after.append(torch.is_grad_enabled())
+    )
+    with torch.no_grad():
+        engine.run(_pairs(2))
+    assert seen_after == [False, False]
+
+
 def test_grad_mode_comes_back_when_update_raises(make_engine: Any) -> None:
     class Failing(_GradRecorder):
         def update(self, output: Any) -> None:

@@ -312,15 +312,14 @@ class Metric(metaclass=ABCMeta):
     def iteration_completed(self, engine: Any) -> None:
         """Handler: update with ``output_transform(engine.state.output)``, without autograd."""
         output = self._transformed_output(engine)
-        # torch.no_grad() without its context object (1.3 us a batch per metric, 0.2 here).
-        if not _grad_enabled():
-            self.update(output)
-            return
+        # What torch.no_grad() does, without its context object (1.3 us a batch per metric,
+        # 0.2 here).
+        enabled = _grad_enabled()
         _set_grad_enabled(False)
         try:
             self.update(output)
         finally:
-            _set_grad_enabled(True)
+            _set_grad_enabled(enabled)
 
     def completed(self, engine: Any, name: str) -> None:
         """Handler: compute and store the value in ``engine.state.metrics[name]``.
