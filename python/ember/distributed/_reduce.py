@@ -43,8 +43,10 @@ def sum_over_ranks(
     in a process a launcher started as one of several, without a group, this raises
     :class:`~ember.distributed.GroupNotInitializedError`.
     """
-    _context.refuse_without_group(f"{name}.compute()")
-    if not _context.is_initialized() or dist.get_world_size() == 1:
+    if not _context.is_initialized():
+        _context.refuse_without_group(f"{name}.compute()")
+        return tuple(values)
+    if dist.get_world_size() == 1:
         return tuple(values)
     kinds = [_kind(value) for value in values]
     everyone: list[Any] = [None] * dist.get_world_size()

@@ -173,6 +173,10 @@ def _identity(output: Any) -> Any:
 
 _STATE_TYPES = (type(None), bool, int, float, str, torch.Tensor)
 
+# What torch.no_grad() calls on entry and exit.
+_grad_enabled = torch.is_grad_enabled
+_set_grad_enabled = torch._C._set_grad_enabled
+
 
 def _require_mapping(state_dict: Any) -> None:
     if not isinstance(state_dict, Mapping):
@@ -289,7 +293,11 @@ class Metric(metaclass=ABCMeta):
         self.reset()
 
     def _transformed_output(self, engine: Any) -> Any:
-        output = self._output_transform(engine.state.output)
+        output = engine.state.output
+        if self._output_transform is not _identity:
+            output = self._output_transform(output)
+        if type(output) is tuple:  # the usual (y_pred, y): no abstract-class check
+            return output
         if isinstance(output, Mapping) and self.required_output_keys is not None:
             missing = [key for key in self.required_output_keys if key not in output]
             if missing:
@@ -304,8 +312,14 @@ class Metric(metaclass=ABCMeta):
     def iteration_completed(self, engine: Any) -> None:
         """Handler: update with ``output_transform(engine.state.output)``, without autograd."""
         output = self._transformed_output(engine)
-        with torch.no_grad():
+        # What torch.no_grad() does, without its context object (1.3 us a batch per metric,
+        # 0.2 here).
+        enabled = _grad_enabled()
+        _set_grad_enabled(False)
+        try:
             self.update(output)
+        finally:
+            _set_grad_enabled(enabled)
 
     def completed(self, engine: Any, name: str) -> None:
         """Handler: compute and store the value in ``engine.state.metrics[name]``.

@@ -187,7 +187,11 @@ def read_collected(collector: list[_Check]) -> None:
 def _read(checks: list[_Check], value: torch.Tensor | None) -> Any:
     if not checks:
         return None if value is None else value.item()
-    failed = torch.stack([check.failed for check in checks]).any()
+    failed = (
+        checks[0].failed
+        if len(checks) == 1
+        else torch.stack([check.failed for check in checks]).any()
+    )
     if value is None:
         if bool(failed):
             _raise_first_failure(checks)

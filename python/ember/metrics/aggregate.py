@@ -39,6 +39,23 @@ def _is_value(value: Any) -> bool:
     return isinstance(value, (numbers.Real, torch.Tensor)) and not isinstance(value, bool)
 
 
+def _loss_arguments(output: Any) -> tuple[Any, Any, Mapping[str, Any]]:
+    """``(y_pred, y, loss_fn kwargs)`` of a ``Loss`` update's ``(y_pred, y)`` or
+    ``(y_pred, y, kwargs)``."""
+    if not isinstance(output, (tuple, list)) or len(output) not in (2, 3):
+        raise TypeError(
+            "Loss.update expects (y_pred, y) or (y_pred, y, kwargs), got "
+            f"{type(output).__name__}"
+            + (f" of length {len(output)}" if isinstance(output, (tuple, list)) else "")
+        )
+    kwargs = output[2] if len(output) == 3 else {}
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(
+            f"Loss: the third item (loss_fn kwargs) should be a mapping, got {type(kwargs)}"
+        )
+    return output[0], output[1], kwargs
+
+
 class Loss(Metric):
     """The average of ``loss_fn(y_pred, y, **kwargs)`` over samples.
 
@@ -67,8 +84,10 @@ class Loss(Metric):
         super().__init__(output_transform=output_transform, device=device)
 
     def _transformed_output(self, engine: Any) -> Any:
-        output = self._output_transform(engine.state.output)
-        if isinstance(output, Mapping):
+        output = engine.state.output
+        if self._output_transform is not _identity:
+            output = self._output_transform(output)
+        if type(output) is not tuple and isinstance(output, Mapping):
             missing = [key for key in ("y_pred", "y") if key not in output]
             if missing:
                 raise ValueError(
@@ -80,28 +99,25 @@ class Loss(Metric):
         return output
 
     def reset(self) -> None:
-        self._sum = torch.tensor(0.0, dtype=self._double_dtype, device=self._device)
+        self._sum = torch.zeros((), dtype=self._double_dtype, device=self._device)
         self._num_examples = 0
 
     def update(self, output: Any) -> None:
-        if not isinstance(output, (tuple, list)) or len(output) not in (2, 3):
-            raise TypeError(
-                "Loss.update expects (y_pred, y) or (y_pred, y, kwargs), got "
-                f"{type(output).__name__}"
-                + (f" of length {len(output)}" if isinstance(output, (tuple, list)) else "")
-            )
-        y_pred, y = output[0], output[1]
-        kwargs = output[2] if len(output) == 3 else {}
-        if not isinstance(kwargs, Mapping):
-            raise TypeError(
-                f"Loss: the third item (loss_fn kwargs) should be a mapping, got {type(kwargs)}"
-            )
-        loss = self._loss_fn(y_pred, y, **kwargs)
-        n = self._batch_size(y)
-        if type(n) is not int and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
-            raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
-        if n < 0:
-            raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
+        if type(output) is tuple and len(output) == 2:  # the usual (y_pred, y)
+            y_pred, y = output
+            loss = self._loss_fn(y_pred, y)
+        else:
+            y_pred, y, kwargs = _loss_arguments(output)
+            loss = self._loss_fn(y_pred, y, **kwargs)
+        if self._batch_size is len and type(y) is torch.Tensor and y.ndim:
+            n = y.shape[0]  # len(y) without Tensor.__len__'s Python frame
+        else:
+            n = self._batch_size(y)
+            if (
+                type(n) is not int and (isinstance(n, bool) or not isinstance(n, numbers.Integral))
+            ) or n < 0:
+                raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
+            n = int(n)
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
                 raise ValueError(
@@ -114,14 +130,14 @@ class Loss(Metric):
                 loss = loss.reshape(())
             if loss.device != self._device:
                 loss = loss.to(self._device)
-            self._sum.add_(loss, alpha=int(n))  # on the device: nothing read on the host
+            self._sum.add_(loss, alpha=n)  # on the device: nothing read on the host
         elif _is_value(loss):
-            self._sum += float(loss) * int(n)
+            self._sum += float(loss) * n
         else:
             raise TypeError(
                 f"Loss: loss_fn should return a tensor or a number, got {type(loss).__name__}"
             )
-        self._num_examples += int(n)
+        self._num_examples += n
 
     def compute(self) -> float:
         return self._ratio_over_ranks(self._sum, self._num_examples)

@@ -154,8 +154,9 @@ class _ValueCheckedMetric(_PairMetric):
         total, count = self._sum_over_ranks(total, count)
         if count == 0:
             raise self._not_computable()
-        value: float = self._checks.read(total.to(torch.float64) / int(count))
-        return value
+        # The division on the host: one device op less, the same correctly rounded float.
+        correct: float = self._checks.read(total)
+        return correct / int(count)
 
 
 class _ClassificationMetric(_ValueCheckedMetric):
@@ -286,7 +287,7 @@ class Accuracy(_ClassificationMetric):
     _state_attrs = ("_num_correct", "_num_examples", "_type", "_num_classes")
 
     def reset(self) -> None:
-        self._num_correct = torch.tensor(0, dtype=torch.int64, device=self._device)
+        self._num_correct = torch.zeros((), dtype=torch.int64, device=self._device)
         self._num_examples = 0
         super().reset()
 
@@ -751,7 +752,7 @@ class TopKCategoricalAccuracy(_ValueCheckedMetric):
         super().__init__(output_transform, device, check_values)
 
     def reset(self) -> None:
-        self._num_correct = torch.tensor(0, dtype=torch.int64, device=self._device)
+        self._num_correct = torch.zeros((), dtype=torch.int64, device=self._device)
         self._num_examples = 0
         super().reset()
 
