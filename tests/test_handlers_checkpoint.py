@@ -8,6 +8,9 @@ raise errors that name the file.
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import collect_garbage
 from ember.engine import Engine, Events
 from ember.engine.supervised import supervised_training_step
 from ember.handlers import (
@@ -452,3 +456,130 @@ def test_stale_temporary_files_are_removed_but_not_live_ones(tmp_path: Path) -> 
     saver = DiskSaver(tmp_path, require_empty=False)  # the writer is gone: stale
     assert names(tmp_path) == [".hidden"]
     assert saver.remove_stale_temporary_files() == []
+
+
+# ---------------------------------------------------------------------------- the save's shortcuts
+# A save skips work that does not change between saves (docs: the events' registration check,
+# mkstemp, a stat before unlink). Each test below is the case where skipping would be wrong.
+def test_one_checkpoint_on_two_engines_registers_and_fires_on_each(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    checkpoint = Checkpoint({"model": linear()}, DiskSaver(tmp_path), n_saved=None)
+    first, second = make_engine(), make_engine()
+    fired: list[str] = []
+    for name, engine in (("first", first), ("second", second)):
+        engine.register_events(*CheckpointEvents)
+        engine.add_event_handler(
+            CheckpointEvents.SAVED_CHECKPOINT, lambda _, name=name: fired.append(name)
+        )
+    for index, engine in enumerate((first, second, first, second)):
+        engine.state.iteration = index + 1
+        checkpoint(engine)
+    assert fired == ["first", "second", "first", "second"]
+
+
+def test_a_new_engine_after_the_old_one_died_gets_the_events(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    # A new engine may take the address of one collected: it is remembered weakly, not by id.
+    checkpoint = Checkpoint({"model": linear()}, DiskSaver(tmp_path), n_saved=None)
+    for iteration in range(1, 4):
+        engine = make_engine()
+        engine.state.iteration = iteration
+        checkpoint(engine)
+        assert engine.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT)
+        del engine
+        collect_garbage()
+    assert names(tmp_path) == ["model_1.pt", "model_2.pt", "model_3.pt"]
+
+
+def test_an_engine_overriding_fire_event_sees_every_saved_checkpoint(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    fired: list[Any] = []
+
+    class Recording(Engine):
+        def fire_event(self, event_name: Any) -> None:
+            fired.append(event_name)
+            super().fire_event(event_name)
+
+    engine = make_engine(cls=Recording)
+    checkpoint = Checkpoint({"model": linear()}, DiskSaver(tmp_path), n_saved=1)
+    for iteration in (1, 2):
+        engine.state.iteration = iteration
+        checkpoint(engine)
+    assert fired == [CheckpointEvents.SAVED_CHECKPOINT] * 2
+
+
+def test_a_checkpoint_pickles_after_a_save(make_engine: MakeEngine, tmp_path: Path) -> None:
+    engine = make_engine()
+    checkpoint = Checkpoint({"model": linear()}, DiskSaver(tmp_path), n_saved=2)
+    engine.state.iteration = 1
+    checkpoint(engine)
+    copy = pickle.loads(pickle.dumps(checkpoint))
+    assert copy.state_dict() == checkpoint.state_dict()
+    other = make_engine()
+    other.state.iteration = 2
+    copy(other)
+    assert other.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT)
+    assert names(tmp_path) == ["model_1.pt", "model_2.pt"]
+
+
+def test_files_are_readable_by_all_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o077)
+    try:
+        DiskSaver(tmp_path)({"x": torch.arange(3)}, "a.pt")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.pt").stat().st_mode) == 0o644  # as ignite's
+
+
+def test_a_temporary_name_taken_already_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = iter([b"\x01" * 6, b"\x01" * 6, b"\x02" * 6])
+    monkeypatch.setattr(os, "urandom", lambda size: next(tokens))
+    taken = tmp_path / f".a.pt.{'01' * 6}{TEMPORARY_SUFFIX}"
+    taken.write_bytes(b"another writer's")
+    saver = DiskSaver(tmp_path, require_empty=False, create_dir=False)
+    taken.write_bytes(b"another writer's")  # the constructor took it for stale
+    saver({"x": torch.arange(3)}, "a.pt")
+    assert taken.read_bytes() == b"another writer's"
+    assert names(tmp_path) == [taken.name, "a.pt"]
+
+
+def test_a_temporary_file_a_cleaner_removed_before_the_lock_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    real_flock = fcntl.flock
+    saver = DiskSaver(tmp_path)
+    cleaned: list[str] = []
+
+    def flock_after_a_cleaner(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and not cleaned:
+            # Before the writer's lock, a cleaner took the unlocked file for stale.
+            monkeypatch.setattr(fcntl, "flock", real_flock)
+            cleaned.extend(saver.remove_stale_temporary_files())
+            monkeypatch.setattr(fcntl, "flock", flock_after_a_cleaner)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_cleaner)
+    saver({"x": torch.arange(5)}, "a.pt")
+    assert len(cleaned) == 1
+    assert names(tmp_path) == ["a.pt"]
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["x"], torch.arange(5))
+
+
+def test_remove_takes_files_symlinks_and_sharded_directories(tmp_path: Path) -> None:
+    saver = DiskSaver(tmp_path)
+    (tmp_path / "a.pt").write_bytes(b"x")
+    sharded = tmp_path / "b.dcp"
+    sharded.mkdir()
+    (sharded / ".metadata").write_bytes(b"x")
+    elsewhere = tmp_path / "kept"
+    elsewhere.mkdir()
+    (tmp_path / "c.dcp").symlink_to(elsewhere, target_is_directory=True)
+    for name in ("a.pt", "b.dcp", "c.dcp", "never-there.pt"):
+        saver.remove(name)
+    assert names(tmp_path) == ["kept"]  # the link went, not what it points to

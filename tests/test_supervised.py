@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -190,3 +190,97 @@ def test_batches_that_are_not_pairs_are_refused(backend: str) -> None:
     trainer = sgd_trainer(torch.nn.Linear(2, 1), backend=backend)
     with pytest.raises(ValueError, match="prepare_batch expects batches of \\(x, y\\)"):
         trainer.run([torch.randn(3, 2)])
+
+
+# ---------------------------------------------------------------------------- the plain step
+# With the default prepare_batch, model_fn and model_transform, and without amp, scaler and
+# accumulation, the trainer runs a specialised step; any other argument takes the general one.
+def _call_model_by_hand(model: torch.nn.Module, x: Any) -> Any:
+    return model(x)  # not the default model_fn: forces the general step
+
+
+class Pair(NamedTuple):
+    x: Any
+    y: Any
+
+
+@pytest.mark.parametrize("device", [None, "cpu", torch.device("cpu")])
+@pytest.mark.parametrize("layout", ["tuple", "list", "namedtuple", "dict-x"])
+def test_the_plain_step_trains_as_the_general_one(backend: str, device: Any, layout: str) -> None:
+    def batches() -> list[Any]:
+        data = regression_data(4)
+        if layout == "list":
+            return [[x, y] for x, y in data]
+        if layout == "namedtuple":
+            return [Pair(x, y) for x, y in data]
+        if layout == "dict-x":
+            return [({"input": x}, y) for x, y in data]
+        return data
+
+    class DictInput(torch.nn.Linear):
+        def forward(self, x: Any) -> Any:
+            return super().forward(x["input"] if isinstance(x, dict) else x)
+
+    outputs = []
+    weights = []
+    for model_fn in ({}, {"model_fn": _call_model_by_hand}):
+        torch.manual_seed(3)
+        model = DictInput(2, 1)
+        seen: list[Any] = []
+
+        def output_transform(x: Any, y: Any, y_pred: Any, loss: Any, seen: list[Any] = seen) -> Any:
+            seen.append((type(x), type(y)))
+            return loss.detach()
+
+        trainer = sgd_trainer(
+            model, device=device, output_transform=output_transform, backend=backend, **model_fn
+        )
+        trainer.run(batches(), max_epochs=2)
+        outputs.append((trainer.state.output, seen))
+        weights.append(model.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+    assert outputs[0][0] == outputs[1][0]
+    assert outputs[0][1] == outputs[1][1]
+
+
+def test_the_plain_step_returns_the_detached_loss_or_ignites_float(backend: str) -> None:
+    from ember.engine.supervised import loss_as_float
+
+    trainer = sgd_trainer(torch.nn.Linear(2, 1), device="cpu", backend=backend)
+    trainer.run(regression_data(2))
+    assert isinstance(trainer.state.output, torch.Tensor)
+    assert not trainer.state.output.requires_grad
+    trainer = sgd_trainer(
+        torch.nn.Linear(2, 1), output_transform=loss_as_float, device="cpu", backend=backend
+    )
+    trainer.run(regression_data(2))
+    assert isinstance(trainer.state.output, float)
+
+
+def test_non_default_arguments_take_the_general_step(backend: str) -> None:
+    calls: list[str] = []
+
+    def prepare(batch: Any, device: Any = None, non_blocking: bool = False) -> Any:
+        calls.append("prepare_batch")
+        return batch
+
+    def model_transform(output: Any) -> Any:
+        calls.append("model_transform")
+        return output
+
+    trainer = sgd_trainer(
+        torch.nn.Linear(2, 1),
+        prepare_batch=prepare,
+        model_transform=model_transform,
+        backend=backend,
+    )
+    trainer.run(regression_data(1))
+    assert calls == ["prepare_batch", "model_transform"]
+
+
+def test_the_plain_step_leaves_a_model_in_train_mode_once(backend: str) -> None:
+    model = torch.nn.Linear(2, 1)
+    trainer = sgd_trainer(model, backend=backend)
+    model.eval()
+    trainer.run(regression_data(2))
+    assert model.training

@@ -113,6 +113,19 @@ def loss_as_float(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> float:
     return loss.item()
 
 
+def _same_output(output: Any) -> Any:
+    """The trainer's default ``model_transform``."""
+    return output
+
+
+def _call_model(model: torch.nn.Module, x: Any) -> Any:
+    """The trainer's default ``model_fn``."""
+    return model(x)
+
+
+_default_prepare_batch = prepare_batch
+
+
 def supervised_training_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -120,10 +133,10 @@ def supervised_training_step(
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable[..., tuple[Any, Any]] = prepare_batch,
-    model_transform: Callable[[Any], Any] = lambda output: output,
+    model_transform: Callable[[Any], Any] = _same_output,
     output_transform: Callable[..., Any] = detached_loss,
     gradient_accumulation_steps: int = 1,
-    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
+    model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
     amp_mode: str | None = None,
     scaler: Any = None,
 ) -> Callable[[Engine, Any], Any]:
@@ -133,6 +146,17 @@ def supervised_training_step(
     per run unless a handler (an evaluator run, say) switched it to evaluation mode. The output
     is ``output_transform(x, y, y_pred, loss)``, by default the detached loss tensor.
     """
+    if (
+        prepare_batch is _default_prepare_batch
+        and model_transform is _same_output
+        and model_fn is _call_model
+        and gradient_accumulation_steps == 1
+        and amp_mode is None
+        and scaler is None
+    ):
+        return _plain_training_step(
+            model, optimizer, loss_fn, device, non_blocking, output_transform
+        )
     forward_context = _autocast_or_nothing(device, amp_mode)
     accumulating = gradient_accumulation_steps > 1
 
@@ -161,6 +185,45 @@ def supervised_training_step(
     return step
 
 
+def _plain_training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[..., torch.Tensor],
+    device: str | torch.device | None,
+    non_blocking: bool,
+    output_transform: Callable[..., Any],
+) -> Callable[[Engine, Any], Any]:
+    """:func:`supervised_training_step` with the default batch preparation, model call and
+    transform, no autocast, no scaler and no accumulation: the same work without the calls
+    that do nothing (about a third of the step's Python cost on a small model)."""
+    target = None if device is None else torch.device(device)
+    detached = output_transform is detached_loss
+
+    def step(engine: Engine, batch: Any) -> Any:
+        if not model.training:
+            model.train()
+        optimizer.zero_grad()
+        if type(batch) in (tuple, list) and len(batch) == 2:
+            x, y = batch
+        else:  # another sequence, or the error for a batch that is not (x, y)
+            x, y = _default_prepare_batch(batch)
+        if target is not None:
+            # A plain tensor already on the device stays as is, as _to_device leaves it.
+            if not (type(x) is torch.Tensor and x.device == target):
+                x = _to_device(x, target, non_blocking)
+            if not (type(y) is torch.Tensor and y.device == target):
+                y = _to_device(y, target, non_blocking)
+        y_pred = model(x)
+        loss = loss_fn(y_pred, y)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        if detached:
+            return loss.detach()
+        return output_transform(x, y, y_pred, loss)
+
+    return step
+
+
 def create_supervised_trainer(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -168,13 +231,13 @@ def create_supervised_trainer(
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable[..., tuple[Any, Any]] = prepare_batch,
-    model_transform: Callable[[Any], Any] = lambda output: output,
+    model_transform: Callable[[Any], Any] = _same_output,
     output_transform: Callable[..., Any] = detached_loss,
     deterministic: bool = False,
     amp_mode: str | None = None,
     scaler: bool | Any = False,
     gradient_accumulation_steps: int = 1,
-    model_fn: Callable[[torch.nn.Module, Any], Any] = lambda model, x: model(x),
+    model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
     backend: str | None = None,
 ) -> Engine:
     """An engine that trains ``model`` with ``optimizer`` on ``loss_fn``, as ignite's.

@@ -37,7 +37,6 @@ import numbers
 import os
 import shutil
 import stat
-import tempfile
 import threading
 import time
 import weakref
@@ -128,7 +127,28 @@ def _accepts_metadata(save_handler: Callable[..., Any]) -> bool:
     return True
 
 
-def _fsync_directory(directory: Path) -> None:
+# How a temporary file is opened: created, never an existing file nor through a symlink.
+_TEMPORARY_FLAGS = (
+    os.O_RDWR
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _readable_by_all(fd: int, path: str, mode: int) -> None:
+    """Add read access for group and others to the file's ``mode``, as ignite's files have
+    (a temporary file is created 0600): by descriptor where the system can."""
+    readable = mode | stat.S_IRGRP | stat.S_IROTH
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, readable)
+    else:  # pragma: no cover - Windows before Python 3.13
+        os.chmod(path, readable)  # noqa: PTH101
+
+
+def _fsync_directory(directory: str | Path) -> None:
     """Make a rename or creation in ``directory`` durable (a no-op where unsupported)."""
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -270,28 +290,29 @@ class DiskSaver(BaseSaveHandler):
     ) -> None:
         if _rank() != self.save_on_rank:
             return
-        path = self.dirname / filename
+        # Plain strings and os calls (hence the noqa PTH): pathlib's objects cost more than the
+        # syscalls here.
+        path = os.path.join(self.dirname, filename)  # noqa: PTH118
+        directory = os.path.dirname(path)  # noqa: PTH120
         if not self._atomic:
-            with path.open("wb") as file:
+            with open(path, "wb") as file:  # noqa: PTH123
                 self._write_durably(checkpoint, file)
-            _fsync_directory(path.parent)
+            _fsync_directory(directory)
             return
-        fd, temporary = self._create_temporary(path)
+        fd, temporary, mode = self._create_temporary(path)
         file = os.fdopen(fd, "wb")
         try:
             try:
                 self._write_durably(checkpoint, file)
-                # mkstemp creates the file 0600; give group and others read access, as ignite.
-                mode = os.fstat(file.fileno()).st_mode
-                temporary.chmod(stat.S_IMODE(mode) | stat.S_IRGRP | stat.S_IROTH)
-                temporary.replace(path)
+                _readable_by_all(fd, temporary, mode)
+                os.replace(temporary, path)  # noqa: PTH105
             except BaseException:
                 with contextlib.suppress(OSError):
-                    temporary.unlink()
+                    os.unlink(temporary)  # noqa: PTH108
                 raise
         finally:
             file.close()  # releases the lock, after the rename
-        _fsync_directory(path.parent)
+        _fsync_directory(directory)
 
     def _write_durably(self, checkpoint: Mapping[str, Any], file: IO[bytes]) -> None:
         torch.save(checkpoint, file, **self.kwargs)
@@ -299,34 +320,49 @@ class DiskSaver(BaseSaveHandler):
         os.fsync(file.fileno())
 
     @staticmethod
-    def _create_temporary(path: Path) -> tuple[int, Path]:
-        """Create and lock a temporary file next to ``path``; return its descriptor and path."""
-        prefix = f".{path.name[:120]}."
+    def _create_temporary(path: str) -> tuple[int, str, int]:
+        """Create and lock a temporary file next to ``path``; return its descriptor, path and
+        permission bits.
+
+        As ``tempfile.mkstemp`` (mode 0600, ``O_EXCL``, no symlink followed, retried on a
+        collision), without its Python-level name generator: one token from ``os.urandom``.
+        """
+        directory, name = os.path.split(path)
+        prefix = os.path.join(directory, f".{name[:120]}.")  # noqa: PTH118
         for _ in range(100):
-            fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TEMPORARY_SUFFIX)
-            temporary = Path(name)
-            if fcntl is None:
-                return fd, temporary
+            temporary = f"{prefix}{os.urandom(6).hex()}{TEMPORARY_SUFFIX}"
             try:
+                fd = os.open(temporary, _TEMPORARY_FLAGS, 0o600)
+            except FileExistsError:
+                continue
+            try:
+                status = os.fstat(fd)
+                if fcntl is None:
+                    return fd, temporary, stat.S_IMODE(status.st_mode)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 # A cleaner may have taken the file for stale before the lock: check it is ours.
-                if os.path.samestat(temporary.stat(), os.fstat(fd)):
-                    return fd, temporary
+                if os.path.samestat(os.stat(temporary), status):  # noqa: PTH116
+                    return fd, temporary, stat.S_IMODE(status.st_mode)
             except FileNotFoundError:
                 pass
             except BaseException:
                 os.close(fd)
                 raise
             os.close(fd)
-        raise RuntimeError(f"Could not create a temporary file in '{path.parent}'")
+        raise RuntimeError(f"Could not create a temporary file in '{directory}'")
 
     def remove(self, filename: str) -> None:
-        if _rank() == self.save_on_rank:
-            path = self.dirname / filename
-            if path.is_dir() and not path.is_symlink():  # a sharded checkpoint
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        if _rank() != self.save_on_rank:
+            return
+        path = os.path.join(self.dirname, filename)  # noqa: PTH118
+        try:  # a file or a symlink: no stat first, unlink says what it found
+            os.unlink(path)  # noqa: PTH108
+        except FileNotFoundError:
+            pass
+        except OSError:
+            if not (os.path.isdir(path) and not os.path.islink(path)):  # noqa: PTH112, PTH114
+                raise
+            shutil.rmtree(path)  # a sharded checkpoint (EISDIR on Linux, EPERM on macOS)
 
 
 def _tensor_leaves(obj: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -691,8 +727,16 @@ class Checkpoint:
         self._sharded: _ShardedWriter | None = None
         # (save handler, whether it takes metadata): inspecting a signature costs ~0.1 ms.
         self._metadata_support: tuple[Any, bool] | None = None
+        # The engine CheckpointEvents were last found registered on (see _register_events).
+        self._events_registered_on: weakref.ref[Engine] | None = None
         if async_save:
             _async_checkpoints.add(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A weak reference does not pickle; the cache it holds is rebuilt on the next call.
+        state = self.__dict__.copy()
+        state["_events_registered_on"] = None
+        return state
 
     # ------------------------------------------------------------------ naming
     def _get_filename_pattern(self, global_step: int | None) -> str:
@@ -781,13 +825,7 @@ class Checkpoint:
         return score
 
     def __call__(self, engine: Engine, *args: Any, **kwargs: Any) -> None:
-        if not engine.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT):
-            try:
-                engine.register_events(*CheckpointEvents)
-            except TypeError:
-                # ignite's Engine takes only its own EventEnum members, or strings: the event's
-                # name equals and hashes like ember's event, so it fires and is handled alike.
-                engine.register_events(*(event.name for event in CheckpointEvents))
+        self._register_events(engine)
         if self._pending is not None:
             self._finish_pending(engine)
         global_step = None
@@ -849,7 +887,37 @@ class Checkpoint:
             return
         write()
         self._commit(filename, saved, obsolete)
-        engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+        self._fire_saved(engine)
+
+    def _register_events(self, engine: Engine) -> None:
+        """Register :class:`CheckpointEvents` on ``engine`` unless they are. The engine checked
+        last is remembered (weakly: a new engine at the same address is another one), since the
+        check scans the engine's list of events with Python-level comparisons."""
+        known = self._events_registered_on
+        if known is not None and known() is engine:
+            return
+        if not engine.has_registered_events(CheckpointEvents.SAVED_CHECKPOINT):
+            try:
+                engine.register_events(*CheckpointEvents)
+            except TypeError:
+                # ignite's Engine takes only its own EventEnum members, or strings: the event's
+                # name equals and hashes like ember's event, so it fires and is handled alike.
+                engine.register_events(*(event.name for event in CheckpointEvents))
+        try:
+            self._events_registered_on = weakref.ref(engine)
+        except TypeError:  # an engine without weak references: checked at every call
+            self._events_registered_on = None
+
+    def _fire_saved(self, engine: Engine) -> None:
+        """Fire ``SAVED_CHECKPOINT`` on ``engine``. ember's ``fire_event`` first checks that the
+        event is registered, by the same scan as ``has_registered_events``: skipped when
+        :meth:`_register_events` saw it registered on this very engine and ``fire_event`` is
+        ember's own (a subclass may do more in its override)."""
+        known = self._events_registered_on
+        if known is not None and known() is engine and type(engine).fire_event is Engine.fire_event:
+            engine._fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+        else:
+            engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
 
     def _write(self, checkpoint: Any, filename: str, metadata: Mapping[str, Any]) -> None:
         handler = self.save_handler
@@ -929,7 +997,7 @@ class Checkpoint:
             )
             raise pending.error
         if engine is not None:
-            engine.fire_event(CheckpointEvents.SAVED_CHECKPOINT)
+            self._fire_saved(engine)
 
     def _finish_at_run_end(self, exception: BaseException | None) -> None:
         """Called when the outermost run ends: wait for the pending write."""
