@@ -328,6 +328,9 @@ class Metric(metaclass=ABCMeta):
         the CPU. A mapping result is also spread into ``state.metrics``, key by key.
         """
         result = self._compute_for_state()
+        if type(result) is float:  # the usual value: no abstract-class check
+            engine.state.metrics[name] = result
+            return
         if isinstance(result, Mapping):
             if name in result:
                 raise ValueError(

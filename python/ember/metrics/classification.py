@@ -155,8 +155,8 @@ class _ValueCheckedMetric(_PairMetric):
         if count == 0:
             raise self._not_computable()
         # The division on the host: one device op less, the same correctly rounded float.
-        correct: float = self._checks.read(total)
-        return correct / int(count)
+        summed: float = self._checks.read(total)
+        return summed / int(count)
 
 
 class _ClassificationMetric(_ValueCheckedMetric):
