@@ -1,0 +1,276 @@
+"""Where ember's training stack spends its extra instructions: each part against its hand-written
+equivalent, counted by callgrind.
+
+benchmarks/stack.py times the whole stack against the hand-written loop; on a shared machine its
+ratio moves by several percent from run to run. This script counts instructions instead
+(``valgrind --tool=callgrind``, repeatable to about 0.1%), for the hand-written loop, ember's
+whole stack, and ember's stack with one part replaced by what the hand-written loop does in its
+place:
+
+* ``RunningAverage``: a float running average of ``loss.item()``;
+* ``TerminateOnNan``: ``math.isfinite`` of that float;
+* ``LRScheduler``: ``scheduler.step()`` in a plain handler, after the optimizer's step;
+* ``ProgressBar``: none (the hand-written loop has no bar);
+* the evaluator and its metrics: the hand-written evaluation;
+* ``ModelCheckpoint``: ``torch.save`` and the removal of the previous file (no ``fsync``);
+* ``create_supervised_trainer``: an ``Engine`` running the hand-written step.
+
+A part's cost is the whole stack's count minus the count without it. Each count covers two
+epochs (200 training iterations, 40 evaluation batches, 2 checkpoints) after a warm-up epoch;
+the bar's redraw interval is set beyond the run, since under callgrind a run is ~50x slower and
+a bar redrawn by the clock would redraw ~50x more often than in a real run. Kernel time (the
+checkpoint's ``fsync``s, file creation) is not counted: stack.py's times include it.
+
+    python benchmarks/stack_parts.py [--out-dir DIR]
+
+Needs valgrind; about 3 minutes per variant, 9 variants. Writes benchmark-stack-parts.md into
+--out-dir (default docs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import math
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from loop_overhead import REPO_ROOT, devnull_stream, parse_callgrind_total
+from stack import FULL, HandWrittenStack, make_work
+
+import ember.engine
+import ember.handlers
+import ember.metrics
+
+EPOCHS = 2
+PARTS = {
+    "ra": "RunningAverage of the loss",
+    "ton": "TerminateOnNan",
+    "lrs": "LRScheduler",
+    "bar": "ProgressBar",
+    "ev": "evaluator with Accuracy and Loss",
+    "ckpt": "ModelCheckpoint (sync)",
+}
+TRAINER = "create_supervised_trainer's step"
+
+
+def hand_written_save(work: Any) -> Callable[[Any], None]:
+    previous: list[Path] = []
+
+    def save(engine: Any) -> None:
+        path = work.checkpoint_dir / f"model_{engine.state.epoch}.pt"
+        torch.save({"model": work.model.state_dict()}, path)
+        if previous:
+            previous.pop().unlink()
+        previous.append(path)
+
+    return save
+
+
+def build_ember(work: Any, replaced: set[str]) -> Callable[[int], None]:
+    """ember's stack with the parts in ``replaced`` done the hand-written way; ``train(epochs)``."""
+    engine, handlers, metrics = ember.engine, ember.handlers, ember.metrics
+    events = engine.Events
+    hand = HandWrittenStack(work)
+    trainer = engine.create_supervised_trainer(
+        work.model, work.optimizer, work.loss_fn, device=work.device
+    )
+    if "ra" in replaced or "ton" in replaced:
+
+        def read_loss(trainer: Any) -> None:
+            value = float(trainer.state.output)
+            if "ton" in replaced and not math.isfinite(value):
+                trainer.terminate()
+            if "ra" in replaced:
+                previous = hand.running_loss
+                hand.running_loss = value if previous is None else 0.98 * previous + 0.02 * value
+
+        trainer.add_event_handler(events.ITERATION_COMPLETED, read_loss)
+    if "ra" not in replaced:
+        metrics.RunningAverage(output_transform=lambda loss: loss, device=work.device).attach(
+            trainer, "loss"
+        )
+    if "bar" not in replaced:
+        bar = handlers.ProgressBar(file=devnull_stream(), mininterval=1e9)
+        bar.attach(trainer, metric_names=None if "ra" in replaced else ["loss"])
+    if "ton" not in replaced:
+        trainer.add_event_handler(events.ITERATION_COMPLETED, handlers.TerminateOnNan())
+    if "lrs" in replaced:
+        trainer.add_event_handler(events.ITERATION_COMPLETED, lambda _: work.scheduler.step())
+    else:
+        trainer.add_event_handler(events.ITERATION_STARTED, handlers.LRScheduler(work.scheduler))
+    if "ev" in replaced:
+        trainer.add_event_handler(events.EPOCH_COMPLETED, lambda _: hand.evaluate())
+    else:
+        evaluator = engine.create_supervised_evaluator(
+            work.model,
+            metrics={
+                "accuracy": metrics.Accuracy(device=work.device),
+                "loss": metrics.Loss(work.loss_fn, device=work.device),
+            },
+            device=work.device,
+        )
+        trainer.add_event_handler(events.EPOCH_COMPLETED, lambda _: evaluator.run(work.eval_data))
+    if "ckpt" in replaced:
+        trainer.add_event_handler(events.EPOCH_COMPLETED, hand_written_save(work))
+    else:
+        checkpoint = handlers.ModelCheckpoint(
+            str(work.checkpoint_dir), "stack", n_saved=1, require_empty=False
+        )
+        trainer.add_event_handler(events.EPOCH_COMPLETED, checkpoint, {"model": work.model})
+    epochs_done = SimpleNamespace(count=0)
+
+    def train(epochs: int) -> None:
+        epochs_done.count += epochs
+        trainer.run(work.train_data, max_epochs=epochs_done.count)
+
+    return train
+
+
+def build_engine_with_hand_written_step(work: Any) -> Callable[[int], None]:
+    """The hand-written loop's work on an ember ``Engine``: what the trainer factory adds."""
+    hand = HandWrittenStack(work)
+    model, optimizer, scheduler, loss_fn = work.model, work.optimizer, work.scheduler, work.loss_fn
+
+    def step(engine: Any, batch: Any) -> None:
+        x, y = batch
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            engine.terminate()
+        previous = hand.running_loss
+        hand.running_loss = value if previous is None else 0.98 * previous + 0.02 * value
+
+    trainer = ember.engine.Engine(step)
+    trainer.add_event_handler(ember.engine.Events.EPOCH_COMPLETED, lambda _: hand.evaluate())
+    trainer.add_event_handler(ember.engine.Events.EPOCH_COMPLETED, hand_written_save(work))
+    epochs_done = SimpleNamespace(count=0)
+
+    def train(epochs: int) -> None:
+        model.train()
+        epochs_done.count += epochs
+        trainer.run(work.train_data, max_epochs=epochs_done.count)
+
+    return train
+
+
+def run_variant(variant: str) -> None:
+    """Build ``variant``, train one epoch, then ``EPOCHS`` epochs inside ``functools.reduce``: the
+    one call callgrind is told to count (``--toggle-collect=functools_reduce``)."""
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as directory:
+        work = make_work(FULL, torch.device("cpu"), Path(directory))
+        if variant == "hand":
+            train = HandWrittenStack(work).train
+        elif variant == "engine":
+            train = build_engine_with_hand_written_step(work)
+        else:
+            train = build_ember(work, {part for part in variant.split("-")[1:] if part})
+        train(1)
+        functools.reduce(lambda _, __: train(EPOCHS), [None, None])
+
+
+def count_instructions(variant: str, workdir: Path) -> int:
+    out = workdir / f"{variant}.callgrind"
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--collect-atstart=no",
+        "--toggle-collect=functools_reduce",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        __file__,
+        "--variant",
+        variant,
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    return parse_callgrind_total(out.read_text())
+
+
+def markdown(counts: dict[str, int], commit: str) -> str:
+    iterations = EPOCHS * FULL.train_batches
+    hand, whole = counts["hand"], counts["ember"]
+
+    def per_iteration(value: int) -> str:
+        return f"{value / iterations / 1e3:,.1f}k"
+
+    rows = [
+        f"| {label} | {per_iteration(whole - counts[f'ember-{part}'])} | "
+        f"{100 * (whole - counts[f'ember-{part}']) / hand:.2f}% |"
+        for part, label in PARTS.items()
+    ]
+    parts_total = counts["ember-" + "-".join(PARTS)]
+    rows.append(
+        f"| {TRAINER} (and the Engine) | {per_iteration(parts_total - hand)} | "
+        f"{100 * (parts_total - hand) / hand:.2f}% |"
+    )
+    rows.append(
+        f"| of which the Engine running the hand-written step | "
+        f"{per_iteration(counts['engine'] - hand)} | {100 * (counts['engine'] - hand) / hand:.2f}% |"
+    )
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    return f"""# Training stack: instructions per part
+
+Generated by `python benchmarks/stack_parts.py` on {date} UTC (commit {commit}); the module's
+docstring says what each variant replaces. Callgrind counts instructions in user space for
+{EPOCHS} epochs ({iterations} training iterations, {EPOCHS * FULL.eval_batches} evaluation
+batches, {EPOCHS} checkpoints).
+
+The hand-written loop: {hand:,} instructions; ember's whole stack: {whole:,}
+(**{whole / hand:.3f}x**). Each part's extra, per training iteration and as a share of the
+hand-written loop's count:
+
+| part | extra instructions per training iteration | share of the hand-written loop |
+|---|---:|---:|
+{chr(10).join(rows)}
+
+Parts interact (the bar shows the running average), so the rows need not add up to the whole.
+What the counts leave out: kernel time (the checkpoint's two `fsync`s and file creation) and
+how fast the instructions run. Python code runs at a lower rate than the matrix kernels that
+dominate the hand-written loop, so a share of instructions becomes a larger share of time:
+[benchmark-stack.md](benchmark-stack.md) times the whole stack.
+
+All counts: {", ".join(f"{name} {count:,}" for name, count in counts.items())}.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "docs")
+    args = parser.parse_args()
+    if args.variant:
+        run_variant(args.variant)
+        return
+    variants = ["hand", "ember", "engine", *(f"ember-{part}" for part in PARTS)]
+    variants.append("ember-" + "-".join(PARTS))
+    with tempfile.TemporaryDirectory() as directory:
+        counts = {}
+        for variant in variants:
+            counts[variant] = count_instructions(variant, Path(directory))
+            print(f"{variant}: {counts[variant]:,} instructions", flush=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    ).stdout.strip()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "benchmark-stack-parts.md").write_text(markdown(counts, commit or "unknown"))
+    print(f"wrote benchmark-stack-parts.md to {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
