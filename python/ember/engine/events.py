@@ -226,10 +226,14 @@ class CallableEventWithFilter:
         return text if self.filter is None else f"{text}(filter={self.filter})"
 
     def __eq__(self, other: object) -> bool:
+        # _name_ rather than the ``name`` property: the registry's membership tests compare an
+        # event with every registered one, and the property's descriptor costs ~0.1 us a read.
+        if isinstance(other, CallableEventWithFilter):
+            return self._name_ == other._name_
         if isinstance(other, str):
-            return self.name == other
+            return self._name_ == other
         if is_event(other):
-            return self.name == other.name
+            return self._name_ == other.name
         return NotImplemented
 
     def __hash__(self) -> int:
