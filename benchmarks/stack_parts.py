@@ -42,7 +42,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from loop_overhead import REPO_ROOT, devnull_stream, parse_callgrind_total
+from loop_overhead import REPO_ROOT, devnull_stream, git_commit, parse_callgrind_total
 from stack import FULL, HandWrittenStack, make_work
 
 import ember.engine
@@ -153,12 +153,13 @@ def build_engine_with_hand_written_step(work: Any) -> Callable[[int], None]:
         hand.running_loss = value if previous is None else 0.98 * previous + 0.02 * value
 
     trainer = ember.engine.Engine(step)
-    trainer.add_event_handler(ember.engine.Events.EPOCH_COMPLETED, lambda _: hand.evaluate())
-    trainer.add_event_handler(ember.engine.Events.EPOCH_COMPLETED, hand_written_save(work))
+    events = ember.engine.Events
+    trainer.add_event_handler(events.EPOCH_STARTED, lambda _: model.train())  # as the loop does
+    trainer.add_event_handler(events.EPOCH_COMPLETED, lambda _: hand.evaluate())
+    trainer.add_event_handler(events.EPOCH_COMPLETED, hand_written_save(work))
     epochs_done = SimpleNamespace(count=0)
 
     def train(epochs: int) -> None:
-        model.train()
         epochs_done.count += epochs
         trainer.run(work.train_data, max_epochs=epochs_done.count)
 
@@ -260,13 +261,7 @@ def main() -> None:
         for variant in variants:
             counts[variant] = count_instructions(variant, Path(directory))
             print(f"{variant}: {counts[variant]:,} instructions", flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-    ).stdout.strip()
+    commit = git_commit()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "benchmark-stack-parts.md").write_text(markdown(counts, commit or "unknown"))
     print(f"wrote benchmark-stack-parts.md to {args.out_dir}")
