@@ -203,16 +203,7 @@ def _plain_training_step(
         if not model.training:
             model.train()
         optimizer.zero_grad()
-        if type(batch) in (tuple, list) and len(batch) == 2:
-            x, y = batch
-        else:  # another sequence, or the error for a batch that is not (x, y)
-            x, y = _default_prepare_batch(batch)
-        if target is not None:
-            # A plain tensor already on the device stays as is, as _to_device leaves it.
-            if not (type(x) is torch.Tensor and x.device == target):
-                x = _to_device(x, target, non_blocking)
-            if not (type(y) is torch.Tensor and y.device == target):
-                y = _to_device(y, target, non_blocking)
+        x, y = _default_prepare_batch(batch, device=target, non_blocking=non_blocking)
         y_pred = model(x)
         loss = loss_fn(y_pred, y)
         loss.backward()  # type: ignore[no-untyped-call]

@@ -103,14 +103,9 @@ class TerminateOnNan:
         self.exact = exact
         self.check_every = check_every
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
-        # Collected since the last check. The common output, a 0-d floating tensor without
-        # autograd history (a detached loss), is kept as it is in _scalars, its iteration in
-        # _scalar_iterations. _pending: (iteration, tensor) of the tensors found by walking
-        # other outputs, a 0-d value or a 0-d "all finite" flag of a larger one.
-        self._scalars: list[Any] = []
-        self._scalar_iterations: list[int] = []
+        # Collected since the last check: (iteration, tensor), where the tensor is a 0-d value
+        # of the output (a detached loss as it is) or a 0-d "all finite" flag of a larger one.
         self._pending: list[tuple[int, Any]] = []
-        self._tensor_class: Any = None  # torch.Tensor, once an output had a tensor
         self._iteration = 0
         self._iterations_since_check = 0
 
@@ -125,23 +120,21 @@ class TerminateOnNan:
                 self._stop(engine, output, iteration)
             return
         if iteration <= self._iteration:  # a new run: what the old one left is moot
-            self._clear()
+            self._pending = []
             self._iterations_since_check = 0
         self._iteration = iteration
+        torch = sys.modules.get("torch")
         if (
-            type(output) is self._tensor_class
+            torch is not None
+            and type(output) is torch.Tensor
             and not output.requires_grad
             and output.ndim == 0
             and output.is_floating_point()
         ):  # a detached loss: kept as it is
-            self._scalars.append(output)
-            self._scalar_iterations.append(iteration)
-        else:
-            torch = sys.modules.get("torch")
-            self._tensor_class = None if torch is None else torch.Tensor
-            if _walk_values(output, self._collect):
-                self._stop(engine, output, iteration)
-                return
+            self._pending.append((iteration, output))
+        elif _walk_values(output, self._collect):
+            self._stop(engine, output, iteration)
+            return
         calls = self._iterations_since_check = self._iterations_since_check + 1
         # The last iteration of an epoch or of the run, read at each call: a handler may
         # change them.
@@ -160,39 +153,16 @@ class TerminateOnNan:
             tensor = _finite_flag(tensor)
         self._pending.append((self._iteration, tensor))
 
-    def _clear(self) -> None:
-        self._scalars, self._scalar_iterations, self._pending = [], [], []
-
     def check(self, engine: Any) -> None:
         """Read what was collected since the last check (one host sync per device) and terminate
         if any of it was not finite. Called by the handler itself; call it to check now."""
-        scalars, iterations, walked = self._scalars, self._scalar_iterations, self._pending
-        self._clear()
+        pending, self._pending = self._pending, []
         self._iterations_since_check = 0
-        if walked:
-            pending = sorted(
-                [*zip(iterations, scalars, strict=True), *walked], key=lambda entry: entry[0]
-            )
-            if self._all_finite([tensor for _, tensor in pending]):
-                return
-        elif not scalars or self._all_scalars_finite(scalars):
+        if not pending or self._all_finite([tensor for _, tensor in pending]):
             return
-        else:
-            pending = list(zip(iterations, scalars, strict=True))
         iteration, tensor = next((i, t) for i, t in pending if not bool(_finite_flag(t)))
         is_flag = tensor.dtype == sys.modules["torch"].bool
         self._stop(engine, "a tensor with NaN or Inf" if is_flag else tensor, iteration)
-
-    @classmethod
-    def _all_scalars_finite(cls, scalars: list[Any]) -> bool:
-        """Whether the 0-d floating tensors ``scalars`` are all finite: one stack where they
-        share a device (of any floating dtypes: the promotion keeps what is finite)."""
-        torch = sys.modules["torch"]
-        try:
-            stacked = torch.stack(scalars)
-        except RuntimeError:  # on several devices: the grouped way, as before
-            return cls._all_finite(scalars)
-        return bool(torch.isfinite(stacked).all())
 
     @staticmethod
     def _all_finite(tensors: list[Any]) -> bool:
@@ -206,7 +176,7 @@ class TerminateOnNan:
         return all(bool(torch.stack(flags).all()) for flags in flags_by_device.values())
 
     def _stop(self, engine: Any, output: Any, iteration: int) -> None:
-        self._clear()
+        self._pending = []
         now = engine.state.iteration
         found = "" if iteration == now else f", found at iteration {now}"
         self.logger.warning(
