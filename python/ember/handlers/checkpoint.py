@@ -29,12 +29,14 @@ import atexit
 import contextlib
 import copy
 import ctypes
+import errno
 import functools
 import inspect
 import logging
 import math
 import numbers
 import os
+import queue
 import shutil
 import stat
 import threading
@@ -48,6 +50,7 @@ from typing import IO, Any, NamedTuple, cast
 import torch
 from torch import nn
 
+from ember import distributed
 from ember.engine import Engine, EventEnum, Events
 from ember.engine._run_scope import at_run_end
 from ember.engine._state_dict import check_state_dict
@@ -75,6 +78,11 @@ __all__ = [
 TEMPORARY_SUFFIX = ".ember-tmp"
 # The name of the threads that write asynchronous checkpoints (one per save, ended when done).
 WRITER_THREAD_NAME = "ember-checkpoint-writer"
+# The thread that makes synchronous saves durable (DiskSaver's durability="background"): one per
+# process, started by the first such save.
+DURABILITY_THREAD_NAME = "ember-checkpoint-durability"
+# DiskSaver's durability modes.
+DURABILITY_MODES = ("background", "inline")
 # The extension of a sharded checkpoint: a torch.distributed.checkpoint directory.
 SHARDED_EXT = "dcp"
 # The Profiler row (kind "handler") of the time a save waited for the previous write.
@@ -96,10 +104,10 @@ class CheckpointEvents(EventEnum):
 def _rank() -> int:
     """This process's rank; refuses a process launched as one of several without its group,
     which would otherwise believe it is rank 0 and write too."""
-    from ember import distributed
-
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
     distributed.refuse_without_group("Checkpoint")
-    return distributed.get_rank()
+    return 0
 
 
 def _tree_map(function: Callable[[Any], Any], objects: Any) -> Any:
@@ -148,18 +156,201 @@ def _readable_by_all(fd: int, path: str, mode: int) -> None:
         os.chmod(path, readable)  # noqa: PTH101
 
 
+# What fsync of a directory raises where the system or file system does not support it.
+_UNSUPPORTED_FSYNC = {errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
 def _fsync_directory(directory: str | Path) -> None:
-    """Make a rename or creation in ``directory`` durable (a no-op where unsupported)."""
+    """Make a rename or creation in ``directory`` durable: a no-op where a directory cannot be
+    opened or fsynced (Windows, some file systems); other errors (``EIO``) are raised."""
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as error:
+        if error.errno not in _UNSUPPORTED_FSYNC:
+            raise
     finally:
         os.close(fd)
+
+
+def _remove_path(path: str) -> None:
+    """Delete the checkpoint at ``path``: a file, a symlink, or the directory of a sharded
+    checkpoint; nothing if it is gone."""
+    try:  # a file or a symlink: no stat first, unlink says what it found
+        os.unlink(path)  # noqa: PTH108
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if not (os.path.isdir(path) and not os.path.islink(path)):  # noqa: PTH112, PTH114
+            raise
+        shutil.rmtree(path)  # a sharded checkpoint (EISDIR on Linux, EPERM on macOS)
+
+
+class _DurabilityWork:
+    """What completes one save of a :class:`DiskSaver` with ``durability="background"``, done by
+    the durability thread: ``fsync`` the file (unless it was already) and close it, ``fsync``
+    its directory, and only then delete the checkpoints whose removal was asked for meanwhile
+    (rotation); none of them if the new file may not be durable. ``error`` is the first error."""
+
+    __slots__ = ("directory", "done", "error", "file", "lock", "path", "removals")
+
+    def __init__(self, path: str, file: IO[bytes] | None, directory: str) -> None:
+        self.path = path
+        self.file = file
+        self.directory = directory
+        # Removals asked for while the work is pending; None once the thread has taken them.
+        self.removals: list[str] | None = []
+        self.lock = threading.Lock()
+        # Held until the work is done (a plain lock costs less than an Event per save).
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.error: BaseException | None = None
+
+    def wait(self) -> None:
+        with self.done:
+            pass
+
+    def remove_after(self, path: str) -> bool:
+        """Have ``path`` removed once the file is durable; ``False`` if it is too late for that
+        (the work is past that point: the file is durable, or failed to be)."""
+        with self.lock:
+            if self.removals is None:
+                return False
+            self.removals.append(path)
+            return True
+
+    def run(self) -> None:
+        try:
+            self._make_durable()
+            with self.lock:
+                removals, self.removals = self.removals or [], None
+            if self.error is None:
+                self._remove(removals)
+            else:
+                kept = f": {', '.join(repr(path) for path in removals)} kept" if removals else ""
+                self.error.add_note(
+                    f"while making checkpoint file '{self.path}' durable in the background "
+                    "(DiskSaver durability='background'): the file has its final name but may "
+                    "not be on disk; the checkpoints it was to replace were not removed" + kept
+                )
+        except BaseException as error:  # noqa: BLE001 - not expected; reported like the others
+            self.error = self.error or error
+        finally:
+            if self.error is not None:
+                _unreported_failures.add(self)
+            self.done.release()
+
+    def _make_durable(self) -> None:
+        try:
+            if self.file is not None:
+                try:
+                    os.fsync(self.file.fileno())
+                finally:
+                    self.file.close()  # also releases the temporary file's lock
+            _fsync_directory(self.directory)
+        except BaseException as error:  # noqa: BLE001 - handed to the saver
+            self.error = error
+
+    def _remove(self, removals: list[str]) -> None:
+        for path in removals:
+            try:
+                _remove_path(path)
+            except BaseException as error:  # noqa: BLE001 - the others are still removed
+                error.add_note(
+                    f"while removing checkpoint '{path}' in the background, once "
+                    f"'{self.path}' was durable"
+                )
+                self.error = self.error or error
+
+
+class _DurabilityThread:
+    """The one thread of the process that runs :class:`_DurabilityWork`, in the order given
+    (started by the first background save). It holds nothing but its queue: a saver, a
+    checkpointer or an engine is never kept alive by it."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.start_lock = threading.Lock()
+
+    def submit(self, work: Callable[[], None]) -> None:
+        if self.thread is None:
+            with self.start_lock:
+                if self.thread is None:
+                    thread = threading.Thread(
+                        target=_run_forever,
+                        args=(self.queue,),
+                        name=DURABILITY_THREAD_NAME,
+                        daemon=True,
+                    )
+                    thread.start()
+                    self.thread = thread
+        self.queue.put(work)
+
+    def drain(self) -> None:
+        """Wait until what was submitted so far is done."""
+        if self.thread is not None:
+            barrier = threading.Event()
+            self.queue.put(barrier.set)
+            barrier.wait()
+
+    def after_fork_in_child(self) -> None:
+        """The child has no thread: a fresh one runs the work the parent had not finished
+        (the child's savers wait for it)."""
+        self.__init__()  # type: ignore[misc]
+        for work in _unfinished_work():
+            self.submit(work.run)
+
+
+def _run_forever(work_queue: queue.SimpleQueue[Callable[[], None]]) -> None:
+    while True:
+        work = work_queue.get()
+        try:
+            work()
+        except BaseException:  # pragma: no cover - _DurabilityWork.run catches its errors
+            _logger.exception("ember's checkpoint durability thread")
+        del work
+
+
+_durability_thread = _DurabilityThread()
+# Work that failed and whose error no saver has raised yet: logged at interpreter exit.
+_unreported_failures: set[_DurabilityWork] = set()
+# The savers whose work may be unfinished (for a forked child).
+_background_savers: weakref.WeakSet[DiskSaver] = weakref.WeakSet()
+
+
+def _unfinished_work() -> list[_DurabilityWork]:
+    works = (saver._durability_work for saver in list(_background_savers))
+    return [work for work in works if work is not None and work.done.locked()]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_durability_thread.after_fork_in_child)
+
+
+@atexit.register
+def _finish_durability_at_exit() -> None:
+    try:
+        _durability_thread.drain()
+    except KeyboardInterrupt:
+        _logger.warning(
+            "The background fsync of checkpoint files did not finish: the wait for it at exit "
+            "was interrupted (the files have their final names; the checkpoints they replace "
+            "were kept)"
+        )
+        return
+    for work in list(_unreported_failures):
+        _logger.error(
+            "Checkpoint file '%s' was not made durable or its replaced checkpoints not "
+            "removed: %s: %s",
+            work.path,
+            type(work.error).__name__,
+            work.error,
+        )
+    _unreported_failures.clear()
 
 
 def global_step_from_engine(engine: Engine) -> Callable[[Any, Any], int]:
@@ -194,12 +385,24 @@ class DiskSaver(BaseSaveHandler):
 
     Args:
         dirname: the directory.
-        atomic: write a temporary file, ``fsync`` it, and ``os.replace`` it onto the final name
-            (then ``fsync`` the directory), so the final name never holds a partial file. With
-            ``False`` the file is written in place (still ``fsync``\\ ed).
+        atomic: write a temporary file and ``os.replace`` it onto the final name, so the final
+            name never holds a partial file. With ``False`` the file is written in place.
         create_dir: create ``dirname`` (and parents) if missing.
         require_empty: raise ``ValueError`` if ``dirname`` already holds ``.pt`` files.
         save_on_rank: in a distributed run, the rank that writes.
+        durability: where the ``fsync`` of the file and of its directory run.
+            ``"background"`` (default): the call writes the temporary file and renames it into
+            place, so that the file survives the death of the process as soon as the call
+            returns; ember's durability thread then ``fsync``\\ s the file and the directory,
+            and only after that deletes the files :meth:`remove` was asked to delete meanwhile
+            (the checkpoint a rotation drops), so that after a power loss or an OS crash the
+            previous checkpoint is still there until the new one is durable. A file that would
+            replace one of the same name is ``fsync``\\ ed before its rename, in the call. The
+            next call (and :meth:`remove`) first waits for that work, and raises its error;
+            the end of the outermost ``Engine.run`` and :meth:`wait` wait for it too.
+            ``"inline"``: both ``fsync``\\ s run in the call, before it returns (ember's
+            behaviour before this option): the file is durable when the call returns, at
+            about 1 ms per save on an ordinary disk.
         kwargs: passed to ``torch.save``.
 
     Constructing a ``DiskSaver`` removes the temporary files that killed writers left in
@@ -213,14 +416,33 @@ class DiskSaver(BaseSaveHandler):
         create_dir: bool = True,
         require_empty: bool = True,
         save_on_rank: int = 0,
+        durability: str = "background",
         **kwargs: Any,
     ) -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(
+                f"Argument durability should be one of {DURABILITY_MODES}, got {durability!r}"
+            )
         self.dirname = Path(dirname).expanduser()
         self._atomic = bool(atomic)
         self.save_on_rank = save_on_rank
+        self.durability = durability
         self.kwargs = kwargs
+        # The background work of the last save, until it is seen finished.
+        self._durability_work: _DurabilityWork | None = None
+        _background_savers.add(self)
         if _rank() == save_on_rank:
             self._check_and_setup(create_dir, require_empty)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The work in progress belongs to this saver, not to a copy (and does not pickle).
+        state = self.__dict__.copy()
+        state["_durability_work"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        _background_savers.add(self)
 
     def _check_and_setup(self, create_dir: bool, require_empty: bool) -> None:
         if create_dir:
@@ -290,34 +512,93 @@ class DiskSaver(BaseSaveHandler):
     ) -> None:
         if _rank() != self.save_on_rank:
             return
+        self.wait()  # one save in flight: the previous one is durable first (or raises)
+        background = self.durability == "background"
         # Plain strings and os calls (hence the noqa PTH): pathlib's objects cost more than the
         # syscalls here.
         path = os.path.join(self.dirname, filename)  # noqa: PTH118
         directory = os.path.dirname(path)  # noqa: PTH120
         if not self._atomic:
-            with open(path, "wb") as file:  # noqa: PTH123
-                self._write_durably(checkpoint, file)
+            file = open(path, "wb")  # noqa: PTH123, SIM115 - closed here or by the work
+            self._write(checkpoint, file, fsync=not background)
+        else:
+            # A durable file is never replaced by one that is not yet: a file of the same name
+            # is fsynced first (a removal, instead, waits for the background work).
+            fsync = not background or os.path.lexists(path)
+            file = self._write_and_rename(checkpoint, path, fsync)
+        if not background:
             _fsync_directory(directory)
             return
+        if file.closed:
+            file = None
+        self._durability_work = work = _DurabilityWork(path, file, directory)
+        _durability_thread.submit(work.run)
+        at_run_end(id(self), self._finish_at_run_end)
+
+    def _write(self, checkpoint: Mapping[str, Any], file: IO[bytes], fsync: bool) -> None:
+        """``torch.save`` into ``file``, flushed; with ``fsync``, synced and closed. The file is
+        closed if this raises."""
+        try:
+            torch.save(checkpoint, file, **self.kwargs)
+            file.flush()
+            if fsync:
+                os.fsync(file.fileno())
+        except BaseException:
+            file.close()
+            raise
+        if fsync:
+            file.close()
+
+    def _write_and_rename(self, checkpoint: Mapping[str, Any], path: str, fsync: bool) -> IO[bytes]:
+        """Write a temporary file, rename it to ``path``; return it, closed if ``fsync``, else
+        open (its lock held) for the background work."""
         fd, temporary, mode = self._create_temporary(path)
         file = os.fdopen(fd, "wb")
         try:
-            try:
-                self._write_durably(checkpoint, file)
-                _readable_by_all(fd, temporary, mode)
-                os.replace(temporary, path)  # noqa: PTH105
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)  # noqa: PTH108
-                raise
-        finally:
+            torch.save(checkpoint, file, **self.kwargs)
+            file.flush()
+            if fsync:
+                os.fsync(fd)
+            _readable_by_all(fd, temporary, mode)
+            os.replace(temporary, path)  # noqa: PTH105
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)  # noqa: PTH108
+            file.close()
+            raise
+        if fsync:
             file.close()  # releases the lock, after the rename
-        _fsync_directory(directory)
+        return file
 
-    def _write_durably(self, checkpoint: Mapping[str, Any], file: IO[bytes]) -> None:
-        torch.save(checkpoint, file, **self.kwargs)
-        file.flush()
-        os.fsync(file.fileno())
+    def wait(self) -> None:
+        """Wait until the files this saver wrote are durable and the removals that waited for
+        them are done; raise the error of that work (once), naming the file. Returns at once
+        when nothing is pending (always with ``durability="inline"``)."""
+        work = self._durability_work
+        if work is None:
+            return
+        work.wait()
+        self._durability_work = None
+        if work.error is not None:
+            _unreported_failures.discard(work)
+            raise work.error
+
+    def _finish_at_run_end(self, exception: BaseException | None) -> None:
+        """Called when the outermost run ends: wait for the background work. With an exception
+        in flight, an error of the work is logged and noted on that exception."""
+        work = self._durability_work
+        if work is None or exception is None:
+            self.wait()
+            return
+        try:
+            self.wait()
+        except BaseException as error:  # noqa: BLE001 - the run's exception goes on
+            message = (
+                f"The background fsync of checkpoint file '{work.path}' (or a removal after it) "
+                f"failed too: {type(error).__name__}: {error}"
+            )
+            _logger.error(message)
+            exception.add_note(message)
 
     @staticmethod
     def _create_temporary(path: str) -> tuple[int, str, int]:
@@ -355,14 +636,12 @@ class DiskSaver(BaseSaveHandler):
         if _rank() != self.save_on_rank:
             return
         path = os.path.join(self.dirname, filename)  # noqa: PTH118
-        try:  # a file or a symlink: no stat first, unlink says what it found
-            os.unlink(path)  # noqa: PTH108
-        except FileNotFoundError:
-            pass
-        except OSError:
-            if not (os.path.isdir(path) and not os.path.islink(path)):  # noqa: PTH112, PTH114
-                raise
-            shutil.rmtree(path)  # a sharded checkpoint (EISDIR on Linux, EPERM on macOS)
+        work = self._durability_work
+        if work is not None:
+            if work.remove_after(path):
+                return
+            self.wait()  # the work is past its fsyncs; raises if they failed (the file stays)
+        _remove_path(path)
 
 
 def _tensor_leaves(obj: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -880,6 +1159,7 @@ class Checkpoint:
 
             def write_and_commit() -> None:
                 write()
+                self._wait_for_save_handler()  # the writer commits a durable file only
                 self._commit(filename, saved, obsolete)
 
             self._pending = _PendingWrite(engine, filename, write_and_commit)
@@ -973,10 +1253,17 @@ class Checkpoint:
 
     def wait(self) -> None:
         """Wait until the pending asynchronous write (if any) is durable, fire
-        ``SAVED_CHECKPOINT`` for it, or raise its error. A no-op without a pending write."""
+        ``SAVED_CHECKPOINT`` for it, or raise its error; then wait for the save handler's
+        background work (a :class:`DiskSaver`'s ``fsync``\\ s and removals) and raise its error.
+        A no-op when nothing is pending."""
         pending = self._pending
         if pending is not None:
             self._finish_pending(pending.engine())
+        self._wait_for_save_handler()
+
+    def _wait_for_save_handler(self) -> None:
+        if isinstance(self.save_handler, DiskSaver):
+            self.save_handler.wait()
 
     def _finish_pending(self, engine: Engine | None) -> None:
         pending = self._pending
@@ -1256,6 +1543,7 @@ class ModelCheckpoint(Checkpoint):
         greater_or_equal: bool = False,
         save_on_rank: int = 0,
         async_save: bool = False,
+        durability: str = "background",
         **kwargs: Any,
     ) -> None:
         disk_saver = DiskSaver(
@@ -1264,6 +1552,7 @@ class ModelCheckpoint(Checkpoint):
             create_dir=create_dir,
             require_empty=require_empty,
             save_on_rank=save_on_rank,
+            durability=durability,
             **kwargs,
         )
         super().__init__(

@@ -1,0 +1,124 @@
+"""What one synchronous ``ModelCheckpoint`` save costs the training loop, against the
+hand-written ``torch.save(...)`` + ``unlink(previous)``.
+
+    python benchmarks/checkpoint_call.py [--saves N] [--rounds R] [--dir DIR]
+
+The state is the MLP of ``benchmarks/stack.py`` (``make_work``). Each round saves it ``--saves``
+times with every variant, interleaved (hand-written, ``ModelCheckpoint(n_saved=1,
+require_empty=False)`` with the default background durability, and with
+``durability="inline"``), each save preceded by a few training steps (the work between two
+saves, during which a background ``fsync`` runs). Printed per variant, medians over all saves:
+
+* **call wall**: the seconds the save call holds the training thread;
+* **call CPU**: the training thread's CPU seconds in the call (``time.thread_time``);
+* **cycle CPU**: the process's CPU seconds (all threads: the background ``fsync`` included) of
+  the training steps plus the save, minus the hand-written variant's.
+
+It only reports (times are noisy on a shared machine: compare the variants of one run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stack import QUICK, Work, make_work  # noqa: E402
+
+from ember.engine import Engine  # noqa: E402
+from ember.handlers import ModelCheckpoint  # noqa: E402
+
+STEPS_BETWEEN_SAVES = 5
+
+Save = Callable[[int], None]
+
+
+def hand_written(work: Work, directory: Path) -> Save:
+    previous: list[Path] = []
+
+    def save(step: int) -> None:
+        path = directory / f"model_{step}.pt"
+        torch.save({"model": work.model.state_dict()}, path)
+        if previous:
+            previous.pop().unlink()
+        previous.append(path)
+
+    return save
+
+
+def ember(work: Work, directory: Path, **options: object) -> Save:
+    engine = Engine(lambda engine, batch: None)
+    handler = ModelCheckpoint(directory, "stack", n_saved=1, require_empty=False, **options)
+    to_save = {"model": work.model}
+
+    def save(step: int) -> None:
+        engine.state.iteration = step
+        handler(engine, to_save)
+
+    return save
+
+
+def train_steps(work: Work) -> None:
+    for x, y in itertools.islice(itertools.cycle(work.train_data), STEPS_BETWEEN_SAVES):
+        work.optimizer.zero_grad()
+        work.loss_fn(work.model(x), y).backward()
+        work.optimizer.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--saves", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    variants: dict[str, Callable[[Work, Path], Save]] = {
+        "hand-written": hand_written,
+        "ember": ember,
+    }
+    if "durability" in inspect.signature(ModelCheckpoint).parameters:
+        variants["ember durability=inline"] = lambda w, d: ember(w, d, durability="inline")
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    cycle: dict[str, list[float]] = {name: [] for name in variants}
+    with tempfile.TemporaryDirectory(dir=args.dir) as root:
+        for round_index in range(args.rounds):
+            names = list(variants)
+            names = names[round_index % len(names) :] + names[: round_index % len(names)]
+            for name in names:
+                directory = Path(root) / f"{round_index}-{name}"
+                directory.mkdir()
+                work = make_work(QUICK, torch.device("cpu"), directory)
+                save = variants[name](work, directory)
+                for step in range(1, args.saves + 1):
+                    cycle_cpu = time.process_time()
+                    train_steps(work)
+                    wall_start, cpu_start = time.perf_counter(), time.thread_time()
+                    save(step)
+                    wall[name].append(time.perf_counter() - wall_start)
+                    cpu[name].append(time.thread_time() - cpu_start)
+                    cycle[name].append(time.process_time() - cycle_cpu)
+    reference = statistics.median(cycle["hand-written"])
+    print(f"{args.rounds} rounds x {args.saves} saves, {STEPS_BETWEEN_SAVES} steps between saves")
+    print(f"{'variant':<26} {'call wall':>12} {'call CPU':>12} {'cycle CPU - hand':>18}")
+    for name in variants:
+        print(
+            f"{name:<26} {statistics.median(wall[name]) * 1e3:9.3f} ms "
+            f"{statistics.median(cpu[name]) * 1e3:9.3f} ms "
+            f"{(statistics.median(cycle[name]) - reference) * 1e3:+15.3f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
