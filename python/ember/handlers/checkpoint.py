@@ -1167,6 +1167,10 @@ class Checkpoint:
             return
         write()
         self._commit(filename, saved, obsolete)
+        if not isinstance(engine, Engine):
+            # Another library's engine (ignite's): ember does not see the end of its run, so
+            # the save is finished here, as with durability="inline".
+            self._wait_for_save_handler()
         self._fire_saved(engine)
 
     def _register_events(self, engine: Engine) -> None:
