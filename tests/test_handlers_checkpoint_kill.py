@@ -12,7 +12,9 @@ directory:
 * temporary files of the killed write are there (the kill landed mid-write) until a new
   ``DiskSaver`` is constructed on the directory, and gone afterwards.
 
-Both with synchronous saves and with ``async_save=True``, where the write runs in a background
+With synchronous saves (``DiskSaver``'s default ``durability="background"``: the file is renamed
+into place in the call and ``fsync``\\ ed by a background thread, which then prunes; and
+``durability="inline"``), and with ``async_save=True``, where the write runs in a background
 thread while the training thread overwrites the tensor in place. CI kills 4 times per case; the
 long count, with the counts logged::
 
@@ -157,7 +159,7 @@ def wait_for_temporary_file(directory: Path, server: WriterServer) -> None:
         time.sleep(0.0005)
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", ["sync", "inline", "async"])
 def test_sigkill_while_writing_keeps_the_previous_checkpoint(
     backend: str, writer_server: WriterServer, tmp_path: Path, mode: str
 ) -> None:

@@ -6,7 +6,8 @@ command read from stdin::
     write DIRNAME BACKEND MEGABYTES MODE   # fork a writer; prints "exit STATUS" once reaped
     quit
 
-MODE is ``sync`` or ``async`` (``Checkpoint(async_save=True)``).
+MODE is ``sync`` (``DiskSaver(durability="background")``, the default), ``inline``
+(``durability="inline"``) or ``async`` (``Checkpoint(async_save=True)``).
 
 A writer resumes from the newest checkpoint in DIRNAME (model, trainer and the checkpointer's
 own list of files, so it goes on pruning them with n_saved=1), then trains on an engine of the
@@ -81,7 +82,10 @@ def write(dirname: Path, backend: str, megabytes: int, mode: str) -> None:
     say(f"pid {os.getpid()}")
     blob = Blob(megabytes)
     trainer = Engine(lambda engine, batch: None, backend=backend)
-    saver = DiskSaver(dirname, require_empty=False)  # removes stale temporary files
+    # removes stale temporary files
+    saver = DiskSaver(
+        dirname, require_empty=False, durability="inline" if mode == "inline" else "background"
+    )
     checkpointer = Checkpoint(
         {"blob": blob, "trainer": trainer},
         saver,
