@@ -33,10 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import QUICK, Work, make_work  # noqa: E402
+from stack import QUICK, Work, make_work
 
-from ember.engine import Engine  # noqa: E402
-from ember.handlers import ModelCheckpoint  # noqa: E402
+from ember.engine import Engine
+from ember.handlers import ModelCheckpoint
 
 STEPS_BETWEEN_SAVES = 5
 

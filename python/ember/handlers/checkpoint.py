@@ -518,25 +518,27 @@ class DiskSaver(BaseSaveHandler):
         # syscalls here.
         path = os.path.join(self.dirname, filename)  # noqa: PTH118
         directory = os.path.dirname(path)  # noqa: PTH120
-        if not self._atomic:
-            file = open(path, "wb")  # noqa: PTH123, SIM115 - closed here or by the work
-            self._write(checkpoint, file, fsync=not background)
+        if self._atomic:
+            # A durable file is never replaced by one that is not yet: a file replacing one of
+            # the same name is fsynced first (a removal, instead, waits for the background).
+            synced = not background or os.path.lexists(path)
+            file = self._write_and_rename(checkpoint, path, synced)
         else:
-            # A durable file is never replaced by one that is not yet: a file of the same name
-            # is fsynced first (a removal, instead, waits for the background work).
-            fsync = not background or os.path.lexists(path)
-            file = self._write_and_rename(checkpoint, path, fsync)
-        if not background:
-            _fsync_directory(directory)
-            return
-        if file.closed:
-            file = None
-        self._durability_work = work = _DurabilityWork(path, file, directory)
+            synced = not background
+            file = open(path, "wb")  # noqa: PTH123, SIM115 - closed here or by the work
+            self._write(checkpoint, file, synced)
+        if synced:
+            file.close()  # releases the temporary file's lock, after the rename
+            if not background:
+                _fsync_directory(directory)
+                return
+        work = _DurabilityWork(path, None if synced else file, directory)
+        self._durability_work = work
         _durability_thread.submit(work.run)
         at_run_end(id(self), self._finish_at_run_end)
 
     def _write(self, checkpoint: Mapping[str, Any], file: IO[bytes], fsync: bool) -> None:
-        """``torch.save`` into ``file``, flushed; with ``fsync``, synced and closed. The file is
+        """``torch.save`` into ``file``, flushed, and ``fsync``\\ ed if asked; the file is
         closed if this raises."""
         try:
             torch.save(checkpoint, file, **self.kwargs)
@@ -546,19 +548,14 @@ class DiskSaver(BaseSaveHandler):
         except BaseException:
             file.close()
             raise
-        if fsync:
-            file.close()
 
     def _write_and_rename(self, checkpoint: Mapping[str, Any], path: str, fsync: bool) -> IO[bytes]:
-        """Write a temporary file, rename it to ``path``; return it, closed if ``fsync``, else
-        open (its lock held) for the background work."""
+        """Write a temporary file and rename it to ``path``; return it, still open (its lock
+        held)."""
         fd, temporary, mode = self._create_temporary(path)
         file = os.fdopen(fd, "wb")
         try:
-            torch.save(checkpoint, file, **self.kwargs)
-            file.flush()
-            if fsync:
-                os.fsync(fd)
+            self._write(checkpoint, file, fsync)
             _readable_by_all(fd, temporary, mode)
             os.replace(temporary, path)  # noqa: PTH105
         except BaseException:
@@ -566,8 +563,6 @@ class DiskSaver(BaseSaveHandler):
                 os.unlink(temporary)  # noqa: PTH108
             file.close()
             raise
-        if fsync:
-            file.close()  # releases the lock, after the rename
         return file
 
     def wait(self) -> None:
