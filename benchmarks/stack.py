@@ -446,8 +446,10 @@ same model, SGD optimizer and scheduler, a float running average of the loss (`l
 a NaN check, the same evaluation and a `torch.save` of the model each epoch (the previous
 file removed, as `ModelCheckpoint(n_saved=1)` does).
 
-ember's `ModelCheckpoint` writes durably: it `fsync`s the file and its directory, so that a
-crash never leaves a partial or missing checkpoint; ignite and the hand-written loop do not.
+ember's `ModelCheckpoint` writes durably: it `fsync`s the file and its directory (in a
+background thread, after the file is renamed into place; the previous file is deleted once the
+new one is durable), so that a crash never leaves a partial or missing checkpoint; ignite and
+the hand-written loop do not.
 Where ember's `ModelCheckpoint` has `async_save`, the **ember-async-ckpt** column runs the same
 stack with `ModelCheckpoint(..., async_save=True)`: the state is copied in the loop and written
 (and `fsync`ed) by a background thread.

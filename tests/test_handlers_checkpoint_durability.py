@@ -382,3 +382,38 @@ def test_an_error_nobody_raised_is_logged_at_exit(tmp_path: Path) -> None:
     assert "exiting" in result.stdout
     assert f"'{tmp_path / 'a.pt'}' was not made durable" in result.stderr
     assert "Input/output error" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_finishes_the_work_its_parent_had_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    fsync = os.fsync
+
+    def gated_fsync(fd: int) -> None:
+        assert gate.wait(timeout=60)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", gated_fsync)
+    saver = DiskSaver(tmp_path)
+    saver({"x": torch.arange(3)}, "a.pt")
+    saver.remove("b.pt")  # waits for the work: the child must not wait forever for it
+    pid = os.fork()
+    if pid == 0:  # the child: its own durability thread does the work
+        status = 1
+        try:
+            gate.set()
+            work = saver._durability_work
+            assert work is not None
+            if work.done.acquire(timeout=30):  # not a hang if nothing runs the work
+                work.done.release()
+                saver.wait()
+                status = 0
+        finally:
+            os._exit(status)
+    gate.set()
+    saver.wait()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert names(tmp_path) == ["a.pt"]

@@ -276,6 +276,15 @@ class _DurabilityThread:
         self.thread: threading.Thread | None = None
         self.start_lock = threading.Lock()
 
+    def after_fork_in_child(self) -> None:
+        """The child has no thread: a fresh one runs the work the parent had not finished
+        (the child's savers wait for it)."""
+        self.queue = queue.SimpleQueue()
+        self.thread = None
+        self.start_lock = threading.Lock()
+        for work in _unfinished_work():
+            self.submit(work.run)
+
     def submit(self, work: Callable[[], None]) -> None:
         if self.thread is None:
             with self.start_lock:
@@ -296,13 +305,6 @@ class _DurabilityThread:
             barrier = threading.Event()
             self.queue.put(barrier.set)
             barrier.wait()
-
-    def after_fork_in_child(self) -> None:
-        """The child has no thread: a fresh one runs the work the parent had not finished
-        (the child's savers wait for it)."""
-        self.__init__()  # type: ignore[misc]
-        for work in _unfinished_work():
-            self.submit(work.run)
 
 
 def _run_forever(work_queue: queue.SimpleQueue[Callable[[], None]]) -> None:
