@@ -589,3 +589,23 @@ def test_remove_takes_files_symlinks_and_sharded_directories(tmp_path: Path) -> 
     for name in ("a.pt", "b.dcp", "c.dcp", "never-there.pt"):
         saver.remove(name)
     assert names(tmp_path) == ["kept"]  # the link went, not what it points to
+
+
+def test_an_object_without_state_dict_added_to_the_same_mapping_is_refused(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    # ModelCheckpoint checks a mapping when it is new; an object put into it later is refused
+    # when the state is gathered, with the same message.
+    engine = make_engine()
+    handler = ModelCheckpoint(tmp_path, "run", n_saved=None)
+    to_save: dict[str, Any] = {"model": linear()}
+    engine.state.iteration = 1
+    handler(engine, to_save)
+    to_save["other"] = object()
+    engine.state.iteration = 2
+    with pytest.raises(TypeError, match="should have `state_dict` method"):
+        handler(engine, to_save)
+    with pytest.raises(TypeError, match="should have `state_dict` method"):
+        handler(engine, {"x": object()})
+    handler.wait()
+    assert names(tmp_path) == ["run_model_1.pt"]

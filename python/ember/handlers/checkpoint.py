@@ -35,6 +35,7 @@ import inspect
 import logging
 import math
 import numbers
+import operator
 import os
 import queue
 import shutil
@@ -85,6 +86,8 @@ DURABILITY_THREAD_NAME = "ember-checkpoint-durability"
 DURABILITY_MODES = ("background", "inline")
 # The extension of a sharded checkpoint: a torch.distributed.checkpoint directory.
 SHARDED_EXT = "dcp"
+# The priority of a Checkpoint.Item (its first field), as a sort key that runs no Python frame.
+_PRIORITY = operator.itemgetter(0)
 # The Profiler row (kind "handler") of the time a save waited for the previous write.
 PROFILER_WAIT_ROW = "Checkpoint: waiting for the previous write"
 
@@ -123,6 +126,14 @@ def _unwrap(obj: Any) -> Any:
     if isinstance(obj, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         return obj.module
     return obj
+
+
+def _state_dict_of(obj: Any) -> Any:
+    try:
+        state_dict = _unwrap(obj).state_dict
+    except AttributeError:  # an object put in to_save after it was checked
+        raise TypeError(f"Object {type(obj)} should have `state_dict` method") from None
+    return state_dict()
 
 
 def _accepts_metadata(save_handler: Callable[..., Any]) -> bool:
@@ -1140,7 +1151,7 @@ class Checkpoint:
         elif not self._check_lt_n_saved():
             obsolete = saved.pop(0)
         saved.append(Checkpoint.Item(priority, filename))
-        saved.sort(key=lambda item: item.priority)
+        saved.sort(key=_PRIORITY)
         if self.include_self:
             checkpoint["checkpointer"] = self._state_dict_of(saved)
 
@@ -1329,7 +1340,7 @@ class Checkpoint:
     def _setup_checkpoint(self) -> dict[str, Any]:
         if self.to_save is None:
             return {}
-        return dict(_tree_map(lambda obj: _unwrap(obj).state_dict(), self.to_save))
+        return dict(_tree_map(_state_dict_of, self.to_save))
 
     @staticmethod
     def _check_objects(objects: Mapping[str, Any], attribute: str) -> None:
@@ -1579,6 +1590,7 @@ class ModelCheckpoint(Checkpoint):
     def __call__(self, engine: Engine, to_save: Mapping[str, Any]) -> None:
         if len(to_save) == 0:
             raise RuntimeError("No objects to checkpoint found.")
-        self._check_objects(to_save, "state_dict")
-        self.to_save = to_save
+        if to_save is not self.to_save:  # the same mapping as last time was checked then
+            self._check_objects(to_save, "state_dict")
+            self.to_save = to_save
         super().__call__(engine)
