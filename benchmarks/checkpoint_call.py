@@ -6,8 +6,8 @@ hand-written ``torch.save(...)`` + ``unlink(previous)``.
 The state is the MLP of ``benchmarks/stack.py`` (``make_work``). Each round saves it ``--saves``
 times with every variant, interleaved (hand-written, ``ModelCheckpoint(n_saved=1,
 require_empty=False)`` with the default background durability, and with
-``durability="inline"``), each save preceded by a few training steps (the work between two
-saves, during which a background ``fsync`` runs). Printed per variant, medians over all saves:
+``durability="inline"``), each save preceded by 100 training steps (an epoch of the stack: the
+work between two saves, during which a background ``fsync`` runs). Printed per variant, medians over all saves:
 
 * **call wall**: the seconds the save call holds the training thread;
 * **call CPU**: the training thread's CPU seconds in the call (``time.thread_time``);
@@ -38,7 +38,8 @@ from stack import QUICK, Work, make_work
 from ember.engine import Engine
 from ember.handlers import ModelCheckpoint
 
-STEPS_BETWEEN_SAVES = 5
+# One epoch of benchmarks/stack.py between two saves: the time the background fsync has.
+STEPS_BETWEEN_SAVES = 100
 
 Save = Callable[[int], None]
 
