@@ -4,8 +4,8 @@
 
 The state is a model of 16 ``Linear(2048, 2048)`` (269 MB of float32; ``--smoke``: 2
 ``Linear(64, 64)``). Each round saves it once with a synchronous ``Checkpoint`` and once with an
-asynchronous one (``DiskSaver``, atomic and ``fsync``\\ ed, ``n_saved=1``, both to ``--dir``),
-side by side, and measures:
+asynchronous one (``DiskSaver``, atomic, ``fsync``\\ ed in the saver's call:
+``durability="inline"``; ``n_saved=1``, both to ``--dir``), side by side, and measures:
 
 * **blocked**: the seconds the save call holds the training thread. Synchronous: the whole
   write. Asynchronous: the copy into the host buffers and the handoff to the writer thread (the
@@ -163,7 +163,11 @@ def measure(layers: int, width: int, saves: int, directory: Path) -> dict[str, A
     model = big_model(layers, width)
     training = SmallTraining()
     engine = Engine(lambda engine, batch: None)
-    savers = {mode: TimedSaver(directory / mode, require_empty=False) for mode in ("sync", "async")}
+    # durability="inline": the file is durable when the saver's call returns (durable_at)
+    savers = {
+        mode: TimedSaver(directory / mode, require_empty=False, durability="inline")
+        for mode in ("sync", "async")
+    }
     checkpoints = {
         mode: Checkpoint({"model": model}, saver, n_saved=1, async_save=mode == "async")
         for mode, saver in savers.items()
@@ -260,7 +264,7 @@ def markdown(record: dict[str, Any]) -> str:
 {record["machine"]["cpu_count"]} CPU cores shared with other work (load average
 {record["machine"]["load_average_1_5_15_min"][0]:.1f} at the end), torch {record["machine"]["torch"]}, no GPU.
 State: {r["layers"]} x `Linear({r["width"]}, {r["width"]})`, {mb:.0f} MB; {r["saves"]} saves per mode,
-side by side; `DiskSaver` (atomic, `fsync`), `n_saved=1`. Medians leave out the first save.
+side by side; `DiskSaver` (atomic, `fsync`, `durability="inline"`), `n_saved=1`. Medians leave out the first save.
 
 | | synchronous | `async_save=True` |
 |---|---|---|
