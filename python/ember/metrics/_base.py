@@ -576,9 +576,19 @@ class _PairMetric(Metric):
     # update() is this class's and the output reaches it untransformed.
     _updates_by_plan: ClassVar[bool] = True
 
+    # Whether the kernels of _prepare depend only on the layout and the metric's settings, so
+    # that a plan may serve again after a reset (see _resumed_plan). A subclass that defines its
+    # own _prepare says so itself.
+    _plans_outlive_reset: ClassVar[bool] = False
+    # The last plan, kept across resets where _plans_outlive_reset: (layout, kernel, what
+    # _redo_reset_work needs).
+    _kept_plan: tuple[_Layout, Kernel, Any] | None = None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._updates_by_plan = cls.update is _PairMetric.update and cls._passes_tuples
+        if "_prepare" in cls.__dict__ and "_plans_outlive_reset" not in cls.__dict__:
+            cls._plans_outlive_reset = False
 
     def reset(self) -> None:
         self._plan: tuple[_Layout, Kernel] | None = None
@@ -619,14 +629,42 @@ class _PairMetric(Metric):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self._plan = None  # its kernel adds to the accumulators just replaced
+        # Their kernels add to the accumulators just replaced, and the restored state (an
+        # input kind) is not a reset's.
+        self._plan = self._kept_plan = None
 
     def _reuse_plans(self) -> bool:
         """Whether later updates of the same layout may skip :meth:`_prepare`."""
         return True
 
+    def _reset_work_state(self) -> Any:
+        """What :meth:`_redo_reset_work` needs, taken when a plan is made (after _prepare)."""
+        return None
+
+    def _redo_reset_work(self, y_pred: torch.Tensor, y: torch.Tensor, saved: Any) -> None:
+        """What _prepare does for a reset metric beyond the checks that the layout decides
+        (the value checks, the input kind), for the first update of a kept plan's layout."""
+
+    def _resumed_plan(self, output: Any) -> tuple[_Layout, Kernel] | None:
+        """The kept plan, when ``output`` is a pair of tensors of its layout, made this
+        reset's: the checks of shapes and dtypes passed for that layout, and the kernels read
+        the accumulators from the metric when they run."""
+        kept = self._kept_plan
+        if kept is None or not (type(output) is tuple or type(output) is list) or len(output) != 2:
+            return None
+        y_pred, y = output
+        if type(y_pred) is not torch.Tensor or type(y) is not torch.Tensor:
+            return None
+        if kept[0] != _layout(y_pred, y):
+            return None
+        self._redo_reset_work(y_pred, y, kept[2])
+        self._plan = (kept[0], kept[1])
+        return self._plan
+
     def update(self, output: Any) -> None:
         plan = self._plan
+        if plan is None and self._kept_plan is not None:
+            plan = self._resumed_plan(output)
         if (
             plan is not None
             and (type(output) is tuple or type(output) is list)
@@ -646,7 +684,10 @@ class _PairMetric(Metric):
             kernel = _detaching(kernel)
         kernel(y_pred, y)
         if self._reuse_plans() and type(y_pred) is torch.Tensor and type(y) is torch.Tensor:
-            self._plan = (_layout(y_pred, y), kernel)
+            layout = _layout(y_pred, y)
+            self._plan = (layout, kernel)
+            if self._plans_outlive_reset:
+                self._kept_plan = (layout, kernel, self._reset_work_state())
 
 
 # ------------------------------------------------------------------------------------ MetricsLambda

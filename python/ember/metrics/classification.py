@@ -250,6 +250,17 @@ class _ClassificationMetric(_ValueCheckedMetric):
         self._type, self._num_classes = kind, num_classes
         return kind, num_classes, squeeze
 
+    def _reset_work_state(self) -> tuple[str | None, int | None]:
+        return self._type, self._num_classes
+
+    def _redo_reset_work(
+        self, y_pred: torch.Tensor, y: torch.Tensor, saved: tuple[str, int]
+    ) -> None:
+        kind, num_classes = saved
+        if self._wants_value_checks():
+            self._check_values_of(kind, y_pred, y, num_classes)
+        self._type, self._num_classes = kind, num_classes
+
     def _check_values_of(
         self, kind: str, y_pred: torch.Tensor, y: torch.Tensor, num_classes: int
     ) -> None:
@@ -285,6 +296,8 @@ class Accuracy(_ClassificationMetric):
     """
 
     _state_attrs = ("_num_correct", "_num_examples", "_type", "_num_classes")
+    # The kernels depend on the layout and the device; they read the accumulators from self.
+    _plans_outlive_reset = True
 
     def reset(self) -> None:
         self._num_correct = torch.zeros((), dtype=torch.int64, device=self._device)
