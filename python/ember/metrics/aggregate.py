@@ -32,7 +32,7 @@ def _single_process() -> bool:
     not a launched rank missing its group (where compute() raises)."""
     if _context.is_initialized():
         return _context.get_world_size() == 1
-    _context.refuse_without_group("RunningAverage.compute()")
+    _context.refuse_launched_process("RunningAverage.compute()")
     return True
 
 
