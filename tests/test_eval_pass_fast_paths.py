@@ -237,3 +237,30 @@ def test_the_default_step_gives_what_the_general_step_gives(backend: str, device
         results.append(outputs)
     for a, b in zip(*results, strict=True):
         assert torch.equal(a[0], b[0])
+
+
+class _Summing(torch.nn.Module):
+    """A model taking a mapping, as prepare_batch moves mappings item by item."""
+
+    def forward(self, x: Any) -> Any:
+        return x["a"] + x["b"]
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_the_default_step_hands_other_batches_to_prepare_batch(backend: str, device: Any) -> None:
+    """A mapping x, a list batch and a tensor subclass go through prepare_batch."""
+    mapping_batch = ({"a": torch.ones(2, 3), "b": torch.ones(2, 3)}, torch.zeros(2))
+    list_batch = [torch.ones(2, 3), torch.zeros(2)]
+    subclass_batch = (torch.nn.Parameter(torch.ones(2, 3)), torch.zeros(2))
+    outputs = _outputs_of(
+        create_supervised_evaluator(_Summing(), device=device, backend=backend), [mapping_batch]
+    )
+    assert torch.equal(outputs[0][0], torch.full((2, 3), 2.0))
+    identity = torch.nn.Identity()
+    outputs = _outputs_of(
+        create_supervised_evaluator(identity, device=device, backend=backend),
+        [list_batch, subclass_batch],
+    )
+    assert [type(output) for output in outputs] == [tuple, tuple]
+    assert outputs[0][1] is list_batch[1]
+    assert torch.equal(outputs[1][0], torch.ones(2, 3))

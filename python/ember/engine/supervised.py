@@ -12,6 +12,7 @@ Handlers read it when they need it (``float(engine.state.output)``); pass
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -323,8 +324,10 @@ def supervised_evaluation_step(
     ``inference_mode=False``, for models whose outputs must take part in autograd later).
     """
     # torch.inference_mode() enters this C++ guard through a Python object of its own (2.2 us
-    # a step against 0.9).
-    no_autograd = (lambda: torch._C._InferenceMode(True)) if inference_mode else torch.no_grad
+    # a step against 0.9); a partial makes it without a Python frame.
+    no_autograd = (
+        functools.partial(torch._C._InferenceMode, True) if inference_mode else torch.no_grad
+    )
     if (
         prepare_batch is _default_prepare_batch
         and model_transform is _same_output
@@ -362,7 +365,19 @@ def _plain_evaluation_step(
         if model.training:
             model.eval()
         with no_autograd():
-            x, y = _default_prepare_batch(batch, device=target, non_blocking=non_blocking)
+            if type(batch) is tuple and len(batch) == 2:
+                x, y = batch
+                # Two tensors already in place: what prepare_batch would return, three Python
+                # frames sooner.
+                if target is not None and not (
+                    type(x) is torch.Tensor
+                    and type(y) is torch.Tensor
+                    and x.device == target
+                    and y.device == target
+                ):
+                    x, y = _default_prepare_batch(batch, device=target, non_blocking=non_blocking)
+            else:
+                x, y = _default_prepare_batch(batch, device=target, non_blocking=non_blocking)
             return model(x), y
 
     return step

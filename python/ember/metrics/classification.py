@@ -306,20 +306,24 @@ class Accuracy(_ClassificationMetric):
 
     def _prepare(self, output: Any) -> Kernel:
         kind, num_classes, squeeze = self._check_input(output)
-        move = output[0].device != self._device
-
-        def add(correct: torch.Tensor, count: int) -> None:
-            self._num_correct += correct.to(self._device) if move else correct
-            self._num_examples += count
+        # None: the counts are made where the accumulator is. The kernels add to it themselves
+        # (a Python frame less a batch than a shared helper).
+        move = self._device if output[0].device != self._device else None
 
         def binary(y_pred: torch.Tensor, y: torch.Tensor) -> None:
-            add(torch.eq(y_pred, y).sum(), y.numel())
+            correct = torch.eq(y_pred, y).sum()
+            self._num_correct += correct if move is None else correct.to(move)
+            self._num_examples += y.numel()
 
         def multiclass(y_pred: torch.Tensor, y: torch.Tensor) -> None:
-            add(torch.eq(y_pred.argmax(dim=1), y).sum(), y.numel())
+            correct = torch.eq(y_pred.argmax(dim=1), y).sum()
+            self._num_correct += correct if move is None else correct.to(move)
+            self._num_examples += y.numel()
 
         def multilabel(y_pred: torch.Tensor, y: torch.Tensor) -> None:
-            add(torch.eq(y_pred, y).all(dim=1).sum(), y.numel() // num_classes)
+            correct = torch.eq(y_pred, y).all(dim=1).sum()
+            self._num_correct += correct if move is None else correct.to(move)
+            self._num_examples += y.numel() // num_classes
 
         kernel = {"binary": binary, "multiclass": multiclass, "multilabel": multilabel}[kind]
         return _squeezing(kernel) if squeeze else kernel
