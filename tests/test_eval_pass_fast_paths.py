@@ -178,7 +178,7 @@ def test_accuracy_prepares_once_over_passes_of_one_layout(make_engine: Any) -> N
     prepared: list[int] = []
 
     class Counting(Accuracy):
-        _plans_outlive_reset = True
+        _self_contained_kernels = True
 
         def _prepare(self, output: Any) -> Any:
             prepared.append(1)
@@ -264,3 +264,23 @@ def test_the_default_step_hands_other_batches_to_prepare_batch(backend: str, dev
     assert [type(output) for output in outputs] == [tuple, tuple]
     assert outputs[0][1] is list_batch[1]
     assert torch.equal(outputs[1][0], torch.ones(2, 3))
+
+
+def test_kernels_in_inference_mode_leave_normal_accumulators(make_engine: Any) -> None:
+    """Accuracy's kernels run in inference mode on the direct path: the accumulator they add
+    to stays a normal tensor, usable outside it, and the modes come back."""
+    metric = Accuracy()
+    scores = torch.randn(6, 3, requires_grad=True)
+    data = [(scores, torch.randint(0, 3, (6,))) for _ in range(3)]
+    engine = _evaluator(make_engine, acc=metric)
+    modes: list[tuple[bool, bool]] = []
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda e: modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled())),
+    )
+    assert engine.run(data).metrics["acc"] == _counts([(s.detach(), y) for s, y in data])
+    assert not metric._num_correct.is_inference()
+    assert not metric._num_correct.requires_grad
+    metric._num_correct += 1  # in place, outside inference mode
+    assert modes == [(False, True)] * 3
+    assert not torch.is_inference_mode_enabled()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import weakref
@@ -186,6 +187,8 @@ _STATE_TYPES = (type(None), bool, int, float, str, torch.Tensor)
 # What torch.no_grad() calls on entry and exit.
 _grad_enabled = torch.is_grad_enabled
 _set_grad_enabled = torch._C._set_grad_enabled
+# torch.inference_mode()'s C++ guard, made without a Python frame.
+_inference_mode = functools.partial(torch._C._InferenceMode, True)
 
 
 def _require_mapping(state_dict: Any) -> None:
@@ -576,19 +579,22 @@ class _PairMetric(Metric):
     # update() is this class's and the output reaches it untransformed.
     _updates_by_plan: ClassVar[bool] = True
 
-    # Whether the kernels of _prepare depend only on the layout and the metric's settings, so
-    # that a plan may serve again after a reset (see _resumed_plan). A subclass that defines its
-    # own _prepare says so itself.
-    _plans_outlive_reset: ClassVar[bool] = False
-    # The last plan, kept across resets where _plans_outlive_reset: (layout, kernel, what
+    # Whether the kernels of _prepare are self-contained: they depend only on the layout and
+    # the metric's settings, read the accumulators from the metric when they run, add to them
+    # in place and keep no tensor they make. Then a plan may serve again after a reset (see
+    # _resumed_plan), and iteration_completed runs the kernel in inference mode (no autograd
+    # layer in front of each op: about a third of a small op's dispatch). A subclass that
+    # defines its own _prepare says so itself.
+    _self_contained_kernels: ClassVar[bool] = False
+    # The last plan, kept across resets where _self_contained_kernels: (layout, kernel, what
     # _redo_reset_work needs).
     _kept_plan: tuple[_Layout, Kernel, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._updates_by_plan = cls.update is _PairMetric.update and cls._passes_tuples
-        if "_prepare" in cls.__dict__ and "_plans_outlive_reset" not in cls.__dict__:
-            cls._plans_outlive_reset = False
+        if "_prepare" in cls.__dict__ and "_self_contained_kernels" not in cls.__dict__:
+            cls._self_contained_kernels = False
 
     def reset(self) -> None:
         self._plan: tuple[_Layout, Kernel] | None = None
@@ -613,6 +619,10 @@ class _PairMetric(Metric):
                 and type(y) is torch.Tensor
                 and plan[0] == _layout(y_pred, y)
             ):
+                if self._self_contained_kernels:
+                    with _inference_mode():
+                        plan[1](y_pred, y)
+                    return
                 enabled = _grad_enabled()
                 _set_grad_enabled(False)
                 try:
@@ -686,7 +696,7 @@ class _PairMetric(Metric):
         if self._reuse_plans() and type(y_pred) is torch.Tensor and type(y) is torch.Tensor:
             layout = _layout(y_pred, y)
             self._plan = (layout, kernel)
-            if self._plans_outlive_reset:
+            if self._self_contained_kernels:
                 self._kept_plan = (layout, kernel, self._reset_work_state())
 
 

@@ -297,7 +297,7 @@ class Accuracy(_ClassificationMetric):
 
     _state_attrs = ("_num_correct", "_num_examples", "_type", "_num_classes")
     # The kernels depend on the layout and the device; they read the accumulators from self.
-    _plans_outlive_reset = True
+    _self_contained_kernels = True
 
     def reset(self) -> None:
         self._num_correct = torch.zeros((), dtype=torch.int64, device=self._device)
