@@ -284,3 +284,26 @@ def test_kernels_in_inference_mode_leave_normal_accumulators(make_engine: Any) -
     metric._num_correct += 1  # in place, outside inference mode
     assert modes == [(False, True)] * 3
     assert not torch.is_inference_mode_enabled()
+
+
+# ------------------------------------------------------------------ the count read with its checks
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float64])
+def test_read_count_gives_the_count_or_the_failure_as_read_does(dtype: Any) -> None:
+    from ember.metrics._checks import ValueChecks
+
+    for count in (0, 7, -3):  # a negative count: a state a program loaded
+        for failing in (False, True, None):
+            checks, reference = ValueChecks("M"), ValueChecks("M")
+            for target in (checks, reference):
+                if failing is not None:
+                    target.count(torch.tensor(int(failing)), "M: bad values")
+                target.count(torch.tensor(0), "M: never")
+            value = torch.tensor(count, dtype=dtype)
+            if failing:
+                with pytest.raises(ValueError, match="M: bad values"):
+                    checks.read_count(value)
+                with pytest.raises(ValueError, match="M: bad values"):
+                    reference.read(value)
+                continue
+            assert checks.read_count(value) == reference.read(value) == count
+            assert not checks.pending

@@ -155,7 +155,7 @@ class _ValueCheckedMetric(_PairMetric):
         if count == 0:
             raise self._not_computable()
         # The division on the host: one device op less, the same correctly rounded float.
-        summed: float = self._checks.read(total)
+        summed: float = self._checks.read_count(total)
         return summed / int(count)
 
 
