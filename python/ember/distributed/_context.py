@@ -141,9 +141,14 @@ def refuse_launched_process(what: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- queries
+# Whether torch was built with torch.distributed: fixed for the process, so asked once (every
+# metric's compute() asks is_initialized()).
+_DISTRIBUTED_BUILT = dist.is_available()
+
+
 def is_initialized() -> bool:
     """Whether torch.distributed's default process group exists in this process."""
-    return dist.is_available() and dist.is_initialized()
+    return _DISTRIBUTED_BUILT and dist.is_initialized()
 
 
 def _current() -> _Context | None:
