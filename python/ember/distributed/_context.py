@@ -121,8 +121,12 @@ def refuse_without_group(what: str) -> None:
     For code that decides by rank or needs every rank's data (handlers that write once,
     helpers that shard): without the group, every process would believe it is rank 0 of 1.
     """
-    if is_initialized():
-        return
+    if not is_initialized():
+        refuse_launched_process(what)
+
+
+def refuse_launched_process(what: str) -> None:
+    """:func:`refuse_without_group` for a caller that found torch.distributed uninitialized."""
     world_size = _launched_world_size()
     if world_size is None or world_size <= 1:
         return
@@ -137,9 +141,14 @@ def refuse_without_group(what: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- queries
+# Whether torch was built with torch.distributed: fixed for the process, so asked once (every
+# metric's compute() asks is_initialized()).
+_DISTRIBUTED_BUILT = dist.is_available()
+
+
 def is_initialized() -> bool:
     """Whether torch.distributed's default process group exists in this process."""
-    return dist.is_available() and dist.is_initialized()
+    return _DISTRIBUTED_BUILT and dist.is_initialized()
 
 
 def _current() -> _Context | None:

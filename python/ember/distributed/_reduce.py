@@ -44,7 +44,7 @@ def sum_over_ranks(
     :class:`~ember.distributed.GroupNotInitializedError`.
     """
     if not _context.is_initialized():
-        _context.refuse_without_group(f"{name}.compute()")
+        _context.refuse_launched_process(f"{name}.compute()")
         return tuple(values)
     if dist.get_world_size() == 1:
         return tuple(values)

@@ -119,10 +119,11 @@ def set_sampler_epoch(engine: Engine) -> None:
 
 
 def sampler_has_set_epoch(data: object) -> bool:
-    return any(
-        callable(getattr(getattr(data, name, None), "set_epoch", None))
-        for name in ("sampler", "batch_sampler")
-    )
+    # A loop rather than any() of a generator: called at every run(), an evaluator's included.
+    for name in ("sampler", "batch_sampler"):
+        if callable(getattr(getattr(data, name, None), "set_epoch", None)):
+            return True
+    return False
 
 
 def log_epoch_completed(engine: Engine) -> None:

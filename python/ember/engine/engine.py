@@ -560,13 +560,14 @@ class Engine:
             ```
         """
         self._validate_run_arguments(data, max_epochs, max_iters, epoch_length)
-        max_epochs, max_iters, epoch_length = (
-            None if value is None else int(value) for value in (max_epochs, max_iters, epoch_length)
-        )
+        # Spelled out, not a generator: each run() of an evaluator pays for every Python frame.
+        max_epochs = None if max_epochs is None else int(max_epochs)
+        max_iters = None if max_iters is None else int(max_iters)
+        epoch_length = None if epoch_length is None else int(epoch_length)
         self._validate_mode_switch(max_epochs, max_iters)
-        if self.state.max_epochs is not None:
+        if self.state.max_epochs is not None and max_epochs is not None:
             self._check_and_set_termination("max_epochs", max_epochs, "epoch", self.state.epoch)
-        if self.state.max_iters is not None:
+        if self.state.max_iters is not None and max_iters is not None:
             self._check_and_set_termination(
                 "max_iters", max_iters, "iteration", self.state.iteration
             )
@@ -585,22 +586,30 @@ class Engine:
                 self._profiler._profiled_run(self, plan)  # the loop, with host syncs counted
         return self.state
 
-    def _method_overridden(self, name: str) -> bool:
-        """True when ``self.<name>`` is not Engine's own method: a subclass override or an
-        instance attribute (a staticmethod like ``_is_done`` has no ``__func__``: compared
-        as it is)."""
-        bound = getattr(self, name)
-        return getattr(bound, "__func__", bound) is not getattr(Engine, name)
+    def _methods_overridden(self) -> tuple[bool, bool, bool]:
+        """Whether ``_fire_event``, ``_is_done`` and ``_setup_dataloader_iter`` of this engine
+        are not Engine's own: a subclass override or an instance attribute (a staticmethod
+        like ``_is_done`` has no ``__func__``: compared as it is)."""
+        fire_event, is_done, setup_iter = (
+            self._fire_event,
+            self._is_done,
+            self._setup_dataloader_iter,
+        )
+        return (
+            getattr(fire_event, "__func__", fire_event) is not Engine._fire_event,
+            getattr(is_done, "__func__", is_done) is not Engine._is_done,
+            getattr(setup_iter, "__func__", setup_iter) is not Engine._setup_dataloader_iter,
+        )
 
     def _plan(self) -> RunPlan:
         """Decide how this run() goes (see ``RunPlan``); takes the pending resume point."""
-        point = resume_point(self._resume_point)
+        point = None if self._resume_point is None else resume_point(self._resume_point)
         self._resume_point = None
+        fire_event, is_done, setup_dataloader_iter = self._methods_overridden()
         return RunPlan(
-            fire_through_engine=self._method_overridden("_fire_event")
-            or self.logger.isEnabledFor(logging.DEBUG),
-            is_done_overridden=self._method_overridden("_is_done"),
-            setup_dataloader_iter_overridden=self._method_overridden("_setup_dataloader_iter"),
+            fire_through_engine=fire_event or self.logger.isEnabledFor(logging.DEBUG),
+            is_done_overridden=is_done,
+            setup_dataloader_iter_overridden=setup_dataloader_iter,
             logs_info=self.logger.isEnabledFor(logging.INFO),
             set_sampler_epoch=bool(self.set_sampler_epoch),
             profiler=self._profiler,

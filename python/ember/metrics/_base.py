@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import weakref
 from abc import ABCMeta, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -171,11 +172,23 @@ def _identity(output: Any) -> Any:
     return output
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _passes_exact_tuples(method: _Method) -> _Method:
+    """Marks a ``_transformed_output`` that returns the engine's output unchanged when it is an
+    exact tuple and the transform is the identity (see ``Metric.iteration_completed``)."""
+    method._passes_exact_tuples = True  # type: ignore[attr-defined]
+    return method
+
+
 _STATE_TYPES = (type(None), bool, int, float, str, torch.Tensor)
 
 # What torch.no_grad() calls on entry and exit.
 _grad_enabled = torch.is_grad_enabled
 _set_grad_enabled = torch._C._set_grad_enabled
+# torch.inference_mode()'s C++ guard, made without a Python frame.
+_inference_mode = functools.partial(torch._C._InferenceMode, True)
 
 
 def _require_mapping(state_dict: Any) -> None:
@@ -218,6 +231,13 @@ class Metric(metaclass=ABCMeta):
 
     required_output_keys: tuple[str, ...] | None = ("y_pred", "y")
     _state_attrs: tuple[str, ...] = ()
+    # Whether the class's _transformed_output returns an exact tuple as it is under the identity
+    # transform (set for each subclass): iteration_completed then skips calling it.
+    _passes_tuples: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._passes_tuples = getattr(cls._transformed_output, "_passes_exact_tuples", False)
 
     def __init__(
         self,
@@ -292,6 +312,7 @@ class Metric(metaclass=ABCMeta):
         """Handler: reset."""
         self.reset()
 
+    @_passes_exact_tuples
     def _transformed_output(self, engine: Any) -> Any:
         output = engine.state.output
         if self._output_transform is not _identity:
@@ -311,7 +332,16 @@ class Metric(metaclass=ABCMeta):
 
     def iteration_completed(self, engine: Any) -> None:
         """Handler: update with ``output_transform(engine.state.output)``, without autograd."""
-        output = self._transformed_output(engine)
+        output = engine.state.output
+        # An exact tuple under the identity transform comes out of _transformed_output as it
+        # is, where the class's method is marked so: one Python frame less a batch.
+        if (
+            type(output) is not tuple
+            or self._output_transform is not _identity
+            or not self._passes_tuples
+            or "_transformed_output" in self.__dict__
+        ):
+            output = self._transformed_output(engine)
         # What torch.no_grad() does, without its context object (1.3 us a batch per metric,
         # 0.2 here).
         enabled = _grad_enabled()
@@ -545,8 +575,62 @@ class _PairMetric(Metric):
     :meth:`_prepare`; value checks that need the data run there (see ``_checks.ValueChecks``).
     """
 
+    # Whether iteration_completed may call the planned kernel itself (set for each subclass):
+    # update() is this class's and the output reaches it untransformed.
+    _updates_by_plan: ClassVar[bool] = True
+
+    # Whether the kernels of _prepare are self-contained: they depend only on the layout and
+    # the metric's settings, read the accumulators from the metric when they run, add to them
+    # in place and keep no tensor they make. Then a plan may serve again after a reset (see
+    # _resumed_plan), and iteration_completed runs the kernel in inference mode (no autograd
+    # layer in front of each op: about a third of a small op's dispatch). A subclass that
+    # defines its own _prepare says so itself.
+    _self_contained_kernels: ClassVar[bool] = False
+    # The last plan, kept across resets where _self_contained_kernels: (layout, kernel, what
+    # _redo_reset_work needs).
+    _kept_plan: tuple[_Layout, Kernel, Any] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._updates_by_plan = cls.update is _PairMetric.update and cls._passes_tuples
+        if "_prepare" in cls.__dict__ and "_self_contained_kernels" not in cls.__dict__:
+            cls._self_contained_kernels = False
+
     def reset(self) -> None:
         self._plan: tuple[_Layout, Kernel] | None = None
+
+    def iteration_completed(self, engine: Any) -> None:
+        """Handler: as :meth:`Metric.iteration_completed`; an exact ``(y_pred, y)`` of the
+        planned layout goes to the kernel directly (two Python frames less a batch)."""
+        plan = self._plan
+        output = engine.state.output
+        if (
+            plan is not None
+            and type(output) is tuple
+            and len(output) == 2
+            and self._output_transform is _identity
+            and self._updates_by_plan
+            and "update" not in self.__dict__
+            and "_transformed_output" not in self.__dict__
+        ):
+            y_pred, y = output
+            if (
+                type(y_pred) is torch.Tensor
+                and type(y) is torch.Tensor
+                and plan[0] == _layout(y_pred, y)
+            ):
+                if self._self_contained_kernels:
+                    with _inference_mode():
+                        plan[1](y_pred, y)
+                    return
+                enabled = _grad_enabled()
+                _set_grad_enabled(False)
+                try:
+                    plan[1](y_pred, y)
+                finally:
+                    _set_grad_enabled(enabled)
+                return
+        super().iteration_completed(engine)
 
     @abstractmethod
     def _prepare(self, output: Any) -> Kernel:
@@ -555,14 +639,42 @@ class _PairMetric(Metric):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self._plan = None  # its kernel adds to the accumulators just replaced
+        # Their kernels add to the accumulators just replaced, and the restored state (an
+        # input kind) is not a reset's.
+        self._plan = self._kept_plan = None
 
     def _reuse_plans(self) -> bool:
         """Whether later updates of the same layout may skip :meth:`_prepare`."""
         return True
 
+    def _reset_work_state(self) -> Any:
+        """What :meth:`_redo_reset_work` needs, taken when a plan is made (after _prepare)."""
+        return None
+
+    def _redo_reset_work(self, y_pred: torch.Tensor, y: torch.Tensor, saved: Any) -> None:
+        """What _prepare does for a reset metric beyond the checks that the layout decides
+        (the value checks, the input kind), for the first update of a kept plan's layout."""
+
+    def _resumed_plan(self, output: Any) -> tuple[_Layout, Kernel] | None:
+        """The kept plan, when ``output`` is a pair of tensors of its layout, made this
+        reset's: the checks of shapes and dtypes passed for that layout, and the kernels read
+        the accumulators from the metric when they run."""
+        kept = self._kept_plan
+        if kept is None or not (type(output) is tuple or type(output) is list) or len(output) != 2:
+            return None
+        y_pred, y = output
+        if type(y_pred) is not torch.Tensor or type(y) is not torch.Tensor:
+            return None
+        if kept[0] != _layout(y_pred, y):
+            return None
+        self._redo_reset_work(y_pred, y, kept[2])
+        self._plan = (kept[0], kept[1])
+        return self._plan
+
     def update(self, output: Any) -> None:
         plan = self._plan
+        if plan is None and self._kept_plan is not None:
+            plan = self._resumed_plan(output)
         if (
             plan is not None
             and (type(output) is tuple or type(output) is list)
@@ -582,7 +694,10 @@ class _PairMetric(Metric):
             kernel = _detaching(kernel)
         kernel(y_pred, y)
         if self._reuse_plans() and type(y_pred) is torch.Tensor and type(y) is torch.Tensor:
-            self._plan = (_layout(y_pred, y), kernel)
+            layout = _layout(y_pred, y)
+            self._plan = (layout, kernel)
+            if self._self_contained_kernels:
+                self._kept_plan = (layout, kernel, self._reset_work_state())
 
 
 # ------------------------------------------------------------------------------------ MetricsLambda

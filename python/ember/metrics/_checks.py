@@ -150,6 +150,20 @@ class ValueChecks:
         self._pending.clear()
         return result
 
+    def read_count(self, count: torch.Tensor) -> Any:
+        """:meth:`read` of a count, a tensor that is never negative: a failed check comes back
+        as -1 in the same host read, one device op where a NaN marker takes two (the count
+        converted to float64, then selected)."""
+        checks = self._pending
+        if not checks:
+            return count.item()
+        packed = torch.where(_any_failed(checks), -1, count).item()
+        if packed < 0:
+            _raise_first_failure(checks)  # returns when none failed: the count itself is < 0
+            packed = count.item()
+        checks.clear()
+        return packed
+
 
 _collectors: list[list[_Check]] = []
 
@@ -187,11 +201,7 @@ def read_collected(collector: list[_Check]) -> None:
 def _read(checks: list[_Check], value: torch.Tensor | None) -> Any:
     if not checks:
         return None if value is None else value.item()
-    failed = (
-        checks[0].failed
-        if len(checks) == 1
-        else torch.stack([check.failed for check in checks]).any()
-    )
+    failed = _any_failed(checks)
     if value is None:
         if bool(failed):
             _raise_first_failure(checks)
@@ -201,6 +211,13 @@ def _read(checks: list[_Check], value: torch.Tensor | None) -> Any:
         _raise_first_failure(checks)  # returns when none failed: the value itself is NaN
         packed = value.item()
     return packed
+
+
+def _any_failed(checks: list[_Check]) -> torch.Tensor:
+    """Whether any of ``checks`` (not empty) failed, as a 0-d bool tensor on the device."""
+    if len(checks) == 1:
+        return checks[0].failed
+    return torch.stack([check.failed for check in checks]).any()
 
 
 def _raise_first_failure(checks: list[_Check]) -> None:

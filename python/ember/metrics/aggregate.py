@@ -19,6 +19,7 @@ from ember.metrics._base import (
     SingleEpochRunningBatchWise,
     _check_usage,
     _identity,
+    _passes_exact_tuples,
 )
 from ember.metrics._checks import shape_of
 from ember.metrics._deferred import DeferredMetrics, DeferredValue, deferred_metrics
@@ -31,7 +32,7 @@ def _single_process() -> bool:
     not a launched rank missing its group (where compute() raises)."""
     if _context.is_initialized():
         return _context.get_world_size() == 1
-    _context.refuse_without_group("RunningAverage.compute()")
+    _context.refuse_launched_process("RunningAverage.compute()")
     return True
 
 
@@ -83,6 +84,7 @@ class Loss(Metric):
         self._batch_size = batch_size
         super().__init__(output_transform=output_transform, device=device)
 
+    @_passes_exact_tuples
     def _transformed_output(self, engine: Any) -> Any:
         output = engine.state.output
         if self._output_transform is not _identity:

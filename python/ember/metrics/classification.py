@@ -155,7 +155,7 @@ class _ValueCheckedMetric(_PairMetric):
         if count == 0:
             raise self._not_computable()
         # The division on the host: one device op less, the same correctly rounded float.
-        summed: float = self._checks.read(total)
+        summed: float = self._checks.read_count(total)
         return summed / int(count)
 
 
@@ -250,6 +250,17 @@ class _ClassificationMetric(_ValueCheckedMetric):
         self._type, self._num_classes = kind, num_classes
         return kind, num_classes, squeeze
 
+    def _reset_work_state(self) -> tuple[str | None, int | None]:
+        return self._type, self._num_classes
+
+    def _redo_reset_work(
+        self, y_pred: torch.Tensor, y: torch.Tensor, saved: tuple[str, int]
+    ) -> None:
+        kind, num_classes = saved
+        if self._wants_value_checks():
+            self._check_values_of(kind, y_pred, y, num_classes)
+        self._type, self._num_classes = kind, num_classes
+
     def _check_values_of(
         self, kind: str, y_pred: torch.Tensor, y: torch.Tensor, num_classes: int
     ) -> None:
@@ -285,6 +296,8 @@ class Accuracy(_ClassificationMetric):
     """
 
     _state_attrs = ("_num_correct", "_num_examples", "_type", "_num_classes")
+    # The kernels depend on the layout and the device; they read the accumulators from self.
+    _self_contained_kernels = True
 
     def reset(self) -> None:
         self._num_correct = torch.zeros((), dtype=torch.int64, device=self._device)
@@ -293,20 +306,24 @@ class Accuracy(_ClassificationMetric):
 
     def _prepare(self, output: Any) -> Kernel:
         kind, num_classes, squeeze = self._check_input(output)
-        move = output[0].device != self._device
-
-        def add(correct: torch.Tensor, count: int) -> None:
-            self._num_correct += correct.to(self._device) if move else correct
-            self._num_examples += count
+        # None: the counts are made where the accumulator is. The kernels add to it themselves
+        # (a Python frame less a batch than a shared helper).
+        move = self._device if output[0].device != self._device else None
 
         def binary(y_pred: torch.Tensor, y: torch.Tensor) -> None:
-            add(torch.eq(y_pred, y).sum(), y.numel())
+            correct = torch.eq(y_pred, y).sum()
+            self._num_correct += correct if move is None else correct.to(move)
+            self._num_examples += y.numel()
 
         def multiclass(y_pred: torch.Tensor, y: torch.Tensor) -> None:
-            add(torch.eq(y_pred.argmax(dim=1), y).sum(), y.numel())
+            correct = torch.eq(y_pred.argmax(dim=1), y).sum()
+            self._num_correct += correct if move is None else correct.to(move)
+            self._num_examples += y.numel()
 
         def multilabel(y_pred: torch.Tensor, y: torch.Tensor) -> None:
-            add(torch.eq(y_pred, y).all(dim=1).sum(), y.numel() // num_classes)
+            correct = torch.eq(y_pred, y).all(dim=1).sum()
+            self._num_correct += correct if move is None else correct.to(move)
+            self._num_examples += y.numel() // num_classes
 
         kernel = {"binary": binary, "multiclass": multiclass, "multilabel": multilabel}[kind]
         return _squeezing(kernel) if squeeze else kernel
