@@ -436,3 +436,38 @@ def test_on_ignite_s_engine_the_two_handlers_stay(make_engine: Any) -> None:
     assert state.metrics["loss"] == pytest.approx(expected_running(LOSSES, 0.9)[-1])
     metric.detach(engine)
     assert not metric.is_attached(engine)
+
+
+def test_only_transforms_that_return_their_argument_are_skipped() -> None:
+    import functools
+
+    from ember.metrics.aggregate import _returns_its_argument
+
+    def plain(loss: Any) -> Any:
+        return loss
+
+    assert _returns_its_argument(lambda loss: loss) and _returns_its_argument(plain)
+    for other in (
+        lambda loss: loss * 1,
+        lambda loss, scale=2: loss,  # two parameters: not skipped, though it would be right
+        lambda *losses: losses,
+        lambda loss, *, key=0: loss,
+        functools.partial(plain),
+        abs,
+        type("Callable", (), {"__call__": lambda self, loss: loss})(),
+    ):
+        assert not _returns_its_argument(other)
+
+
+def test_a_transform_replaced_mid_run_is_applied(make_engine: Any) -> None:
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    metric = RunningAverage(output_transform=lambda loss: loss, alpha=0.9)
+    metric.attach(engine, "loss")
+
+    @engine.on(Events.ITERATION_STARTED(once=3))
+    def double(engine: Any) -> None:
+        metric._output_transform = lambda loss: loss * 2
+
+    state = engine.run(LOSSES)
+    seen = LOSSES[:2] + [2 * value for value in LOSSES[2:]]
+    assert state.metrics["loss"] == pytest.approx(expected_running(seen, 0.9)[-1])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -243,6 +245,21 @@ def _sole_holder_count() -> int:
 
 
 _SOLE_HOLDER = _sole_holder_count()
+_RETURNS_ARGUMENT = (lambda value: value).__code__.co_code
+
+
+def _returns_its_argument(function: Any) -> bool:
+    """Whether ``function`` is a plain Python function of one parameter whose body only returns
+    it (``lambda loss: loss``, the usual ``output_transform``): calling it can be skipped."""
+    code = getattr(function, "__code__", None)
+    return (
+        type(function) is types.FunctionType
+        and code is not None
+        and code.co_code == _RETURNS_ARGUMENT
+        and code.co_argcount == 1
+        and code.co_kwonlyargcount == 0
+        and not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)
+    )
 
 
 # Products of powers of alpha that round to 0 are kept at the least positive double: an infinite
@@ -621,16 +638,22 @@ class _UpdateAndStore:
     ``state.metrics`` holds is moved to the new count instead of replaced: no one can tell.
     """
 
-    __slots__ = ("__weakref__", "metric", "name")
+    __slots__ = ("__weakref__", "metric", "name", "skipped_transform")
 
     def __init__(self, metric: RunningAverage, name: str) -> None:
         self.metric = metric
         self.name = name
+        # The output transform not called (a Python frame fewer): one that returns its argument.
+        transform = metric._output_transform
+        self.skipped_transform = transform if _returns_its_argument(transform) else _identity
 
     def __call__(self, engine: Any) -> None:
         metric = self.metric
         state = engine.state
-        output = metric._output_transform(state.output)
+        output = state.output
+        transform = metric._output_transform
+        if transform is not self.skipped_transform:
+            output = transform(output)
         pending = metric._pending
         # RunningAverage._appended, inlined: a frame fewer at every iteration.
         if (
