@@ -471,3 +471,24 @@ def test_a_transform_replaced_mid_run_is_applied(make_engine: Any) -> None:
     state = engine.run(LOSSES)
     seen = LOSSES[:2] + [2 * value for value in LOSSES[2:]]
     assert state.metrics["loss"] == pytest.approx(expected_running(seen, 0.9)[-1])
+
+
+def test_a_subclass_with_a_class_attribute_for_a_field_keeps_two_handlers(
+    make_engine: Any,
+) -> None:
+    class AlwaysEager(RunningAverage):
+        @property
+        def deferred(self) -> bool:
+            return False
+
+        @deferred.setter
+        def deferred(self, value: bool) -> None:
+            pass
+
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    metric = AlwaysEager(output_transform=lambda loss: loss, alpha=0.9)
+    metric.attach(engine, "loss")
+    assert len(engine._event_handlers[Events.ITERATION_COMPLETED]) == 2
+    state = engine.run(LOSSES)
+    assert type(dict.__getitem__(state.metrics, "loss")) is float
+    assert state.metrics["loss"] == pytest.approx(expected_running(LOSSES, 0.9)[-1])

@@ -602,6 +602,7 @@ class RunningAverage(Metric):
         started, iteration, completed = self._usage_events(usage)
         if (
             self.src is None
+            and not any(hasattr(type(self), field) for field in _UpdateAndStore.metric_fields)
             and iteration is completed
             and getattr(iteration, "filter", None) is None
             and isinstance(name, str)
@@ -639,6 +640,8 @@ class _UpdateAndStore:
     """
 
     __slots__ = ("__weakref__", "metric", "name", "skipped_transform")
+    # Read from the metric's instance dict at each call.
+    metric_fields = ("_output_transform", "_pending", "_single_process_run", "deferred")
 
     def __init__(self, metric: RunningAverage, name: str) -> None:
         self.metric = metric
@@ -649,12 +652,16 @@ class _UpdateAndStore:
 
     def __call__(self, engine: Any) -> None:
         metric = self.metric
+        # Metric.__getattr__ (metric.mean() and the like) makes each attribute read of a metric
+        # the interpreter's slow lookup: the instance dict is read once instead (attach checked
+        # that no class attribute stands for these fields).
+        fields = metric.__dict__
         state = engine.state
         output = state.output
-        transform = metric._output_transform
+        transform = fields["_output_transform"]
         if transform is not self.skipped_transform:
             output = transform(output)
-        pending = metric._pending
+        pending = fields["_pending"]
         # RunningAverage._appended, inlined: a frame fewer at every iteration.
         if (
             pending is None
@@ -676,8 +683,8 @@ class _UpdateAndStore:
         metrics = state.metrics
         if (
             type(metrics) is not DeferredMetrics
-            or metric._single_process_run is not True
-            or not metric.deferred
+            or fields["_single_process_run"] is not True
+            or not fields["deferred"]
         ):
             metric.completed(engine, self.name)
             return
