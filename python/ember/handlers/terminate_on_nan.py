@@ -116,6 +116,8 @@ class TerminateOnNan:
         # Called at every iteration: every name read once, the common output checked first.
         state = engine.state
         output = state.output
+        if self._output_transform is not _identity:
+            output = self._output_transform(output)
         iteration = state.iteration
         if iteration <= self._iteration:  # a new run: what the old one left is moot
             self._pending = []
@@ -124,7 +126,6 @@ class TerminateOnNan:
         self._iteration = iteration
         if (
             type(output) is self._tensor_type
-            and self._output_transform is _identity
             and not self.exact
             and not output.requires_grad
             and output.ndim == 0
@@ -145,13 +146,12 @@ class TerminateOnNan:
             self.check(engine)
 
     def _stopped_at_once(self, engine: Any, output: Any, iteration: int) -> bool:
-        """Check what the host can read of ``output`` now (everything, if ``exact``) and stop
-        the run on a NaN or an infinity; collect the rest. True when nothing is left to do."""
+        """Check what the host can read of the (transformed) ``output`` now (everything, if
+        ``exact``) and stop the run on a NaN or an infinity; collect the rest. True when nothing
+        is left to do."""
         torch = sys.modules.get("torch")
         if torch is not None:
             self._tensor_type = torch.Tensor
-        if self._output_transform is not _identity:
-            output = self._output_transform(output)
         if self.exact:
             if _walk_values(output, None):
                 self._stop(engine, output, iteration)
@@ -166,8 +166,8 @@ class TerminateOnNan:
             tensor = tensor.detach()
         if tensor.ndim != 0:
             tensor = _finite_flag(tensor)
+            self._only_values = False
         self._pending.append((self._iteration, tensor))
-        self._only_values = False
 
     def check(self, engine: Any) -> None:
         """Read what was collected since the last check (one host sync per device) and terminate
