@@ -221,6 +221,70 @@ def test_fast_loop_draws_rarely_and_ends_with_exact_counts(
     ]
 
 
+def _slow_loop_bar(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch, removed_at: int | None = None
+) -> tuple[Any, Any, io.StringIO, list[int]]:
+    """A bar on a loop whose clock says 400 us per iteration (a real training step), with the
+    iterations at which the bar's handler ran; the user removes it at ``removed_at``."""
+    trainer = make_engine()
+    monkeypatch.setattr(
+        "ember.handlers.tqdm_logger.perf_counter", lambda: trainer.state.iteration * 4e-4
+    )
+    stream = io.StringIO()
+    pbar = ProgressBar(persist=True, file=stream, mininterval=0.1)
+    pbar.attach(trainer)
+    tracker = pbar._trackers[0]
+    ticks: list[int] = []
+    tick = tracker.tick
+
+    def counted_tick() -> None:
+        ticks.append(trainer.state.iteration)
+        tick()
+
+    monkeypatch.setattr(tracker, "tick", counted_tick)
+    trainer.remove_event_handler(tick, Events.ITERATION_COMPLETED)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, tracker.tick)
+    if removed_at is not None:
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(once=removed_at),
+            lambda e: e.remove_event_handler(tracker.tick, tracker.registered_event),
+        )
+    return trainer, tracker, stream, ticks
+
+
+def test_slow_loop_filters_the_handler_where_filters_are_free(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    trainer, tracker, stream, ticks = _slow_loop_bar(make_engine, monkeypatch)
+    trainer.run(data=None, max_epochs=2, epoch_length=1000)
+    if backend == "cpp":
+        # 62 events per target interval (25 ms): every=32 after the first draw.
+        assert tracker.every == 32
+        assert len(ticks) < 2000 / 32 + 5
+    else:  # the Python loop calls a filter's wrapper at every event: the bar stays unfiltered
+        # After its trial of a filter, which did not make the loop faster.
+        assert tracker.every == 1
+        assert ticks[-100:] == list(range(1901, 2001))
+    assert [line[:28] for line in finished_lines(stream)] == [
+        "Epoch [1/2]: [1000/1000] 100",
+        "Epoch [2/2]: [1000/1000] 100",
+    ]
+
+
+def test_slow_loop_bar_removed_by_the_user_stays_removed(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer, tracker, stream, ticks = _slow_loop_bar(make_engine, monkeypatch, removed_at=300)
+    trainer.run(data=None, max_epochs=2, epoch_length=1000)
+    assert ticks and max(ticks) <= 300
+    assert not trainer.has_event_handler(tracker.tick)
+    # The closing handlers still draw the final counts.
+    assert [line[:28] for line in finished_lines(stream)] == [
+        "Epoch [1/2]: [1000/1000] 100",
+        "Epoch [2/2]: [1000/1000] 100",
+    ]
+
+
 # ---------------------------------------------------------------------------- how it closes
 def test_terminate_mid_epoch_closes_with_the_count_reached(make_engine: MakeEngine) -> None:
     trainer = make_engine()

@@ -508,3 +508,34 @@ def test_terminate_on_nan_on_a_filtered_event(
         trainer.run(range(10), max_epochs=3)
         assert trainer.state.iteration == (30 if stop is None else stop)
         assert (f"of iteration {bad} contains NaN or Inf" in caplog.text) == (stop is not None)
+
+
+def test_terminate_on_nan_settings_changed_mid_run(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # exact and output_transform are read at every call, before the common output's fast path.
+    trainer = make_engine(nan_at(6))
+    handler = TerminateOnNan()
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, handler)
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def change(engine: Engine) -> None:
+        if engine.state.iteration == 3:  # the output as a vector: a flag, next to losses
+            handler._output_transform = lambda loss: loss.reshape(1).repeat(2)
+        if engine.state.iteration == 6:
+            handler.exact = True
+
+    trainer.run(range(10), max_epochs=2)
+    assert trainer.state.iteration == 6
+    assert "Output 'tensor([nan, nan])' of iteration 6 contains NaN or Inf" in caplog.text
+
+
+def test_terminate_on_nan_losses_then_a_flag_in_one_read(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    outputs = [torch.tensor(0.5), torch.tensor([1.0, math.inf]), torch.tensor(0.25)]
+    trainer = make_engine(lambda engine, batch: outputs[batch])
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.run(range(3), max_epochs=2)
+    assert trainer.state.iteration == 3
+    assert "Output 'a tensor with NaN or Inf' of iteration 2 contains NaN or Inf" in caplog.text

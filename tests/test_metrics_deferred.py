@@ -340,3 +340,155 @@ def test_an_output_replaced_by_an_odd_object_is_refused(make_engine: Any, odd: A
     with pytest.raises(TypeError, match=r"expects a number or a torch\.Tensor"):
         engine.run(LOSSES)
     assert engine.state.iteration == 3
+
+
+# ----------------------------------------- the default usage's one handler (update and store)
+def test_one_handler_is_seen_as_both_methods_and_detaches(make_engine: Any) -> None:
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    metric = RunningAverage(output_transform=lambda loss: loss, alpha=0.9)
+    metric.attach(engine, "loss")
+    assert len(engine._event_handlers[Events.ITERATION_COMPLETED]) == 1
+    for handler in (metric.iteration_completed, metric.completed):
+        assert engine.has_event_handler(handler, Events.ITERATION_COMPLETED)
+    assert metric.is_attached(engine)
+    metric.attach(engine, "again")  # a second name: stored by a handler of its own
+    state = engine.run(LOSSES)
+    assert state.metrics["loss"] == state.metrics["again"]
+    assert state.metrics["loss"] == pytest.approx(expected_running(LOSSES, 0.9)[-1])
+    metric.detach(engine)
+    assert not metric.is_attached(engine)
+    for handler in (metric.started, metric.iteration_completed, metric.completed):
+        assert not engine.has_event_handler(handler)
+
+
+@pytest.mark.parametrize("removed", ["completed", "iteration_completed", "both"])
+def test_the_user_removes_one_part_mid_run(make_engine: Any, removed: str) -> None:
+    # As with two handlers (ignite's): without completed, the average goes on but is no longer
+    # stored; without iteration_completed, the last value is stored again at each iteration.
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    metric = RunningAverage(output_transform=lambda loss: loss, alpha=0.9)
+    metric.attach(engine, "loss")
+    seen: list[float] = []
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def remove(engine: Any) -> None:
+        seen.append(engine.state.metrics.get("loss"))
+        if engine.state.iteration == 2:
+            for name in ("completed", "iteration_completed"):
+                if removed in (name, "both"):
+                    engine.remove_event_handler(getattr(metric, name), Events.ITERATION_COMPLETED)
+            del engine.state.metrics["loss"]  # stored again only by a store handler left
+
+    engine.run(LOSSES)
+    running = expected_running(LOSSES, 0.9)
+    assert seen[:2] == pytest.approx(running[:2])
+    assert metric.is_attached(engine) == (removed == "iteration_completed")
+    updating = engine.has_event_handler(metric.iteration_completed, Events.ITERATION_COMPLETED)
+    assert updating == (removed == "completed")
+    if removed == "iteration_completed":
+        assert seen[2:] == pytest.approx([running[1]] * 3)
+    else:
+        assert seen[2:] == [None] * 3
+    assert metric.compute() == pytest.approx(running[-1 if updating else 1])
+    with pytest.raises(ValueError, match="is not found"):
+        engine.remove_event_handler(metric.started, Events.ITERATION_COMPLETED)
+
+
+def test_a_placeholder_someone_holds_keeps_its_value(make_engine: Any) -> None:
+    engine = tensor_loss_engine(make_engine)
+    held: dict[int, Any] = {}
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def hold(engine: Any) -> None:
+        if engine.state.iteration in (2, 3):  # the placeholder itself, unread
+            held[engine.state.iteration] = dict.__getitem__(engine.state.metrics, "loss")
+
+    state = engine.run(LOSSES * 2)
+    running = expected_running(LOSSES * 2, 0.9)
+    assert state.metrics["loss"] == pytest.approx(running[-1])
+    assert held[3].get() == pytest.approx(running[2])
+    assert held[2].get() == pytest.approx(running[1])
+
+
+def test_the_user_deletes_or_replaces_the_entry(make_engine: Any) -> None:
+    engine = tensor_loss_engine(make_engine)
+
+    @engine.on(Events.ITERATION_STARTED)
+    def meddle(engine: Any) -> None:
+        if engine.state.iteration == 3:
+            del engine.state.metrics["loss"]
+        if engine.state.iteration == 4:
+            dict.__setitem__(engine.state.metrics, "loss", DeferredValue(torch.tensor(-1.0)))
+
+    values = LOSSES * 60  # past a fold (256 values)
+    state = engine.run(values)
+    assert state.metrics["loss"] == pytest.approx(expected_running(values, 0.9)[-1], rel=1e-5)
+
+
+def test_on_ignite_s_engine_the_two_handlers_stay(make_engine: Any) -> None:
+    ignite_engine = pytest.importorskip("ignite.engine")
+    engine = ignite_engine.Engine(lambda engine, batch: torch.tensor(batch))
+    metric = RunningAverage(output_transform=lambda loss: loss, alpha=0.9)
+    metric.attach(engine, "loss")
+    assert engine.has_event_handler(metric.iteration_completed)
+    assert engine.has_event_handler(metric.completed)
+    state = engine.run(LOSSES)
+    assert state.metrics["loss"] == pytest.approx(expected_running(LOSSES, 0.9)[-1])
+    metric.detach(engine)
+    assert not metric.is_attached(engine)
+
+
+def test_only_transforms_that_return_their_argument_are_skipped() -> None:
+    import functools
+
+    from ember.metrics.aggregate import _returns_its_argument
+
+    def plain(loss: Any) -> Any:
+        return loss
+
+    assert _returns_its_argument(lambda loss: loss) and _returns_its_argument(plain)
+    for other in (
+        lambda loss: loss * 1,
+        lambda loss, scale=2: loss,  # two parameters: not skipped, though it would be right
+        lambda *losses: losses,
+        lambda loss, *, key=0: loss,
+        functools.partial(plain),
+        abs,
+        type("Callable", (), {"__call__": lambda self, loss: loss})(),
+    ):
+        assert not _returns_its_argument(other)
+
+
+def test_a_transform_replaced_mid_run_is_applied(make_engine: Any) -> None:
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    metric = RunningAverage(output_transform=lambda loss: loss, alpha=0.9)
+    metric.attach(engine, "loss")
+
+    @engine.on(Events.ITERATION_STARTED(once=3))
+    def double(engine: Any) -> None:
+        metric._output_transform = lambda loss: loss * 2
+
+    state = engine.run(LOSSES)
+    seen = LOSSES[:2] + [2 * value for value in LOSSES[2:]]
+    assert state.metrics["loss"] == pytest.approx(expected_running(seen, 0.9)[-1])
+
+
+def test_a_subclass_with_a_class_attribute_for_a_field_keeps_two_handlers(
+    make_engine: Any,
+) -> None:
+    class AlwaysEager(RunningAverage):
+        @property
+        def deferred(self) -> bool:
+            return False
+
+        @deferred.setter
+        def deferred(self, value: bool) -> None:
+            pass
+
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    metric = AlwaysEager(output_transform=lambda loss: loss, alpha=0.9)
+    metric.attach(engine, "loss")
+    assert len(engine._event_handlers[Events.ITERATION_COMPLETED]) == 2
+    state = engine.run(LOSSES)
+    assert type(dict.__getitem__(state.metrics, "loss")) is float
+    assert state.metrics["loss"] == pytest.approx(expected_running(LOSSES, 0.9)[-1])

@@ -373,6 +373,7 @@ class LRScheduler(ParamScheduler):
         self._state_attrs += ["lr_scheduler"]
 
     def __call__(self, engine: Any = None, name: str | None = None) -> None:
+        # Called at every iteration: the attributes themselves, not the save_history property.
         if self.event_index > 0:
             if self._stepped:
                 self.lr_scheduler.step()
@@ -385,7 +386,7 @@ class LRScheduler(ParamScheduler):
                     )
                     self.lr_scheduler.step()
                 self._stepped = True
-        if self.save_history:
+        if self._save_history:
             _record_history(
                 engine,
                 name or self.param_name,

@@ -106,34 +106,33 @@ class TerminateOnNan:
         # Collected since the last check: (iteration, tensor), where the tensor is a 0-d value
         # of the output (a detached loss as it is) or a 0-d "all finite" flag of a larger one.
         self._pending: list[tuple[int, Any]] = []
+        self._only_values = True  # no "all finite" flag in _pending
+        # torch.Tensor, once a call saw torch imported (this module does not import it).
+        self._tensor_type: Any = None
         self._iteration = 0
         self._iterations_since_check = 0
 
     def __call__(self, engine: Any) -> None:
+        # Called at every iteration: every name read once, the common output checked first.
         state = engine.state
         output = state.output
         if self._output_transform is not _identity:
             output = self._output_transform(output)
         iteration = state.iteration
-        if self.exact:
-            if _walk_values(output, None):
-                self._stop(engine, output, iteration)
-            return
         if iteration <= self._iteration:  # a new run: what the old one left is moot
             self._pending = []
+            self._only_values = True
             self._iterations_since_check = 0
         self._iteration = iteration
-        torch = sys.modules.get("torch")
         if (
-            torch is not None
-            and type(output) is torch.Tensor
+            type(output) is self._tensor_type
+            and not self.exact
             and not output.requires_grad
             and output.ndim == 0
             and output.is_floating_point()
         ):  # a detached loss: kept as it is
             self._pending.append((iteration, output))
-        elif _walk_values(output, self._collect):
-            self._stop(engine, output, iteration)
+        elif self._stopped_at_once(engine, output, iteration):
             return
         calls = self._iterations_since_check = self._iterations_since_check + 1
         # The last iteration of an epoch or of the run, read at each call: a handler may
@@ -142,31 +141,57 @@ class TerminateOnNan:
         if (
             calls >= self.check_every
             or (epoch_length is not None and iteration % epoch_length == 0)
-            or iteration == getattr(state, "max_iters", None)
+            or iteration == state.max_iters
         ):
             self.check(engine)
+
+    def _stopped_at_once(self, engine: Any, output: Any, iteration: int) -> bool:
+        """Check what the host can read of the (transformed) ``output`` now (everything, if
+        ``exact``) and stop the run on a NaN or an infinity; collect the rest. True when nothing
+        is left to do."""
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            self._tensor_type = torch.Tensor
+        if self.exact:
+            if _walk_values(output, None):
+                self._stop(engine, output, iteration)
+            return True
+        if _walk_values(output, self._collect):
+            self._stop(engine, output, iteration)
+            return True
+        return False
 
     def _collect(self, tensor: Any) -> None:
         if tensor.requires_grad:
             tensor = tensor.detach()
         if tensor.ndim != 0:
             tensor = _finite_flag(tensor)
+            self._only_values = False
         self._pending.append((self._iteration, tensor))
 
     def check(self, engine: Any) -> None:
         """Read what was collected since the last check (one host sync per device) and terminate
         if any of it was not finite. Called by the handler itself; call it to check now."""
         pending, self._pending = self._pending, []
+        only_values, self._only_values = self._only_values, True
         self._iterations_since_check = 0
-        if not pending or self._all_finite([tensor for _, tensor in pending]):
+        if not pending or self._all_finite([tensor for _, tensor in pending], only_values):
             return
         iteration, tensor = next((i, t) for i, t in pending if not bool(_finite_flag(t)))
         is_flag = tensor.dtype == sys.modules["torch"].bool
         self._stop(engine, "a tensor with NaN or Inf" if is_flag else tensor, iteration)
 
     @staticmethod
-    def _all_finite(tensors: list[Any]) -> bool:
+    def _all_finite(tensors: list[Any], only_values: bool) -> bool:
+        """Whether every tensor is finite (a flag: true). ``only_values``: no flags among them
+        (the losses of the common case), read in one stack unless they are on several devices;
+        else grouped by device and dtype (a flag is never promoted to a number)."""
         torch = sys.modules["torch"]
+        if only_values:
+            try:
+                return bool(torch.isfinite(torch.stack(tensors)).all())
+            except RuntimeError:
+                pass  # several devices
         flags_by_device: dict[Any, list[Any]] = {}
         groups: dict[tuple[Any, Any], list[Any]] = {}
         for tensor in tensors:

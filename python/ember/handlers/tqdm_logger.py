@@ -203,6 +203,14 @@ class ProgressBar:
 _PROBE, _TRIAL, _ADAPTIVE, _GATED = "probe", "trial", "adaptive", "gated"
 
 
+def _filters_are_free(engine: Any) -> bool:
+    """Whether ``engine`` runs the compiled loop, which skips an ``every=k`` handler without
+    calling Python (ember's Python loop and ignite's call a wrapper at every event). Read without
+    importing ``ember._core``: an engine can only run the compiled loop once it is imported."""
+    core = sys.modules.get("ember._core")
+    return core is not None and getattr(engine, "_run_loop", None) is core.run_loop
+
+
 class _Tracker:
     """One attachment: the bar of one engine, its handlers, and the choice of ``every``.
 
@@ -210,7 +218,10 @@ class _Tracker:
     ``every`` the rate asks for, measuring whether the loop got faster: on ember's Python loop a
     filtered handler costs more than a cheap unfiltered one), ``adaptive`` (filtered, ``every``
     follows the rate), ``gated`` (unfiltered, only the clock limits the work). A bar on a filtered
-    event the user chose is ``gated`` from the start.
+    event the user chose is ``gated`` from the start. On the compiled loop, where a filtered
+    handler costs nothing at the events it skips, the bar is ``adaptive`` from the start,
+    whatever the loop's speed: its first ``every`` follows the time of the first event after the
+    first draw, the next ones windows of ``target`` seconds.
     """
 
     def __init__(
@@ -239,6 +250,8 @@ class _Tracker:
         self.window_start: float | None = None
         self.window_counter: int = 0
         self.probe_rate: float = 0.0
+        # The mode when ``every`` falls back to 1: probe, or adaptive where filters are free.
+        self.free_mode: str = _PROBE
         self.warned: set[str] = set()
         # The counter when the last bar closed (or the run started): a bar not drawn yet has
         # something to show only once the counter moved past it.
@@ -251,13 +264,18 @@ class _Tracker:
 
     @property
     def window(self) -> float:
-        """Seconds over which the event rate is measured: longer while calibrating."""
+        """Seconds over which the event rate is measured: longer while calibrating; none while
+        unfiltered where filters are free (every event measures, until one asks for a filter)."""
+        if self.every == 1 and self.mode == _ADAPTIVE:
+            return 0.0
         return self.target * (2.0 if self.mode in (_PROBE, _TRIAL) else 1.0)
 
     def attach(self, engine: Any) -> None:
         # ``tick`` takes no engine (it holds it weakly): on the Python loop a handler called
         # without the engine is the cheapest kind.
         self.engine_ref = weakref.ref(engine)
+        if self.mode == _PROBE and _filters_are_free(engine):
+            self.mode = self.free_mode = _ADAPTIVE
         engine.add_event_handler(self.registered_event, self.tick)
         engine.add_event_handler(self.closing_event_name, self.close_bar)
         for event in (Events.TERMINATE, Events.COMPLETED, Events.INTERRUPT):
@@ -473,7 +491,7 @@ class _Tracker:
         if ideal >= 2 * self.every or ideal < self.every / 2:
             every = _power_of_two(ideal)
             if every != self.every and self.reattach(engine, every) and every == 1:
-                self.mode = _PROBE
+                self.mode = self.free_mode
 
     def reattach(self, engine: Any, every: int) -> bool:
         """Re-add ``tick`` with ``every=every``; false if the user removed it."""
