@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from loop_overhead import parse_callgrind_total
+from loop_overhead import count_reduce_instructions
 from stack import FULL, HandWrittenStack, make_work
 
 import ember.engine
@@ -93,22 +91,14 @@ def count_instructions(backend: str) -> None:
         counts = {}
         for variant in ("hand", "ember"):
             for batches in BATCH_COUNTS:
-                out = Path(directory) / f"{variant}-{batches}.callgrind"
-                command = [
-                    "valgrind",
-                    "--tool=callgrind",
-                    "--collect-atstart=no",
-                    "--toggle-collect=functools_reduce",
-                    f"--callgrind-out-file={out}",
-                    sys.executable,
+                counts[variant, batches] = count_reduce_instructions(
+                    Path(directory) / f"{variant}-{batches}.callgrind",
                     __file__,
                     "--backend",
                     backend,
                     "--one-variant",
                     f"{variant}:{batches}",
-                ]
-                subprocess.run(command, check=True, capture_output=True)
-                counts[variant, batches] = parse_callgrind_total(out.read_text())
+                )
     for batches in BATCH_COUNTS:
         hand, ours = (counts[v, batches] / CALLGRIND_PASSES for v in ("hand", "ember"))
         print(

@@ -436,6 +436,26 @@ def callgrind_total_instructions(mode: str, iterations: int, workdir: Path) -> i
     return parse_callgrind_total(out_file.read_text())
 
 
+def count_reduce_instructions(out_file: Path, script: str, *args: str) -> int:
+    """Instructions that ``python script args...`` runs inside ``functools.reduce`` (the one
+    call such a script makes around what it wants counted), counted by callgrind."""
+    subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            "--toggle-collect=functools_reduce",
+            f"--callgrind-out-file={out_file}",
+            sys.executable,
+            script,
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return parse_callgrind_total(out_file.read_text())
+
+
 def parse_callgrind_total(text: str) -> int:
     for line in text.splitlines():
         if line.startswith(("summary:", "totals:")):

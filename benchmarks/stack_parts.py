@@ -33,8 +33,6 @@ import argparse
 import datetime
 import functools
 import math
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +40,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from loop_overhead import REPO_ROOT, devnull_stream, git_commit, parse_callgrind_total
+from loop_overhead import REPO_ROOT, count_reduce_instructions, devnull_stream, git_commit
 from stack import FULL, HandWrittenStack, make_work
 
 import ember.engine
@@ -183,20 +181,9 @@ def run_variant(variant: str) -> None:
 
 
 def count_instructions(variant: str, workdir: Path) -> int:
-    out = workdir / f"{variant}.callgrind"
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--collect-atstart=no",
-        "--toggle-collect=functools_reduce",
-        f"--callgrind-out-file={out}",
-        sys.executable,
-        __file__,
-        "--variant",
-        variant,
-    ]
-    subprocess.run(command, check=True, capture_output=True)
-    return parse_callgrind_total(out.read_text())
+    return count_reduce_instructions(
+        workdir / f"{variant}.callgrind", __file__, "--variant", variant
+    )
 
 
 def markdown(counts: dict[str, int], commit: str) -> str:

@@ -331,9 +331,9 @@ def test_nothing_keeps_the_engine_the_checkpointer_or_the_saver_alive(
     assert [reference() for reference in references] == [None, None, None]
 
 
-def test_a_saver_with_work_in_flight_can_be_collected(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def fsync_gate(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """os.fsync waits until the returned event is set."""
     gate = threading.Event()
     fsync = os.fsync
 
@@ -342,6 +342,13 @@ def test_a_saver_with_work_in_flight_can_be_collected(
         fsync(fd)
 
     monkeypatch.setattr(os, "fsync", gated_fsync)
+    return gate
+
+
+def test_a_saver_with_work_in_flight_can_be_collected(
+    tmp_path: Path, fsync_gate: threading.Event
+) -> None:
+    gate = fsync_gate
     saver = DiskSaver(tmp_path)
     saver({"x": torch.arange(3)}, "a.pt")  # outside a run: nothing waits for it
     work = saver._durability_work
@@ -386,16 +393,9 @@ def test_an_error_nobody_raised_is_logged_at_exit(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_finishes_the_work_its_parent_had_in_flight(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fsync_gate: threading.Event
 ) -> None:
-    gate = threading.Event()
-    fsync = os.fsync
-
-    def gated_fsync(fd: int) -> None:
-        assert gate.wait(timeout=60)
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", gated_fsync)
+    gate = fsync_gate
     saver = DiskSaver(tmp_path)
     saver({"x": torch.arange(3)}, "a.pt")
     saver.remove("b.pt")  # waits for the work: the child must not wait forever for it
