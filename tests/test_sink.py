@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import torch
-from tests.conftest import collect_garbage
 
+from conftest import collect_garbage
 from ember.engine import Engine, Events
 from ember.engine.sink import OutputSink
 from ember.handlers import TerminateOnNan
