@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import operator
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -180,13 +181,28 @@ class TerminateOnNan(OutputSink):
             self._take(None, output, iteration, current=False)
 
     def _take_outputs(self, engine: Any) -> None:
-        """The sink's ``on_full``: look at the kept outputs in order, the last one being the
-        current iteration's."""
+        """The sink's ``on_full``: take the kept outputs in order, the last one being the
+        current iteration's. Those before it are detached losses (an output of another kind
+        empties the sink at once), due no check: collected in one go when they come from
+        increasing iterations of the run seen so far."""
         values, self.values = self.values, []
         iterations, self.iterations = self.iterations, []
-        last = len(values) - 1
-        for index, (iteration, output) in enumerate(zip(iterations, values, strict=True)):
-            self._take(engine, output, iteration, current=index == last)
+        if values:
+            output, iteration = values.pop(), iterations.pop()
+            if (
+                self._sinks_outputs
+                and iterations
+                and iterations[0] > self._iteration
+                and all(map(operator.lt, iterations, iterations[1:]))
+                and self._iterations_since_check + len(iterations) < self.check_every
+            ):
+                self._pending.extend(zip(iterations, values, strict=True))
+                self._iteration = iterations[-1]
+                self._iterations_since_check += len(iterations)
+            else:
+                for earlier, kept in zip(iterations, values, strict=True):
+                    self._take(engine, kept, earlier, current=False)
+            self._take(engine, output, iteration, current=True)
         # The next call that is due a check, counted from the last one, fills the sink.
         self._choose_mode()
 
