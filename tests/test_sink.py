@@ -279,3 +279,53 @@ def test_sink_does_not_keep_the_engine_alive(make_engine: MakeEngine) -> None:
     collect_garbage()
     assert alive() is None
     assert sink.iterations == [1, 2, 3]
+
+
+class CheckRecorder(TerminateOnNan):
+    """A subclass that keeps the sink's fast path and records where checks happen."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.checks: list[int] = []
+
+    def check(self, engine: Engine) -> None:
+        self.checks.append(engine.state.iteration)
+        super().check(engine)
+
+
+def test_terminate_on_nan_checks_where_the_per_call_handler_did(make_engine: MakeEngine) -> None:
+    # Every check_every calls counted from the last check or from a new run's first call, at
+    # the last iteration of each epoch, and of the run.
+    handler = CheckRecorder(check_every=4)
+    first = make_engine(lambda e, b: torch.tensor(float(b)))
+    first.add_event_handler(Events.ITERATION_COMPLETED, handler)
+
+    @first.on(Events.ITERATION_COMPLETED(once=3))
+    def stop(engine: Engine) -> None:
+        engine.terminate()
+
+    first.run(range(10))
+    # The first output was taken at once: it tells the handler that torch is there.
+    assert handler.checks == [] and handler.iterations == [2, 3]
+    second = make_engine(lambda e, b: torch.tensor(float(b)))
+    second.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    second.run(range(6), max_epochs=2)
+    # The first run's outputs are dropped at the second run's first iteration, unread.
+    assert handler.checks == [4, 6, 10, 12]
+    second = make_engine(lambda e, b: torch.tensor(float(b)))
+    second.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    handler.checks.clear()
+    second.run(range(10), max_iters=7)
+    assert handler.checks == [4, 7]
+
+
+def test_terminate_on_nan_losses_then_a_number_stop_at_the_number(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    outputs = [torch.tensor(1.0), torch.tensor(2.0), float("nan"), torch.tensor(3.0)]
+    engine = make_engine(lambda e, b: outputs[b])
+    handler = CheckRecorder()
+    engine.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    engine.run(range(4))
+    assert engine.state.iteration == 3 and handler.checks == []
+    assert "Output 'nan' of iteration 3 contains NaN or Inf. Stop training" in caplog.text
