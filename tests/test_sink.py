@@ -329,3 +329,29 @@ def test_terminate_on_nan_losses_then_a_number_stop_at_the_number(
     engine.run(range(4))
     assert engine.state.iteration == 3 and handler.checks == []
     assert "Output 'nan' of iteration 3 contains NaN or Inf. Stop training" in caplog.text
+
+
+class OwnAccepts(OutputSink):
+    __slots__ = ()
+
+    def accepts(self, output: Any) -> bool:
+        return output % 2 == 0
+
+
+def test_sink_subclass_with_its_own_accepts(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    recorder = attach(engine, OwnAccepts, limit=10)
+    engine.run(range(5))
+    assert [seen[0] for seen in recorder.seen] == [2, 4]
+
+
+def test_sink_on_a_state_without_output_raises_as_python_does(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def drop_output(engine: Engine) -> None:
+        del engine.state.output
+
+    attach(engine, limit=2)
+    with pytest.raises(AttributeError, match="output"):
+        engine.run(range(3))
