@@ -73,11 +73,10 @@ class _NothingYet:
 
 
 def _floating_dtypes(torch: Any) -> tuple[Any, ...]:
-    return tuple(
-        dtype
-        for dtype in vars(torch).values()
-        if isinstance(dtype, torch.dtype) and dtype.is_floating_point
-    )
+    """Every floating dtype once, the usual dtypes of a loss first (``in`` compares in order)."""
+    found = (dtype for dtype in vars(torch).values() if isinstance(dtype, torch.dtype))
+    usual = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+    return tuple(dict.fromkeys((*usual, *(d for d in found if d.is_floating_point))))
 
 
 class TerminateOnNan(OutputSink):
