@@ -133,6 +133,22 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
     c.plan.profiler = Slot(plan_cls, "profiler");
     c.plan.resume = Slot(plan_cls, "resume");
 
+    py::object sink_cls = support.attr("OutputSink");
+    c.sink_layout =
+        layout_of(sink_cls, {"values", "iterations", "limit", "on_full", "flush_at_epoch_end",
+                             "accepted_type", "accepted_attributes"});
+    // A subclass's own __call__ or accepts() is its behaviour: such a class is called through
+    // Python.
+    for (const char* method : {"__call__", "accepts"})
+        c.sink_layout.fields.emplace_back(intern(method), leak(sink_cls.attr(method)));
+    c.sink.values = Slot(sink_cls, "values");
+    c.sink.iterations = Slot(sink_cls, "iterations");
+    c.sink.limit = Slot(sink_cls, "limit");
+    c.sink.on_full = Slot(sink_cls, "on_full");
+    c.sink.flush_at_epoch_end = Slot(sink_cls, "flush_at_epoch_end");
+    c.sink.accepted_type = Slot(sink_cls, "accepted_type");
+    c.sink.accepted_attributes = Slot(sink_cls, "accepted_attributes");
+
     c.registry_layout = layout_of(registry_cls, {"version"});
     c.registry_version = Slot(registry_cls, "version");
     c.ready = true;

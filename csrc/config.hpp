@@ -102,6 +102,12 @@ struct Config {
     long long no_progress_epochs_limit = 1000;
 
     Layout engine_layout, state_layout, registry_layout;
+    // ember.engine.sink.OutputSink, or a subclass that keeps its __call__ and fields.
+    Layout sink_layout;
+    struct {
+        Slot values, iterations, limit, on_full, flush_at_epoch_end, accepted_type,
+            accepted_attributes;
+    } sink;
     struct {
         Slot state, registry, dataloader_iter, init_iter, process_function, resume_point,
             last_event_name, should_terminate, should_terminate_single_epoch, should_interrupt;

@@ -115,7 +115,12 @@ Dispatcher::Entry Dispatcher::decode(PyObject* item) const {
     // Read at each call: it may be edited.
     entry.kwargs = py::reinterpret_borrow<py::object>(kwargs);
     entry.callable = py::reinterpret_borrow<py::object>(handler);
-    if (Py_TYPE(handler) == c.filtered_handler_type) decode_filtered(entry, handler);
+    if (Py_TYPE(handler) == c.filtered_handler_type) {
+        decode_filtered(entry, handler);
+    } else if (!entry.engine_ref.is_none() && PyTuple_GET_SIZE(entry.args.ptr()) == 0 &&
+               c.sink_layout.admits_class(Py_TYPE(handler))) {
+        entry.kind = Kind::sink;
+    }
     return entry;
 }
 
@@ -165,7 +170,121 @@ void Dispatcher::call_through_python(PyObject* handlers, PyObject* event_kwargs)
     steal_or_throw(PyObject_Vectorcall(configured().support.call_handlers, argv, 3, nullptr));
 }
 
+namespace {
+
+// OutputSink.accepts(output) for fields already checked: accepted_type is None or a class, and
+// accepted_attributes an exact tuple of exact (str, allowed) tuples.
+bool sink_accepts(PyObject* output, PyObject* accepted_type, PyObject* accepted_attributes) {
+    if (accepted_type == Py_None) return true;
+    if (reinterpret_cast<PyObject*>(Py_TYPE(output)) != accepted_type) return false;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(accepted_attributes); ++i) {
+        PyObject* pair = PyTuple_GET_ITEM(accepted_attributes, i);
+        py::object value = steal_or_throw(PyObject_GetAttr(output, PyTuple_GET_ITEM(pair, 0)));
+        int found = PySequence_Contains(PyTuple_GET_ITEM(pair, 1), value.ptr());
+        if (found < 0) throw py::error_already_set();
+        if (found == 0) return false;
+    }
+    return true;
+}
+
+bool valid_accepted_attributes(PyObject* attributes) {
+    if (!PyTuple_CheckExact(attributes)) return false;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(attributes); ++i) {
+        PyObject* pair = PyTuple_GET_ITEM(attributes, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0)))
+            return false;
+    }
+    return true;
+}
+
+// Python's `iteration % epoch_length == 0`.
+bool ends_epoch(PyObject* iteration, PyObject* epoch_length) {
+    long long it = 0, length = 0;
+    if (exact_int(iteration, it) && exact_int(epoch_length, length) && length > 0)
+        return it % length == 0;
+    py::object rest = steal_or_throw(PyNumber_Remainder(iteration, epoch_length));
+    py::object zero = steal_or_throw(PyLong_FromLong(0));
+    return python_compare(rest.ptr(), zero.ptr(), Py_EQ);
+}
+
+}  // namespace
+
+// OutputSink.__call__ without a Python frame, when the engine is this run's, the state one the
+// loop reads at its slots, and the sink's fields hold what the fast path reads. False (nothing
+// done) otherwise: the sink is then called as a plain handler.
+bool Dispatcher::ran_sink(const Entry& entry, PyObject* event_kwargs) {
+    const Config& c = configured();
+    if (event_kwargs != nullptr || PyDict_GET_SIZE(entry.kwargs.ptr()) != 0) return false;
+    PyObject* sink = entry.callable.ptr();
+    if (!sink_guard_.admits(sink)) return false;
+    PyObject* engine = PyWeakref_GetObject(entry.engine_ref.ptr());
+    if (engine != engine_) return false;  // also a dead reference: Python raises
+    PyObject* state = c.engine.state.peek(engine_);
+    if (state == nullptr || !state_guard_.admits(state)) return false;
+    PyObject* output = c.state.output.peek(state);
+    PyObject* iteration = c.state.iteration.peek(state);
+    PyObject* values = c.sink.values.peek(sink);
+    PyObject* iterations = c.sink.iterations.peek(sink);
+    PyObject* on_full = c.sink.on_full.peek(sink);
+    PyObject* flush = c.sink.flush_at_epoch_end.peek(sink);
+    PyObject* accepted_type = c.sink.accepted_type.peek(sink);
+    PyObject* accepted_attributes = c.sink.accepted_attributes.peek(sink);
+    if (output == nullptr || iteration == nullptr || values == nullptr ||
+        !PyList_CheckExact(values) || iterations == nullptr || !PyList_CheckExact(iterations) ||
+        on_full == nullptr || c.sink.limit.peek(sink) == nullptr ||
+        (flush != Py_True && flush != Py_False) || accepted_type == nullptr ||
+        (accepted_type != Py_None && !PyType_Check(accepted_type)) ||
+        accepted_attributes == nullptr || !valid_accepted_attributes(accepted_attributes))
+        return false;
+
+    // Held: accepts() may run code (a getter) that replaces the sink's fields or the output.
+    py::object held[] = {
+        py::reinterpret_borrow<py::object>(sink),
+        py::reinterpret_borrow<py::object>(state),
+        py::reinterpret_borrow<py::object>(output),
+        py::reinterpret_borrow<py::object>(iteration),
+        py::reinterpret_borrow<py::object>(values),
+        py::reinterpret_borrow<py::object>(iterations),
+        py::reinterpret_borrow<py::object>(accepted_type),
+        py::reinterpret_borrow<py::object>(accepted_attributes),
+    };
+    (void)held;
+    if (PyList_Append(values, output) < 0 || PyList_Append(iterations, iteration) < 0)
+        throw py::error_already_set();
+    bool full = !sink_accepts(output, accepted_type, accepted_attributes);
+    if (!full) {
+        // Read as Python reads self.limit: after the appends.
+        py::object limit = py::reinterpret_borrow<py::object>(c.sink.limit.get(sink));
+        long long most = 0;
+        Py_ssize_t size = PyList_GET_SIZE(values);
+        if (exact_int(limit.ptr(), most)) {
+            full = size >= most;
+        } else {
+            py::object length = steal_or_throw(PyLong_FromSsize_t(size));
+            full = python_compare(length.ptr(), limit.ptr(), Py_GE);
+        }
+    }
+    if (!full && flush == Py_True) {
+        py::object epoch_length =
+            py::reinterpret_borrow<py::object>(c.state.epoch_length.get(state));
+        full = epoch_length.ptr() != Py_None && ends_epoch(iteration, epoch_length.ptr());
+        if (!full) {
+            py::object max_iters = py::reinterpret_borrow<py::object>(c.state.max_iters.get(state));
+            full = python_compare(iteration, max_iters.ptr(), Py_EQ);
+        }
+    }
+    if (full) {
+        py::object callback = py::reinterpret_borrow<py::object>(c.sink.on_full.get(sink));
+        py::object keep_engine = py::reinterpret_borrow<py::object>(engine_);
+        PyObject* argv[] = {engine_};
+        steal_or_throw(PyObject_Vectorcall(callback.ptr(), argv, 1, nullptr));
+    }
+    return true;
+}
+
 void Dispatcher::call(const Entry& entry, PyObject* event_kwargs) {
+    if (entry.kind == Kind::sink && ran_sink(entry, event_kwargs)) return;
     if (entry.kind == Kind::python) {
         py::object one = steal_or_throw(PyTuple_Pack(1, entry.item.ptr()));
         call_through_python(one.ptr(), event_kwargs);

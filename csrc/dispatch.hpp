@@ -36,7 +36,8 @@ public:
         : engine_(engine),
           iteration_(iteration),
           state_guard_(state_guard),
-          registry_guard_(configured().registry_layout) {}
+          registry_guard_(configured().registry_layout),
+          sink_guard_(configured().sink_layout) {}
 
     // Time each handler call into `timings` (null: no clock reads).
     void time_handlers(Timings* timings) { timings_ = timings; }
@@ -52,7 +53,9 @@ public:
     }
 
 private:
-    enum class Kind { plain, count, callable, python };
+    // sink: an unfiltered OutputSink (ember/engine/sink.py), run here when its fields and the
+    // state hold what it expects, else called as a plain handler.
+    enum class Kind { plain, count, callable, python, sink };
 
     struct Entry {
         py::object item;
@@ -135,6 +138,7 @@ private:
     Entry decode(PyObject* item) const;
     void decode_filtered(Entry& entry, PyObject* wrapper) const;
     void call(const Entry& entry, PyObject* event_kwargs);
+    bool ran_sink(const Entry& entry, PyObject* event_kwargs);
     void call_through_python(PyObject* handlers, PyObject* event_kwargs) const;
     bool python_filter_accepts(const Entry& entry) const;
 
@@ -142,6 +146,7 @@ private:
     const WrittenInt& iteration_;
     LayoutGuard& state_guard_;
     LayoutGuard registry_guard_;
+    LayoutGuard sink_guard_;
     Timings* timings_ = nullptr;
     py::object registry_;
     py::object version_;  // held, so an unchanged version is the same object

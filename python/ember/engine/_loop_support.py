@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any, cast
 from ember.engine._plan import ResumePoint
 from ember.engine.events import Events
 from ember.engine.profile import handler_name
+from ember.engine.sink import OutputSink
 
-__all__ = ["handler_name"]  # for the compiled loop's profiler names
+# For the compiled loop: the profiler's names, the class of the handlers it runs itself.
+__all__ = ["OutputSink", "handler_name"]
 
 if TYPE_CHECKING:
     from ember.engine.engine import Engine

@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import operator
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from ember.engine.sink import OutputSink
 
 __all__ = ["TerminateOnNan"]
 
@@ -65,7 +68,18 @@ def _finite_flag(tensor: Any) -> Any:
     return tensor.all() if tensor.dtype == torch.bool else torch.isfinite(tensor).all()
 
 
-class TerminateOnNan:
+class _NothingYet:
+    """The accepted type of a sink that has not seen torch yet: no output is of this type."""
+
+
+def _floating_dtypes(torch: Any) -> tuple[Any, ...]:
+    """Every floating dtype once, the usual dtypes of a loss first (``in`` compares in order)."""
+    found = (dtype for dtype in vars(torch).values() if isinstance(dtype, torch.dtype))
+    usual = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+    return tuple(dict.fromkeys((*usual, *(d for d in found if d.is_floating_point))))
+
+
+class TerminateOnNan(OutputSink):
     """Calls ``engine.terminate()`` when the output has a NaN or infinite value.
 
     Attach it to ITERATION_COMPLETED: ``trainer.add_event_handler(Events.ITERATION_COMPLETED,
@@ -79,6 +93,11 @@ class TerminateOnNan:
     epoch). Python numbers and numpy arrays are checked at once. The warning names the iteration
     whose output was not finite. ``exact=True`` reads every tensor at every iteration and stops
     at that very iteration, as ignite does.
+
+    It is an :class:`~ember.engine.sink.OutputSink`: with the default ``output_transform`` and
+    ``exact=False``, the compiled loop keeps a detached floating 0-d output (a loss) without
+    calling Python, and the handler looks at the kept outputs, in order, when a check is due or
+    an output of another kind comes.
 
     Args:
         output_transform: selects what to check from ``engine.state.output``.
@@ -99,9 +118,11 @@ class TerminateOnNan:
             raise TypeError(f"exact should be a bool, got {exact!r}")
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
             raise ValueError(f"check_every should be a positive int, got {check_every!r}")
-        self._output_transform = output_transform
-        self.exact = exact
-        self.check_every = check_every
+        super().__init__(self._take_outputs, 1, flush_at_epoch_end=True, accepted_type=_NothingYet)
+        self._check_every = check_every
+        self._transform = output_transform
+        self._exact = exact
+        self._sinks_outputs = False
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         # Collected since the last check: (iteration, tensor), where the tensor is a 0-d value
         # of the output (a detached loss as it is) or a 0-d "all finite" flag of a larger one.
@@ -111,14 +132,82 @@ class TerminateOnNan:
         self._tensor_type: Any = None
         self._iteration = 0
         self._iterations_since_check = 0
+        self._choose_mode()
 
-    def __call__(self, engine: Any) -> None:
-        # Called at every iteration: every name read once, the common output checked first.
-        state = engine.state
-        output = state.output
+    @property
+    def check_every(self) -> int:
+        return self._check_every
+
+    @check_every.setter
+    def check_every(self, check_every: int) -> None:
+        self._check_every = check_every
+        self._choose_mode()
+
+    @property
+    def exact(self) -> bool:
+        return self._exact
+
+    @exact.setter
+    def exact(self, exact: bool) -> None:
+        self._take_kept_outputs()
+        self._exact = exact
+        self._choose_mode()
+
+    @property
+    def _output_transform(self) -> Callable[[Any], Any]:
+        return self._transform
+
+    @_output_transform.setter
+    def _output_transform(self, output_transform: Callable[[Any], Any]) -> None:
+        self._take_kept_outputs()
+        self._transform = output_transform
+        self._choose_mode()
+
+    def _choose_mode(self) -> None:
+        """Outputs wait in the sink only where the check of each one may wait: the common output
+        without a transform. Otherwise every call looks at its output at once (limit 1)."""
+        self._sinks_outputs = self._transform is _identity and not self._exact
+        self.limit = max(1, self.check_every - self._iterations_since_check)
+        if not self._sinks_outputs:
+            self.limit = 1
+
+    def _take_kept_outputs(self) -> None:
+        """Collect the outputs waiting in the sink, before a setting that changes how an output
+        is taken: each was a detached loss, due no check, when it came."""
+        values, self.values = self.values, []
+        iterations, self.iterations = self.iterations, []
+        for iteration, output in zip(iterations, values, strict=True):
+            self._take(None, output, iteration, current=False)
+
+    def _take_outputs(self, engine: Any) -> None:
+        """The sink's ``on_full``: take the kept outputs in order, the last one being the
+        current iteration's. Those before it are detached losses (an output of another kind
+        empties the sink at once), due no check: collected in one go when they come from
+        increasing iterations of the run seen so far."""
+        values, self.values = self.values, []
+        iterations, self.iterations = self.iterations, []
+        if values:
+            output, iteration = values.pop(), iterations.pop()
+            if (
+                self._sinks_outputs
+                and iterations
+                and iterations[0] > self._iteration
+                and all(map(operator.lt, iterations, iterations[1:]))
+                and self._iterations_since_check + len(iterations) < self.check_every
+            ):
+                self._pending.extend(zip(iterations, values, strict=True))
+                self._iteration = iterations[-1]
+                self._iterations_since_check += len(iterations)
+            else:
+                for earlier, kept in zip(iterations, values, strict=True):
+                    self._take(engine, kept, earlier, current=False)
+            self._take(engine, output, iteration, current=True)
+        # The next call that is due a check, counted from the last one, fills the sink.
+        self._choose_mode()
+
+    def _take(self, engine: Any, output: Any, iteration: int, current: bool) -> None:
         if self._output_transform is not _identity:
             output = self._output_transform(output)
-        iteration = state.iteration
         if iteration <= self._iteration:  # a new run: what the old one left is moot
             self._pending = []
             self._only_values = True
@@ -135,13 +224,17 @@ class TerminateOnNan:
         elif self._stopped_at_once(engine, output, iteration):
             return
         calls = self._iterations_since_check = self._iterations_since_check + 1
+        if calls >= self.check_every:
+            self.check(engine)
+            return
+        if not current:
+            return
         # The last iteration of an epoch or of the run, read at each call: a handler may
         # change them.
+        state = engine.state
         epoch_length = state.epoch_length
-        if (
-            calls >= self.check_every
-            or (epoch_length is not None and iteration % epoch_length == 0)
-            or iteration == state.max_iters
+        if (epoch_length is not None and iteration % epoch_length == 0) or (
+            iteration == state.max_iters
         ):
             self.check(engine)
 
@@ -150,8 +243,15 @@ class TerminateOnNan:
         ``exact``) and stop the run on a NaN or an infinity; collect the rest. True when nothing
         is left to do."""
         torch = sys.modules.get("torch")
-        if torch is not None:
+        if torch is not None and self._tensor_type is None:
             self._tensor_type = torch.Tensor
+            if self._sinks_outputs:
+                self.accepted_type = torch.Tensor
+                self.accepted_attributes = (
+                    ("requires_grad", (False,)),
+                    ("ndim", (0,)),
+                    ("dtype", _floating_dtypes(torch)),
+                )
         if self.exact:
             if _walk_values(output, None):
                 self._stop(engine, output, iteration)
@@ -172,9 +272,11 @@ class TerminateOnNan:
     def check(self, engine: Any) -> None:
         """Read what was collected since the last check (one host sync per device) and terminate
         if any of it was not finite. Called by the handler itself; call it to check now."""
+        self._take_kept_outputs()
         pending, self._pending = self._pending, []
         only_values, self._only_values = self._only_values, True
         self._iterations_since_check = 0
+        self._choose_mode()
         if not pending or self._all_finite([tensor for _, tensor in pending], only_values):
             return
         iteration, tensor = next((i, t) for i, t in pending if not bool(_finite_flag(t)))

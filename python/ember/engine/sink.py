@@ -1,0 +1,84 @@
+"""``OutputSink``: a handler that keeps the outputs of the iterations, which the compiled loop
+feeds without calling Python (csrc/dispatch.cpp, ``Kind::sink``).
+
+A handler that only needs to remember each output (a running average, a NaN check) costs a
+Python frame per iteration when it is a Python function. An ``OutputSink`` (or a subclass that
+keeps its ``__call__`` and fields) attached without a filter is run by the compiled loop in C++:
+it appends the output and its iteration to two lists and calls ``on_full(engine)`` only when
+the owner has work to do. ``__call__`` below is what the compiled loop does, and what the Python
+loop and ignite's Engine run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["OutputSink"]
+
+
+class OutputSink:
+    """Appends ``engine.state.output`` to ``values`` and ``engine.state.iteration`` to
+    ``iterations`` at each call, then calls ``on_full(engine)`` when
+
+    - the output is not an accepted value: ``accepted_type`` is not None and the output's type
+      is not exactly it, or one of its ``accepted_attributes`` ``(name, allowed values)`` is not
+      among the allowed values;
+    - ``len(values) >= limit``;
+    - ``flush_at_epoch_end`` and this is the last iteration of an epoch of known length, or of
+      the run (``state.max_iters``).
+
+    ``on_full`` is expected to empty ``values`` and ``iterations``.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "accepted_attributes",
+        "accepted_type",
+        "flush_at_epoch_end",
+        "iterations",
+        "limit",
+        "on_full",
+        "values",
+    )
+
+    def __init__(
+        self,
+        on_full: Callable[[Any], None],
+        limit: int,
+        flush_at_epoch_end: bool = False,
+        accepted_type: type | None = None,
+        accepted_attributes: tuple[tuple[str, tuple[Any, ...]], ...] = (),
+    ) -> None:
+        self.values: list[Any] = []
+        self.iterations: list[Any] = []
+        self.limit = limit
+        self.on_full = on_full
+        self.flush_at_epoch_end = flush_at_epoch_end
+        self.accepted_type = accepted_type
+        self.accepted_attributes = accepted_attributes
+
+    def __call__(self, engine: Any) -> None:
+        state = engine.state
+        output = state.output
+        iteration = state.iteration
+        values = self.values
+        values.append(output)
+        self.iterations.append(iteration)
+        if not self.accepts(output) or len(values) >= self.limit:
+            self.on_full(engine)
+        elif self.flush_at_epoch_end:
+            epoch_length = state.epoch_length
+            if (epoch_length is not None and iteration % epoch_length == 0) or (
+                iteration == state.max_iters
+            ):
+                self.on_full(engine)
+
+    def accepts(self, output: Any) -> bool:
+        """Whether ``output`` is a value that may wait in ``values``."""
+        accepted_type = self.accepted_type
+        if accepted_type is None:
+            return True
+        if type(output) is not accepted_type:
+            return False
+        return all(getattr(output, name) in allowed for name, allowed in self.accepted_attributes)

@@ -1,0 +1,357 @@
+"""``OutputSink`` (ember/engine/sink.py): what the compiled loop runs without a Python frame
+behaves as its Python ``__call__``, on both loops, also when a program bends it."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import CodeType
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import collect_garbage
+from ember.engine import Engine, Events
+from ember.engine.sink import OutputSink
+from ember.handlers import TerminateOnNan
+
+MakeEngine = Callable[..., Engine]
+
+
+class Recorder:
+    """An ``on_full`` that records what the sink held, then empties it."""
+
+    def __init__(self) -> None:
+        self.sink: OutputSink | None = None
+        self.seen: list[tuple[int, list[Any], list[Any]]] = []
+
+    def __call__(self, engine: Engine) -> None:
+        assert self.sink is not None
+        self.seen.append((engine.state.iteration, self.sink.values, self.sink.iterations))
+        self.sink.values = []
+        self.sink.iterations = []
+
+
+def attach(engine: Engine, sink_cls: type[OutputSink] = OutputSink, **kwargs: Any) -> Recorder:
+    recorder = Recorder()
+    recorder.sink = sink_cls(recorder, **kwargs)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, recorder.sink)
+    return recorder
+
+
+@contextmanager
+def python_calls(*functions: Callable[..., Any]) -> Iterator[dict[str, int]]:
+    """Counts the Python frames of ``functions`` while the block runs."""
+    codes: dict[CodeType, str] = {f.__code__: f.__qualname__ for f in functions}
+    counts = dict.fromkeys(codes.values(), 0)
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in codes:
+            counts[codes[frame.f_code]] += 1
+
+    sys.setprofile(profile)
+    try:
+        yield counts
+    finally:
+        sys.setprofile(None)
+
+
+def test_sink_flushes_when_full_and_at_epoch_ends(make_engine: MakeEngine) -> None:
+    engine = make_engine(lambda e, b: b * 10)
+    recorder = attach(engine, limit=4, flush_at_epoch_end=True)
+    engine.run(range(6), max_epochs=2)
+    assert recorder.seen == [
+        (4, [0, 10, 20, 30], [1, 2, 3, 4]),
+        (6, [40, 50], [5, 6]),
+        (10, [0, 10, 20, 30], [7, 8, 9, 10]),
+        (12, [40, 50], [11, 12]),
+    ]
+
+
+def test_sink_flushes_at_max_iters_and_not_at_epoch_ends_unless_asked(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine()
+    recorder = attach(engine, limit=100)
+    engine.run(range(3), max_epochs=2)
+    assert recorder.seen == []
+    engine = make_engine()
+    recorder = attach(engine, limit=100, flush_at_epoch_end=True)
+    engine.run(range(10), max_iters=4)
+    assert [seen[0] for seen in recorder.seen] == [4]
+
+
+def test_sink_flushes_at_once_on_an_output_it_does_not_accept(make_engine: MakeEngine) -> None:
+    outputs = [torch.tensor(1.0), torch.tensor([2.0]), 3.0, torch.tensor(4.0, requires_grad=True)]
+    outputs += [torch.tensor(5, dtype=torch.int64), torch.tensor(6.0)]
+    engine = make_engine(lambda e, b: outputs[b])
+    recorder = attach(
+        engine,
+        limit=100,
+        accepted_type=torch.Tensor,
+        accepted_attributes=(
+            ("requires_grad", (False,)),
+            ("ndim", (0,)),
+            ("dtype", (torch.float32,)),
+        ),
+    )
+    engine.run(range(6))
+    assert [(iteration, its) for iteration, _, its in recorder.seen] == [
+        (2, [1, 2]),
+        (3, [3]),
+        (4, [4]),
+        (5, [5]),
+    ]
+    assert recorder.sink is not None and recorder.sink.iterations == [6]
+
+
+def test_sink_runs_no_python_frame_on_the_compiled_loop(
+    make_engine: MakeEngine, backend: str
+) -> None:
+    engine = make_engine()
+    recorder = attach(engine, limit=5)
+    with python_calls(OutputSink.__call__, OutputSink.accepts, Recorder.__call__) as counts:
+        engine.run(range(20))
+    expected_sink_calls = 0 if backend == "cpp" else 20
+    assert counts == {
+        "OutputSink.__call__": expected_sink_calls,
+        "OutputSink.accepts": expected_sink_calls,
+        "Recorder.__call__": 4,
+    }
+    assert len(recorder.seen) == 4
+
+
+def test_terminate_on_nan_runs_no_python_frame_per_iteration(
+    make_engine: MakeEngine, backend: str
+) -> None:
+    engine = make_engine(lambda e, b: torch.tensor(float(b)))
+    engine.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan(check_every=7))
+    with python_calls(OutputSink.__call__, TerminateOnNan._take_outputs) as counts:
+        engine.run(range(20), max_epochs=3)
+    # Checks at 7, 14, 20 in each epoch, and the first output, which tells it torch is there.
+    assert counts == {
+        "OutputSink.__call__": 0 if backend == "cpp" else 60,
+        "TerminateOnNan._take_outputs": 10,
+    }
+
+
+class SameSink(OutputSink):
+    """A subclass that keeps the sink's behaviour: run by the compiled loop too."""
+
+
+class OwnCall(OutputSink):
+    __slots__ = ()
+
+    def __call__(self, engine: Engine) -> None:
+        self.values.append(("own", engine.state.iteration))
+        super().__call__(engine)
+
+
+def test_sink_subclasses(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    recorder = attach(engine, SameSink, limit=2)
+    engine.run(range(4))
+    assert recorder.seen == [(2, [0, 1], [1, 2]), (4, [2, 3], [3, 4])]
+    engine = make_engine()
+    recorder = attach(engine, OwnCall, limit=3)
+    engine.run(range(2))
+    assert recorder.seen == [(2, [("own", 1), 0, ("own", 2), 1], [1, 2])]
+
+
+def test_sink_with_a_filter_records_the_iterations_it_saw(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    recorder = Recorder()
+    recorder.sink = OutputSink(recorder, limit=2)
+    engine.add_event_handler(Events.ITERATION_COMPLETED(every=3), recorder.sink)
+    engine.run(range(12))
+    assert recorder.seen == [(6, [2, 5], [3, 6]), (12, [8, 11], [9, 12])]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("values", (), AttributeError),
+        ("iterations", None, AttributeError),
+        ("limit", "3", TypeError),
+        ("accepted_attributes", 5, TypeError),
+    ],
+)
+def test_sink_fields_replaced_raise_as_python_does(
+    make_engine: MakeEngine, field: str, value: Any, error: type[Exception]
+) -> None:
+    engine = make_engine()
+    recorder = attach(engine, limit=2, accepted_type=int)
+    assert recorder.sink is not None
+    setattr(recorder.sink, field, value)
+    with pytest.raises(error):
+        engine.run(range(3))
+
+
+@pytest.mark.parametrize("field", ["values", "limit", "on_full", "accepted_type"])
+def test_sink_fields_deleted_raise_attribute_error(make_engine: MakeEngine, field: str) -> None:
+    engine = make_engine()
+    recorder = attach(engine, limit=1)
+    assert recorder.sink is not None
+    delattr(recorder.sink, field)
+    with pytest.raises(AttributeError, match=field):
+        engine.run(range(3))
+
+
+@pytest.mark.parametrize(("limit", "flushes"), [(0, 3), (-1, 3), (2.0, 1), (True, 3)])
+def test_sink_limits_python_compares(make_engine: MakeEngine, limit: Any, flushes: int) -> None:
+    engine = make_engine()
+    recorder = attach(engine, limit=limit)
+    engine.run(range(3))
+    assert len(recorder.seen) == flushes
+
+
+def test_sink_accepted_attributes_of_another_shape_work_as_in_python(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(lambda e, b: torch.tensor(float(b)))
+    recorder = attach(
+        engine, limit=10, accepted_type=torch.Tensor, accepted_attributes=[["ndim", [0]]]
+    )
+    engine.run(range(3))
+    assert recorder.seen == []
+
+
+def test_sink_on_full_raising_propagates_with_its_traceback(make_engine: MakeEngine) -> None:
+    def on_full(engine: Engine) -> None:
+        raise ValueError("full")
+
+    engine = make_engine()
+    engine.add_event_handler(Events.ITERATION_COMPLETED, OutputSink(on_full, limit=2))
+    with pytest.raises(ValueError, match="full") as info:
+        engine.run(range(5))
+    assert engine.state.iteration == 2
+    assert "on_full" in "".join(traceback.format_tb(info.value.__traceback__))
+
+
+def test_sink_on_full_removing_the_sink_or_terminating(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    seen: list[int] = []
+
+    def remove(engine: Engine) -> None:
+        seen.append(engine.state.iteration)
+        engine.remove_event_handler(sink, Events.ITERATION_COMPLETED)
+
+    sink = OutputSink(remove, limit=2)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, sink)
+    engine.run(range(6))
+    assert seen == [2] and sink.values == [0, 1]
+
+    engine = make_engine()
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED, OutputSink(lambda engine: engine.terminate(), limit=3)
+    )
+    engine.run(range(6), max_epochs=2)
+    assert engine.state.iteration == 3
+
+
+def test_sink_on_full_running_the_engine_again(make_engine: MakeEngine) -> None:
+    inner = make_engine()
+    inner_recorder = attach(inner, limit=2)
+    outer = make_engine()
+    runs: list[int] = []
+
+    def rerun(engine: Engine) -> None:
+        runs.append(engine.state.iteration)
+        inner.run(range(4))
+
+    outer.add_event_handler(Events.ITERATION_COMPLETED, OutputSink(rerun, limit=2))
+    outer.run(range(4))
+    assert runs == [2, 3, 4]  # values are not emptied: every later call is full
+    assert [seen[0] for seen in inner_recorder.seen] == [2, 4] * 3
+
+
+def test_sink_does_not_keep_the_engine_alive(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    sink = OutputSink(lambda engine: None, limit=2)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, sink)
+    engine.run(range(3))
+    alive = weakref.ref(engine)
+    del engine
+    collect_garbage()
+    assert alive() is None
+    assert sink.iterations == [1, 2, 3]
+
+
+class CheckRecorder(TerminateOnNan):
+    """A subclass that keeps the sink's fast path and records where checks happen."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.checks: list[int] = []
+
+    def check(self, engine: Engine) -> None:
+        self.checks.append(engine.state.iteration)
+        super().check(engine)
+
+
+def test_terminate_on_nan_checks_where_the_per_call_handler_did(make_engine: MakeEngine) -> None:
+    # Every check_every calls counted from the last check or from a new run's first call, at
+    # the last iteration of each epoch, and of the run.
+    handler = CheckRecorder(check_every=4)
+    first = make_engine(lambda e, b: torch.tensor(float(b)))
+    first.add_event_handler(Events.ITERATION_COMPLETED, handler)
+
+    @first.on(Events.ITERATION_COMPLETED(once=3))
+    def stop(engine: Engine) -> None:
+        engine.terminate()
+
+    first.run(range(10))
+    # The first output was taken at once: it tells the handler that torch is there.
+    assert handler.checks == [] and handler.iterations == [2, 3]
+    second = make_engine(lambda e, b: torch.tensor(float(b)))
+    second.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    second.run(range(6), max_epochs=2)
+    # The first run's outputs are dropped at the second run's first iteration, unread.
+    assert handler.checks == [4, 6, 10, 12]
+    second = make_engine(lambda e, b: torch.tensor(float(b)))
+    second.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    handler.checks.clear()
+    second.run(range(10), max_iters=7)
+    assert handler.checks == [4, 7]
+
+
+def test_terminate_on_nan_losses_then_a_number_stop_at_the_number(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    outputs = [torch.tensor(1.0), torch.tensor(2.0), float("nan"), torch.tensor(3.0)]
+    engine = make_engine(lambda e, b: outputs[b])
+    handler = CheckRecorder()
+    engine.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    engine.run(range(4))
+    assert engine.state.iteration == 3 and handler.checks == []
+    assert "Output 'nan' of iteration 3 contains NaN or Inf. Stop training" in caplog.text
+
+
+class OwnAccepts(OutputSink):
+    __slots__ = ()
+
+    def accepts(self, output: Any) -> bool:
+        return output % 2 == 0
+
+
+def test_sink_subclass_with_its_own_accepts(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    recorder = attach(engine, OwnAccepts, limit=10)
+    engine.run(range(5))
+    assert [seen[0] for seen in recorder.seen] == [2, 4]
+
+
+def test_sink_on_a_state_without_output_raises_as_python_does(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def drop_output(engine: Engine) -> None:
+        del engine.state.output
+
+    attach(engine, limit=2)
+    with pytest.raises(AttributeError, match="output"):
+        engine.run(range(3))
