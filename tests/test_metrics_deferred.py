@@ -473,6 +473,21 @@ def test_a_transform_replaced_mid_run_is_applied(make_engine: Any) -> None:
     assert state.metrics["loss"] == pytest.approx(expected_running(seen, 0.9)[-1])
 
 
+def test_a_skipped_transform_given_another_body_mid_run_is_applied(make_engine: Any) -> None:
+    engine = make_engine(lambda engine, batch: torch.tensor(batch))
+    transform = lambda loss: loss  # noqa: E731 - a function object whose body changes
+    metric = RunningAverage(output_transform=transform, alpha=0.9)
+    metric.attach(engine, "loss")
+
+    @engine.on(Events.ITERATION_STARTED(once=3))
+    def double(engine: Any) -> None:
+        transform.__code__ = (lambda loss: loss * 2).__code__
+
+    state = engine.run(LOSSES)
+    seen = LOSSES[:2] + [2 * value for value in LOSSES[2:]]
+    assert state.metrics["loss"] == pytest.approx(expected_running(seen, 0.9)[-1])
+
+
 def test_a_subclass_with_a_class_attribute_for_a_field_keeps_two_handlers(
     make_engine: Any,
 ) -> None:

@@ -641,7 +641,7 @@ class _UpdateAndStore:
     ``state.metrics`` holds is moved to the new count instead of replaced: no one can tell.
     """
 
-    __slots__ = ("__weakref__", "metric", "name", "skipped_transform")
+    __slots__ = ("__weakref__", "metric", "name", "skipped_code", "skipped_transform")
     # Read from the metric's instance dict at each call.
     metric_fields = ("_output_transform", "_pending", "_single_process_run", "deferred")
 
@@ -651,6 +651,8 @@ class _UpdateAndStore:
         # The output transform not called (a Python frame fewer): one that returns its argument.
         transform = metric._output_transform
         self.skipped_transform = transform if _returns_its_argument(transform) else _identity
+        # Compared at each call too: a program may give the function another body.
+        self.skipped_code = self.skipped_transform.__code__
 
     def __call__(self, engine: Any) -> None:
         metric = self.metric
@@ -661,7 +663,7 @@ class _UpdateAndStore:
         state = engine.state
         output = state.output
         transform = fields["_output_transform"]
-        if transform is not self.skipped_transform:
+        if transform is not self.skipped_transform or transform.__code__ is not self.skipped_code:
             output = transform(output)
         pending = fields["_pending"]
         # RunningAverage._appended, inlined: a frame fewer at every iteration.
