@@ -224,6 +224,9 @@ hand-written loop's count:
 {chr(10).join(rows)}
 
 Parts interact (the bar shows the running average), so the rows need not add up to the whole.
+A part's row is its cost minus that of its hand-written replacement, run as a handler of
+ember's Engine (a negative row: the replacement costs more), and the trainer's row is the
+stack with every part replaced, those handlers included, minus the hand-written loop.
 What the counts leave out: kernel time (the checkpoint's two `fsync`s and file creation) and
 how fast the instructions run. Python code runs at a lower rate than the matrix kernels that
 dominate the hand-written loop, so a share of instructions becomes a larger share of time:
