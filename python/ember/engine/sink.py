@@ -28,7 +28,7 @@ class OutputSink:
     - ``flush_at_epoch_end`` and this is the last iteration of an epoch of known length, or of
       the run (``state.max_iters``).
 
-    ``on_full`` is expected to empty ``values`` and ``iterations``.
+    ``on_full`` is expected to empty ``values`` and ``iterations`` (:meth:`take`).
     """
 
     __slots__ = (
@@ -73,6 +73,12 @@ class OutputSink:
                 iteration == state.max_iters
             ):
                 self.on_full(engine)
+
+    def take(self) -> tuple[list[Any], list[Any]]:
+        """The kept outputs and their iterations, in order; the sink is left empty."""
+        values, self.values = self.values, []
+        iterations, self.iterations = self.iterations, []
+        return values, iterations
 
     def accepts(self, output: Any) -> bool:
         """Whether ``output`` is a value that may wait in ``values``."""

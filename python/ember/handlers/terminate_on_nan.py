@@ -167,15 +167,14 @@ class TerminateOnNan(OutputSink):
         """Outputs wait in the sink only where the check of each one may wait: the common output
         without a transform. Otherwise every call looks at its output at once (limit 1)."""
         self._sinks_outputs = self._transform is _identity and not self._exact
-        self.limit = max(1, self.check_every - self._iterations_since_check)
-        if not self._sinks_outputs:
-            self.limit = 1
+        self.limit = (
+            max(1, self._check_every - self._iterations_since_check) if self._sinks_outputs else 1
+        )
 
     def _take_kept_outputs(self) -> None:
         """Collect the outputs waiting in the sink, before a setting that changes how an output
         is taken: each was a detached loss, due no check, when it came."""
-        values, self.values = self.values, []
-        iterations, self.iterations = self.iterations, []
+        values, iterations = self.take()
         for iteration, output in zip(iterations, values, strict=True):
             self._take(None, output, iteration, current=False)
 
@@ -184,8 +183,7 @@ class TerminateOnNan(OutputSink):
         current iteration's. Those before it are detached losses (an output of another kind
         empties the sink at once), due no check: collected in one go when they come from
         increasing iterations of the run seen so far."""
-        values, self.values = self.values, []
-        iterations, self.iterations = self.iterations, []
+        values, iterations = self.take()
         if values:
             output, iteration = values.pop(), iterations.pop()
             if (
@@ -193,7 +191,7 @@ class TerminateOnNan(OutputSink):
                 and iterations
                 and iterations[0] > self._iteration
                 and all(map(operator.lt, iterations, iterations[1:]))
-                and self._iterations_since_check + len(iterations) < self.check_every
+                and self._iterations_since_check + len(iterations) < self._check_every
             ):
                 self._pending.extend(zip(iterations, values, strict=True))
                 self._iteration = iterations[-1]
@@ -206,8 +204,8 @@ class TerminateOnNan(OutputSink):
         self._choose_mode()
 
     def _take(self, engine: Any, output: Any, iteration: int, current: bool) -> None:
-        if self._output_transform is not _identity:
-            output = self._output_transform(output)
+        if self._transform is not _identity:
+            output = self._transform(output)
         if iteration <= self._iteration:  # a new run: what the old one left is moot
             self._pending = []
             self._only_values = True
@@ -215,7 +213,7 @@ class TerminateOnNan(OutputSink):
         self._iteration = iteration
         if (
             type(output) is self._tensor_type
-            and not self.exact
+            and not self._exact
             and not output.requires_grad
             and output.ndim == 0
             and output.is_floating_point()
@@ -224,7 +222,7 @@ class TerminateOnNan(OutputSink):
         elif self._stopped_at_once(engine, output, iteration):
             return
         calls = self._iterations_since_check = self._iterations_since_check + 1
-        if calls >= self.check_every:
+        if calls >= self._check_every:
             self.check(engine)
             return
         if not current:
@@ -252,7 +250,7 @@ class TerminateOnNan(OutputSink):
                     ("ndim", (0,)),
                     ("dtype", _floating_dtypes(torch)),
                 )
-        if self.exact:
+        if self._exact:
             if _walk_values(output, None):
                 self._stop(engine, output, iteration)
             return True
