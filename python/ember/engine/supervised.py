@@ -129,6 +129,7 @@ def _prediction_and_target(x: Any, y: Any, y_pred: Any) -> tuple[Any, Any]:
     return y_pred, y
 
 
+# The module's prepare_batch, under a name the steps' parameter of that name does not hide.
 _default_prepare_batch = prepare_batch
 
 
@@ -365,17 +366,22 @@ def _plain_evaluation_step(
         if model.training:
             model.eval()
         with no_autograd():
-            if type(batch) is tuple and len(batch) == 2:
+            # Two tensors already in place: what prepare_batch would return, three Python
+            # frames sooner.
+            if (
+                type(batch) is tuple
+                and len(batch) == 2
+                and (
+                    target is None
+                    or (
+                        type(batch[0]) is torch.Tensor
+                        and type(batch[1]) is torch.Tensor
+                        and batch[0].device == target
+                        and batch[1].device == target
+                    )
+                )
+            ):
                 x, y = batch
-                # Two tensors already in place: what prepare_batch would return, three Python
-                # frames sooner.
-                if target is not None and not (
-                    type(x) is torch.Tensor
-                    and type(y) is torch.Tensor
-                    and x.device == target
-                    and y.device == target
-                ):
-                    x, y = _default_prepare_batch(batch, device=target, non_blocking=non_blocking)
             else:
                 x, y = _default_prepare_batch(batch, device=target, non_blocking=non_blocking)
             return model(x), y
