@@ -1,17 +1,24 @@
-"""``DiskSaver(durability=...)`` on both loops: where the ``fsync``\\ s run and in which order.
+"""``DiskSaver(durability=..., durability_delay=...)`` on both loops: where the ``fsync``\\ s run,
+how many, and in which order.
 
 With ``durability="background"`` (the default) a save renames its file into place in the call
-and the durability thread ``fsync``\\ s it, then its directory, and only then removes the file
-the rotation drops; ``"inline"`` does it all in the call, ``fsync`` before the rename. The tests
-record the ``fsync``, ``os.replace`` and ``os.unlink`` calls in order (a trace, not times),
-check that a failing background ``fsync`` or removal is raised naming the file, that the end
-of a run (however it ends) waits for the work, that quick saves never queue more than one work
-per saver, and that nothing keeps an engine, a checkpointer or a saver alive.
+and the durability thread ``fsync``\\ s it, then its directory, and only then removes the durable
+file the rotation drops; the saves of ``durability_delay`` seconds are made durable together
+(one ``fsync`` per file still there, one of the directory), and a file dropped before it was made
+durable is unlinked at once, never ``fsync``\\ ed. ``durability_delay=0`` makes each save durable
+on its own; ``"inline"`` does it all in the call, ``fsync`` before the rename. The tests record
+the ``fsync``, ``os.replace`` and ``os.unlink`` calls in order (a trace, not times) and drive
+the delay with a fake clock; they check the number of ``fsync``\\ s and of files on disk, that a
+failing background ``fsync`` or removal is raised naming the file, that the end of a run
+(however it ends), ``wait()`` and the interpreter's exit do the pending work at once, that quick
+saves never queue more than one batch per saver, and that nothing keeps an engine, a
+checkpointer or a saver alive.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 import subprocess
@@ -108,12 +115,34 @@ def model() -> torch.nn.Module:
     return torch.nn.Linear(3, 2)
 
 
+class FakeClock:
+    """The clock of the durability deadlines, set by the test (frozen unless moved)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(checkpoint_module, "_clock", fake)
+    return fake
+
+
 def saving_trainer(
-    make_engine: MakeEngine, directory: Path, durability: str = "background", **options: Any
+    make_engine: MakeEngine,
+    directory: Path,
+    durability: str = "background",
+    durability_delay: float = 0.0,
+    **options: Any,
 ) -> tuple[Engine, Checkpoint]:
-    """A trainer saving its model at every iteration, keeping one file."""
+    """A trainer saving its model at every iteration, keeping one file (by default each save
+    made durable on its own)."""
     trainer = make_engine(lambda engine, batch: None)
-    saver = DiskSaver(directory, durability=durability)
+    saver = DiskSaver(directory, durability=durability, durability_delay=durability_delay)
     checkpoint = Checkpoint({"model": model()}, saver, n_saved=1, **options)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, checkpoint)
     return trainer, checkpoint
@@ -149,7 +178,7 @@ def test_each_file_is_durable_before_the_previous_one_is_removed(
 def test_a_file_replacing_one_of_the_same_name_is_fsynced_before_the_rename(
     tmp_path: Path, trace: Trace
 ) -> None:
-    saver = DiskSaver(tmp_path)  # background
+    saver = DiskSaver(tmp_path, durability_delay=0)  # background
     saver({"x": torch.arange(3)}, "a.pt")
     saver({"x": torch.arange(4)}, "a.pt")
     saver.wait()
@@ -166,6 +195,153 @@ def test_without_atomic_the_file_is_fsynced_in_the_background(tmp_path: Path, tr
     saver.wait()
     assert ("fsync", "<dir>") in trace.events
     assert len([event for event in trace.events if event[0] == "fsynced"]) == 1
+
+
+# ----------------------------------------------------------------------------------- coalesced
+def operations(trace: Trace, operation: str) -> list[str]:
+    return [name for done, name in trace.events if done == operation]
+
+
+def clocked_trainer(
+    make_engine: MakeEngine,
+    directory: Path,
+    clock: FakeClock,
+    seconds_between_saves: float,
+    n_saved: int = 1,
+) -> tuple[Engine, ModelCheckpoint, list[list[str]]]:
+    """A trainer whose fake clock moves ``seconds_between_saves`` before each save (the first
+    at 0), saving at every iteration with a ModelCheckpoint of delay 10 s; also returns the
+    files on disk after each save (lists filled by the run)."""
+    trainer = make_engine(lambda engine, batch: None)
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def move_clock(engine: Engine) -> None:
+        clock.now = (engine.state.iteration - 1) * seconds_between_saves
+
+    handler = ModelCheckpoint(directory, "run", n_saved=n_saved, durability_delay=10)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, handler, {"model": model()})
+    on_disk: list[list[str]] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda: on_disk.append([name for name in names(directory) if name.endswith(".pt")]),
+    )
+    return trainer, handler, on_disk
+
+
+def test_saves_within_the_delay_are_made_durable_together_at_the_end_of_the_run(
+    make_engine: MakeEngine, tmp_path: Path, trace: Trace, clock: FakeClock
+) -> None:
+    trainer, handler, on_disk = clocked_trainer(make_engine, tmp_path, clock, 0.0)
+    trainer.run(range(10))
+    # one file fsync and one directory fsync for the ten saves, at the run's end
+    assert operations(trace, "fsynced") == ["run_model_10.pt"]
+    assert operations(trace, "fsync").count("<dir>") == 1
+    assert trace.index(("fsynced", "run_model_10.pt")) < trace.index(("fsync", "<dir>"))
+    # the nine files the rotation dropped before they were durable: unlinked, never fsynced
+    assert operations(trace, "unlink") == [f"run_model_{step}.pt" for step in range(1, 10)]
+    # between saves: the newest file and the one before it, until it is unlinked
+    assert on_disk == [["run_model_1.pt"]] + [[f"run_model_{step}.pt"] for step in range(2, 11)]
+    assert names(tmp_path) == ["run_model_10.pt"]
+    assert handler.last_checkpoint == tmp_path / "run_model_10.pt"
+
+
+def test_saves_further_apart_than_the_delay_are_made_durable_one_by_one(
+    make_engine: MakeEngine, tmp_path: Path, trace: Trace, clock: FakeClock
+) -> None:
+    trainer, _, on_disk = clocked_trainer(make_engine, tmp_path, clock, 20.0)
+    trainer.run(range(5))
+    saved = [f"run_model_{step}.pt" for step in range(1, 6)]
+    assert operations(trace, "fsynced") == saved  # one pair per save
+    assert operations(trace, "fsync").count("<dir>") == 5
+    assert operations(trace, "unlink") == saved[:-1]
+    for older, newer in itertools.pairwise(saved):
+        # the durable file is deleted only once the newer one and the directory are durable
+        directory_synced = trace.index(("fsync", "<dir>"), after=trace.index(("fsynced", newer)))
+        assert directory_synced < trace.index(("unlink", older))
+    assert on_disk == [saved[:1]] + [list(pair) for pair in itertools.pairwise(saved)]
+
+
+def test_one_fsync_pair_per_delay_and_the_last_durable_file_kept_until_a_newer_one_is(
+    make_engine: MakeEngine, tmp_path: Path, trace: Trace, clock: FakeClock
+) -> None:
+    # saves at 0, 3, ..., 27 s with a delay of 10 s: batches {1-4} {5-8} {9, 10}
+    trainer, _, on_disk = clocked_trainer(make_engine, tmp_path, clock, 3.0)
+    trainer.run(range(10))
+    assert operations(trace, "fsynced") == ["run_model_4.pt", "run_model_8.pt", "run_model_10.pt"]
+    assert operations(trace, "fsync").count("<dir>") == 3
+    unlinked = [int(name[len("run_model_") : -len(".pt")]) for name in operations(trace, "unlink")]
+    assert unlinked == [1, 2, 3, 5, 6, 7, 4, 9, 8]  # 4 and 8 wait for a newer durable file
+    assert trace.index(("fsynced", "run_model_8.pt")) < trace.index(("unlink", "run_model_4.pt"))
+    durable = {"run_model_4.pt", "run_model_8.pt", "run_model_10.pt"}
+    for step, files in enumerate(on_disk, start=1):
+        # at most the last durable checkpoint and the newest, pending one
+        assert f"run_model_{step}.pt" in files
+        assert len(files) <= 2
+        assert all(name in durable for name in files if name != f"run_model_{step}.pt")
+
+
+@pytest.mark.parametrize("n_saved", [1, 2, 3])
+@pytest.mark.parametrize("timing", ["fake clock", "real clock"])
+def test_a_rotating_checkpoint_keeps_at_most_n_saved_plus_one_files(
+    make_engine: MakeEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    n_saved: int,
+    timing: str,
+) -> None:
+    if timing == "fake clock":  # batches end at known saves: 0, 3, 6, ... s, delay 10 s
+        clock = FakeClock()
+        monkeypatch.setattr(checkpoint_module, "_clock", clock)
+        trainer, _, on_disk = clocked_trainer(make_engine, tmp_path, clock, 3.0, n_saved)
+    else:  # the thread takes batches whenever it gets there (a delay of 1 ms)
+        trainer = make_engine(lambda engine, batch: None)
+        handler = ModelCheckpoint(tmp_path, "run", n_saved=n_saved, durability_delay=0.001)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, handler, {"model": model()})
+        on_disk = []
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda: on_disk.append(names(tmp_path))
+        )
+    trainer.run(range(25))
+    assert max(len(files) for files in on_disk) <= n_saved + 1
+    assert len(on_disk[-1]) >= min(n_saved, 25)
+    assert names(tmp_path) == [f"run_model_{step}.pt" for step in range(26 - n_saved, 26)]
+
+
+def test_a_name_saved_again_before_it_is_durable_is_not_fsynced_first(
+    tmp_path: Path, trace: Trace, clock: FakeClock
+) -> None:
+    saver = DiskSaver(tmp_path, durability_delay=10)
+    for size in (3, 4, 5):
+        saver({"x": torch.arange(size)}, "a.pt")
+    saver.wait()
+    assert trace.events == [("replace", "a.pt")] * 3 + [
+        ("fsync", "a.pt"),
+        ("fsynced", "a.pt"),
+        ("fsync", "<dir>"),
+    ]
+    saver({"x": torch.arange(6)}, "a.pt")  # a.pt is durable now: fsynced before the rename
+    saver.wait()
+    assert trace.events[6:] == [
+        ("fsync", "a.pt"),
+        ("fsynced", "a.pt"),
+        ("replace", "a.pt"),
+        ("fsync", "<dir>"),
+    ]
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["x"], torch.arange(6))
+
+
+def test_wait_makes_the_pending_saves_durable_at_once(
+    tmp_path: Path, trace: Trace, clock: FakeClock
+) -> None:
+    saver = DiskSaver(tmp_path, durability_delay=3600)  # the fake clock never gets there
+    saver({"x": torch.arange(3)}, "a.pt")
+    saver({"x": torch.arange(3)}, "b.pt")
+    waiting = threading.Thread(target=saver.wait)
+    waiting.start()
+    waiting.join(timeout=60)
+    assert not waiting.is_alive()
+    assert operations(trace, "fsynced") == ["a.pt", "b.pt"]
+    assert operations(trace, "fsync").count("<dir>") == 1
 
 
 # ----------------------------------------------------------------------------------- errors
@@ -195,21 +371,61 @@ def test_a_failing_fsync_of_the_last_save_is_raised_by_run(
     assert names(tmp_path) == ["model_1.pt", "model_2.pt"]
 
 
+@pytest.mark.parametrize("durability_delay", [0.0, 1.0])
 def test_a_failing_fsync_is_noted_on_the_exception_the_run_raises(
-    make_engine: MakeEngine, tmp_path: Path, trace: Trace, caplog: pytest.LogCaptureFixture
+    make_engine: MakeEngine,
+    tmp_path: Path,
+    trace: Trace,
+    caplog: pytest.LogCaptureFixture,
+    clock: FakeClock,
+    durability_delay: float,
 ) -> None:
     def step(engine: Engine, batch: Any) -> None:
         if engine.state.iteration == 3:
             raise ValueError("step 3 fails")
 
     trainer = make_engine(step)
-    checkpoint = Checkpoint({"model": model()}, DiskSaver(tmp_path), n_saved=1)
+    saver = DiskSaver(tmp_path, durability_delay=durability_delay)
+    checkpoint = Checkpoint({"model": model()}, saver, n_saved=1)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, checkpoint)
     trace.fail["model_2.pt"] = OSError(errno.EIO, "Input/output error")
     caplog.set_level("CRITICAL", logger="ember")  # the engine logs the step's error
     with pytest.raises(ValueError, match="step 3 fails") as info:
         trainer.run([0, 1, 2])
     assert any("model_2.pt" in note and "failed too" in note for note in info.value.__notes__)
+
+
+def test_a_failing_fsync_of_coalesced_saves_is_raised_and_keeps_the_last_durable_file(
+    make_engine: MakeEngine, tmp_path: Path, trace: Trace, clock: FakeClock
+) -> None:
+    # saves at 0 s (made durable alone when the save at 20 s comes), 20 s and 21 s
+    trainer = make_engine(lambda engine, batch: None)
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda e: setattr(clock, "now", [0, 20, 21][e.state.iteration - 1]),
+    )
+    handler = ModelCheckpoint(tmp_path, "run", n_saved=1, durability_delay=10)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, handler, {"model": model()})
+    trace.fail["run_model_3.pt"] = OSError(errno.EIO, "Input/output error")
+    with pytest.raises(OSError, match="Input/output error") as info:
+        trainer.run([0, 1, 2])
+    notes = "\n".join(info.value.__notes__)
+    assert f"'{tmp_path / 'run_model_3.pt'}' durable in the background" in notes
+    assert f"'{tmp_path / 'run_model_1.pt'}' kept" in notes
+    # run_model_2.pt was dropped before it was durable; run_model_1.pt, durable, stays
+    assert names(tmp_path) == ["run_model_1.pt", "run_model_3.pt"]
+
+
+def test_a_failing_fsync_is_raised_by_the_first_save_after_the_delay(
+    make_engine: MakeEngine, tmp_path: Path, trace: Trace, clock: FakeClock
+) -> None:
+    trainer, _, _ = clocked_trainer(make_engine, tmp_path, clock, 20.0)
+    trace.fail["run_model_1.pt"] = OSError(errno.EIO, "Input/output error")
+    with pytest.raises(OSError, match="Input/output error") as info:
+        trainer.run([0, 1, 2])
+    assert trainer.state.iteration == 2
+    assert any("run_model_1.pt' durable in the background" in n for n in info.value.__notes__)
+    assert names(tmp_path) == ["run_model_1.pt"]
 
 
 def test_a_failing_background_removal_is_raised_naming_the_file(
@@ -239,7 +455,33 @@ def test_bad_durability_argument() -> None:
         ModelCheckpoint("/nonexistent/never/created", "x", durability=True)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("delay", "error"),
+    [
+        ("1", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+        (-0.5, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+    ],
+)
+def test_bad_durability_delay(delay: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="Argument durability_delay should be"):
+        DiskSaver("/nonexistent/never/created", durability_delay=delay)
+    with pytest.raises(error, match="Argument durability_delay should be"):
+        ModelCheckpoint("/nonexistent/never/created", "x", durability_delay=delay)
+
+
+def test_durability_delay_takes_ints_and_reaches_the_saver(tmp_path: Path) -> None:
+    assert DiskSaver(tmp_path).durability_delay == 1.0
+    assert DiskSaver(tmp_path, require_empty=False, durability_delay=0).durability_delay == 0.0
+    handler = ModelCheckpoint(tmp_path, "x", require_empty=False, durability_delay=3)
+    assert handler.save_handler.durability_delay == 3.0
+
+
 # ----------------------------------------------------------------------------------- run end
+@pytest.mark.parametrize("durability_delay", [0.0, 1.0])
 @pytest.mark.parametrize("ending", ["completed", "terminate", "interrupt", "exception"])
 def test_the_end_of_the_run_waits_however_the_run_ends(
     make_engine: MakeEngine,
@@ -247,13 +489,15 @@ def test_the_end_of_the_run_waits_however_the_run_ends(
     trace: Trace,
     ending: str,
     caplog: pytest.LogCaptureFixture,
+    clock: FakeClock,
+    durability_delay: float,
 ) -> None:
     def step(engine: Engine, batch: Any) -> None:
         if ending == "exception" and engine.state.iteration == 3:
             raise ValueError("fails")
 
     trainer = make_engine(step)
-    checkpoint = ModelCheckpoint(tmp_path, "run", n_saved=1)
+    checkpoint = ModelCheckpoint(tmp_path, "run", n_saved=1, durability_delay=durability_delay)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, checkpoint, {"model": model()})
     if ending in ("terminate", "interrupt"):
         trainer.add_event_handler(Events.ITERATION_COMPLETED(once=2), getattr(Engine, ending))
@@ -265,7 +509,12 @@ def test_the_end_of_the_run_waits_however_the_run_ends(
         assert ending == "exception"
     last = 4 if ending == "completed" else 2
     events = trace.events
-    assert events[-1] == ("unlink", f"run_model_{last - 1}.pt")  # after the file's fsyncs
+    if durability_delay:  # the clock stands still: every save joined the first batch
+        synced = [event for event in events if event[0] == "fsynced"]
+        assert synced == [("fsynced", f"run_model_{last}.pt")]
+        assert events[-1] == ("fsync", "<dir>")  # the run's end did it at once
+    else:
+        assert events[-1] == ("unlink", f"run_model_{last - 1}.pt")  # after the file's fsyncs
     assert ("fsynced", f"run_model_{last}.pt") in events
     assert names(tmp_path) == [f"run_model_{last}.pt"]
 
@@ -285,31 +534,32 @@ def test_an_evaluator_inside_the_epoch_leaves_the_wait_to_the_trainer(
         trace.slow = 0.02
         evaluator.run([0], max_epochs=engine.state.epoch)
         # the evaluator's run returned without waiting for the fsync
-        pending_after_evaluation.append(saver._durability_work is not None)
+        pending_after_evaluation.append(saver._durability_batch is not None)
 
     trainer.run([0], max_epochs=2)
     assert pending_after_evaluation == [True, True]
-    assert saver._durability_work is None  # the trainer's end waited
+    assert saver._durability_batch is None  # the trainer's end waited
     assert names(tmp_path) == ["model_2.pt"]
 
 
 # ----------------------------------------------------------------------------------- bounds
-def test_quick_saves_keep_one_work_in_flight_on_one_thread(
-    make_engine: MakeEngine, tmp_path: Path, trace: Trace
+@pytest.mark.parametrize("durability_delay", [0.0, 0.001, 1.0])
+def test_quick_saves_keep_one_batch_in_flight_on_one_thread(
+    make_engine: MakeEngine, tmp_path: Path, trace: Trace, durability_delay: float
 ) -> None:
     trainer = make_engine(lambda engine, batch: None)
-    savers = [DiskSaver(tmp_path / name) for name in "ab"]
+    savers = [DiskSaver(tmp_path / name, durability_delay=durability_delay) for name in "ab"]
     for saver in savers:
         trace_directory = Checkpoint({"model": model()}, saver, n_saved=2)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, trace_directory)
     queued: list[int] = []
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED,
-        lambda: queued.append(checkpoint_module._durability_thread.queue.qsize()),
+        lambda: queued.append(len(checkpoint_module._durability_thread.scheduled)),
     )
     trace.slow = 0.002  # the files of tmp_path/a and /b are not traced, but slowed
     trainer.run(range(30))
-    assert max(queued) <= len(savers)  # one work per saver at most, never a growing queue
+    assert max(queued) <= len(savers)  # one batch per saver at most, never a growing queue
     assert [t.name for t in threading.enumerate()].count(DURABILITY_THREAD_NAME) == 1
     for saver in savers:
         assert names(saver.dirname) == ["model_29.pt", "model_30.pt"]
@@ -351,13 +601,14 @@ def test_a_saver_with_work_in_flight_can_be_collected(
     gate = fsync_gate
     saver = DiskSaver(tmp_path)
     saver({"x": torch.arange(3)}, "a.pt")  # outside a run: nothing waits for it
-    work = saver._durability_work
+    work = saver._durability_batch
     assert work is not None and work.done.locked()
     reference = weakref.ref(saver)
     del saver
     collect_garbage()
     assert reference() is None  # the thread holds the work, not the saver
     gate.set()
+    work.hurry()
     work.wait()
     assert work.error is None
     assert names(tmp_path) == ["a.pt"]
@@ -391,12 +642,52 @@ def test_an_error_nobody_raised_is_logged_at_exit(tmp_path: Path) -> None:
     assert "Input/output error" in result.stderr
 
 
+EXIT_FLUSH_SCRIPT = """
+import os, stat, sys, torch
+from ember.handlers import DiskSaver
+
+fsync = os.fsync
+
+def printing_fsync(fd):
+    print("fsync", "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file", flush=True)
+    fsync(fd)
+
+os.fsync = printing_fsync
+saver = DiskSaver(sys.argv[1], durability_delay=3600)
+for name in ("a.pt", "b.pt", "c.pt"):
+    saver({"x": torch.arange(3)}, name)
+saver.remove("a.pt")  # not durable yet: unlinked at once
+print("exiting", flush=True)
+"""
+
+
+def test_the_interpreter_exit_makes_pending_saves_durable_at_once(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(EXIT_FLUSH_SCRIPT), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,  # an exit waiting for the delay would take an hour
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n") == [
+        "exiting",
+        "fsync file",
+        "fsync file",
+        "fsync dir",
+        "",
+    ]
+    assert names(tmp_path) == ["b.pt", "c.pt"]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("durability_delay", [0.0, 1.0])  # taken by the thread, or waiting
 def test_a_forked_child_finishes_the_work_its_parent_had_in_flight(
-    tmp_path: Path, fsync_gate: threading.Event
+    tmp_path: Path, fsync_gate: threading.Event, durability_delay: float
 ) -> None:
     gate = fsync_gate
-    saver = DiskSaver(tmp_path)
+    saver = DiskSaver(tmp_path, durability_delay=durability_delay)
     saver({"x": torch.arange(3)}, "a.pt")
     saver.remove("b.pt")  # waits for the work: the child must not wait forever for it
     pid = os.fork()
@@ -404,8 +695,9 @@ def test_a_forked_child_finishes_the_work_its_parent_had_in_flight(
         status = 1
         try:
             gate.set()
-            work = saver._durability_work
+            work = saver._durability_batch
             assert work is not None
+            work.hurry()
             if work.done.acquire(timeout=30):  # not a hang if nothing runs the work
                 work.done.release()
                 saver.wait()

@@ -39,7 +39,6 @@ import math
 import numbers
 import operator
 import os
-import queue
 import shutil
 import stat
 import threading
@@ -86,6 +85,9 @@ WRITER_THREAD_NAME = "ember-checkpoint-writer"
 DURABILITY_THREAD_NAME = "ember-checkpoint-durability"
 # DiskSaver's durability modes.
 DURABILITY_MODES = ("background", "inline")
+# DiskSaver's default durability_delay: the seconds the background work of a save may wait for
+# later saves, to make them all durable with one directory fsync.
+DEFAULT_DURABILITY_DELAY = 1.0
 # The extension of a sharded checkpoint: a torch.distributed.checkpoint directory.
 SHARDED_EXT = "dcp"
 # The priority of a Checkpoint.Item (its first field), as a sort key that runs no Python frame.
@@ -202,52 +204,100 @@ def _remove_path(path: str) -> None:
         shutil.rmtree(path)  # a sharded checkpoint (EISDIR on Linux, EPERM on macOS)
 
 
-class _DurabilityWork:
-    """What completes one save of a :class:`DiskSaver` with ``durability="background"``, done by
-    the durability thread: ``fsync`` the file (unless it was already) and close it, ``fsync``
-    its directory, and only then delete the checkpoints whose removal was asked for meanwhile
-    (rotation); none of them if the new file may not be durable. ``error`` is the first error."""
+class _DurabilityBatch:
+    """The saves of one :class:`DiskSaver` (``durability="background"``) that the durability
+    thread makes durable together once its delay has passed or somebody waits for them:
+    ``fsync`` of each file still there, one ``fsync`` per directory, and only then the deletion
+    of the durable checkpoints whose removal waited for them. ``error`` is the first error and
+    ``failed_path`` the file it is about.
 
-    __slots__ = ("directory", "done", "error", "file", "lock", "path", "removals")
+    Its fields are guarded by the durability thread's condition. A save joins the batch only
+    while the thread has not taken it (``taken``), and the thread does not take it while a save
+    that joins writes its file (``writing``)."""
 
-    def __init__(self, path: str, file: IO[bytes] | None, directory: str) -> None:
-        self.path = path
-        self.file = file
-        self.directory = directory
-        # Removals asked for while the work is pending; None once the thread has taken them.
+    __slots__ = (
+        "deadline",
+        "done",
+        "error",
+        "failed_path",
+        "files",
+        "hurried",
+        "removals",
+        "taken",
+        "writing",
+    )
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        # final path -> its open file to fsync (None: fsynced in the call, its directory only)
+        self.files: dict[str, IO[bytes] | None] = {}
+        # Durable checkpoints to delete once the files are; None once the thread has taken them.
         self.removals: list[str] | None = []
-        self.lock = threading.Lock()
-        # Held until the work is done (a plain lock costs less than an Event per save).
+        self.taken = False
+        self.hurried = False  # somebody waits: due now
+        self.writing = 0
+        # Held until the work is done (a plain lock costs less than an Event).
         self.done = threading.Lock()
         self.done.acquire()
         self.error: BaseException | None = None
+        self.failed_path = ""
+
+    def join(self) -> bool:
+        """Let a save that is about to write join the batch (it then calls :meth:`add` or
+        :meth:`leave`); ``False`` if it is too late: taken, waited for, or past its delay."""
+        with _durability_thread.condition:
+            if self.taken or self.hurried or _clock() >= self.deadline:
+                return False
+            self.writing += 1
+            return True
+
+    def add(self, path: str, file: IO[bytes] | None) -> IO[bytes] | None:
+        """Add the file a joined save wrote; return the file it replaces in the batch (the
+        same name saved again before being durable), for the caller to close."""
+        with _durability_thread.condition:
+            replaced = self.files.pop(path, None)
+            self.files[path] = file
+            self._leave()
+        return replaced
+
+    def leave(self) -> None:
+        """A joined save ends without a file (its write raised)."""
+        with _durability_thread.condition:
+            self._leave()
+
+    def _leave(self) -> None:
+        self.writing -= 1
+        if not self.writing and (self.hurried or _clock() >= self.deadline):
+            _durability_thread.condition.notify()  # the thread waited for this save
+
+    def hurry(self) -> None:
+        """Have the thread take the batch now, without waiting for the end of its delay."""
+        with _durability_thread.condition:
+            if not self.taken:
+                self.hurried = True
+                _durability_thread.condition.notify()
 
     def wait(self) -> None:
         with self.done:
             pass
 
-    def remove_after(self, path: str) -> bool:
-        """Have ``path`` removed once the file is durable; ``False`` if it is too late for that
-        (the work is past that point: the file is durable, or failed to be)."""
-        with self.lock:
-            if self.removals is None:
-                return False
-            self.removals.append(path)
-            return True
-
     def run(self) -> None:
+        condition = _durability_thread.condition
         try:
-            self._make_durable()
-            with self.lock:
+            with condition:
+                files = list(self.files.items())
+            self._make_durable(files)
+            with condition:
                 removals, self.removals = self.removals or [], None
             if self.error is None:
                 self._remove(removals)
             else:
                 kept = f": {', '.join(repr(path) for path in removals)} kept" if removals else ""
                 self.error.add_note(
-                    f"while making checkpoint file '{self.path}' durable in the background "
-                    "(DiskSaver durability='background'): the file has its final name but may "
-                    "not be on disk; the checkpoints it was to replace were not removed" + kept
+                    f"while making checkpoint file '{self.failed_path}' durable in the "
+                    "background (DiskSaver durability='background'): the file has its final "
+                    "name but may not be on disk; the checkpoints it was to replace were not "
+                    "removed" + kept
                 )
         except BaseException as error:  # noqa: BLE001 - not expected; reported like the others
             self.error = self.error or error
@@ -256,94 +306,128 @@ class _DurabilityWork:
                 _unreported_failures.add(self)
             self.done.release()
 
-    def _make_durable(self) -> None:
+    def _make_durable(self, files: list[tuple[str, IO[bytes] | None]]) -> None:
+        directories: dict[str, None] = {}  # in order, once each
+        for path, file in files:
+            directories[os.path.dirname(path)] = None  # noqa: PTH120
+            if file is None or file.closed:  # closed: done before a fork, in the parent
+                continue
+            try:
+                if self.error is None:
+                    os.fsync(file.fileno())
+            except BaseException as error:  # noqa: BLE001 - handed to the saver
+                self.error, self.failed_path = error, path
+            finally:
+                file.close()  # also releases the temporary file's lock
+        if self.error is not None or not files:
+            return
         try:
-            if self.file is not None:
-                try:
-                    os.fsync(self.file.fileno())
-                finally:
-                    self.file.close()  # also releases the temporary file's lock
-            _fsync_directory(self.directory)
+            for directory in directories:
+                _fsync_directory(directory)
         except BaseException as error:  # noqa: BLE001 - handed to the saver
-            self.error = error
+            self.error, self.failed_path = error, files[-1][0]
 
     def _remove(self, removals: list[str]) -> None:
+        newest = next(reversed(self.files), "") if self.files else ""
         for path in removals:
             try:
                 _remove_path(path)
             except BaseException as error:  # noqa: BLE001 - the others are still removed
                 error.add_note(
-                    f"while removing checkpoint '{path}' in the background, once "
-                    f"'{self.path}' was durable"
+                    f"while removing checkpoint '{path}' in the background, once '{newest}' "
+                    "was durable"
                 )
-                self.error = self.error or error
+                if self.error is None:
+                    self.error, self.failed_path = error, path
 
 
 class _DurabilityThread:
-    """The one thread of the process that runs :class:`_DurabilityWork`, in the order given
-    (started by the first background save). It holds nothing but its queue: a saver, a
+    """The one thread of the process that runs :class:`_DurabilityBatch`\\ es, each once it is
+    due (its delay has passed, or somebody waits for it), in the order they were submitted
+    (started by the first background save). It holds nothing but the batches: a saver, a
     checkpointer or an engine is never kept alive by it."""
 
     def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # Guards the scheduling and the batches' fields.
+        self.condition = threading.Condition()
+        self.scheduled: list[_DurabilityBatch] = []  # not taken yet, in submission order
+        self.running: _DurabilityBatch | None = None
         self.thread: threading.Thread | None = None
-        self.start_lock = threading.Lock()
 
     def after_fork_in_child(self) -> None:
-        """The child has no thread: a fresh one runs the work the parent had not finished
-        (the child's savers wait for it)."""
-        self.queue = queue.SimpleQueue()
+        """The child has no thread: a fresh one runs the batches the parent had not finished
+        (the child's savers wait for them); no save of the child is writing."""
+        unfinished = [*([self.running] if self.running is not None else []), *self.scheduled]
+        self.condition = threading.Condition()
+        self.scheduled = []
+        self.running = None
         self.thread = None
-        self.start_lock = threading.Lock()
-        for work in _unfinished_work():
-            self.submit(work.run)
+        for batch in unfinished:
+            batch.writing = 0
+            self.submit(batch)
 
-    def submit(self, work: Callable[[], None]) -> None:
-        if self.thread is None:
-            with self.start_lock:
-                if self.thread is None:
-                    thread = threading.Thread(
-                        target=_run_forever,
-                        args=(self.queue,),
-                        name=DURABILITY_THREAD_NAME,
-                        daemon=True,
-                    )
-                    thread.start()
-                    self.thread = thread
-        self.queue.put(work)
+    def submit(self, batch: _DurabilityBatch) -> None:
+        with self.condition:
+            self.scheduled.append(batch)
+            if self.thread is None:
+                thread = threading.Thread(
+                    target=_run_forever, args=(self,), name=DURABILITY_THREAD_NAME, daemon=True
+                )
+                thread.start()
+                self.thread = thread
+            self.condition.notify()
+
+    def next_due(self) -> _DurabilityBatch:
+        """Wait for the first batch that is due and take it."""
+        with self.condition:
+            self.running = None
+            while True:
+                now = _clock()
+                timeout: float | None = None
+                for batch in self.scheduled:
+                    if batch.writing:
+                        continue  # the save that writes notifies when it is done
+                    if batch.hurried or batch.deadline <= now:
+                        self.scheduled.remove(batch)
+                        batch.taken = True
+                        self.running = batch
+                        return batch
+                    left = batch.deadline - now
+                    timeout = left if timeout is None else min(timeout, left)
+                self.condition.wait(timeout)
 
     def drain(self) -> None:
-        """Wait until what was submitted so far is done."""
-        if self.thread is not None:
-            barrier = threading.Event()
-            self.queue.put(barrier.set)
-            barrier.wait()
+        """Make every batch due now and wait until they are done (but for a batch that a save
+        still writes into, at the interpreter's exit, in a thread that will not finish it)."""
+        with self.condition:
+            batches = [*([self.running] if self.running is not None else []), *self.scheduled]
+            for batch in self.scheduled:
+                batch.hurried = True
+            self.condition.notify()
+            batches = [batch for batch in batches if not batch.writing]
+        for batch in batches:
+            batch.wait()
 
 
-def _run_forever(work_queue: queue.SimpleQueue[Callable[[], None]]) -> None:
+def _run_forever(scheduler: _DurabilityThread) -> None:
     # A batch thread (Linux) does not preempt the thread that wakes it: the save call that
     # hands over its work goes on, and the work runs on an idle core or after it.
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     while True:
-        work = work_queue.get()
+        batch = scheduler.next_due()
         try:
-            work()
-        except BaseException:  # pragma: no cover - _DurabilityWork.run catches its errors
+            batch.run()
+        except BaseException:  # pragma: no cover - _DurabilityBatch.run catches its errors
             _logger.exception("ember's checkpoint durability thread")
-        del work
+        del batch
 
 
 _durability_thread = _DurabilityThread()
-# Work that failed and whose error no saver has raised yet: logged at interpreter exit.
-_unreported_failures: set[_DurabilityWork] = set()
-# The savers whose work may be unfinished (for a forked child).
-_background_savers: weakref.WeakSet[DiskSaver] = weakref.WeakSet()
-
-
-def _unfinished_work() -> list[_DurabilityWork]:
-    works = (saver._durability_work for saver in list(_background_savers))
-    return [work for work in works if work is not None and work.done.locked()]
+# The clock of the batches' deadlines (tests replace it to drive the delays).
+_clock = time.monotonic
+# Batches that failed and whose error no saver has raised yet: logged at interpreter exit.
+_unreported_failures: set[_DurabilityBatch] = set()
 
 
 if hasattr(os, "register_at_fork"):
@@ -361,15 +445,29 @@ def _finish_durability_at_exit() -> None:
             "were kept)"
         )
         return
-    for work in list(_unreported_failures):
+    for batch in list(_unreported_failures):
         _logger.error(
             "Checkpoint file '%s' was not made durable or its replaced checkpoints not "
             "removed: %s: %s",
-            work.path,
-            type(work.error).__name__,
-            work.error,
+            batch.failed_path,
+            type(batch.error).__name__,
+            batch.error,
         )
     _unreported_failures.clear()
+
+
+def _checked_delay(delay: Any) -> float:
+    """``durability_delay`` as a float, or a ``TypeError``/``ValueError`` naming it."""
+    if isinstance(delay, bool) or not isinstance(delay, numbers.Real):
+        raise TypeError(
+            f"Argument durability_delay should be a number of seconds, got {type(delay).__name__}"
+        )
+    seconds = float(delay)
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(
+            f"Argument durability_delay should be a finite number of seconds >= 0, got {delay!r}"
+        )
+    return seconds
 
 
 def global_step_from_engine(engine: Engine) -> Callable[[Any, Any], int]:
@@ -413,15 +511,25 @@ class DiskSaver(BaseSaveHandler):
             ``"background"`` (default): the call writes the temporary file and renames it into
             place, so that the file survives the death of the process as soon as the call
             returns; ember's durability thread then ``fsync``\\ s the file and the directory,
-            and only after that deletes the files :meth:`remove` was asked to delete meanwhile
-            (the checkpoint a rotation drops), so that after a power loss or an OS crash the
-            previous checkpoint is still there until the new one is durable. A file that would
-            replace one of the same name is ``fsync``\\ ed before its rename, in the call. The
-            next call (and :meth:`remove`) first waits for that work, and raises its error;
-            the end of the outermost ``Engine.run`` and :meth:`wait` wait for it too.
-            ``"inline"``: both ``fsync``\\ s run in the call, before it returns (ember's
-            behaviour before this option): the file is durable when the call returns, at
-            about 1 ms per save on an ordinary disk.
+            and only after that deletes the durable checkpoints :meth:`remove` was asked to
+            delete meanwhile (the checkpoint a rotation drops), so that after a power loss or
+            an OS crash the last durable checkpoint is still there until a newer one is
+            durable. The saves of ``durability_delay`` seconds are made durable together; a
+            file removed before it was made durable is deleted at once, never ``fsync``\\ ed.
+            A file that would replace a durable one of the same name is ``fsync``\\ ed before
+            its rename, in the call. A save after the delay (and :meth:`remove` of a file being
+            made durable) first waits for that work, and raises its error; the end of the
+            outermost ``Engine.run``, :meth:`wait` and the interpreter's exit have it done at
+            once and wait for it. ``"inline"``: both ``fsync``\\ s run in the call, before it
+            returns (ember's behaviour before this option): the file is durable when the call
+            returns, at about 1 ms per save on an ordinary disk.
+        durability_delay: with ``durability="background"``, the seconds (default 1) a save's
+            ``fsync``\\ s may wait for the saves that follow, to be made durable together: one
+            ``fsync`` per file still there and one of the directory for all of them. ``0``:
+            each save is made durable on its own, as soon as the thread can. One durable file
+            waits for deletion at a time: when a rotation drops another, the one that waited
+            goes at once (the newer stays until the new files are durable), so a rotating
+            checkpointer's directory holds at most ``n_saved + 1`` files between its calls.
         kwargs: passed to ``torch.save``.
 
     Constructing a ``DiskSaver`` removes the temporary files that killed writers left in
@@ -436,6 +544,7 @@ class DiskSaver(BaseSaveHandler):
         require_empty: bool = True,
         save_on_rank: int = 0,
         durability: str = "background",
+        durability_delay: float = DEFAULT_DURABILITY_DELAY,
         **kwargs: Any,
     ) -> None:
         if durability not in DURABILITY_MODES:
@@ -446,22 +555,18 @@ class DiskSaver(BaseSaveHandler):
         self._atomic = bool(atomic)
         self.save_on_rank = save_on_rank
         self.durability = durability
+        self.durability_delay = _checked_delay(durability_delay)
         self.kwargs = kwargs
-        # The background work of the last save, until it is seen finished.
-        self._durability_work: _DurabilityWork | None = None
-        _background_savers.add(self)
+        # The background work of the last saves, until it is seen finished.
+        self._durability_batch: _DurabilityBatch | None = None
         if _rank() == save_on_rank:
             self._check_and_setup(create_dir, require_empty)
 
     def __getstate__(self) -> dict[str, Any]:
         # The work in progress belongs to this saver, not to a copy (and does not pickle).
         state = self.__dict__.copy()
-        state["_durability_work"] = None
+        state["_durability_batch"] = None
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        _background_savers.add(self)
 
     def _check_and_setup(self, create_dir: bool, require_empty: bool) -> None:
         if create_dir:
@@ -531,30 +636,61 @@ class DiskSaver(BaseSaveHandler):
     ) -> None:
         if _rank() != self.save_on_rank:
             return
-        self.wait()  # one save in flight: the previous one is durable first (or raises)
-        background = self.durability == "background"
         # Plain strings and os calls (hence the noqa PTH): pathlib's objects cost more than the
         # syscalls here.
         path = os.path.join(self.dirname, filename)  # noqa: PTH118
-        directory = os.path.dirname(path)  # noqa: PTH120
-        if self._atomic:
-            # A durable file is never replaced by one that is not yet: a file replacing one of
-            # the same name is fsynced first (a removal, instead, waits for the background).
-            synced = not background or os.path.lexists(path)
-            file = self._write_and_rename(checkpoint, path, synced)
+        if self.durability != "background":
+            self.wait()  # the mode may have been switched with work pending
+            self._write_durably(checkpoint, path)
+            return
+        batch = self._durability_batch
+        if batch is not None and not batch.join():
+            self.wait()  # past its delay: those saves are durable first (or this raises)
+            batch = None
+        try:
+            file = self._write_in_background(checkpoint, path, batch)
+        except BaseException:
+            if batch is not None:
+                batch.leave()
+            raise
+        if batch is None:
+            batch = _DurabilityBatch(_clock() + self.durability_delay)
+            batch.files[path] = file
+            self._durability_batch = batch
+            _durability_thread.submit(batch)
         else:
-            synced = not background
-            file = open(path, "wb")  # noqa: PTH123, SIM115 - closed here or by the work
-            self._write(checkpoint, file, synced)
-        if synced:
-            file.close()  # releases the temporary file's lock, after the rename
-            if not background:
-                _fsync_directory(directory)
-                return
-        work = _DurabilityWork(path, None if synced else file, directory)
-        self._durability_work = work
-        _durability_thread.submit(work.run)
+            replaced = batch.add(path, file)
+            if replaced is not None:
+                replaced.close()  # the inode that had the name before: never made durable
         at_run_end(id(self), self._finish_at_run_end)
+
+    def _write_durably(self, checkpoint: Mapping[str, Any], path: str) -> None:
+        """``durability="inline"``: the file and its directory fsynced in the call."""
+        if self._atomic:
+            file = self._write_and_rename(checkpoint, path, fsync=True)
+        else:
+            file = open(path, "wb")  # noqa: PTH123, SIM115 - closed here
+            self._write(checkpoint, file, fsync=True)
+        file.close()  # releases the temporary file's lock, after the rename
+        _fsync_directory(os.path.dirname(path))  # noqa: PTH120
+
+    def _write_in_background(
+        self, checkpoint: Mapping[str, Any], path: str, batch: _DurabilityBatch | None
+    ) -> IO[bytes] | None:
+        """Write ``path`` for the durability thread to make durable; return the open file it
+        must fsync (None: fsynced here)."""
+        if not self._atomic:
+            in_place = open(path, "wb")  # noqa: PTH123, SIM115 - closed by the batch
+            self._write(checkpoint, in_place, fsync=False)
+            return in_place
+        # A durable file is never replaced by one that is not yet: a file replacing one of the
+        # same name is fsynced first, unless that one is itself waiting in the batch.
+        fsync = os.path.lexists(path) and (batch is None or path not in batch.files)
+        file = self._write_and_rename(checkpoint, path, fsync)
+        if fsync:
+            file.close()  # releases the temporary file's lock, after the rename
+            return None
+        return file
 
     def _write(self, checkpoint: Mapping[str, Any], file: IO[bytes], fsync: bool) -> None:
         """``torch.save`` into ``file``, flushed, and ``fsync``\\ ed if asked; the file is
@@ -585,31 +721,33 @@ class DiskSaver(BaseSaveHandler):
         return file
 
     def wait(self) -> None:
-        """Wait until the files this saver wrote are durable and the removals that waited for
-        them are done; raise the error of that work (once), naming the file. Returns at once
-        when nothing is pending (always with ``durability="inline"``)."""
-        work = self._durability_work
-        if work is None:
+        """Make the files this saver wrote durable now (without waiting for the end of
+        ``durability_delay``), wait for that and for the removals that waited for them; raise
+        the error of that work (once), naming the file. Returns at once when nothing is
+        pending (always with ``durability="inline"``)."""
+        batch = self._durability_batch
+        if batch is None:
             return
-        work.wait()
-        self._durability_work = None
-        if work.error is not None:
-            _unreported_failures.discard(work)
-            raise work.error
+        batch.hurry()
+        batch.wait()
+        self._durability_batch = None
+        if batch.error is not None:
+            _unreported_failures.discard(batch)
+            raise batch.error
 
     def _finish_at_run_end(self, exception: BaseException | None) -> None:
         """Called when the outermost run ends: wait for the background work. With an exception
         in flight, an error of the work is logged and noted on that exception."""
-        work = self._durability_work
-        if work is None or exception is None:
+        batch = self._durability_batch
+        if batch is None or exception is None:
             self.wait()
             return
         try:
             self.wait()
         except BaseException as error:  # noqa: BLE001 - the run's exception goes on
             message = (
-                f"The background fsync of checkpoint file '{work.path}' (or a removal after it) "
-                f"failed too: {type(error).__name__}: {error}"
+                f"The background fsync of checkpoint file '{batch.failed_path}' (or a removal "
+                f"after it) failed too: {type(error).__name__}: {error}"
             )
             _logger.error(message)
             exception.add_note(message)
@@ -650,11 +788,32 @@ class DiskSaver(BaseSaveHandler):
         if _rank() != self.save_on_rank:
             return
         path = os.path.join(self.dirname, filename)  # noqa: PTH118
-        work = self._durability_work
-        if work is not None:
-            if work.remove_after(path):
+        batch = self._durability_batch
+        if batch is not None:
+            with _durability_thread.condition:
+                # A file of the batch not yet made durable (None: fsynced in the call, replacing
+                # a durable file of its name: that one counts as durable).
+                file = None if batch.taken else batch.files.get(path)
+                earlier: list[str] = []
+                waits = False
+                if file is not None:
+                    del batch.files[path]
+                elif path not in batch.files and batch.removals is not None:
+                    waits = True
+                    if self.durability_delay > 0:  # one waits at a time: the newer one
+                        earlier, batch.removals = batch.removals, []
+                    batch.removals.append(path)
+            if file is not None:  # never durable: deleting it leaves the durable files as they are
+                file.close()
+                _remove_path(path)
                 return
-            self.wait()  # the work is past its fsyncs; raises if they failed (the file stays)
+            if waits:  # durable: deleted once the batch's newer files are durable
+                for earlier_path in earlier:  # a newer durable file stays until then
+                    _remove_path(earlier_path)
+                return
+            # Being made durable, or the batch is past its removals: wait for it (it raises if
+            # it failed; the file stays).
+            self.wait()
         _remove_path(path)
 
 
@@ -1565,6 +1724,7 @@ class ModelCheckpoint(Checkpoint):
         save_on_rank: int = 0,
         async_save: bool = False,
         durability: str = "background",
+        durability_delay: float = DEFAULT_DURABILITY_DELAY,
         **kwargs: Any,
     ) -> None:
         disk_saver = DiskSaver(
@@ -1574,6 +1734,7 @@ class ModelCheckpoint(Checkpoint):
             require_empty=require_empty,
             save_on_rank=save_on_rank,
             durability=durability,
+            durability_delay=durability_delay,
             **kwargs,
         )
         super().__init__(
