@@ -8,10 +8,11 @@ What differs from ignite 0.5.5, on purpose:
   after the write succeeded; a failed write leaves the files and ``last_checkpoint`` as they were.
 * **Atomic, durable writes.** ``DiskSaver(atomic=True)`` writes a hidden temporary file in the
   target directory, ``os.replace``\\ s it onto the final name, and ``fsync``\\ s the file and the
-  directory (by default in a background thread, before the file a rotation drops is deleted;
-  ``durability="inline"``: in the call, the file before its rename): a reader sees either the
-  previous file or the complete new one after a ``SIGKILL``, and after a power loss the
-  previous checkpoint is kept until the new one is durable. Temporary files left by killed
+  directory (by default in a background thread, the saves of ``durability_delay`` seconds
+  together, before the durable file a rotation drops is deleted; ``durability="inline"``: in
+  the call, the file before its rename): a reader sees either the previous file or the
+  complete new one after a ``SIGKILL``, and after a power loss the last durable checkpoint is
+  kept until a newer one is durable. Temporary files left by killed
   writers are removed when a ``DiskSaver`` is constructed on the directory (a writer holds an
   ``flock`` on its temporary file, so a live writer's file is never taken for a stale one).
 * **Clear loading errors.** :meth:`Checkpoint.load_objects` names the file when it is missing,
@@ -1048,9 +1049,10 @@ class Checkpoint:
     score, else the step; when full, a new checkpoint replaces the lowest priority one if its
     priority is higher (or equal, with ``greater_or_equal``). The replaced file is removed after
     the new one is saved: with a :class:`DiskSaver` of ``durability="background"`` (the default),
-    once the new file is durable, by the saver's background thread (perhaps after
-    ``SAVED_CHECKPOINT`` fired); the end of the outermost ``run()``, the next call and
-    :meth:`wait` wait for that work and raise its errors.
+    at once if it was not durable yet, else once a newer file is durable, by the saver's
+    background thread (perhaps after ``SAVED_CHECKPOINT`` fired; see its ``durability_delay``);
+    the end of the outermost ``run()``, the first call past the delay and :meth:`wait` wait for
+    that work and raise its errors.
 
     With ``async_save=True`` a call does not write: it copies the tensors of the state into host
     buffers (allocated on the first save and reused; pinned for tensors on a GPU, whose copies
