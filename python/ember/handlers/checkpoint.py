@@ -112,7 +112,7 @@ class CheckpointEvents(EventEnum):
 def _rank() -> int:
     """This process's rank; refuses a process launched as one of several without its group,
     which would otherwise believe it is rank 0 and write too."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if distributed.is_initialized():  # knows once for all whether torch has torch.distributed
         return torch.distributed.get_rank()
     distributed.refuse_without_group("Checkpoint")
     return 0
@@ -162,14 +162,21 @@ _TEMPORARY_FLAGS = (
 )
 
 
+# A temporary file is created with the permissions ignite's files end up with (0644); the
+# umask may take some away, and the read access of group and others is then added back.
+_TEMPORARY_MODE = 0o644
+_READ_BY_OTHERS = stat.S_IRGRP | stat.S_IROTH
+
+
 def _readable_by_all(fd: int, path: str, mode: int) -> None:
-    """Add read access for group and others to the file's ``mode``, as ignite's files have
-    (a temporary file is created 0600): by descriptor where the system can."""
-    readable = mode | stat.S_IRGRP | stat.S_IROTH
+    """Add read access for group and others to the file's ``mode`` (its permissions at
+    creation) unless it has it: by descriptor where the system can."""
+    if mode & _READ_BY_OTHERS == _READ_BY_OTHERS:
+        return  # the usual umask (022, 002) kept it: no chmod
     if hasattr(os, "fchmod"):
-        os.fchmod(fd, readable)
+        os.fchmod(fd, mode | _READ_BY_OTHERS)
     else:  # pragma: no cover - Windows before Python 3.13
-        os.chmod(path, readable)  # noqa: PTH101
+        os.chmod(path, mode | _READ_BY_OTHERS)  # noqa: PTH101
 
 
 # What fsync of a directory raises where the system or file system does not support it.
@@ -758,15 +765,16 @@ class DiskSaver(BaseSaveHandler):
         """Create and lock a temporary file next to ``path``; return its descriptor, path and
         permission bits.
 
-        As ``tempfile.mkstemp`` (mode 0600, ``O_EXCL``, no symlink followed, retried on a
-        collision), without its Python-level name generator: one token from ``os.urandom``.
+        As ``tempfile.mkstemp`` (``O_EXCL``, no symlink followed, retried on a collision),
+        without its Python-level name generator: one token from ``os.urandom``; created with
+        the final file's permissions (0644 less the umask; see :func:`_readable_by_all`).
         """
         directory, name = os.path.split(path)
         prefix = os.path.join(directory, f".{name[:120]}.")  # noqa: PTH118
         for _ in range(100):
             temporary = f"{prefix}{os.urandom(6).hex()}{TEMPORARY_SUFFIX}"
             try:
-                fd = os.open(temporary, _TEMPORARY_FLAGS, 0o600)
+                fd = os.open(temporary, _TEMPORARY_FLAGS, _TEMPORARY_MODE)
             except FileExistsError:
                 continue
             try:
