@@ -531,13 +531,20 @@ def test_a_checkpoint_pickles_after_a_save(make_engine: MakeEngine, tmp_path: Pa
     assert names(tmp_path) == ["model_1.pt", "model_2.pt"]
 
 
-def test_files_are_readable_by_all_whatever_the_umask(tmp_path: Path) -> None:
-    previous = os.umask(0o077)
+@pytest.mark.parametrize(("umask", "chmods"), [(0o077, 1), (0o022, 0), (0o002, 0)])
+def test_files_are_readable_by_all_whatever_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int, chmods: int
+) -> None:
+    calls: list[int] = []
+    fchmod = os.fchmod
+    monkeypatch.setattr(os, "fchmod", lambda fd, mode: (calls.append(mode), fchmod(fd, mode)))
+    previous = os.umask(umask)
     try:
         DiskSaver(tmp_path)({"x": torch.arange(3)}, "a.pt")
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "a.pt").stat().st_mode) == 0o644  # as ignite's
+    assert len(calls) == chmods  # a chmod only where the umask took read access away
 
 
 def test_a_temporary_name_taken_already_is_not_reused(
