@@ -365,7 +365,8 @@ class _DurabilityThread:
     def after_fork_in_child(self) -> None:
         """The child has no thread: a fresh one runs the batches the parent had not finished
         (the child's savers wait for them); no save of the child is writing."""
-        unfinished = [*([self.running] if self.running is not None else []), *self.scheduled]
+        batches = [*([self.running] if self.running is not None else []), *self.scheduled]
+        unfinished = [batch for batch in batches if batch.done.locked()]
         self.condition = threading.Condition()
         self.scheduled = []
         self.running = None
@@ -692,8 +693,9 @@ class DiskSaver(BaseSaveHandler):
             self._write(checkpoint, in_place, fsync=False)
             return in_place
         # A durable file is never replaced by one that is not yet: a file replacing one of the
-        # same name is fsynced first, unless that one is itself waiting in the batch.
-        fsync = os.path.lexists(path) and (batch is None or path not in batch.files)
+        # same name is fsynced first, unless that one is itself waiting in the batch, unsynced
+        # (an entry None was fsynced in its call: it counts as durable).
+        fsync = os.path.lexists(path) and (batch is None or batch.files.get(path) is None)
         file = self._write_and_rename(checkpoint, path, fsync)
         if fsync:
             file.close()  # releases the temporary file's lock, after the rename
