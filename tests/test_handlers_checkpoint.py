@@ -20,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import collect_garbage
+from ember.distributed import GroupNotInitializedError
 from ember.engine import Engine, Events
 from ember.engine.supervised import supervised_training_step
 from ember.handlers import (
@@ -616,3 +617,13 @@ def test_an_object_without_state_dict_added_to_the_same_mapping_is_refused(
         handler(engine, {"x": object()})
     handler.wait()
     assert names(tmp_path) == ["run_model_1.pt"]
+
+
+def test_a_launched_rank_without_its_group_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(GroupNotInitializedError, match="Checkpoint was called"):
+        DiskSaver(tmp_path)
+    assert names(tmp_path) == []

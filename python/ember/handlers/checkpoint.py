@@ -53,7 +53,7 @@ from typing import IO, Any, NamedTuple, cast
 import torch
 from torch import nn
 
-from ember import distributed
+from ember.distributed import _context
 from ember.engine import Engine, EventEnum, Events
 from ember.engine._run_scope import at_run_end
 from ember.engine._state_dict import check_state_dict
@@ -112,9 +112,9 @@ class CheckpointEvents(EventEnum):
 def _rank() -> int:
     """This process's rank; refuses a process launched as one of several without its group,
     which would otherwise believe it is rank 0 and write too."""
-    if distributed.is_initialized():  # knows once for all whether torch has torch.distributed
+    if _context.is_initialized():  # knows once for all whether torch has torch.distributed
         return torch.distributed.get_rank()
-    distributed.refuse_without_group("Checkpoint")
+    _context.refuse_launched_process("Checkpoint")  # refuse_without_group, without asking again
     return 0
 
 
