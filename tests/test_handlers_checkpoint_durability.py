@@ -343,6 +343,32 @@ def test_wait_makes_the_pending_saves_durable_at_once(
     assert operations(trace, "fsync").count("<dir>") == 1
 
 
+def test_the_thread_takes_a_batch_at_its_deadline_after_it_looked_during_a_write(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saver = DiskSaver(tmp_path, durability_delay=0.05)
+    saver({"x": torch.arange(3)}, "a.pt")
+    replace = os.replace
+    condition = checkpoint_module._durability_thread.condition
+
+    def replace_while_the_thread_looks(source: Any, target: Any) -> None:
+        with condition:
+            condition.notify()  # the thread looks at the batch while a save writes into it
+        time.sleep(0.05)
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_while_the_thread_looks)
+    clock.now = 0.01
+    saver({"x": torch.arange(3)}, "b.pt")
+    clock.now = 20.0  # past the deadline; nobody waits: the thread must see it by itself
+    batch = saver._durability_batch
+    assert batch is not None
+    assert batch.done.acquire(timeout=30)
+    batch.done.release()
+    saver.wait()
+    assert names(tmp_path) == ["a.pt", "b.pt"]
+
+
 # ----------------------------------------------------------------------------------- errors
 def test_a_failing_background_fsync_is_raised_by_the_next_save_and_keeps_the_previous_file(
     make_engine: MakeEngine, tmp_path: Path, trace: Trace

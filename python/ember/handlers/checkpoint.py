@@ -394,15 +394,14 @@ class _DurabilityThread:
                 now = _clock()
                 timeout: float | None = None
                 for batch in self.scheduled:
-                    if batch.writing:
-                        continue  # the save that writes notifies when it is done
-                    if batch.hurried or batch.deadline <= now:
+                    if not (batch.hurried or batch.deadline <= now):
+                        left = batch.deadline - now
+                        timeout = left if timeout is None else min(timeout, left)
+                    elif not batch.writing:  # else the save that writes notifies when done
                         self.scheduled.remove(batch)
                         batch.taken = True
                         self.running = batch
                         return batch
-                    left = batch.deadline - now
-                    timeout = left if timeout is None else min(timeout, left)
                 self.condition.wait(timeout)
 
     def drain(self) -> None:
