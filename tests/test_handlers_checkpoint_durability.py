@@ -369,6 +369,20 @@ def test_the_thread_takes_a_batch_at_its_deadline_after_it_looked_during_a_write
     assert names(tmp_path) == ["a.pt", "b.pt"]
 
 
+def test_a_batch_holds_a_bounded_number_of_open_files(
+    tmp_path: Path, trace: Trace, clock: FakeClock
+) -> None:
+    saver = DiskSaver(tmp_path, durability_delay=3600)  # every file stays: no rotation
+    count = checkpoint_module.MAX_BATCH_FILES + 6
+    for index in range(count):
+        saver({"x": torch.arange(3)}, f"{index:03d}.pt")
+        batch = saver._durability_batch
+        assert batch is not None and len(batch.files) <= checkpoint_module.MAX_BATCH_FILES
+    saver.wait()
+    assert len(operations(trace, "fsynced")) == count
+    assert operations(trace, "fsync").count("<dir>") == 2  # a full batch went at once
+
+
 # ----------------------------------------------------------------------------------- errors
 def test_a_failing_background_fsync_is_raised_by_the_next_save_and_keeps_the_previous_file(
     make_engine: MakeEngine, tmp_path: Path, trace: Trace

@@ -89,6 +89,9 @@ DURABILITY_MODES = ("background", "inline")
 # DiskSaver's default durability_delay: the seconds the background work of a save may wait for
 # later saves, to make them all durable with one directory fsync.
 DEFAULT_DURABILITY_DELAY = 1.0
+# The open files a batch may hold (saves that all stay, e.g. n_saved=None, many per second):
+# then it is due at once, so that the descriptors never run out.
+MAX_BATCH_FILES = 64
 # The extension of a sharded checkpoint: a torch.distributed.checkpoint directory.
 SHARDED_EXT = "dcp"
 # The priority of a Checkpoint.Item (its first field), as a sort key that runs no Python frame.
@@ -265,6 +268,8 @@ class _DurabilityBatch:
         with _durability_thread.condition:
             replaced = self.files.pop(path, None)
             self.files[path] = file
+            if len(self.files) >= MAX_BATCH_FILES:
+                self.hurried = True
             self._leave()
         return replaced
 
@@ -538,6 +543,7 @@ class DiskSaver(BaseSaveHandler):
             waits for deletion at a time: when a rotation drops another, the one that waited
             goes at once (the newer stays until the new files are durable), so a rotating
             checkpointer's directory holds at most ``n_saved + 1`` files between its calls.
+            Saves that all stay are made durable at once by 64 (:data:`MAX_BATCH_FILES`).
         kwargs: passed to ``torch.save``.
 
     Constructing a ``DiskSaver`` removes the temporary files that killed writers left in
