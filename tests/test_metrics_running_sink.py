@@ -465,3 +465,21 @@ def test_a_state_subclass_with_a_metrics_property(make_engine: MakeEngine) -> No
     engine.run(range(20))
     assert seen == pytest.approx(expected_running([float(x) for x in losses(20)]), rel=1e-6)
     assert Watched.reads >= 20  # read at each iteration, by the sink too
+
+
+def test_outputs_on_another_device_are_appended_without_a_python_call(
+    make_engine: MakeEngine, backend: str
+) -> None:
+    # The accepted attributes of a non-CPU average compare the device (a GPU's path), exercised
+    # here on the meta device, where nothing can be read: nobody reads.
+    outputs = [torch.empty((), device="meta") for _ in range(600)]
+    engine, metric = sink_engine(make_engine, outputs)
+    with python_calls(OutputSink.__call__, _SinkUpdateAndStore._process) as counts:
+        engine.run(range(600))
+    assert counts == {
+        "OutputSink.__call__": 0 if backend == "cpp" else 600,
+        "_SinkUpdateAndStore._process": 1 + 599 // _FOLD_EVERY,
+    }
+    assert metric._pending is not None and len(metric._pending.values) == 599 % _FOLD_EVERY
+    average = metric.compute()
+    assert average.device.type == "meta" and average.shape == ()

@@ -98,7 +98,7 @@ class OutputSink:
         if type(output) is not accepted_type:
             return False
         # A loop, not all() over a generator: a frame fewer per call on the Python loop.
-        for name, allowed in self.accepted_attributes:
+        for name, allowed in self.accepted_attributes:  # noqa: SIM110 - see above
             if getattr(output, name) not in allowed:
                 return False
         return True
