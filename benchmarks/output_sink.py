@@ -4,7 +4,12 @@ handler doing the same work costs a frame per iteration.
 Side by side, interleaved, on each loop: an ``Engine`` with a no-op step and 1) a Python handler
 on ITERATION_COMPLETED that appends ``engine.state.output`` and the iteration to two lists and
 empties them every ``LIMIT`` calls, 2) an ``OutputSink`` with the same limit. Prints ns per
-iteration and the ratio. torch is not needed.
+iteration and the ratio. torch is not needed for these.
+
+When torch is installed, the same for ``RunningAverage`` of a loss (a 0-d tensor output) in its
+default usage: 1) the Python handler it had before (``_UpdateAndStore``: one call an iteration),
+2) the ``OutputSink`` it attaches now. Each line also gives the step alone (no handler), and the
+ratio of what the handler costs over the step alone.
 
     python benchmarks/output_sink.py [--repeats N]
 """
@@ -12,6 +17,7 @@ iteration and the ratio. torch is not needed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +28,8 @@ from ember.engine.sink import OutputSink
 
 ITERATIONS = 20_000
 LIMIT = 100
+
+Attach = Callable[[Engine], None]
 
 
 def python_handler(engine: Engine) -> None:
@@ -44,34 +52,88 @@ def output_sink(engine: Engine) -> None:
     engine.add_event_handler(Events.ITERATION_COMPLETED, sink)
 
 
-VARIANTS: dict[str, Callable[[Engine], None]] = {
-    "python handler": python_handler,
-    "OutputSink": output_sink,
-}
+def no_handler(engine: Engine) -> None:
+    pass
 
 
-def ns_per_iteration(backend: str, attach: Callable[[Engine], None]) -> float:
+def running_average_handler(engine: Engine) -> None:
+    from ember.metrics import RunningAverage
+    from ember.metrics.aggregate import _UpdateAndStore
+
+    metric = RunningAverage(output_transform=lambda loss: loss)
+    engine.add_event_handler(Events.STARTED, metric.started)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, _UpdateAndStore(metric, "loss"))
+
+
+def running_average_sink(engine: Engine) -> None:
+    from ember.metrics import RunningAverage
+
+    RunningAverage(output_transform=lambda loss: loss).attach(engine, "loss")
+
+
+def integers(count: int) -> list[Any]:
+    return list(range(count))
+
+
+def losses(count: int) -> list[Any]:
+    import torch
+
+    distinct = [torch.tensor(float(i) / 3.0) for i in range(13)]
+    return [distinct[i % 13] for i in range(count)]
+
+
+# (title, data, variants, (handler, sink) names for the ratio)
+SCENARIOS: list[tuple[str, Callable[[int], list[Any]], dict[str, Attach], tuple[str, str]]] = [
+    (
+        "",
+        integers,
+        {"python handler": python_handler, "OutputSink": output_sink},
+        ("python handler", "OutputSink"),
+    ),
+]
+if importlib.util.find_spec("torch") is not None:
+    SCENARIOS.append(
+        (
+            "RunningAverage ",
+            losses,
+            {
+                "no handler": no_handler,
+                "handler": running_average_handler,
+                "sink": running_average_sink,
+            },
+            ("handler", "sink"),
+        )
+    )
+
+
+def ns_per_iteration(backend: str, attach: Attach, data: list[Any]) -> float:
     engine = Engine(lambda engine, batch: batch, backend=backend)
     attach(engine)
-    data = list(range(ITERATIONS))
     start = time.perf_counter()
     engine.run(data)
-    return (time.perf_counter() - start) / ITERATIONS * 1e9
+    return (time.perf_counter() - start) / len(data) * 1e9
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    for backend in ("cpp", "python"):
-        times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        for _ in range(args.repeats):
-            for name, attach in VARIANTS.items():
-                times[name].append(ns_per_iteration(backend, attach))
-        medians = {name: statistics.median(values) for name, values in times.items()}
-        cells = "  ".join(f"{name} {value:7.1f} ns" for name, value in medians.items())
-        ratio = medians["OutputSink"] / medians["python handler"]
-        print(f"{backend:6s} per iteration (median): {cells}  sink/handler {ratio:.3f}")
+    for title, make_data, variants, (handler, sink) in SCENARIOS:
+        data = make_data(ITERATIONS)
+        for backend in ("cpp", "python"):
+            times: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(args.repeats):
+                for name, attach in variants.items():
+                    times[name].append(ns_per_iteration(backend, attach, data))
+            medians = {name: statistics.median(values) for name, values in times.items()}
+            cells = "  ".join(f"{name} {value:7.1f} ns" for name, value in medians.items())
+            ratio = medians[sink] / medians[handler]
+            line = f"{backend:6s} {title}per iteration (median): {cells}  sink/handler {ratio:.3f}"
+            if "no handler" in medians:
+                step = medians["no handler"]
+                own = (medians[sink] - step) / (medians[handler] - step)
+                line += f"  (over the step alone: {own:.3f})"
+            print(line)
 
 
 if __name__ == "__main__":

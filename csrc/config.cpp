@@ -78,6 +78,8 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
     c.names.state = intern("state");
     c.names.iteration = intern("iteration");
     c.names.epoch = intern("epoch");
+    c.names.metrics = intern("metrics");
+    c.names.still_kept = intern("still_kept");
     c.messages.terminate_epoch_too_early = leak(support.attr("TERMINATE_EPOCH_TOO_EARLY"));
     c.messages.zero_size_data = leak(support.attr("ZERO_SIZE_DATA"));
     c.messages.iterator_removed = leak(support.attr("ITERATOR_REMOVED"));
@@ -134,12 +136,12 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
     c.plan.resume = Slot(plan_cls, "resume");
 
     py::object sink_cls = support.attr("OutputSink");
-    c.sink_layout =
-        layout_of(sink_cls, {"values", "iterations", "limit", "on_full", "flush_at_epoch_end",
-                             "accepted_type", "accepted_attributes"});
-    // A subclass's own __call__ or accepts() is its behaviour: such a class is called through
-    // Python.
-    for (const char* method : {"__call__", "accepts"})
+    c.sink_layout = layout_of(
+        sink_cls, {"values", "iterations", "limit", "on_full", "flush_at_epoch_end",
+                   "accepted_type", "accepted_attributes", "kept_attributes", "kept_entry"});
+    // A subclass's own __call__, accepts() or still_kept() is its behaviour: such a class is
+    // called through Python.
+    for (const char* method : {"__call__", "accepts", "still_kept"})
         c.sink_layout.fields.emplace_back(intern(method), leak(sink_cls.attr(method)));
     c.sink.values = Slot(sink_cls, "values");
     c.sink.iterations = Slot(sink_cls, "iterations");
@@ -148,6 +150,8 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
     c.sink.flush_at_epoch_end = Slot(sink_cls, "flush_at_epoch_end");
     c.sink.accepted_type = Slot(sink_cls, "accepted_type");
     c.sink.accepted_attributes = Slot(sink_cls, "accepted_attributes");
+    c.sink.kept_attributes = Slot(sink_cls, "kept_attributes");
+    c.sink.kept_entry = Slot(sink_cls, "kept_entry");
 
     c.registry_layout = layout_of(registry_cls, {"version"});
     c.registry_version = Slot(registry_cls, "version");

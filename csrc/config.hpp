@@ -86,7 +86,7 @@ struct Config {
     } support;
     // Interned attribute names for generic reads.
     struct {
-        PyObject *state, *iteration, *epoch;
+        PyObject *state, *iteration, *epoch, *metrics, *still_kept;
     } names;
     struct {
         PyObject *terminate_epoch_too_early, *zero_size_data, *iterator_removed, *no_progress;
@@ -106,7 +106,7 @@ struct Config {
     Layout sink_layout;
     struct {
         Slot values, iterations, limit, on_full, flush_at_epoch_end, accepted_type,
-            accepted_attributes;
+            accepted_attributes, kept_attributes, kept_entry;
     } sink;
     struct {
         Slot state, registry, dataloader_iter, init_iter, process_function, resume_point,

@@ -198,6 +198,51 @@ bool valid_accepted_attributes(PyObject* attributes) {
     return true;
 }
 
+// OutputSink.still_kept(state). Fields of the documented form are checked here (the reads
+// Python makes: getattr, state.metrics, dict.get on the exact dict subclass named); anything
+// else, or a field deleted, goes to the Python method, which reads or raises as it does.
+bool sink_keeps(PyObject* sink, PyObject* state) {
+    const Config& c = configured();
+    // Held: a getter may replace the sink's fields while they are walked.
+    py::object attributes = py::reinterpret_borrow<py::object>(c.sink.kept_attributes.peek(sink));
+    py::object entry = py::reinterpret_borrow<py::object>(c.sink.kept_entry.peek(sink));
+    bool plain = attributes && PyTuple_CheckExact(attributes.ptr()) && entry;
+    for (Py_ssize_t i = 0; plain && i < PyTuple_GET_SIZE(attributes.ptr()); ++i) {
+        PyObject* kept = PyTuple_GET_ITEM(attributes.ptr(), i);
+        plain = PyTuple_CheckExact(kept) && PyTuple_GET_SIZE(kept) == 3;
+    }
+    PyObject* mapping_type = nullptr;
+    if (plain && entry.ptr() != Py_None) {
+        plain = PyTuple_CheckExact(entry.ptr()) && PyTuple_GET_SIZE(entry.ptr()) == 3;
+        if (plain) {
+            mapping_type = PyTuple_GET_ITEM(entry.ptr(), 0);
+            plain = PyType_Check(mapping_type) &&
+                    PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(mapping_type), &PyDict_Type);
+        }
+    }
+    if (!plain) {
+        PyObject* argv[] = {sink, state};
+        py::object verdict =
+            steal_or_throw(PyObject_VectorcallMethod(c.names.still_kept, argv, 2, nullptr));
+        return truthy(verdict.ptr());
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(attributes.ptr()); ++i) {
+        PyObject* kept = PyTuple_GET_ITEM(attributes.ptr(), i);
+        py::object found =
+            steal_or_throw(PyObject_GetAttr(PyTuple_GET_ITEM(kept, 0), PyTuple_GET_ITEM(kept, 1)));
+        if (found.ptr() != PyTuple_GET_ITEM(kept, 2)) return false;
+    }
+    if (mapping_type == nullptr) return true;
+    // As Python reads state.metrics (a property of a State subclass included): not at a slot.
+    py::object metrics = steal_or_throw(PyObject_GetAttr(state, c.names.metrics));
+    if (reinterpret_cast<PyObject*>(Py_TYPE(metrics.ptr())) != mapping_type) return false;
+    // metrics is a dict (its exact class is a dict subclass). The key's __eq__ may run: the
+    // entry tuple holds the value compared, and only its address is compared.
+    PyObject* found = PyDict_GetItemWithError(metrics.ptr(), PyTuple_GET_ITEM(entry.ptr(), 1));
+    if (found == nullptr && PyErr_Occurred()) throw py::error_already_set();
+    return found == PyTuple_GET_ITEM(entry.ptr(), 2);
+}
+
 // Python's `iteration % epoch_length == 0`.
 bool ends_epoch(PyObject* iteration, PyObject* epoch_length) {
     long long it = 0, length = 0;
@@ -265,6 +310,7 @@ bool Dispatcher::ran_sink(const Entry& entry, PyObject* event_kwargs) {
             full = python_compare(length.ptr(), limit.ptr(), Py_GE);
         }
     }
+    if (!full) full = !sink_keeps(sink, state);
     if (!full && flush == Py_True) {
         py::object epoch_length =
             py::reinterpret_borrow<py::object>(c.state.epoch_length.get(state));

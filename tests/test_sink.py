@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import CodeType
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -355,3 +355,274 @@ def test_sink_on_a_state_without_output_raises_as_python_does(make_engine: MakeE
     attach(engine, limit=2)
     with pytest.raises(AttributeError, match="output"):
         engine.run(range(3))
+
+
+# ------------------------------------------ kept_attributes and kept_entry (still_kept)
+class Owner:
+    def __init__(self) -> None:
+        self.field: Any = "kept"
+
+
+def attach_keeping(engine: Engine, **kwargs: Any) -> Recorder:
+    """A sink that holds up to 100 outputs and flushes when what it keeps no longer holds."""
+    return attach(engine, limit=100, **kwargs)
+
+
+def flushed_at(recorder: Recorder) -> list[int]:
+    return [seen[0] for seen in recorder.seen]
+
+
+def test_sink_flushes_when_a_kept_attribute_changes(make_engine: MakeEngine) -> None:
+    owner = Owner()
+    value = owner.field
+    engine = make_engine()
+    recorder = attach_keeping(engine, kept_attributes=((owner, "field", value),))
+    engine.add_event_handler(
+        Events.ITERATION_STARTED(once=3), lambda e: setattr(owner, "field", "other")
+    )
+    engine.add_event_handler(
+        Events.ITERATION_STARTED(once=5), lambda e: setattr(owner, "field", value)
+    )
+    engine.run(range(6))
+    assert flushed_at(recorder) == [3, 4]
+
+
+def metrics_keeping_engine(
+    make_engine: MakeEngine, meddle: Callable[[Engine], None]
+) -> tuple[Engine, Recorder]:
+    """A sink keeping ``state.metrics["kept"]``, which ``meddle`` may change before
+    iterations 3 and 4 (from ITERATION_STARTED)."""
+    engine = make_engine()
+    kept = object()
+    engine.state.metrics = {"kept": kept}
+    recorder = attach_keeping(engine, kept_entry=(dict, "kept", kept))
+
+    @engine.on(Events.ITERATION_STARTED)
+    def at_3_and_4(engine: Engine) -> None:
+        if engine.state.iteration in (3, 4):
+            meddle(engine)
+
+    return engine, recorder
+
+
+class LookAlike:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = object.__hash__
+
+
+class RaisingKey(str):
+    """A key equal in hash to "kept" whose comparison raises."""
+
+    def __hash__(self) -> int:
+        return hash("kept")
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("no comparing")
+
+
+class ClearingKey(str):
+    """A key equal in hash to "kept" whose comparison empties the dict holding it."""
+
+    holder: ClassVar[dict[Any, Any]] = {}
+
+    def __hash__(self) -> int:
+        return hash("kept")
+
+    def __eq__(self, other: object) -> bool:
+        ClearingKey.holder.clear()
+        return False
+
+
+METRICS_MEDDLING: dict[str, tuple[Callable[[Engine], None], list[int]]] = {
+    "replaced by a list": (lambda e: setattr(e.state, "metrics", ["kept"]), [3, 4]),
+    "replaced by None": (lambda e: setattr(e.state, "metrics", None), [3, 4]),
+    "a dict subclass": (
+        lambda e: setattr(e.state, "metrics", type("Sub", (dict,), {})(e.state.metrics)),
+        [3, 4],
+    ),
+    "a look-alike value": (lambda e: e.state.metrics.__setitem__("kept", LookAlike()), [3, 4]),
+    "the key deleted": (lambda e: e.state.metrics.pop("kept", None), [3, 4]),
+    "a copy of the dict": (lambda e: setattr(e.state, "metrics", dict(e.state.metrics)), []),
+}
+
+
+@pytest.mark.parametrize(
+    ("meddle", "flushes"), METRICS_MEDDLING.values(), ids=list(METRICS_MEDDLING)
+)
+def test_sink_kept_entry_meddled_with(
+    make_engine: MakeEngine, meddle: Callable[[Engine], None], flushes: list[int]
+) -> None:
+    engine, recorder = metrics_keeping_engine(make_engine, meddle)
+    engine.run(range(6))
+    # The entry stays changed: every iteration from the 3rd flushes, none before.
+    assert flushed_at(recorder)[: len(flushes)] == flushes
+    assert all(at >= 3 for at in flushed_at(recorder))
+
+
+def test_sink_kept_entry_with_a_key_whose_comparison_raises(make_engine: MakeEngine) -> None:
+    def meddle(engine: Engine) -> None:
+        metrics = engine.state.metrics
+        kept = dict.pop(metrics, "kept")
+        metrics[RaisingKey("other")] = 1  # the same hash: compared with "kept" at the lookup
+        metrics["kept"] = kept
+
+    engine, _ = metrics_keeping_engine(make_engine, meddle)
+    with pytest.raises(ValueError, match="no comparing"):
+        engine.run(range(6))
+    assert engine.state.iteration == 3
+
+
+def test_sink_kept_entry_with_a_key_whose_comparison_empties_the_dict(
+    make_engine: MakeEngine,
+) -> None:
+    kept: list[Any] = []
+
+    def meddle(engine: Engine) -> None:
+        metrics = engine.state.metrics
+        ClearingKey.holder = {}
+        dict.pop(metrics, "kept", None)
+        metrics[ClearingKey("other")] = 1
+        metrics["kept"] = kept[0]
+        ClearingKey.holder = metrics  # emptied by the sink's lookup
+
+    engine, recorder = metrics_keeping_engine(make_engine, meddle)
+    assert recorder.sink is not None and recorder.sink.kept_entry is not None
+    kept.append(recorder.sink.kept_entry[2])
+    engine.run(range(6))
+    assert flushed_at(recorder) == [3, 4, 5, 6]
+    assert engine.state.metrics == {}
+
+
+def test_sink_kept_entry_on_a_state_with_a_metrics_property(make_engine: MakeEngine) -> None:
+    from ember.engine import State
+
+    class Watched(State):
+        __slots__ = ()
+        reads = 0
+
+        @property
+        def metrics(self) -> Any:
+            Watched.reads += 1
+            if Watched.reads == 3:
+                return {"kept": "something else"}
+            return self.__dict__["metrics"]
+
+        @metrics.setter
+        def metrics(self, value: Any) -> None:
+            self.__dict__["metrics"] = value
+
+    engine = make_engine()
+    engine.state = Watched()
+    kept = object()
+    engine.state.metrics = {"kept": kept}
+    recorder = attach_keeping(engine, kept_entry=(dict, "kept", kept))
+    engine.run(range(5))
+    assert Watched.reads == 5
+    assert flushed_at(recorder) == [3]
+
+
+def test_sink_kept_attribute_getter_replacing_the_sink_s_fields(make_engine: MakeEngine) -> None:
+    class Meddler:
+        sink: OutputSink | None = None
+
+        @property
+        def field(self) -> Any:
+            assert self.sink is not None
+            self.sink.kept_attributes = ()
+            self.sink.kept_entry = None
+            self.sink.values = []
+            return "kept"
+
+    owner = Meddler()
+    engine = make_engine()
+    recorder = attach_keeping(engine, kept_attributes=((owner, "field", "other"),))
+    owner.sink = recorder.sink
+    engine.run(range(4))
+    assert flushed_at(recorder) == [1]  # then nothing is kept: no flush
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("kept_attributes", [(Owner(), "field", "kept")], None),  # a list: walked by Python
+        ("kept_attributes", ((Owner(), "field"),), ValueError),
+        ("kept_attributes", ((Owner(), 5, "kept"),), TypeError),
+        ("kept_attributes", 5, TypeError),
+        ("kept_attributes", ((Owner(), "missing", None),), AttributeError),
+        ("kept_entry", (dict, "kept"), ValueError),
+        ("kept_entry", (list, "kept", None), None),  # state.metrics is a dict: not a list
+        ("kept_entry", ("dict", "kept", None), None),
+        ("kept_entry", [dict, "kept", None], None),
+        ("kept_entry", (dict, ["unhashable"], None), TypeError),
+    ],
+)
+def test_sink_kept_fields_of_other_forms_work_as_in_python(
+    make_engine: MakeEngine, field: str, value: Any, error: type[Exception] | None
+) -> None:
+    engine = make_engine()
+    recorder = attach_keeping(engine)
+    assert recorder.sink is not None
+    setattr(recorder.sink, field, value)
+    if error is not None:
+        with pytest.raises(error):
+            engine.run(range(3))
+        assert engine.state.iteration == 1
+    else:
+        engine.run(range(3))
+
+
+def test_sink_kept_entry_of_a_list_type_on_a_list_raises_as_python_does(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine()
+    engine.state.metrics = ["kept"]
+    recorder = attach_keeping(engine, kept_entry=(list, 0, "kept"))
+    assert recorder.sink is not None
+    with pytest.raises(TypeError, match="dict"):
+        engine.run(range(3))
+
+
+@pytest.mark.parametrize("field", ["kept_attributes", "kept_entry"])
+def test_sink_kept_fields_deleted_raise_attribute_error(
+    make_engine: MakeEngine, field: str
+) -> None:
+    engine = make_engine()
+    recorder = attach_keeping(engine)
+    assert recorder.sink is not None
+    delattr(recorder.sink, field)
+    with pytest.raises(AttributeError, match=field):
+        engine.run(range(3))
+
+
+def test_sink_kept_entry_on_a_state_without_metrics(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+    del engine.state.metrics
+    attach_keeping(engine, kept_entry=(dict, "kept", None))
+    with pytest.raises(AttributeError, match="metrics"):
+        engine.run(range(3))
+
+
+def test_sink_keeping_what_holds_runs_no_python_frame(
+    make_engine: MakeEngine, backend: str
+) -> None:
+    owner = Owner()
+    engine = make_engine()
+    kept = object()
+    engine.state.metrics = {"kept": kept}
+    recorder = attach(
+        engine,
+        limit=5,
+        kept_attributes=((owner, "field", owner.field),),
+        kept_entry=(dict, "kept", kept),
+    )
+    with python_calls(OutputSink.__call__, OutputSink.still_kept, Recorder.__call__) as counts:
+        engine.run(range(20))
+    python = 0 if backend == "cpp" else 20
+    assert counts == {
+        "OutputSink.__call__": python,
+        "OutputSink.still_kept": python - (0 if backend == "cpp" else 4),
+        "Recorder.__call__": 4,
+    }
+    assert len(recorder.seen) == 4

@@ -25,6 +25,10 @@ class OutputSink:
       is not exactly it, or one of its ``accepted_attributes`` ``(name, allowed values)`` is not
       among the allowed values;
     - ``len(values) >= limit``;
+    - something the owner keeps no longer holds (:meth:`still_kept`): one of
+      ``kept_attributes`` ``(owner, name, value)`` is not ``getattr(owner, name) is value``, or
+      ``kept_entry`` ``(mapping type, key, value)`` is not ``engine.state.metrics`` of exactly
+      that ``dict`` subclass holding exactly ``value`` at ``key``;
     - ``flush_at_epoch_end`` and this is the last iteration of an epoch of known length, or of
       the run (``state.max_iters``).
 
@@ -37,6 +41,8 @@ class OutputSink:
         "accepted_type",
         "flush_at_epoch_end",
         "iterations",
+        "kept_attributes",
+        "kept_entry",
         "limit",
         "on_full",
         "values",
@@ -49,6 +55,8 @@ class OutputSink:
         flush_at_epoch_end: bool = False,
         accepted_type: type | None = None,
         accepted_attributes: tuple[tuple[str, tuple[Any, ...]], ...] = (),
+        kept_attributes: tuple[tuple[Any, str, Any], ...] = (),
+        kept_entry: tuple[type[dict[Any, Any]], Any, Any] | None = None,
     ) -> None:
         self.values: list[Any] = []
         self.iterations: list[Any] = []
@@ -57,6 +65,8 @@ class OutputSink:
         self.flush_at_epoch_end = flush_at_epoch_end
         self.accepted_type = accepted_type
         self.accepted_attributes = accepted_attributes
+        self.kept_attributes = kept_attributes
+        self.kept_entry = kept_entry
 
     def __call__(self, engine: Any) -> None:
         state = engine.state
@@ -65,7 +75,7 @@ class OutputSink:
         values = self.values
         values.append(output)
         self.iterations.append(iteration)
-        if not self.accepts(output) or len(values) >= self.limit:
+        if not self.accepts(output) or len(values) >= self.limit or not self.still_kept(state):
             self.on_full(engine)
         elif self.flush_at_epoch_end:
             epoch_length = state.epoch_length
@@ -87,4 +97,23 @@ class OutputSink:
             return True
         if type(output) is not accepted_type:
             return False
-        return all(getattr(output, name) in allowed for name, allowed in self.accepted_attributes)
+        # A loop, not all() over a generator: a frame fewer per call on the Python loop.
+        for name, allowed in self.accepted_attributes:  # noqa: SIM110 - see above
+            if getattr(output, name) not in allowed:
+                return False
+        return True
+
+    def still_kept(self, state: Any) -> bool:
+        """Whether what the owner keeps still holds: each of ``kept_attributes``
+        ``(owner, name, value)`` has ``getattr(owner, name) is value``, and ``kept_entry``
+        ``(mapping type, key, value)``, if any, is found in ``state.metrics``, a mapping of
+        exactly that type holding exactly ``value`` at ``key`` (read as ``dict`` stores it)."""
+        for owner, name, value in self.kept_attributes:
+            if getattr(owner, name) is not value:
+                return False
+        kept_entry = self.kept_entry
+        if kept_entry is None:
+            return True
+        mapping_type, key, value = kept_entry
+        metrics = state.metrics
+        return type(metrics) is mapping_type and dict.get(metrics, key) is value

@@ -10,12 +10,19 @@ into the number (or CPU tensor) that an eager metric would have stored. Nobody r
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, ValuesView
+from collections.abc import ItemsView, Iterator, Sized, ValuesView
 from typing import Any, Protocol
 
 import torch
 
-__all__ = ["DeferredMetrics", "DeferredValue", "LazyTensor", "deferred_metrics"]
+__all__ = [
+    "DeferredMetrics",
+    "DeferredValue",
+    "GrowingLazyTensor",
+    "LazyTensor",
+    "LiveValue",
+    "deferred_metrics",
+]
 
 
 class LazyTensor(Protocol):
@@ -53,12 +60,59 @@ class DeferredValue:
         return f"DeferredValue({self.get()!r})"
 
 
+class GrowingLazyTensor(LazyTensor, Protocol):
+    """A :class:`LazyTensor` whose ``values`` only grow: ``tensor_at(len(values))`` is the
+    value after all of them (a running average fed by the compiled loop)."""
+
+    @property
+    def values(self) -> Sized: ...
+
+
+class LiveValue:
+    """The value of a :class:`GrowingLazyTensor` after the values it holds when read.
+
+    Stored once, it follows the values appended since (by ``OutputSink``'s compiled path,
+    without a Python call): a read sees the average through the latest one. A read of an
+    unchanged count is remembered (one host sync per new count, none for a repeated read).
+    :meth:`freeze` makes it a snapshot of the count it has then.
+    """
+
+    __slots__ = ("_count", "_frozen", "_source", "_value")
+
+    def __init__(self, source: GrowingLazyTensor) -> None:
+        self._source = source
+        self._frozen: int | None = None
+        self._count = -1  # the count _value was read at
+        self._value: Any = None
+
+    def get(self) -> Any:
+        """The value as ``Metric.completed`` stores it: a number for one element, else on CPU."""
+        count = len(self._source.values) if self._frozen is None else self._frozen
+        if count != self._count:
+            tensor = self._source.tensor_at(count)
+            self._value = tensor.item() if tensor.numel() == 1 else tensor.cpu()
+            self._count = count
+        return self._value
+
+    def freeze(self) -> None:
+        """Keep the value of the values held now, whatever comes later."""
+        if self._frozen is None:
+            self._frozen = len(self._source.values)
+
+    def __repr__(self) -> str:
+        return f"LiveValue({self.get()!r})"
+
+
+_PLACEHOLDERS = (DeferredValue, LiveValue)
+
+
 def _resolved(value: Any) -> Any:
-    return value.get() if type(value) is DeferredValue else value
+    return value.get() if type(value) in _PLACEHOLDERS else value
 
 
 class DeferredMetrics(dict[str, Any]):
-    """``engine.state.metrics`` holding some :class:`DeferredValue` entries, read on access.
+    """``engine.state.metrics`` holding some :class:`DeferredValue` or :class:`LiveValue`
+    entries, read on access.
 
     Every public way of reading a value resolves it; only ``dict``'s own C functions called
     directly (``dict.__getitem__(metrics, key)``) see the placeholder.

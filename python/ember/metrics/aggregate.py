@@ -15,6 +15,7 @@ import torch
 from ember.distributed import _context
 from ember.engine.engine import Engine
 from ember.engine.events import Events
+from ember.engine.sink import OutputSink
 from ember.metrics._base import (
     Metric,
     MetricUsage,
@@ -26,7 +27,7 @@ from ember.metrics._base import (
     _passes_exact_tuples,
 )
 from ember.metrics._checks import shape_of
-from ember.metrics._deferred import DeferredMetrics, DeferredValue, deferred_metrics
+from ember.metrics._deferred import DeferredMetrics, DeferredValue, LiveValue, deferred_metrics
 
 __all__ = ["Average", "Loss", "RunningAverage"]
 
@@ -597,9 +598,11 @@ class RunningAverage(Metric):
     ) -> None:
         """As :meth:`Metric.attach`. Where the value is taken from the output and stored at the
         event that updates it (the default usage), on ember's Engine, the update and the store
-        are one handler, :class:`_UpdateAndStore`, which ``has_event_handler``,
-        ``remove_event_handler``, :meth:`detach` and :meth:`is_attached` see as both
-        ``iteration_completed`` and ``completed``."""
+        are one handler, which ``has_event_handler``, ``remove_event_handler``, :meth:`detach`
+        and :meth:`is_attached` see as both ``iteration_completed`` and ``completed``: with an
+        ``output_transform`` that returns its argument and ``deferred=True``, an
+        :class:`~ember.engine.sink.OutputSink` that the compiled loop runs without a Python
+        call (:class:`_SinkUpdateAndStore`), else :class:`_UpdateAndStore`."""
         usage = _check_usage(usage)
         started, iteration, completed = self._usage_events(usage)
         if (
@@ -613,7 +616,9 @@ class RunningAverage(Metric):
         ):
             if not engine.has_event_handler(self.started, started):
                 engine.add_event_handler(started, self.started)
-            engine.add_event_handler(iteration, _UpdateAndStore(self, name))
+            sinks = self.deferred is True and _returns_its_argument(self._output_transform)
+            handler = (_SinkUpdateAndStore if sinks else _UpdateAndStore)(self, name)
+            engine.add_event_handler(iteration, handler)
             return
         super().attach(engine, name, usage)
 
@@ -629,19 +634,53 @@ class RunningAverage(Metric):
         return super().is_attached(engine, usage)
 
 
-class _UpdateAndStore:
-    """``RunningAverage.iteration_completed`` then ``completed(engine, name)`` in one handler
-    call (one Python frame at every iteration instead of two, and of the dispatch between).
+class _StandsForBothMethods:
+    """A handler doing ``RunningAverage.iteration_completed`` then ``completed(engine, name)``.
 
     It compares equal to both bound methods, so that ``engine.has_event_handler(metric.completed,
     event)`` and the rest of ignite's API find them; ember's ``Engine.remove_event_handler`` asks
     :meth:`_entry_without` for what remains when only one of them is removed.
+    """
+
+    __slots__ = ()
+    metric: RunningAverage
+    name: str
+
+    def __eq__(self, other: object) -> bool:
+        metric = self.metric
+        return other is self or other in (metric.iteration_completed, metric.completed)
+
+    # Equal to the bound methods, hashed as itself: it is never a key (events are).
+    __hash__ = object.__hash__
+
+    def _entry_without(
+        self, handler: Any, entry: tuple[Any, tuple[Any, ...], dict[str, Any]]
+    ) -> tuple[Any, tuple[Any, ...], dict[str, Any]] | None:
+        """The registry entry (``(handler, args, kwargs)`` as ``add_event_handler`` stores it)
+        that remains once ``handler`` is removed from ``entry``, which holds this object."""
+        metric = self.metric
+        _, args, kwargs = entry
+        if handler is self:
+            return None
+        if handler == metric.completed:
+            return (metric.iteration_completed, args, kwargs)
+        return (metric.completed, (*args, self.name), kwargs)
+
+    def __repr__(self) -> str:
+        return f"RunningAverage update and store of {self.name!r}"
+
+
+class _UpdateAndStore(_StandsForBothMethods):
+    """``RunningAverage.iteration_completed`` then ``completed(engine, name)`` in one handler
+    call (one Python frame at every iteration instead of two, and of the dispatch between).
 
     At each call, a stored :class:`DeferredValue` that nobody read and that nothing but
     ``state.metrics`` holds is moved to the new count instead of replaced: no one can tell.
     """
 
     __slots__ = ("__weakref__", "metric", "name", "skipped_code", "skipped_transform")
+    metric: RunningAverage
+    name: str
     # Read from the metric's instance dict at each call.
     metric_fields = ("_output_transform", "_pending", "_single_process_run", "deferred")
 
@@ -703,25 +742,102 @@ class _UpdateAndStore:
         else:
             _dict_set(metrics, name, DeferredValue(pending, count))
 
-    def __eq__(self, other: object) -> bool:
-        metric = self.metric
-        return other is self or other in (metric.iteration_completed, metric.completed)
 
-    # Equal to the bound methods, hashed as itself: it is never a key (events are).
-    __hash__ = object.__hash__
+class _NoOutput:
+    """The accepted type of a sink that has no average to append to: no output is of it."""
+
+
+class _SinkUpdateAndStore(_StandsForBothMethods, OutputSink):
+    """:class:`_UpdateAndStore` as an :class:`~ember.engine.sink.OutputSink`: the compiled loop
+    runs its common iteration without a Python call.
+
+    Its ``values`` list is the pending average's (``_PendingAverage.values``), so the compiled
+    loop appends a loss straight into it; ``accepted_type`` and ``accepted_attributes`` accept
+    exactly the outputs that ``_UpdateAndStore`` appends; ``state.metrics[name]`` holds a
+    :class:`~ember.metrics._deferred.LiveValue` of the pending average, which a read resolves
+    through the latest value appended. Its ``on_full`` (:meth:`_process`) runs when that is not
+    enough: an output of another kind, a fold every ``_FOLD_EVERY`` values, the metric's
+    average, transform or ``deferred`` changed (``kept_attributes``: a reset, a ``compute()``
+    that folded), ``state.metrics[name]`` no longer the live value (``kept_entry``: the dict
+    replaced, the key deleted or overwritten). It takes this iteration's output back and runs
+    ``_UpdateAndStore`` on it, then sets the sink up from what that left; where the value it
+    stored cannot be live (another mapping type, ``deferred=False``, several processes, a
+    number average, a transform of another body), no output is accepted and every iteration
+    goes through ``_UpdateAndStore``.
+    """
+
+    __slots__ = ("_live", "_update_and_store", "metric", "name")
+
+    def __init__(self, metric: RunningAverage, name: str) -> None:
+        super().__init__(self._process, _FOLD_EVERY, accepted_type=_NoOutput)
+        self.metric = metric
+        self.name = name
+        self._update_and_store = _UpdateAndStore(metric, name)
+        self._live: LiveValue | None = None
+
+    def _process(self, engine: Any) -> None:
+        values = self.values
+        self.iterations.clear()
+        if values:  # this iteration's output, which _UpdateAndStore reads from the state
+            values.pop()
+        self._update_and_store(engine)
+        self._follow(engine.state)
+
+    def _follow(self, state: Any) -> None:
+        """Accept the outputs that ``_UpdateAndStore`` would append to the metric's pending
+        average, and store a live value of it, when nothing else is needed at each iteration;
+        else accept none."""
+        metric = self.metric
+        fields = metric.__dict__
+        pending = fields["_pending"]
+        transform = fields["_output_transform"]
+        update_and_store = self._update_and_store
+        metrics = state.metrics
+        if (
+            pending is None
+            or transform is not update_and_store.skipped_transform
+            or transform.__code__ is not update_and_store.skipped_code
+            or type(metrics) is not DeferredMetrics
+            or fields["_single_process_run"] is not True
+            or fields["deferred"] is not True
+        ):
+            self._follow_nothing()
+            return
+        live = self._live
+        if live is None or live._source is not pending:
+            live = self._live = LiveValue(pending)
+        name = self.name
+        _dict_set(metrics, name, live)
+        self.values = pending.values
+        self.accepted_type = _Tensor
+        self.accepted_attributes = (
+            ("requires_grad", (False,)),
+            ("dtype", (pending.dtype,)),
+            ("ndim", (0,)) if pending.scalar else ("shape", (pending.shape,)),
+            ("is_cpu", (True,)) if pending.on_cpu else ("device", (pending.device,)),
+        )
+        self.kept_attributes = (
+            (metric, "_pending", pending),
+            (metric, "_output_transform", transform),
+            (transform, "__code__", update_and_store.skipped_code),
+            (metric, "deferred", True),
+        )
+        self.kept_entry = (DeferredMetrics, name, live)
+
+    def _follow_nothing(self) -> None:
+        self.values = []
+        self.accepted_type = _NoOutput
+        self.accepted_attributes = ()
+        self.kept_attributes = ()
+        self.kept_entry = None
 
     def _entry_without(
         self, handler: Any, entry: tuple[Any, tuple[Any, ...], dict[str, Any]]
     ) -> tuple[Any, tuple[Any, ...], dict[str, Any]] | None:
-        """The registry entry (``(handler, args, kwargs)`` as ``add_event_handler`` stores it)
-        that remains once ``handler`` is removed from ``entry``, which holds this object."""
-        metric = self.metric
-        _, args, kwargs = entry
-        if handler is self:
-            return None
-        if handler == metric.completed:
-            return (metric.iteration_completed, args, kwargs)
-        return (metric.completed, (*args, self.name), kwargs)
-
-    def __repr__(self) -> str:
-        return f"RunningAverage update and store of {self.name!r}"
+        # No longer stored by this sink: the live value keeps what it shows now, as a stored
+        # number would.
+        live, self._live = self._live, None
+        if live is not None:
+            live.freeze()
+        self._follow_nothing()
+        return super()._entry_without(handler, entry)
