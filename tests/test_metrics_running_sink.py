@@ -5,10 +5,7 @@ the pending average without a Python call, and every value a program reads is th
 from __future__ import annotations
 
 import io
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import CodeType
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +17,7 @@ from ember.engine.sink import OutputSink
 from ember.metrics import RunningAverage
 from ember.metrics._deferred import DeferredMetrics, DeferredValue, LiveValue
 from ember.metrics.aggregate import _FOLD_EVERY, _SinkUpdateAndStore, _UpdateAndStore
+from frames import python_calls
 from syncs import HostSyncCounter
 
 MakeEngine = Callable[..., Engine]
@@ -250,23 +248,6 @@ def test_nobody_reads_no_sync(make_engine: MakeEngine) -> None:
     assert engine.state.metrics["loss"] == pytest.approx(
         expected_running([float(x) for x in losses(600)] * 2)[-1], rel=1e-5
     )
-
-
-@contextmanager
-def python_calls(*functions: Callable[..., Any]) -> Iterator[dict[str, int]]:
-    """Counts the Python frames of ``functions`` while the block runs."""
-    codes: dict[CodeType, str] = {f.__code__: f.__qualname__ for f in functions}
-    counts = dict.fromkeys(codes.values(), 0)
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code in codes:
-            counts[codes[frame.f_code]] += 1
-
-    sys.setprofile(profile)
-    try:
-        yield counts
-    finally:
-        sys.setprofile(None)
 
 
 def test_no_python_call_per_iteration_on_the_compiled_loop(

@@ -3,12 +3,9 @@ behaves as its Python ``__call__``, on both loops, also when a program bends it.
 
 from __future__ import annotations
 
-import sys
 import traceback
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import CodeType
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -18,6 +15,7 @@ from conftest import collect_garbage
 from ember.engine import Engine, Events
 from ember.engine.sink import OutputSink
 from ember.handlers import TerminateOnNan
+from frames import python_calls
 
 MakeEngine = Callable[..., Engine]
 
@@ -41,23 +39,6 @@ def attach(engine: Engine, sink_cls: type[OutputSink] = OutputSink, **kwargs: An
     recorder.sink = sink_cls(recorder, **kwargs)
     engine.add_event_handler(Events.ITERATION_COMPLETED, recorder.sink)
     return recorder
-
-
-@contextmanager
-def python_calls(*functions: Callable[..., Any]) -> Iterator[dict[str, int]]:
-    """Counts the Python frames of ``functions`` while the block runs."""
-    codes: dict[CodeType, str] = {f.__code__: f.__qualname__ for f in functions}
-    counts = dict.fromkeys(codes.values(), 0)
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code in codes:
-            counts[codes[frame.f_code]] += 1
-
-    sys.setprofile(profile)
-    try:
-        yield counts
-    finally:
-        sys.setprofile(None)
 
 
 def test_sink_flushes_when_full_and_at_epoch_ends(make_engine: MakeEngine) -> None:
