@@ -653,6 +653,18 @@ def test_a_saver_with_work_in_flight_can_be_collected(
     assert names(tmp_path) == ["a.pt"]
 
 
+def run_script(script: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter, with ``directory`` as its argument; at most 2 minutes."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
 EXIT_SCRIPT = """
 import errno, os, sys, torch
 from ember.handlers import DiskSaver
@@ -667,14 +679,7 @@ print("exiting", flush=True)
 
 
 def test_an_error_nobody_raised_is_logged_at_exit(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(EXIT_SCRIPT), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    result = run_script(EXIT_SCRIPT, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "exiting" in result.stdout
     assert f"'{tmp_path / 'a.pt'}' was not made durable" in result.stderr
@@ -701,14 +706,7 @@ print("exiting", flush=True)
 
 
 def test_the_interpreter_exit_makes_pending_saves_durable_at_once(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(EXIT_FLUSH_SCRIPT), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,  # an exit waiting for the delay would take an hour
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    result = run_script(EXIT_FLUSH_SCRIPT, tmp_path)  # an exit waiting for the delay: an hour
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n") == [
         "exiting",
