@@ -7,6 +7,7 @@ import json
 import math
 import pickle
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,11 +22,19 @@ from syncs import HostSyncCounter
 LOSSES = [0.5, 2.0, 1.0, 4.0, 3.0]
 
 
-def tensor_loss_engine(make_engine: Any, **kwargs: Any) -> Any:
+def tensor_loss_engine(
+    make_engine: Any, output_transform: Callable[[Any], Any] = lambda loss: loss, **kwargs: Any
+) -> Any:
     """A trainer whose output is a 0-d float32 tensor loss, with RunningAverage ``"loss"``."""
     engine = make_engine(lambda engine, batch: torch.tensor(batch, dtype=torch.float32))
-    RunningAverage(output_transform=lambda loss: loss, alpha=0.9, **kwargs).attach(engine, "loss")
+    RunningAverage(output_transform=output_transform, alpha=0.9, **kwargs).attach(engine, "loss")
     return engine
+
+
+def _detached(loss: Any) -> Any:
+    """A transform that does not return its argument: RunningAverage's default handler then
+    stores a DeferredValue snapshot at each iteration instead of one live value."""
+    return loss.detach()
 
 
 def expected_running(values: list[float], alpha: float) -> list[float]:
@@ -263,6 +272,27 @@ def test_placeholders_read_in_any_order_see_their_own_values(make_engine: Any) -
     assert seen == pytest.approx([expected[i] for i in order], rel=1e-6)
 
 
+def test_snapshots_stored_at_each_iteration_read_in_any_order_see_their_own_values(
+    make_engine: Any,
+) -> None:
+    # The stored placeholders themselves, where each iteration stores a snapshot (a transform
+    # that is not skipped): one older than the last read, or from before a fold, still gets
+    # its own value.
+    losses = [float((5 * i) % 11) / 2.0 for i in range(150)]
+    engine = tensor_loss_engine(make_engine, output_transform=_detached)
+    placeholders: list[Any] = []
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def keep(engine: Any) -> None:
+        placeholders.append(dict.__getitem__(engine.state.metrics, "loss"))
+
+    engine.run(losses)
+    expected = expected_running(losses, 0.9)
+    order = [10, 3, 70, 64, 149, 0, 65, 128, 127, *range(150)]
+    seen = [placeholders[i].get() for i in order]
+    assert seen == pytest.approx([expected[i] for i in order], rel=1e-6)
+
+
 def test_outputs_that_change_type_shape_or_autograd_are_averaged_as_before(
     make_engine: Any,
 ) -> None:
@@ -413,6 +443,22 @@ def test_a_placeholder_someone_holds_is_the_live_value(make_engine: Any) -> None
     assert state.metrics["loss"] == pytest.approx(running[-1])
     assert held[3] is held[2]
     assert held[2].get() == pytest.approx(running[-1])
+
+
+def test_a_snapshot_someone_holds_keeps_its_value(make_engine: Any) -> None:
+    engine = tensor_loss_engine(make_engine, output_transform=_detached)
+    held: dict[int, Any] = {}
+
+    @engine.on(Events.ITERATION_COMPLETED)
+    def hold(engine: Any) -> None:
+        if engine.state.iteration in (2, 3):  # the placeholder itself, unread
+            held[engine.state.iteration] = dict.__getitem__(engine.state.metrics, "loss")
+
+    state = engine.run(LOSSES * 2)
+    running = expected_running(LOSSES * 2, 0.9)
+    assert state.metrics["loss"] == pytest.approx(running[-1])
+    assert held[3].get() == pytest.approx(running[2])
+    assert held[2].get() == pytest.approx(running[1])
 
 
 def test_the_user_deletes_or_replaces_the_entry(make_engine: Any) -> None:

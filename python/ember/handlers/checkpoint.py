@@ -341,7 +341,7 @@ class _DurabilityBatch:
             self.error, self.failed_path = error, files[-1][0]
 
     def _remove(self, removals: list[str]) -> None:
-        newest = next(reversed(self.files), "") if self.files else ""
+        newest = next(reversed(self.files), "")
         for path in removals:
             try:
                 _remove_path(path)

@@ -16,6 +16,7 @@ import torch
 from ember.distributed._reduce import sum_over_ranks
 from ember.engine.events import Events
 from ember.metrics._checks import collected_checks, read_collected, read_number
+from ember.metrics._deferred import as_stored
 
 __all__ = [
     "BatchFiltered",
@@ -371,7 +372,7 @@ class Metric(metaclass=ABCMeta):
             engine.state.metrics[name] = result
             return
         if isinstance(result, torch.Tensor):
-            result = result.item() if result.numel() == 1 else result.cpu()
+            result = as_stored(result)
         engine.state.metrics[name] = result
 
     # ------------------------------------------------------------------------------- attaching

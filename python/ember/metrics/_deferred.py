@@ -21,6 +21,7 @@ __all__ = [
     "GrowingLazyTensor",
     "LazyTensor",
     "LiveValue",
+    "as_stored",
     "deferred_metrics",
 ]
 
@@ -29,6 +30,12 @@ class LazyTensor(Protocol):
     """A value computed on the device only when asked for: ``tensor_at(count)``."""
 
     def tensor_at(self, count: int) -> torch.Tensor: ...
+
+
+def as_stored(tensor: torch.Tensor) -> Any:
+    """What ``Metric.completed`` stores for ``tensor``: a number for one element, else the tensor
+    on the CPU (the host read a placeholder defers)."""
+    return tensor.item() if tensor.numel() == 1 else tensor.cpu()
 
 
 class DeferredValue:
@@ -52,7 +59,7 @@ class DeferredValue:
         source = self._source
         if source is not None:
             tensor = source if isinstance(source, torch.Tensor) else source.tensor_at(self._count)
-            self._value = tensor.item() if tensor.numel() == 1 else tensor.cpu()
+            self._value = as_stored(tensor)
             self._source = None
         return self._value
 
@@ -90,7 +97,7 @@ class LiveValue:
         count = len(self._source.values) if self._frozen is None else self._frozen
         if count != self._count:
             tensor = self._source.tensor_at(count)
-            self._value = tensor.item() if tensor.numel() == 1 else tensor.cpu()
+            self._value = as_stored(tensor)
             self._count = count
         return self._value
 
