@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any, NamedTuple
 
 import pytest
@@ -205,7 +207,7 @@ class Pair(NamedTuple):
 
 
 @pytest.mark.parametrize("device", [None, "cpu", torch.device("cpu")])
-@pytest.mark.parametrize("layout", ["tuple", "list", "namedtuple", "dict-x"])
+@pytest.mark.parametrize("layout", ["tuple", "list", "namedtuple", "dict-x", "tensor-subclass"])
 def test_the_plain_step_trains_as_the_general_one(backend: str, device: Any, layout: str) -> None:
     def batches() -> list[Any]:
         data = regression_data(4)
@@ -215,6 +217,8 @@ def test_the_plain_step_trains_as_the_general_one(backend: str, device: Any, lay
             return [Pair(x, y) for x, y in data]
         if layout == "dict-x":
             return [({"input": x}, y) for x, y in data]
+        if layout == "tensor-subclass":
+            return [(torch.nn.Parameter(x, requires_grad=False), y) for x, y in data]
         return data
 
     class DictInput(torch.nn.Linear):
@@ -284,3 +288,30 @@ def test_the_plain_step_leaves_a_model_in_train_mode_once(backend: str) -> None:
     model.eval()
     trainer.run(regression_data(2))
     assert model.training
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_the_step_keeps_the_previous_loss_until_the_next_step(backend: str, general: bool) -> None:
+    """As the loss variable of a hand-written loop: the graph of the previous step (its tensors
+    released by backward) lives until the next step has built its own, so that torch reuses the
+    parameters' gradient accumulators instead of building them anew; no longer."""
+    losses: list[weakref.ref[Any]] = []
+
+    def loss_fn(y_pred: Any, y: Any) -> Any:
+        loss = torch.nn.functional.mse_loss(y_pred, y)
+        losses.append(weakref.ref(loss))
+        return loss
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    options = {"model_fn": _call_model_by_hand} if general else {}
+    trainer = create_supervised_trainer(model, optimizer, loss_fn, backend=backend, **options)
+    alive: list[list[bool]] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda _: alive.append([ref() is not None for ref in losses])
+    )
+    trainer.run(regression_data(3))
+    assert alive == [[True], [False, True], [False, False, True]]
+    del trainer
+    gc.collect()
+    assert losses[-1]() is None  # the engine, its step and the last graph are collected

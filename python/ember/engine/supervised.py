@@ -133,6 +133,23 @@ def _prediction_and_target(x: Any, y: Any, y_pred: Any) -> tuple[Any, Any]:
 _default_prepare_batch = prepare_batch
 
 
+class _LastGraph:
+    """The previous step's loss, with its autograd graph, kept until the next step replaces it.
+
+    Each parameter's gradient accumulator (the graph node that adds into ``.grad``) is cached by
+    torch only while a graph holds it. A loss that dies at the end of the step takes them along,
+    and every forward pass builds them anew: about 7k instructions per step on a 3-layer MLP,
+    which a hand-written loop does not pay, because its ``loss`` variable lives on into the next
+    iteration. After ``backward()`` the graph has released the tensors it saved, so keeping it
+    costs a few small nodes.
+    """
+
+    __slots__ = ("loss",)
+
+    def __init__(self) -> None:
+        self.loss: Any = None
+
+
 def supervised_training_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -166,6 +183,7 @@ def supervised_training_step(
         )
     forward_context = _autocast_or_nothing(device, amp_mode)
     accumulating = gradient_accumulation_steps > 1
+    last_graph = _LastGraph()
 
     def step(engine: Engine, batch: Any) -> Any:
         if not model.training:
@@ -187,6 +205,7 @@ def supervised_training_step(
                 scaler.update()
             else:
                 optimizer.step()
+        last_graph.loss = loss
         return output_transform(x, y, y_pred, loss)
 
     return step
@@ -205,16 +224,31 @@ def _plain_training_step(
     that do nothing (about a third of the step's Python cost on a small model)."""
     target = None if device is None else torch.device(device)
     detached = output_transform is detached_loss
+    last_graph = _LastGraph()
+
+    tensor = torch.Tensor
 
     def step(engine: Engine, batch: Any) -> Any:
         if not model.training:
             model.train()
         optimizer.zero_grad()
-        x, y = _default_prepare_batch(batch, device=target, non_blocking=non_blocking)
+        # prepare_batch's common case inline (three calls less per step): an (x, y) tuple or
+        # list of plain tensors already on the target device.
+        if (
+            (type(batch) is tuple or type(batch) is list)
+            and len(batch) == 2
+            and type(batch[0]) is tensor
+            and type(batch[1]) is tensor
+            and (target is None or (batch[0].device == target and batch[1].device == target))
+        ):
+            x, y = batch
+        else:
+            x, y = _default_prepare_batch(batch, device=target, non_blocking=non_blocking)
         y_pred = model(x)
         loss = loss_fn(y_pred, y)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
+        last_graph.loss = loss
         if detached:
             return loss.detach()
         return output_transform(x, y, y_pred, loss)
