@@ -486,6 +486,11 @@ counts are fixed by the code.
 The CPU time row is this process's CPU time (`time.process_time`, all threads): on a machine
 shared with other work it varies less than the wall time, but it leaves out waits (an `fsync`,
 the GPU).
+
+How much of the ratio the hand-written loop itself pays when it keeps its losses as tensors,
+adds them up on their device, or runs its step from C, and how far its time moves with nothing
+more than where its code runs: [the floor under the ratio](benchmark-stack-floor.md). Where the
+extra instructions go, part by part: [instructions per part](benchmark-stack-parts.md).
 """
 
 

@@ -1,0 +1,267 @@
+"""The floor under benchmarks/stack.py's ratio: what the hand-written training loop itself pays,
+on this machine, for each thing that ember's training stack does differently.
+
+benchmarks/stack.py compares ember's whole stack with a hand-written loop. Some of the
+difference is not ember's code but what the stack must do instead of ``loss.item()`` at every
+iteration: keep the losses as tensors until somebody reads them (``RunningAverage``,
+``TerminateOnNan``), or add them up on their device; and run the step from a compiled loop
+rather than inline. And some is where the code runs: the same loop run a C call deeper
+(nothing more done per iteration) moves by a percent or two on some machines. This script times the hand-written training loop (training only: no
+evaluation, no checkpoint; MLP, data and sizes of stack.py) with one such change at a time,
+next to ember's Engine and trainer, all interleaved in one process (fresh model per repeat,
+4 epochs timed, the order rotating each repeat), and prints each row's median time per epoch
+and its median ratio to the hand-written loop of the same repeat.
+
+    python benchmarks/stack_floor.py [--repeats N] [--out-dir DIR]
+
+Writes benchmark-stack-floor.md into --out-dir (default docs/). It only reports; times move by
+about 1% between runs on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import gc
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from loop_overhead import REPO_ROOT, devnull_stream, machine_info
+from stack import ALPHA, FULL, Work, make_work
+
+import ember.engine
+import ember.handlers
+import ember.metrics
+
+EPOCHS = 4
+
+
+def hand_step(work: Work, keep: int = 0, device_op: bool = False) -> Callable[[Any, Any], None]:
+    """The step of stack.py's hand-written loop as a function ``step(engine, batch)`` (``engine``
+    unused), keeping its last ``keep`` losses as tensors or adding each loss into a tensor on
+    its device (``device_op``) besides."""
+    model, optimizer, scheduler, loss_fn = work.model, work.optimizer, work.scheduler, work.loss_fn
+    kept: list[torch.Tensor] = []
+    total = torch.zeros((), dtype=torch.float64, device=work.device)
+    running = [math.nan]
+
+    def step(engine: Any, batch: Any) -> None:
+        x, y = batch
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if keep:
+            kept.append(loss.detach())
+            if len(kept) == keep:
+                kept.clear()
+        if device_op:
+            total.add_(loss.detach())
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(value)
+        running[0] = value if math.isnan(running[0]) else ALPHA * running[0] + (1 - ALPHA) * value
+
+    return step
+
+
+def inline_loop(work: Work) -> Callable[[], None]:
+    """stack.py's hand-written training loop: the step written inside the loop."""
+    model, optimizer, scheduler, loss_fn = work.model, work.optimizer, work.scheduler, work.loss_fn
+    running = [math.nan]
+
+    def train() -> None:
+        model.train()
+        for x, y in work.train_data:
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                return
+            running[0] = (
+                value if math.isnan(running[0]) else ALPHA * running[0] + (1 - ALPHA) * value
+            )
+
+    return train
+
+
+def python_loop(**options: Any) -> Callable[[Work], Callable[[], None]]:
+    def build(work: Work) -> Callable[[], None]:
+        step = hand_step(work, **options)
+
+        def train() -> None:
+            work.model.train()
+            for batch in work.train_data:
+                step(None, batch)
+
+        return train
+
+    return build
+
+
+def deeper(levels: int) -> Callable[[Work], Callable[[], None]]:
+    """The Python-function loop run ``levels`` C calls deeper (``functools.reduce``): the same
+    work per iteration, with the C stack somewhere else."""
+
+    def build(work: Work) -> Callable[[], None]:
+        train = python_loop()(work)
+        for _ in range(levels):
+            train = functools.partial(functools.reduce, lambda _, __, inner=train: inner(), [0, 0])
+        return train
+
+    return build
+
+
+def c_loop(work: Work) -> Callable[[], None]:
+    """The step called by a C function (``map``), as a compiled loop calls it."""
+    step = functools.partial(hand_step(work), None)
+
+    def train() -> None:
+        work.model.train()
+        collections.deque(map(step, work.train_data), 0)
+
+    return train
+
+
+def epochs_of(engine: Any, work: Work) -> Callable[[], None]:
+    """``train()``: one more epoch of ``engine`` on the work's data."""
+    engine.add_event_handler(ember.engine.Events.EPOCH_STARTED, lambda _: work.model.train())
+    done = [0]
+
+    def train() -> None:
+        done[0] += 1
+        engine.run(work.train_data, max_epochs=done[0])
+
+    return train
+
+
+def engine_with_hand_step(work: Work) -> Callable[[], None]:
+    return epochs_of(ember.engine.Engine(hand_step(work)), work)
+
+
+def trainer_with_hand_handlers(work: Work) -> Callable[[], None]:
+    """``create_supervised_trainer``, the running loss, NaN check and scheduler in handlers
+    written by hand (a float read of the output at every iteration)."""
+    trainer = ember.engine.create_supervised_trainer(
+        work.model, work.optimizer, work.loss_fn, device=work.device
+    )
+    running = [math.nan]
+
+    def read_loss(engine: Any) -> None:
+        value = float(engine.state.output)
+        if not math.isfinite(value):
+            engine.terminate()
+        running[0] = value if math.isnan(running[0]) else ALPHA * running[0] + (1 - ALPHA) * value
+
+    events = ember.engine.Events
+    trainer.add_event_handler(events.ITERATION_COMPLETED, read_loss)
+    trainer.add_event_handler(events.ITERATION_COMPLETED, lambda _: work.scheduler.step())
+    return epochs_of(trainer, work)
+
+
+def ember_training_stack(work: Work) -> Callable[[], None]:
+    """stack.py's ember stack without its evaluator and checkpoint."""
+    trainer = ember.engine.create_supervised_trainer(
+        work.model, work.optimizer, work.loss_fn, device=work.device
+    )
+    ember.metrics.RunningAverage(output_transform=lambda loss: loss, device=work.device).attach(
+        trainer, "loss"
+    )
+    ember.handlers.ProgressBar(file=devnull_stream()).attach(trainer, metric_names=["loss"])
+    events = ember.engine.Events
+    trainer.add_event_handler(events.ITERATION_COMPLETED, ember.handlers.TerminateOnNan())
+    trainer.add_event_handler(events.ITERATION_STARTED, ember.handlers.LRScheduler(work.scheduler))
+    return epochs_of(trainer, work)
+
+
+ROWS: dict[str, tuple[str, Callable[[Work], Callable[[], None]]]] = {
+    "inline": ("hand-written loop, step inline (stack.py's)", inline_loop),
+    "function": ("hand-written, the step a Python function", python_loop()),
+    "deeper1": ("hand-written, the step a Python function, 1 C call deeper", deeper(1)),
+    "deeper2": ("hand-written, the step a Python function, 2 C calls deeper", deeper(2)),
+    "keep8": ("hand-written, keeping its last 8 losses as tensors", python_loop(keep=8)),
+    "keep256": ("hand-written, keeping its last 256 losses as tensors", python_loop(keep=256)),
+    "device_op": ("hand-written, adding each loss into a tensor", python_loop(device_op=True)),
+    "from_c": ("hand-written, the step called from C (map)", c_loop),
+    "engine": ("ember's Engine running the hand-written step", engine_with_hand_step),
+    "trainer": ("ember's trainer, hand-written handlers", trainer_with_hand_handlers),
+    "ember": (
+        "ember's trainer, RunningAverage, bar, TerminateOnNan, LRScheduler",
+        ember_training_stack,
+    ),
+}
+
+
+def measure(repeats: int) -> dict[str, list[float]]:
+    """Milliseconds per epoch of each row, per repeat (the first round warms up, not kept)."""
+    names = list(ROWS)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats + 1):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            with tempfile.TemporaryDirectory() as directory:
+                work = make_work(FULL, torch.device("cpu"), Path(directory))
+                train = ROWS[name][1](work)
+                train()  # an epoch of warm-up
+                gc.collect()
+                started = time.perf_counter()
+                for _ in range(EPOCHS):
+                    train()
+                if repeat:
+                    times[name].append((time.perf_counter() - started) / EPOCHS * 1e3)
+    return times
+
+
+def report(times: dict[str, list[float]], repeats: int) -> str:
+    base = times["inline"]
+    info = machine_info()
+    lines = [
+        "# Training stack: the floor under its ratio",
+        "",
+        "Generated by `python benchmarks/stack_floor.py`; the module's docstring says what each",
+        (
+            "row changes. Training only (100 iterations per epoch, no evaluation, no checkpoint), "
+            f"{repeats} repeats of {EPOCHS} epochs per row, interleaved."
+        ),
+        "",
+        f"- Machine: {info['cpu']}, {info['logical_cores']} logical cores, {info['platform']}",
+        (
+            f"- Python {info['python']}, torch {info['torch']} (1 thread), ember {info['ember']} "
+            f"(commit {info['commit']}), {info['date']}"
+        ),
+        "",
+        "| row | per epoch (median) | ratio to the inline loop (median of the repeats) |",
+        "|---|---:|---:|",
+    ]
+    for name, (label, _) in ROWS.items():
+        ratio = statistics.median(a / b for a, b in zip(times[name], base, strict=True))
+        lines.append(f"| {label} | {statistics.median(times[name]):.2f} ms | {ratio:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "docs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    text = report(measure(args.repeats), args.repeats)
+    print(text)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "benchmark-stack-floor.md").write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
