@@ -65,7 +65,7 @@ class Sizes:
     eval_repeats: int
 
 
-FULL = Sizes(train_batches=100, eval_batches=20, epochs=4, repeats=7, eval_repeats=20)
+FULL = Sizes(train_batches=100, eval_batches=20, epochs=4, repeats=21, eval_repeats=20)
 QUICK = Sizes(train_batches=10, eval_batches=4, epochs=2, repeats=1, eval_repeats=2)
 
 
