@@ -134,36 +134,43 @@ class HandWrittenStack(Stack):
 
     def train(self, epochs: int) -> None:
         work = self.work
+        previous: Path | None = None
+        for _ in range(epochs):
+            self.epoch += 1
+            if not self.train_epoch():
+                return
+            self.metrics = self.evaluate()
+            path = work.checkpoint_dir / f"model_{self.epoch}.pt"
+            torch.save({"model": work.model.state_dict()}, path)
+            if previous is not None:
+                previous.unlink()
+            previous = path
+
+    def train_epoch(self) -> bool:
+        """One epoch of training; False if a loss was not finite."""
+        work = self.work
         model, optimizer, scheduler, loss_fn = (
             work.model,
             work.optimizer,
             work.scheduler,
             work.loss_fn,
         )
-        previous: Path | None = None
-        for _ in range(epochs):
-            self.epoch += 1
-            model.train()
-            for x, y in work.train_data:
-                optimizer.zero_grad()
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                value = loss.item()
-                if not math.isfinite(value):
-                    return
-                self.running_loss = (
-                    value
-                    if self.running_loss is None
-                    else ALPHA * self.running_loss + (1 - ALPHA) * value
-                )
-            self.metrics = self.evaluate()
-            path = work.checkpoint_dir / f"model_{self.epoch}.pt"
-            torch.save({"model": model.state_dict()}, path)
-            if previous is not None:
-                previous.unlink()
-            previous = path
+        model.train()
+        for x, y in work.train_data:
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                return False
+            self.running_loss = (
+                value
+                if self.running_loss is None
+                else ALPHA * self.running_loss + (1 - ALPHA) * value
+            )
+        return True
 
     def evaluate(self) -> dict[str, float]:
         work = self.work

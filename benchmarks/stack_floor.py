@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 from loop_overhead import REPO_ROOT, devnull_stream, machine_info
-from stack import ALPHA, FULL, Work, make_work
+from stack import ALPHA, FULL, HandWrittenStack, Work, make_work
 
 import ember.engine
 import ember.handlers
@@ -76,25 +76,7 @@ def hand_step(work: Work, keep: int = 0, device_op: bool = False) -> Callable[[A
 
 def inline_loop(work: Work) -> Callable[[], None]:
     """stack.py's hand-written training loop: the step written inside the loop."""
-    model, optimizer, scheduler, loss_fn = work.model, work.optimizer, work.scheduler, work.loss_fn
-    running = [math.nan]
-
-    def train() -> None:
-        model.train()
-        for x, y in work.train_data:
-            optimizer.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                return
-            running[0] = (
-                value if math.isnan(running[0]) else ALPHA * running[0] + (1 - ALPHA) * value
-            )
-
-    return train
+    return HandWrittenStack(work).train_epoch
 
 
 def python_loop(**options: Any) -> Callable[[Work], Callable[[], None]]:

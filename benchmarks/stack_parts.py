@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from loop_overhead import REPO_ROOT, count_reduce_instructions, devnull_stream, git_commit
 from stack import FULL, HandWrittenStack, make_work
+from stack_floor import hand_step
 
 import ember.engine
 import ember.handlers
@@ -135,20 +136,7 @@ def build_ember(work: Any, replaced: set[str]) -> Callable[[int], None]:
 def build_engine_with_hand_written_step(work: Any) -> Callable[[int], None]:
     """The hand-written loop's work on an ember ``Engine``: what the trainer factory adds."""
     hand = HandWrittenStack(work)
-    model, optimizer, scheduler, loss_fn = work.model, work.optimizer, work.scheduler, work.loss_fn
-
-    def step(engine: Any, batch: Any) -> None:
-        x, y = batch
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        value = loss.item()
-        if not math.isfinite(value):
-            engine.terminate()
-        previous = hand.running_loss
-        hand.running_loss = value if previous is None else 0.98 * previous + 0.02 * value
+    model, step = work.model, hand_step(work)
 
     trainer = ember.engine.Engine(step)
     events = ember.engine.Events
