@@ -315,3 +315,32 @@ def test_the_step_keeps_the_previous_loss_until_the_next_step(backend: str, gene
     del trainer
     gc.collect()
     assert losses[-1]() is None  # the engine, its step and the last graph are collected
+
+
+@pytest.mark.parametrize("general", [False, True])
+@pytest.mark.parametrize("batch_device", ["cpu", "meta"])
+def test_the_step_moves_batches_that_are_not_on_its_device(
+    backend: str, general: bool, batch_device: str
+) -> None:
+    # The meta device runs the whole step on shapes alone: a second device on any machine.
+    model = torch.nn.Linear(2, 1, device="meta")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen: list[tuple[str, str]] = []
+
+    def output_transform(x: Any, y: Any, y_pred: Any, loss: Any) -> Any:
+        seen.append((x.device.type, y.device.type))
+        return loss.detach()
+
+    options = {"model_fn": _call_model_by_hand} if general else {}
+    trainer = create_supervised_trainer(
+        model,
+        optimizer,
+        torch.nn.functional.mse_loss,
+        device="meta",
+        output_transform=output_transform,
+        backend=backend,
+        **options,
+    )
+    batch = (torch.randn(4, 2, device=batch_device), torch.randn(4, 1, device=batch_device))
+    trainer.run([batch, list(batch)])
+    assert seen == [("meta", "meta")] * 2
