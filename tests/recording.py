@@ -1,4 +1,5 @@
-"""An engine that records every event it fires, as ignite's tests record them."""
+"""Recorders: an engine that records every event it fires, as ignite's tests record them; a
+state that counts the reads of its ``metrics``."""
 
 from __future__ import annotations
 
@@ -24,3 +25,27 @@ def recording(engine_cls: type) -> type:
 def event_names(engine: Any) -> list[str]:
     """The names of the events in ``engine.trace``, in firing order."""
     return [name for name, _, _ in engine.trace]
+
+
+def metrics_counting_state(replace_at_read: int = 0, replacement: Any = None) -> type:
+    """A ``State`` subclass whose ``metrics`` is a property counting its reads in the class
+    attribute ``reads``; read number ``replace_at_read`` (if any) returns ``replacement`` instead
+    of the stored mapping."""
+    from ember.engine import State
+
+    class MetricsCounting(State):
+        __slots__ = ()
+        reads = 0
+
+        @property
+        def metrics(self) -> Any:
+            MetricsCounting.reads += 1
+            if MetricsCounting.reads == replace_at_read:
+                return replacement
+            return self.__dict__["metrics"]
+
+        @metrics.setter
+        def metrics(self, value: Any) -> None:
+            self.__dict__["metrics"] = value
+
+    return MetricsCounting

@@ -44,6 +44,16 @@ def expected_running(values: list[float], alpha: float) -> list[float]:
     return running
 
 
+def assert_each_sees_its_own_value(placeholders: list[Any], losses: list[float]) -> None:
+    """Read the placeholders of a run over ``losses`` (one per iteration, alpha 0.9) out of
+    order, older than the last read and across folds, then all in order: each gives the
+    running average of its own iteration."""
+    expected = expected_running(losses, 0.9)
+    order = [10, 3, 70, 64, 149, 0, 65, 128, 127, *range(len(losses))]
+    seen = [placeholders[i].get() for i in order]
+    assert seen == pytest.approx([expected[i] for i in order], rel=1e-6)
+
+
 def test_nobody_reads_no_sync(make_engine: Any) -> None:
     engine = tensor_loss_engine(make_engine)
     with HostSyncCounter() as syncs:
@@ -266,10 +276,7 @@ def test_placeholders_read_in_any_order_see_their_own_values(make_engine: Any) -
         placeholders.append(DeferredValue(pending, len(pending.values)))
 
     engine.run(losses)
-    expected = expected_running(losses, 0.9)
-    order = [10, 3, 70, 64, 149, 0, 65, 128, 127, *range(150)]
-    seen = [placeholders[i].get() for i in order]
-    assert seen == pytest.approx([expected[i] for i in order], rel=1e-6)
+    assert_each_sees_its_own_value(placeholders, losses)
 
 
 def test_snapshots_stored_at_each_iteration_read_in_any_order_see_their_own_values(
@@ -287,10 +294,7 @@ def test_snapshots_stored_at_each_iteration_read_in_any_order_see_their_own_valu
         placeholders.append(dict.__getitem__(engine.state.metrics, "loss"))
 
     engine.run(losses)
-    expected = expected_running(losses, 0.9)
-    order = [10, 3, 70, 64, 149, 0, 65, 128, 127, *range(150)]
-    seen = [placeholders[i].get() for i in order]
-    assert seen == pytest.approx([expected[i] for i in order], rel=1e-6)
+    assert_each_sees_its_own_value(placeholders, losses)
 
 
 def test_outputs_that_change_type_shape_or_autograd_are_averaged_as_before(

@@ -18,6 +18,7 @@ from ember.metrics import RunningAverage
 from ember.metrics._deferred import DeferredMetrics, DeferredValue, LiveValue
 from ember.metrics.aggregate import _FOLD_EVERY, _SinkUpdateAndStore, _UpdateAndStore
 from frames import python_calls
+from recording import metrics_counting_state
 from syncs import HostSyncCounter
 
 MakeEngine = Callable[..., Engine]
@@ -425,27 +426,13 @@ def test_a_progress_bar_shows_the_running_loss(make_engine: MakeEngine) -> None:
 
 
 def test_a_state_subclass_with_a_metrics_property(make_engine: MakeEngine) -> None:
-    from ember.engine import State
-
-    class Watched(State):
-        __slots__ = ()
-        reads = 0
-
-        @property
-        def metrics(self) -> Any:
-            Watched.reads += 1
-            return self.__dict__["metrics"]
-
-        @metrics.setter
-        def metrics(self, value: Any) -> None:
-            self.__dict__["metrics"] = value
-
+    watched = metrics_counting_state()
     engine, _ = sink_engine(make_engine, losses(20))
-    engine.state = Watched()
+    engine.state = watched()
     seen = record_after(engine)
     engine.run(range(20))
     assert seen == pytest.approx(expected_running([float(x) for x in losses(20)]), rel=1e-6)
-    assert Watched.reads >= 20  # read at each iteration, by the sink too
+    assert watched.reads >= 20  # read at each iteration, by the sink too
 
 
 def test_outputs_on_another_device_are_appended_without_a_python_call(

@@ -16,6 +16,7 @@ from ember.engine import Engine, Events
 from ember.engine.sink import OutputSink
 from ember.handlers import TerminateOnNan
 from frames import python_calls
+from recording import metrics_counting_state
 
 MakeEngine = Callable[..., Engine]
 
@@ -477,30 +478,14 @@ def test_sink_kept_entry_with_a_key_whose_comparison_empties_the_dict(
 
 
 def test_sink_kept_entry_on_a_state_with_a_metrics_property(make_engine: MakeEngine) -> None:
-    from ember.engine import State
-
-    class Watched(State):
-        __slots__ = ()
-        reads = 0
-
-        @property
-        def metrics(self) -> Any:
-            Watched.reads += 1
-            if Watched.reads == 3:
-                return {"kept": "something else"}
-            return self.__dict__["metrics"]
-
-        @metrics.setter
-        def metrics(self, value: Any) -> None:
-            self.__dict__["metrics"] = value
-
+    watched = metrics_counting_state(replace_at_read=3, replacement={"kept": "something else"})
     engine = make_engine()
-    engine.state = Watched()
+    engine.state = watched()
     kept = object()
     engine.state.metrics = {"kept": kept}
     recorder = attach_keeping(engine, kept_entry=(dict, "kept", kept))
     engine.run(range(5))
-    assert Watched.reads == 5
+    assert watched.reads == 5
     assert flushed_at(recorder) == [3]
 
 
