@@ -432,7 +432,8 @@ def test_a_state_subclass_with_a_metrics_property(make_engine: MakeEngine) -> No
     seen = record_after(engine)
     engine.run(range(20))
     assert seen == pytest.approx(expected_running([float(x) for x in losses(20)]), rel=1e-6)
-    assert watched.reads >= 20  # read at each iteration, by the sink too
+    # 20 reads by record_after, and at least one at each iteration by the sink too
+    assert watched.reads >= 40
 
 
 def test_outputs_on_another_device_are_appended_without_a_python_call(
