@@ -329,6 +329,22 @@ def test_a_name_saved_again_before_it_is_durable_is_not_fsynced_first(
     assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["x"], torch.arange(7))
 
 
+def test_a_name_saved_again_after_its_removal_was_asked_stays(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # The removal of a durable a.pt waits in the batch for b.pt to be durable; a new a.pt
+    # saved meanwhile is what the name holds now, and the removal must not take it.
+    saver = DiskSaver(tmp_path, durability_delay=10)
+    saver({"x": torch.arange(3)}, "a.pt")
+    saver.wait()
+    saver({"x": torch.arange(4)}, "b.pt")
+    saver.remove("a.pt")
+    saver({"x": torch.arange(5)}, "a.pt")
+    saver.wait()
+    assert names(tmp_path) == ["a.pt", "b.pt"]
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["x"], torch.arange(5))
+
+
 def test_wait_makes_the_pending_saves_durable_at_once(
     tmp_path: Path, trace: Trace, clock: FakeClock
 ) -> None:

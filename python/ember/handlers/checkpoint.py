@@ -264,10 +264,13 @@ class _DurabilityBatch:
 
     def add(self, path: str, file: IO[bytes] | None) -> IO[bytes] | None:
         """Add the file a joined save wrote; return the file it replaces in the batch (the
-        same name saved again before being durable), for the caller to close."""
+        same name saved again before being durable), for the caller to close. A removal of
+        that name waiting in the batch is dropped: it was meant for the file this one replaced."""
         with _durability_thread.condition:
             replaced = self.files.pop(path, None)
             self.files[path] = file
+            if self.removals is not None and path in self.removals:
+                self.removals.remove(path)
             if len(self.files) >= MAX_BATCH_FILES:
                 self.hurried = True
             self._leave()
