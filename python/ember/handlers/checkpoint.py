@@ -373,8 +373,7 @@ class _DurabilityThread:
     def after_fork_in_child(self) -> None:
         """The child has no thread: a fresh one runs the batches the parent had not finished
         (the child's savers wait for them); no save of the child is writing."""
-        batches = [*([self.running] if self.running is not None else []), *self.scheduled]
-        unfinished = [batch for batch in batches if batch.done.locked()]
+        unfinished = [batch for batch in self._batches() if batch.done.locked()]
         self.condition = threading.Condition()
         self.scheduled = []
         self.running = None
@@ -382,6 +381,10 @@ class _DurabilityThread:
         for batch in unfinished:
             batch.writing = 0
             self.submit(batch)
+
+    def _batches(self) -> list[_DurabilityBatch]:
+        """The batch running, then those not taken yet."""
+        return [*([self.running] if self.running is not None else []), *self.scheduled]
 
     def submit(self, batch: _DurabilityBatch) -> None:
         with self.condition:
@@ -416,7 +419,7 @@ class _DurabilityThread:
         """Make every batch due now and wait until they are done (but for a batch that a save
         still writes into, at the interpreter's exit, in a thread that will not finish it)."""
         with self.condition:
-            batches = [*([self.running] if self.running is not None else []), *self.scheduled]
+            batches = self._batches()
             for batch in self.scheduled:
                 batch.hurried = True
             self.condition.notify()
