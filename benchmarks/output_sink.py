@@ -8,8 +8,9 @@ iteration and the ratio. torch is not needed for these.
 
 When torch is installed, the same for ``RunningAverage`` of a loss (a 0-d tensor output) in its
 default usage: 1) the Python handler it had before (``_UpdateAndStore``: one call an iteration),
-2) the ``OutputSink`` it attaches now. Each line also gives the step alone (no handler), and the
-ratio of what the handler costs over the step alone.
+2) the ``OutputSink`` it attaches now; and the same for losses that are Python floats, which the
+sink does not take (every one goes through the handler). Each line also gives the step alone
+(no handler), and the ratio of what the handler costs over the step alone.
 
     python benchmarks/output_sink.py [--repeats N]
 """
@@ -71,6 +72,10 @@ def running_average_sink(engine: Engine) -> None:
     RunningAverage(output_transform=lambda loss: loss).attach(engine, "loss")
 
 
+def float_losses(count: int) -> list[Any]:
+    return [float(i % 13) / 3.0 for i in range(count)]
+
+
 def integers(count: int) -> list[Any]:
     return list(range(count))
 
@@ -96,6 +101,20 @@ if importlib.util.find_spec("torch") is not None:
         (
             "RunningAverage ",
             losses,
+            {
+                "no handler": no_handler,
+                "handler": running_average_handler,
+                "sink": running_average_sink,
+            },
+            ("handler", "sink"),
+        )
+    )
+    # Python floats: the sink accepts none of them and hands each to the handler (its cost
+    # when nothing can go the fast way).
+    SCENARIOS.append(
+        (
+            "RunningAverage of floats ",
+            float_losses,
             {
                 "no handler": no_handler,
                 "handler": running_average_handler,

@@ -801,7 +801,8 @@ class _SinkUpdateAndStore(_StandsForBothMethods, OutputSink):
             or fields["_single_process_run"] is not True
             or fields["deferred"] is not True
         ):
-            self._follow_nothing()
+            if self.accepted_type is not _NoOutput:  # else it follows nothing already
+                self._follow_nothing()
             return
         live = self._live
         if live is None or live._source is not pending:
