@@ -359,15 +359,21 @@ def test_wait_makes_the_pending_saves_durable_at_once(
     assert operations(trace, "fsync").count("<dir>") == 1
 
 
+@pytest.mark.parametrize("due_during_the_write", [False, True])
 def test_the_thread_takes_a_batch_at_its_deadline_after_it_looked_during_a_write(
-    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, due_during_the_write: bool
 ) -> None:
+    # The thread looks while a save writes into the batch, before its deadline, or after it
+    # (due, but being written: the save's end must wake the thread, which waits without a
+    # timeout).
     saver = DiskSaver(tmp_path, durability_delay=0.05)
     saver({"x": torch.arange(3)}, "a.pt")
     replace = os.replace
     condition = checkpoint_module._durability_thread.condition
 
     def replace_while_the_thread_looks(source: Any, target: Any) -> None:
+        if due_during_the_write:
+            clock.now = 20.0
         with condition:
             condition.notify()  # the thread looks at the batch while a save writes into it
         time.sleep(0.05)
