@@ -431,17 +431,24 @@ def test_the_user_removes_one_part_mid_run(make_engine: Any, removed: str) -> No
         engine.remove_event_handler(metric.started, Events.ITERATION_COMPLETED)
 
 
-def test_a_placeholder_someone_holds_is_the_live_value(make_engine: Any) -> None:
-    # The default usage stores one LiveValue per pending average: read raw (dict's own
-    # functions), it shows the average through the latest value appended, not a snapshot.
-    engine = tensor_loss_engine(make_engine)
+def placeholders_of_iterations_2_and_3(engine: Any) -> dict[int, Any]:
+    """What ``state.metrics["loss"]`` holds at iterations 2 and 3, taken unread (dict's own
+    ``__getitem__``), by iteration, once the engine has run."""
     held: dict[int, Any] = {}
 
     @engine.on(Events.ITERATION_COMPLETED)
     def hold(engine: Any) -> None:
-        if engine.state.iteration in (2, 3):  # the placeholder itself, unread
+        if engine.state.iteration in (2, 3):
             held[engine.state.iteration] = dict.__getitem__(engine.state.metrics, "loss")
 
+    return held
+
+
+def test_a_placeholder_someone_holds_is_the_live_value(make_engine: Any) -> None:
+    # The default usage stores one LiveValue per pending average: read raw (dict's own
+    # functions), it shows the average through the latest value appended, not a snapshot.
+    engine = tensor_loss_engine(make_engine)
+    held = placeholders_of_iterations_2_and_3(engine)
     state = engine.run(LOSSES * 2)
     running = expected_running(LOSSES * 2, 0.9)
     assert state.metrics["loss"] == pytest.approx(running[-1])
@@ -451,13 +458,7 @@ def test_a_placeholder_someone_holds_is_the_live_value(make_engine: Any) -> None
 
 def test_a_snapshot_someone_holds_keeps_its_value(make_engine: Any) -> None:
     engine = tensor_loss_engine(make_engine, output_transform=_detached)
-    held: dict[int, Any] = {}
-
-    @engine.on(Events.ITERATION_COMPLETED)
-    def hold(engine: Any) -> None:
-        if engine.state.iteration in (2, 3):  # the placeholder itself, unread
-            held[engine.state.iteration] = dict.__getitem__(engine.state.metrics, "loss")
-
+    held = placeholders_of_iterations_2_and_3(engine)
     state = engine.run(LOSSES * 2)
     running = expected_running(LOSSES * 2, 0.9)
     assert state.metrics["loss"] == pytest.approx(running[-1])
