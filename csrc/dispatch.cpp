@@ -198,15 +198,28 @@ bool valid_accepted_attributes(PyObject* attributes) {
     return true;
 }
 
+// A field read after Python code ran since the guard admitted `obj` (a getter, a comparison):
+// at its slot while the class is one the layout admits, else as Python reads it (the code may
+// have assigned a __class__ whose class attribute shadows the field).
+py::object field_after_python(LayoutGuard& guard, const Slot& slot, PyObject* obj) {
+    if (guard.admits(obj)) return py::reinterpret_borrow<py::object>(slot.get(obj));
+    return steal_or_throw(PyObject_GetAttrString(obj, slot.name()));
+}
+
 // OutputSink.still_kept(state). Fields of the documented form are checked here (the reads
 // Python makes: getattr, state.metrics, dict.get on the exact dict subclass named); anything
-// else, or a field deleted, goes to the Python method, which reads or raises as it does.
-bool sink_keeps(PyObject* sink, PyObject* state) {
+// else, a field deleted, or a sink whose class no longer passes `guard` (accepts() ran Python),
+// goes to the Python method, which reads or raises as it does.
+bool sink_keeps(PyObject* sink, PyObject* state, LayoutGuard& guard) {
     const Config& c = configured();
+    bool admitted = guard.admits(sink);
     // Held: a getter may replace the sink's fields while they are walked.
-    py::object attributes = py::reinterpret_borrow<py::object>(c.sink.kept_attributes.peek(sink));
-    py::object entry = py::reinterpret_borrow<py::object>(c.sink.kept_entry.peek(sink));
-    bool plain = attributes && PyTuple_CheckExact(attributes.ptr()) && entry;
+    py::object attributes, entry;
+    if (admitted) {
+        attributes = py::reinterpret_borrow<py::object>(c.sink.kept_attributes.peek(sink));
+        entry = py::reinterpret_borrow<py::object>(c.sink.kept_entry.peek(sink));
+    }
+    bool plain = admitted && attributes && PyTuple_CheckExact(attributes.ptr()) && entry;
     for (Py_ssize_t i = 0; plain && i < PyTuple_GET_SIZE(attributes.ptr()); ++i) {
         PyObject* kept = PyTuple_GET_ITEM(attributes.ptr(), i);
         plain = PyTuple_CheckExact(kept) && PyTuple_GET_SIZE(kept) == 3;
@@ -297,10 +310,12 @@ bool Dispatcher::ran_sink(const Entry& entry, PyObject* event_kwargs) {
     (void)held;
     if (PyList_Append(values, output) < 0 || PyList_Append(iterations, iteration) < 0)
         throw py::error_already_set();
+    // From here on Python code may have run (accepts() reads attributes of the output): the
+    // sink's and the state's fields are read through their guards again.
     bool full = !sink_accepts(output, accepted_type, accepted_attributes);
     if (!full) {
         // Read as Python reads self.limit: after the appends.
-        py::object limit = py::reinterpret_borrow<py::object>(c.sink.limit.get(sink));
+        py::object limit = field_after_python(sink_guard_, c.sink.limit, sink);
         long long most = 0;
         Py_ssize_t size = PyList_GET_SIZE(values);
         if (exact_int(limit.ptr(), most)) {
@@ -310,18 +325,17 @@ bool Dispatcher::ran_sink(const Entry& entry, PyObject* event_kwargs) {
             full = python_compare(length.ptr(), limit.ptr(), Py_GE);
         }
     }
-    if (!full) full = !sink_keeps(sink, state);
-    if (!full && flush == Py_True) {
-        py::object epoch_length =
-            py::reinterpret_borrow<py::object>(c.state.epoch_length.get(state));
+    if (!full) full = !sink_keeps(sink, state, sink_guard_);
+    if (!full && truthy(field_after_python(sink_guard_, c.sink.flush_at_epoch_end, sink).ptr())) {
+        py::object epoch_length = field_after_python(state_guard_, c.state.epoch_length, state);
         full = epoch_length.ptr() != Py_None && ends_epoch(iteration, epoch_length.ptr());
         if (!full) {
-            py::object max_iters = py::reinterpret_borrow<py::object>(c.state.max_iters.get(state));
+            py::object max_iters = field_after_python(state_guard_, c.state.max_iters, state);
             full = python_compare(iteration, max_iters.ptr(), Py_EQ);
         }
     }
     if (full) {
-        py::object callback = py::reinterpret_borrow<py::object>(c.sink.on_full.get(sink));
+        py::object callback = field_after_python(sink_guard_, c.sink.on_full, sink);
         py::object keep_engine = py::reinterpret_borrow<py::object>(engine_);
         PyObject* argv[] = {engine_};
         steal_or_throw(PyObject_Vectorcall(callback.ptr(), argv, 1, nullptr));

@@ -83,6 +83,8 @@ public:
     // Borrowed; null when the slot was never assigned.
     PyObject* peek(PyObject* obj) const { return *address(obj); }
 
+    const char* name() const { return name_; }
+
     void set(PyObject* obj, PyObject* value) const {
         PyObject** where = address(obj);
         PyObject* old = *where;

@@ -594,3 +594,72 @@ def test_sink_keeping_what_holds_runs_no_python_frame(
         "Recorder.__call__": 4,
     }
     assert len(recorder.seen) == 4
+
+
+class _ShadowedLimit(OutputSink):
+    __slots__ = ()
+    limit = 1  # shadows the instance's limit: every call is full
+
+
+class _ShadowedFlush(OutputSink):
+    __slots__ = ()
+    flush_at_epoch_end = True
+
+
+class _ShadowedKept(OutputSink):
+    __slots__ = ()
+    kept_attributes = ((Owner(), "field", "not what it holds"),)
+
+
+class _ShadowedOnFull(OutputSink):
+    __slots__ = ()
+    on_full = staticmethod(lambda engine: flushes_by_the_class.append(engine.state.iteration))
+
+
+flushes_by_the_class: list[int] = []
+
+
+@pytest.mark.parametrize(
+    ("shadowing", "flushed", "by_the_class"),
+    [
+        (_ShadowedLimit, [2, 3, 4], []),
+        (_ShadowedFlush, [2, 4], []),
+        (_ShadowedKept, [2, 3, 4], []),
+        (_ShadowedOnFull, [1], [2, 3, 4]),
+    ],
+)
+def test_sink_class_switched_by_the_output_s_getter_is_read_as_python_reads_it(
+    make_engine: MakeEngine,
+    shadowing: type[OutputSink],
+    flushed: list[int],
+    by_the_class: list[int],
+) -> None:
+    """accepts() reads an attribute of the output; at iteration 2 (an epoch's end) its getter
+    gives the sink a class whose class attribute shadows a field (the layout stays the same, so
+    __class__ may be assigned). What the sink reads after that is what Python reads: the class
+    attribute, not the slot."""
+    sink_holder: list[OutputSink] = []
+
+    class Switching:
+        def __init__(self, iteration: int) -> None:
+            self.iteration = iteration
+
+        @property
+        def kind(self) -> str:
+            if self.iteration == 2:
+                sink_holder[0].__class__ = shadowing
+            return "accepted"
+
+    flushes_by_the_class.clear()
+    engine = make_engine(lambda e, b: Switching(e.state.iteration))
+    recorder = attach(
+        engine,
+        limit=1 if shadowing is _ShadowedOnFull else 100,  # full at every call: on_full is read
+        accepted_type=Switching,
+        accepted_attributes=(("kind", ("accepted",)),),
+    )
+    assert recorder.sink is not None
+    sink_holder.append(recorder.sink)
+    engine.run(range(2), max_epochs=2)
+    assert flushed_at(recorder) == flushed
+    assert flushes_by_the_class == by_the_class
