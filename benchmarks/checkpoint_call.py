@@ -149,6 +149,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.one_variant:
+        if args.dir is None:
+            parser.error("--one-variant needs --dir (count_instructions passes both)")
         run_one_variant(args.one_variant, args.dir)
         return
 

@@ -393,7 +393,7 @@ def test_deferred_switched_off_mid_run_stores_numbers(make_engine: MakeEngine) -
     )
 
 
-def test_the_live_value_is_resolved_at_read_time_and_frozen_at_a_fold(
+def test_a_held_live_value_follows_the_average_until_the_next_fold(
     make_engine: MakeEngine,
 ) -> None:
     engine, _ = sink_engine(make_engine, losses(300))
