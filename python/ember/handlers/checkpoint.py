@@ -89,6 +89,8 @@ DURABILITY_MODES = ("background", "inline")
 # DiskSaver's default durability_delay: the seconds the background work of a save may wait for
 # later saves, to make them all durable with one directory fsync.
 DEFAULT_DURABILITY_DELAY = 1.0
+# What _DurabilityBatch.removal answers DiskSaver.remove.
+_REMOVE_NOW, _REMOVAL_WAITS, _REMOVE_AFTER_WAIT = "now", "waits", "after wait"
 # The open files a batch may hold (saves that all stay, e.g. n_saved=None, many per second):
 # then it is due at once, so that the descriptors never run out.
 MAX_BATCH_FILES = 64
@@ -275,6 +277,37 @@ class _DurabilityBatch:
                 self.hurried = True
             self._leave()
         return replaced
+
+    def will_fsync(self, path: str) -> bool:
+        """Whether ``path`` is a file of the batch that it has yet to fsync."""
+        with _durability_thread.condition:
+            return self.files.get(path) is not None
+
+    def removal(self, path: str, one_waits: bool) -> tuple[str, list[str]]:
+        """How :meth:`DiskSaver.remove` deletes ``path``, given this batch of its saver:
+
+        * ``_REMOVE_NOW``: a file of the batch not made durable yet, taken out of it (its file
+          closed): deleting it at once leaves the durable files as they are;
+        * ``_REMOVAL_WAITS``: a durable file, deleted by the batch once its newer files are; with
+          ``one_waits`` the removals that waited before it come back, to be deleted now (this
+          newer durable file stays until then);
+        * ``_REMOVE_AFTER_WAIT``: the batch is taken, or ``path`` was fsynced in its call: once
+          the batch is done, ``path`` is deleted.
+        """
+        with _durability_thread.condition:
+            # None: fsynced in the call, replacing a durable file of its name (counts as durable)
+            file = None if self.taken else self.files.get(path)
+            if file is not None:
+                del self.files[path]
+                file.close()
+                return _REMOVE_NOW, []
+            if path in self.files or self.removals is None:
+                return _REMOVE_AFTER_WAIT, []
+            earlier: list[str] = []
+            if one_waits:
+                earlier, self.removals = self.removals, []
+            self.removals.append(path)
+            return _REMOVAL_WAITS, earlier
 
     def leave(self) -> None:
         """A joined save ends without a file (its write raised)."""
@@ -706,7 +739,7 @@ class DiskSaver(BaseSaveHandler):
         # A durable file is never replaced by one that is not yet: a file replacing one of the
         # same name is fsynced first, unless that one is itself waiting in the batch, unsynced
         # (an entry None was fsynced in its call: it counts as durable).
-        fsync = os.path.lexists(path) and (batch is None or batch.files.get(path) is None)
+        fsync = os.path.lexists(path) and (batch is None or not batch.will_fsync(path))
         file = self._write_and_rename(checkpoint, path, fsync)
         if fsync:
             file.close()  # releases the temporary file's lock, after the rename
@@ -812,30 +845,14 @@ class DiskSaver(BaseSaveHandler):
         path = os.path.join(self.dirname, filename)  # noqa: PTH118
         batch = self._durability_batch
         if batch is not None:
-            with _durability_thread.condition:
-                # A file of the batch not yet made durable (None: fsynced in the call, replacing
-                # a durable file of its name: that one counts as durable).
-                file = None if batch.taken else batch.files.get(path)
-                earlier: list[str] = []
-                waits = False
-                if file is not None:
-                    del batch.files[path]
-                elif path not in batch.files and batch.removals is not None:
-                    waits = True
-                    if self.durability_delay > 0:  # one waits at a time: the newer one
-                        earlier, batch.removals = batch.removals, []
-                    batch.removals.append(path)
-            if file is not None:  # never durable: deleting it leaves the durable files as they are
-                file.close()
-                _remove_path(path)
-                return
-            if waits:  # durable: deleted once the batch's newer files are durable
-                for earlier_path in earlier:  # a newer durable file stays until then
+            # One removal waits at a time where saves are grouped: the newer one.
+            how, earlier = batch.removal(path, one_waits=self.durability_delay > 0)
+            if how == _REMOVAL_WAITS:
+                for earlier_path in earlier:
                     _remove_path(earlier_path)
                 return
-            # Being made durable, or the batch is past its removals: wait for it (it raises if
-            # it failed; the file stays).
-            self.wait()
+            if how == _REMOVE_AFTER_WAIT:
+                self.wait()  # raises if the batch failed: the file stays
         _remove_path(path)
 
 
