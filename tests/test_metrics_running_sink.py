@@ -4,6 +4,7 @@ the pending average without a Python call, and every value a program reads is th
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
 from typing import Any
@@ -452,3 +453,66 @@ def test_outputs_on_another_device_are_appended_without_a_python_call(
     assert metric._pending is not None and len(metric._pending.values) == 599 % _FOLD_EVERY
     average = metric.compute()
     assert average.device.type == "meta" and average.shape == ()
+
+
+class _TensorSubclass(torch.Tensor):
+    pass
+
+
+def _candidates(base: torch.Tensor) -> list[Any]:
+    """Outputs that differ from ``base`` (a detached tensor) in one thing each, and one that
+    does not."""
+    return [
+        base.clone(),
+        base.double() if base.dtype != torch.float64 else base.float(),
+        base.reshape(1, *base.shape),
+        base.clone().requires_grad_(),
+        torch.nn.Parameter(base.clone()),
+        base.clone().as_subclass(_TensorSubclass),
+        torch.empty(base.shape, dtype=base.dtype, device="cpu" if base.is_meta else "meta"),
+        1.0,
+    ]
+
+
+@pytest.mark.parametrize(
+    "base",
+    [torch.tensor(0.5), torch.tensor([0.5, 1.5]), torch.empty((), device="meta")],
+    ids=["cpu-0d", "cpu-1d", "meta-0d"],
+)
+def test_the_sink_the_handler_and_update_append_the_same_outputs(base: torch.Tensor) -> None:
+    """The rule of what joins a pending average is written three times: as data
+    (_PendingAverage.accepted, the sink's accepted_attributes), in RunningAverage._appended, and
+    inlined in _UpdateAndStore. They agree on every kind of output."""
+    engine = Engine(lambda engine, batch: base)
+    metric = RunningAverage(output_transform=lambda loss: loss, alpha=ALPHA)
+    metric.attach(engine, "loss")
+    engine.run(range(1))  # the pending average of base's kind is set up
+    (sink,) = [
+        handler
+        for handler, _, _ in engine._event_handlers[Events.ITERATION_COMPLETED]
+        if isinstance(handler, _SinkUpdateAndStore)
+    ]
+    update_and_store = sink._update_and_store
+    verdicts = []
+    for output in _candidates(base):
+        by_the_sink = sink.accepts(output)
+        pending = metric._pending
+        assert pending is not None
+        by_update = metric._appended(output)
+        if by_update:
+            pending.values.pop()
+        engine.state.output = output
+        count = len(pending.values)
+        # Not appended: the checked update, which may refuse a tensor on another device.
+        with contextlib.suppress(RuntimeError):
+            update_and_store(engine)
+        by_the_handler = metric._pending is pending and len(pending.values) == count + 1
+        if by_the_handler:
+            pending.values.pop()
+        else:  # the checked update replaced the average: start again from base's kind
+            metric.reset()
+            metric.update(base)
+            metric._single_process_run = True
+            sink._follow(engine.state)
+        verdicts.append((by_the_sink, by_update, by_the_handler))
+    assert verdicts == [(True, True, True)] + [(False, False, False)] * 7

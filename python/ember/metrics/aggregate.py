@@ -299,6 +299,7 @@ class _PendingAverage:
     """
 
     __slots__ = (
+        "accepted",
         "alpha",
         "base",
         "device",
@@ -310,6 +311,7 @@ class _PendingAverage:
         "values",
         "weights",
     )
+    accepted: tuple[tuple[str, tuple[Any, ...]], ...]
 
     def __init__(
         self,
@@ -325,11 +327,22 @@ class _PendingAverage:
         if like is not None:  # a fold: base is like's average (its dtype, shape and device)
             self.dtype, self.shape, self.device = like.dtype, like.shape, like.device
             self.on_cpu, self.scalar, self.weights = like.on_cpu, like.scalar, like.weights
+            self.accepted = like.accepted
             return
         # base's, read once: a tensor's attributes cost ~0.05 us per access.
         self.dtype, self.shape, self.device = base.dtype, base.shape, base.device
         # What an update checks instead of the shape and the device, where that is cheaper.
         self.on_cpu, self.scalar = self.device.type == "cpu", base.ndim == 0
+        # The values appended: plain tensors (their type is checked apart) whose attributes
+        # hold these values: no autograd history, base's dtype, shape and device. The sink
+        # accepts exactly these; RunningAverage._appended and _UpdateAndStore check the same
+        # as code (a loop over this tuple costs more than the attribute reads).
+        self.accepted = (
+            ("requires_grad", (False,)),
+            ("dtype", (self.dtype,)),
+            ("ndim", (0,)) if self.scalar else ("shape", (self.shape,)),
+            ("is_cpu", (True,)) if self.on_cpu else ("device", (self.device,)),
+        )
         wide = _wide_dtype(base)
         if weights is None or weights.dtype != wide or weights.device != base.device:
             # weights[-k:] are the k newest values' weights, oldest first.
@@ -475,8 +488,8 @@ class RunningAverage(Metric):
 
     def _appended(self, output: Any) -> bool:
         """The per-iteration fast path: a tensor without autograd history, like the pending
-        average's base, is appended (and folded in every ``_FOLD_EVERY`` values). False when it
-        needs the checked update."""
+        average's base (``_PendingAverage.accepted``), is appended (and folded in every
+        ``_FOLD_EVERY`` values). False when it needs the checked update."""
         pending = self._pending
         if (
             pending is None
@@ -705,7 +718,8 @@ class _UpdateAndStore(_StandsForBothMethods):
         if transform is not self.skipped_transform or transform.__code__ is not self.skipped_code:
             output = transform(output)
         pending = fields["_pending"]
-        # RunningAverage._appended, inlined: a frame fewer at every iteration.
+        # RunningAverage._appended (the rule of _PendingAverage.accepted), inlined: a frame
+        # fewer at every iteration.
         if (
             pending is None
             or type(output) is not _Tensor
@@ -811,12 +825,7 @@ class _SinkUpdateAndStore(_StandsForBothMethods, OutputSink):
         _dict_set(metrics, name, live)
         self.values = pending.values
         self.accepted_type = _Tensor
-        self.accepted_attributes = (
-            ("requires_grad", (False,)),
-            ("dtype", (pending.dtype,)),
-            ("ndim", (0,)) if pending.scalar else ("shape", (pending.shape,)),
-            ("is_cpu", (True,)) if pending.on_cpu else ("device", (pending.device,)),
-        )
+        self.accepted_attributes = pending.accepted
         self.kept_attributes = (
             (metric, "_pending", pending),
             (metric, "_output_transform", transform),
