@@ -363,7 +363,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def paired_ratios(values: list[float], base: list[float]) -> dict[str, float]:
-    """The ratios of the repeats (``values[i] / base[i]``, measured next to each other):
+    """The ratios of the repeats (``values[i] / base[i]``, measured in the same repeat):
     median and quartiles, which show how far one repeat's ratio moves on this machine."""
     if len(values) < 2:
         ratio = values[0] / base[0]

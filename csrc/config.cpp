@@ -80,6 +80,7 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
     c.names.epoch = intern("epoch");
     c.names.metrics = intern("metrics");
     c.names.still_kept = intern("still_kept");
+    c.names.entry_holds = intern("entry_holds");
     c.messages.terminate_epoch_too_early = leak(support.attr("TERMINATE_EPOCH_TOO_EARLY"));
     c.messages.zero_size_data = leak(support.attr("ZERO_SIZE_DATA"));
     c.messages.iterator_removed = leak(support.attr("ITERATOR_REMOVED"));
@@ -139,9 +140,9 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
     c.sink_layout = layout_of(
         sink_cls, {"values", "iterations", "limit", "on_full", "flush_at_epoch_end",
                    "accepted_type", "accepted_attributes", "kept_attributes", "kept_entry"});
-    // A subclass's own __call__, accepts() or still_kept() is its behaviour: such a class is
-    // called through Python.
-    for (const char* method : {"__call__", "accepts", "still_kept"})
+    // A subclass's own __call__, accepts(), still_kept() or entry_holds() is its behaviour: such
+    // a class is called through Python.
+    for (const char* method : {"__call__", "accepts", "still_kept", "entry_holds"})
         c.sink_layout.fields.emplace_back(intern(method), leak(sink_cls.attr(method)));
     c.sink.values = Slot(sink_cls, "values");
     c.sink.iterations = Slot(sink_cls, "iterations");

@@ -86,7 +86,7 @@ struct Config {
     } support;
     // Interned attribute names for generic reads.
     struct {
-        PyObject *state, *iteration, *epoch, *metrics, *still_kept;
+        PyObject *state, *iteration, *epoch, *metrics, *still_kept, *entry_holds;
     } names;
     struct {
         PyObject *terminate_epoch_too_early, *zero_size_data, *iterator_removed, *no_progress;

@@ -245,6 +245,15 @@ bool sink_keeps(PyObject* sink, PyObject* state, LayoutGuard& guard) {
             steal_or_throw(PyObject_GetAttr(PyTuple_GET_ITEM(kept, 0), PyTuple_GET_ITEM(kept, 1)));
         if (found.ptr() != PyTuple_GET_ITEM(kept, 2)) return false;
     }
+    // Read as Python reads self.kept_entry: after the getters above, which may have replaced it
+    // (or the sink's class). Another entry is checked by Python.
+    py::object entry_now = field_after_python(guard, c.sink.kept_entry, sink);
+    if (entry_now.ptr() != entry.ptr()) {
+        PyObject* argv[] = {sink, entry_now.ptr(), state};
+        py::object verdict =
+            steal_or_throw(PyObject_VectorcallMethod(c.names.entry_holds, argv, 3, nullptr));
+        return truthy(verdict.ptr());
+    }
     if (mapping_type == nullptr) return true;
     // As Python reads state.metrics (a property of a State subclass included): not at a slot.
     py::object metrics = steal_or_throw(PyObject_GetAttr(state, c.names.metrics));
@@ -314,10 +323,11 @@ bool Dispatcher::ran_sink(const Entry& entry, PyObject* event_kwargs) {
     // sink's and the state's fields are read through their guards again.
     bool full = !sink_accepts(output, accepted_type, accepted_attributes);
     if (!full) {
-        // Read as Python reads self.limit: after the appends.
+        // As Python evaluates len(values) >= self.limit: the length first, then the limit (whose
+        // getter may run code).
+        Py_ssize_t size = PyList_GET_SIZE(values);
         py::object limit = field_after_python(sink_guard_, c.sink.limit, sink);
         long long most = 0;
-        Py_ssize_t size = PyList_GET_SIZE(values);
         if (exact_int(limit.ptr(), most)) {
             full = size >= most;
         } else {

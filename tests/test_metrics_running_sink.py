@@ -474,19 +474,23 @@ def _candidates(base: torch.Tensor) -> list[Any]:
     ]
 
 
+@pytest.mark.parametrize("iterations", [1, _FOLD_EVERY + 1], ids=["first", "folded"])
 @pytest.mark.parametrize(
     "base",
     [torch.tensor(0.5), torch.tensor([0.5, 1.5]), torch.empty((), device="meta")],
     ids=["cpu-0d", "cpu-1d", "meta-0d"],
 )
-def test_the_sink_the_handler_and_update_append_the_same_outputs(base: torch.Tensor) -> None:
+def test_the_sink_the_handler_and_update_append_the_same_outputs(
+    make_engine: MakeEngine, base: torch.Tensor, iterations: int
+) -> None:
     """The rule of what joins a pending average is written three times: as data
     (_PendingAverage.accepted, the sink's accepted_attributes), in RunningAverage._appended, and
-    inlined in _UpdateAndStore. They agree on every kind of output."""
-    engine = Engine(lambda engine, batch: base)
+    inlined in _UpdateAndStore. They agree on every kind of output, on the first pending
+    average and on one a fold made."""
+    engine = make_engine(lambda engine, batch: base)
     metric = RunningAverage(output_transform=lambda loss: loss, alpha=ALPHA)
     metric.attach(engine, "loss")
-    engine.run(range(1))  # the pending average of base's kind is set up
+    engine.run(range(iterations))  # the pending average of base's kind is set up
     (sink,) = [
         handler
         for handler, _, _ in engine._event_handlers[Events.ITERATION_COMPLETED]

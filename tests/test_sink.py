@@ -663,3 +663,68 @@ def test_sink_class_switched_by_the_output_s_getter_is_read_as_python_reads_it(
     engine.run(range(2), max_epochs=2)
     assert flushed_at(recorder) == flushed
     assert flushes_by_the_class == by_the_class
+
+
+class _LimitAppending(OutputSink):
+    """A limit whose getter appends to the sink's values: Python takes len(values) first."""
+
+    __slots__ = ()
+
+    @property  # type: ignore[override]
+    def limit(self) -> int:
+        self.values.append("appended by the limit")
+        return 2
+
+
+def test_sink_reads_the_length_before_a_limit_whose_getter_runs_code(
+    make_engine: MakeEngine,
+) -> None:
+    sink_holder: list[OutputSink] = []
+
+    class Switching:
+        @property
+        def kind(self) -> str:
+            sink_holder[0].__class__ = _LimitAppending
+            return "accepted"
+
+    engine = make_engine(lambda e, b: Switching())
+    recorder = attach(
+        engine, limit=100, accepted_type=Switching, accepted_attributes=(("kind", ("accepted",)),)
+    )
+    assert recorder.sink is not None
+    sink_holder.append(recorder.sink)
+    engine.run(range(4))
+    # iteration 1: len 1 < 2, then the getter appends; iteration 2: len 3 >= 2: flushed (3 values
+    # and the one the next read of limit appends)
+    assert [(iteration, len(values)) for iteration, values, _ in recorder.seen] == [(2, 4), (4, 4)]
+
+
+class _EntryShadowed(OutputSink):
+    __slots__ = ()
+    kept_entry = (dict, "not in the metrics", object())
+
+
+@pytest.mark.parametrize("how", ["assigned", "shadowed by the class"])
+def test_sink_reads_kept_entry_after_the_kept_attributes_getters(
+    make_engine: MakeEngine, how: str
+) -> None:
+    """still_kept() reads self.kept_entry after the getters of kept_attributes ran: an entry a
+    getter replaced (or shadowed, by giving the sink another class) is the one checked."""
+    sink_holder: list[OutputSink] = []
+
+    class Meddler:
+        @property
+        def field(self) -> str:
+            sink = sink_holder[0]
+            if how == "assigned":
+                sink.kept_entry = (dict, "not in the metrics", object())
+            elif type(sink) is OutputSink:
+                sink.__class__ = _EntryShadowed
+            return "kept"
+
+    engine = make_engine()
+    recorder = attach_keeping(engine, kept_attributes=((Meddler(), "field", "kept"),))
+    assert recorder.sink is not None
+    sink_holder.append(recorder.sink)
+    engine.run(range(4))
+    assert flushed_at(recorder) == [1, 2, 3, 4]  # the entry is not in state.metrics

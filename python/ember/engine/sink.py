@@ -111,7 +111,11 @@ class OutputSink:
         for owner, name, value in self.kept_attributes:
             if getattr(owner, name) is not value:
                 return False
-        kept_entry = self.kept_entry
+        return self.entry_holds(self.kept_entry, state)
+
+    def entry_holds(self, kept_entry: Any, state: Any) -> bool:
+        """The ``kept_entry`` part of :meth:`still_kept` (the compiled loop calls it when a
+        getter of ``kept_attributes`` replaced the entry)."""
         if kept_entry is None:
             return True
         mapping_type, key, value = kept_entry

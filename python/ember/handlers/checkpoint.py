@@ -283,31 +283,32 @@ class _DurabilityBatch:
         with _durability_thread.condition:
             return self.files.get(path) is not None
 
-    def removal(self, path: str, one_waits: bool) -> tuple[str, list[str]]:
+    def removal(self, path: str, one_waits: bool) -> tuple[str, list[str], IO[bytes] | None]:
         """How :meth:`DiskSaver.remove` deletes ``path``, given this batch of its saver:
 
-        * ``_REMOVE_NOW``: a file of the batch not made durable yet, taken out of it (its file
-          closed): deleting it at once leaves the durable files as they are;
+        * ``_REMOVE_NOW``: a file of the batch not made durable yet, taken out of it and
+          returned for the caller to close (outside the condition: a close may write out a
+          network file system's data): deleting it at once leaves the durable files as they are;
         * ``_REMOVAL_WAITS``: a durable file, deleted by the batch once its newer files are; with
           ``one_waits`` the removals that waited before it come back, to be deleted now (this
           newer durable file stays until then);
-        * ``_REMOVE_AFTER_WAIT``: the batch is taken, or ``path`` was fsynced in its call: once
-          the batch is done, ``path`` is deleted.
+        * ``_REMOVE_AFTER_WAIT``: ``path`` is a file of the batch being made durable (or fsynced
+          in its call), or the thread has taken the batch's removals: once the batch is done,
+          ``path`` is deleted.
         """
         with _durability_thread.condition:
             # None: fsynced in the call, replacing a durable file of its name (counts as durable)
             file = None if self.taken else self.files.get(path)
             if file is not None:
                 del self.files[path]
-                file.close()
-                return _REMOVE_NOW, []
+                return _REMOVE_NOW, [], file
             if path in self.files or self.removals is None:
-                return _REMOVE_AFTER_WAIT, []
+                return _REMOVE_AFTER_WAIT, [], None
             earlier: list[str] = []
             if one_waits:
                 earlier, self.removals = self.removals, []
             self.removals.append(path)
-            return _REMOVAL_WAITS, earlier
+            return _REMOVAL_WAITS, earlier, None
 
     def leave(self) -> None:
         """A joined save ends without a file (its write raised)."""
@@ -846,7 +847,9 @@ class DiskSaver(BaseSaveHandler):
         batch = self._durability_batch
         if batch is not None:
             # One removal waits at a time where saves are grouped: the newer one.
-            how, earlier = batch.removal(path, one_waits=self.durability_delay > 0)
+            how, earlier, unsynced = batch.removal(path, one_waits=self.durability_delay > 0)
+            if unsynced is not None:
+                unsynced.close()  # also releases the temporary file's lock
             if how == _REMOVAL_WAITS:
                 for earlier_path in earlier:
                     _remove_path(earlier_path)
