@@ -238,6 +238,19 @@ Run::Run(PyObject* engine, PyObject* plan)
     auto fields = point.cast<py::tuple>();
     if (fields.size() != 9) throw py::value_error("engine._resume_point is malformed");
     phase_ = fields[0].cast<int>();
+    switch (phase_) {
+        case AFTER_STARTED:
+        case AFTER_EPOCH_STARTED:
+        case AFTER_GET_BATCH_STARTED:
+        case AFTER_DATALOADER_STOP_ITERATION:
+        case AFTER_GET_BATCH_COMPLETED:
+        case AFTER_ITERATION_STARTED:
+        case AFTER_ITERATION_COMPLETED:
+        case AFTER_EPOCH_COMPLETED:
+            break;
+        default:  // the loop would take no branch for another phase, and spin
+            throw py::value_error("engine._resume_point is malformed: not a resume phase");
+    }
     iter_counter_ = fields[1].cast<long long>();
     restarted_ = fields[2].cast<bool>();
     run_started_ = fields[3].cast<double>();

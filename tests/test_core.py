@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -48,3 +49,20 @@ def test_python_backend_runs_without_the_compiled_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["2", "True"]
+
+
+def test_the_loop_refuses_a_resume_phase_it_cannot_start_from() -> None:
+    """The plan's builder checks the resume point; the loop checks its phase again (a phase
+    none of its branches takes would spin without a Python call, deaf to Ctrl-C)."""
+    core = pytest.importorskip("ember._core")
+    from ember.engine import Events
+
+    engine = Engine(lambda e, b: b, backend="cpp")
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=1), lambda e: e.interrupt())
+    engine.run([1, 2])
+    plan = engine._plan()
+    assert plan.resume is not None
+    # the end of an epoch's iterations: not a resume point
+    plan = dataclasses.replace(plan, resume=(8, *plan.resume[1:]))
+    with pytest.raises(ValueError, match="_resume_point is malformed: not a resume phase"):
+        core.run_loop(engine, plan)

@@ -233,15 +233,33 @@ def test_counters_of_other_types_follow_python(backend: str, value: Any) -> None
     assert runs[backend] == runs["python"]
 
 
+class _EqualToEveryPhase(int):
+    """An int that says it equals anything: ``in RESUME_PHASES`` holds for it."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return hash(1)
+
+
 @pytest.mark.parametrize(
     "point",
-    [(99, 0, False, 0.0, 0.0, 0, 0), (1,), "abc", (1, 10**30, False, 0.0, 0.0, 0, 0)],
-    ids=["phase", "short", "str", "huge"],
+    [
+        (99, 0, False, 0.0, 0.0, 0, 0),
+        (1,),
+        "abc",
+        (1, 10**30, False, 0.0, 0.0, 0, 0),
+        "equal to every phase",
+    ],
+    ids=["phase", "short", "str", "huge", "int-subclass-phase"],
 )
 def test_a_forged_resume_point(make_engine: Callable[..., Engine], point: Any) -> None:
     engine = make_engine()
     engine.add_event_handler(Events.ITERATION_COMPLETED(once=1), lambda e: e.interrupt())
     engine.run([1, 2])
+    if point == "equal to every phase":  # the epoch-end phase (8), which no resume starts from
+        point = (_EqualToEveryPhase(8), *engine._resume_point[1:])
     engine._resume_point = point
     with pytest.raises(ValueError, match="_resume_point is malformed"):
         engine.run([1, 2])
