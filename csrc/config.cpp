@@ -51,6 +51,9 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
                py::handle count_filter_cls, py::handle plan_cls, py::module_ support,
                py::handle call_handlers, py::handle python_loop) {
     Config& c = config();
+    // A run's guards admitted classes by the layouts and slot offsets this would replace.
+    if (c.runs_in_progress > 0)
+        throw std::runtime_error("ember._core.configure() cannot be called during a run");
     c.ready = false;
     if (events.size() != EVENT_COUNT)
         throw py::value_error("configure() needs the 13 built-in events");
@@ -161,15 +164,43 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
 
 }  // namespace
 
+namespace {
+
+// Whether every key of the class dicts along `type`'s MRO is an exact str. Only then does
+// _PyType_Lookup run no Python code: a key of another type whose hash collides with a looked-up
+// name has its __eq__ called, which may free the object being admitted (or change its class).
+// PyDict_Next itself runs no Python code.
+bool class_dicts_have_str_keys(PyTypeObject* type) {
+    PyObject* mro = type->tp_mro;
+    if (mro == nullptr || !PyTuple_Check(mro)) return false;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); ++i) {
+        PyObject* dict = reinterpret_cast<PyTypeObject*>(PyTuple_GET_ITEM(mro, i))->tp_dict;
+        if (dict == nullptr) continue;  // a static built-in type on 3.12+: str keys only
+        Py_ssize_t position = 0;
+        PyObject *key = nullptr, *value = nullptr;
+        while (PyDict_Next(dict, &position, &key, &value))
+            if (!PyUnicode_CheckExact(key)) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
 bool Layout::admits_class(PyTypeObject* type) const {
+    if (type == admitted_ && admitted_tag_ != 0 && type->tp_version_tag == admitted_tag_)
+        return true;
     if (!PyType_IsSubtype(type, base)) return false;
     if (type->tp_getattro != PyObject_GenericGetAttr ||
         type->tp_setattro != PyObject_GenericSetAttr)
         return false;
+    if (!class_dicts_have_str_keys(type)) return false;
     for (const auto& [name, descriptor] : fields) {
-        // Borrowed, and never raises (it clears a lookup error and answers null).
+        // Borrowed; never raises (it clears a lookup error and answers null) and, with str keys
+        // only, runs no Python code.
         if (_PyType_Lookup(type, name) != descriptor) return false;
     }
+    admitted_ = type;
+    admitted_tag_ = type->tp_version_tag;  // given by _PyType_Lookup where it could
     return true;
 }
 

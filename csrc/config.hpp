@@ -38,6 +38,13 @@ struct Layout {
     std::vector<std::pair<PyObject*, PyObject*>> fields;  // interned name, base's descriptor
 
     bool admits_class(PyTypeObject* type) const;
+
+private:
+    // The last class admitted and its version tag: each run() asks about its engine's and its
+    // state's classes again, and the full look walks their class dicts. Not held (Config lives
+    // past the interpreter): only compared, and CPython never gives two classes the same tag.
+    mutable const PyTypeObject* admitted_ = nullptr;
+    mutable unsigned int admitted_tag_ = 0;
 };
 
 // Remembers the last class a Layout admitted, with the version tag CPython gives its attribute
@@ -122,6 +129,7 @@ struct Config {
     } plan;
     Slot registry_version;
     bool ready = false;
+    int runs_in_progress = 0;  // compiled runs, nested ones included (see RunInProgress)
 };
 
 // At namespace scope, not a function's static: Config is not constant-initialized (Layout holds

@@ -72,10 +72,14 @@ bool Dispatcher::truthy_foreign(PyObject* handlers) const {
     return result != 0;
 }
 
-void Dispatcher::refresh(PyObject* registry, PyObject* version) {
+void Dispatcher::refresh(PyObject* borrowed_registry, PyObject* borrowed_version) {
     const Config& c = configured();
+    // Held: a key's __eq__ or __hash__ (the lookups below), or a __del__ of a list replaced,
+    // may rebind engine._event_handlers or registry.version and free the ones borrowed.
+    py::object registry = py::reinterpret_borrow<py::object>(borrowed_registry);
+    py::object version = py::reinterpret_borrow<py::object>(borrowed_version);
     for (int id = 0; id < EVENT_COUNT; ++id) {
-        PyObject* list = PyDict_GetItemWithError(registry, c.events[id]);
+        PyObject* list = PyDict_GetItemWithError(registry.ptr(), c.events[id]);
         if (list == nullptr && PyErr_Occurred()) throw py::error_already_set();
         if (list != lists_[id].ptr()) {
             lists_[id] = py::reinterpret_borrow<py::object>(list);
@@ -84,8 +88,8 @@ void Dispatcher::refresh(PyObject* registry, PyObject* version) {
             quiet_[id] = QuietSpan{};
         }
     }
-    registry_ = py::reinterpret_borrow<py::object>(registry);
-    version_ = py::reinterpret_borrow<py::object>(version);
+    registry_ = std::move(registry);
+    version_ = std::move(version);
 }
 
 Dispatcher::Entry Dispatcher::decode(PyObject* item) const {

@@ -116,6 +116,14 @@ py::object ceil_div(PyObject* numerator, long long denominator) {
 
 namespace {
 
+// Counted while a Run exists: configure() is refused meanwhile.
+struct RunInProgress {
+    RunInProgress() { ++config().runs_in_progress; }
+    ~RunInProgress() { --config().runs_in_progress; }
+    RunInProgress(const RunInProgress&) = delete;
+    RunInProgress& operator=(const RunInProgress&) = delete;
+};
+
 void run_or_hand_over(PyObject* engine, PyObject* plan) {
     const Config& c = configured();
     if (Py_TYPE(plan) != c.plan_type) throw py::type_error("run_loop() needs a RunPlan");
@@ -131,6 +139,7 @@ void run_or_hand_over(PyObject* engine, PyObject* plan) {
         steal_or_throw(PyObject_Vectorcall(c.support.python_loop, args, 2, nullptr));
         return;
     }
+    RunInProgress counted;
     Run(engine, plan).run();
 }
 

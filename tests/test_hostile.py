@@ -4,6 +4,7 @@ AttributeError or ignored terminate() on these; the Python loop is the reference
 
 from __future__ import annotations
 
+import collections
 import subprocess
 import sys
 import types
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import collect_garbage
 from ember.engine import Engine, Events, State
 
 
@@ -318,3 +320,138 @@ def test_a_counter_deleted_before_the_first_iteration(make_engine: Callable[...,
     with pytest.raises(AttributeError, match="iteration"):
         engine.run([1, 2])
     assert calls == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Python code the compiled loop's own lookups could run (found by an audit of csrc/).
+
+
+class _CollidingKey:
+    """A class-namespace or registry key whose hash is ``like``'s: a lookup of ``like`` in a
+    dict holding it calls ``__eq__``, which runs ``action`` once armed."""
+
+    def __init__(self, like: Any) -> None:
+        self.like_hash = hash(like)
+        self.action: Callable[[], None] | None = None
+
+    def __hash__(self) -> int:
+        return self.like_hash
+
+    def __eq__(self, other: object) -> bool:
+        action, self.action = self.action, None
+        if action is not None:
+            action()
+        return False
+
+
+def test_a_state_class_whose_namespace_runs_code_on_lookup(backend: str) -> None:
+    """Admitting a State subclass looks its fields up along its MRO; a key of another type in
+    its namespace, colliding with a field's name, would run code that frees the state being
+    admitted. The compiled loop does not admit such a class: assigned during a run, it raises
+    as any state it cannot read at its slots; the Python loop reads it as Python does."""
+    from ember.engine.state import _MEMBERS, _SLOT_FIELDS
+
+    key = _CollidingKey("iteration")
+    sub = type("StateWithAKey", (State,), {"__slots__": (), key: None})
+    engine = Engine(lambda e, b: b, backend=backend)
+    kept: list[State] = []
+
+    def swap(e: Engine) -> None:
+        old = e.state
+        kept.append(old)
+        new = object.__new__(sub)
+        for name in _SLOT_FIELDS:  # copied without a lookup on the class
+            _MEMBERS[name].__set__(new, _MEMBERS[name].__get__(old))
+        key.action = lambda: setattr(engine, "state", kept[0])  # frees `new`
+        e.state = new
+
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), swap)
+    if backend == "cpp":
+        with pytest.raises(TypeError, match="got StateWithAKey"):
+            engine.run(range(5), max_epochs=2)
+    else:  # the swap back happens at some lookup of the Python loop: the run goes on
+        assert engine.run(range(5), max_epochs=2).epoch == 2
+
+
+def test_a_registry_class_whose_namespace_runs_code_on_lookup(backend: str) -> None:
+    from ember.engine._registry import HandlerRegistry
+
+    key = _CollidingKey("version")
+    registry_cls = type("RegistryWithAKey", (HandlerRegistry,), {"__slots__": (), key: None})
+    engine = Engine(lambda e, b: b, backend=backend)
+    kept: list[Any] = []
+
+    def swap(e: Engine) -> None:
+        old = e._event_handlers_registry
+        kept.append(old)
+        new = collections.defaultdict.__new__(registry_cls)
+        collections.defaultdict.__init__(new, list)  # no attribute lookup on the class
+        for event, handlers in old.items():
+            dict.__setitem__(new, event, list(handlers))
+        HandlerRegistry.__dict__["version"].__set__(new, 10**7)
+        key.action = lambda: setattr(engine, "_event_handlers_registry", kept[0])  # frees `new`
+        e._event_handlers_registry = new
+
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), swap)
+    if backend == "cpp":
+        with pytest.raises(TypeError, match="got RegistryWithAKey"):
+            engine.run(range(6))
+    else:
+        assert engine.run(range(6)).iteration == 6
+
+
+@pytest.mark.parametrize("replaced", ["registry", "version"])
+def test_registry_lookups_that_replace_the_registry_or_its_version(
+    make_engine: Callable[..., Engine], replaced: str
+) -> None:
+    """The compiled loop looks every event up in a registry whose version changed; a key
+    colliding with an event runs code there, which may replace the registry or its version
+    (freeing them, when nothing else holds them). Both loops go on with what Python sees."""
+    key = _CollidingKey(Events.INTERRUPT)
+    engine = make_engine()
+    calls: list[int] = []
+
+    def replace() -> None:
+        if replaced == "registry":
+            fresh = type(engine._event_handlers_registry)()
+            fresh[Events.ITERATION_COMPLETED] = [(record, (engine,), {})]
+            fresh.version = 10**9
+            engine._event_handlers_registry = fresh
+        else:
+            engine._event_handlers_registry.version = int("987654321")
+
+    def record(e: Engine) -> None:
+        calls.append(e.state.iteration)
+        if e.state.iteration == 2:
+            registry = type(e._event_handlers_registry)()
+            registry[Events.ITERATION_COMPLETED] = [(record, (engine,), {})]
+            registry[key] = []  # type: ignore[index]
+            registry.version = int("123456789")  # held by the registry only
+            e._event_handlers_registry = registry
+            key.action = replace
+
+    engine._event_handlers_registry[Events.ITERATION_COMPLETED] = [(record, (engine,), {})]
+    engine.run(range(5), max_epochs=2)
+    collect_garbage()
+    assert calls == list(range(1, 11))
+
+
+def test_configure_is_refused_during_a_run() -> None:
+    """configure() replaces the layouts and slot offsets that a running loop's guards admitted
+    classes by: during a run it raises, and the run goes on as before."""
+    core = pytest.importorskip("ember._core")
+    from ember.engine import _compiled
+
+    engine = Engine(lambda e, b: b, backend="cpp")
+    errors: list[str] = []
+
+    def reconfigure(e: Engine) -> None:
+        try:
+            _compiled._configure(Engine)
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), reconfigure)
+    assert engine.run(range(5), max_epochs=2).iteration == 10
+    assert errors == ["ember._core.configure() cannot be called during a run"]
+    assert callable(core.run_loop)
