@@ -9,6 +9,8 @@ import logging
 import os
 import re
 import signal
+import struct
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -200,6 +202,78 @@ def test_resume_from_refuses_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "file.pt").write_bytes(b"")
     with pytest.raises(NotADirectoryError, match="is not a directory"):
         resume_from(tmp_path / "file.pt", {"model": torch.nn.Linear(1, 1)})
+    for pattern in ("", None, "sub/*.pt", str(tmp_path / "*.pt")):
+        with pytest.raises(ValueError, match="pattern should be a glob pattern of names"):
+            resume_from(tmp_path, {"model": torch.nn.Linear(1, 1)}, pattern=pattern)  # type: ignore[arg-type]
+
+
+def flip_a_byte_of_the_largest_entry(path: Path) -> str:
+    """Change one byte in the middle of the data of ``path``'s largest zip entry (a block a
+    power loss or a bad disk left wrong); return the entry's name."""
+    with zipfile.ZipFile(path) as archive:
+        entry = max(archive.infolist(), key=lambda info: info.compress_size)
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack(
+        "<HH", data[entry.header_offset + 26 : entry.header_offset + 30]
+    )
+    start = entry.header_offset + 30 + name_length + extra_length
+    data[start + entry.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return entry.filename
+
+
+def test_a_newest_checkpoint_with_a_damaged_block_is_skipped_with_a_warning(
+    backend: str, tmp_path: Path
+) -> None:
+    """torch.load does not check the CRC-32s its files record: a file with a wrong block would
+    load with wrong weights. It is refused, naming the entry, and the previous file is loaded."""
+    Training(backend, tmp_path, act=stop_at(7)).run()
+    damaged = tmp_path / "checkpoint_6.pt"
+    entry = flip_a_byte_of_the_largest_entry(damaged)
+    training = Training(backend, tmp_path / "unused")
+    with pytest.warns(UserWarning, match="skipped a newer checkpoint that does not load") as info:
+        assert resume_from(tmp_path, training.to_save) == tmp_path / "checkpoint_3.pt"
+    assert f"'{damaged}' is corrupted: the data of its entry '{entry}'" in str(info[0].message)
+    assert training.trainer.state.iteration == 3
+    with pytest.raises(ValueError, match="is corrupted"):
+        Checkpoint.load_objects(training.to_save, damaged)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch.distributed.checkpoint without a group
+def test_a_sharded_checkpoint_is_resumed_from(tmp_path: Path) -> None:
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    torch.manual_seed(0)
+    saved = torch.nn.Linear(3, 2)
+    dcp.save({"model": saved.state_dict()}, checkpoint_id=tmp_path / "checkpoint_4.dcp")
+    (tmp_path / "checkpoint_6.dcp").mkdir()  # a newer sharded save that died before .metadata
+    model = torch.nn.Linear(3, 2)
+    with pytest.warns(UserWarning, match=r"checkpoint_6\.dcp' is a directory but not a complete"):
+        chosen = resume_from(tmp_path, {"model": model}, pattern="*.dcp")
+    assert chosen == tmp_path / "checkpoint_4.dcp"
+    assert torch.equal(model.weight, saved.weight) and torch.equal(model.bias, saved.bias)
+
+
+@pytest.mark.parametrize("entry", ["a link to nothing", "a directory"])
+def test_what_matches_but_is_no_checkpoint_is_reported_not_taken_for_nothing(
+    tmp_path: Path, entry: str
+) -> None:
+    """Something matching the pattern that does not load is never taken for an empty directory:
+    asked to start fresh only when there is nothing to resume, resume_from raises instead."""
+    name = "checkpoint_9.pt"
+    if entry == "a link to nothing":
+        (tmp_path / name).symlink_to(tmp_path / "not there")
+    else:
+        (tmp_path / name).mkdir()
+    with pytest.raises(ValueError, match="none of the 1 checkpoint file") as info:
+        resume_from(tmp_path, {"model": torch.nn.Linear(1, 1)}, start_fresh_if_empty=True)
+    assert str(tmp_path / name) in str(info.value)
+
+
+def test_a_fifo_is_refused_not_read_forever(tmp_path: Path) -> None:
+    fifo = tmp_path / "checkpoint_1.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        Checkpoint.load_objects({"model": torch.nn.Linear(1, 1)}, fifo)
 
 
 # ------------------------------------------------------------------------------- Preemption

@@ -45,6 +45,8 @@ import stat
 import threading
 import time
 import weakref
+import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
@@ -1695,11 +1697,41 @@ def _summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
+def _damaged_entry(path: Path) -> str | None:
+    """The first entry of ``path`` (a zip file, torch.save's format) whose data does not match
+    the CRC-32 its header records, or None. torch.load does not check them, so a file with a
+    lost or flipped block (a power loss, a bad disk) would load with wrong values. Entries whose
+    recorded CRC is 0 are skipped: torch writes 0 when told not to compute them."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        return None  # not a zip: torch.load says what it is
+    with archive:
+        for entry in archive.infolist():
+            if entry.CRC == 0 or entry.is_dir():
+                continue
+            try:
+                with archive.open(entry) as data:  # checks the CRC when read to the end
+                    while data.read(1 << 24):
+                        pass
+            except (zipfile.BadZipFile, zlib.error, EOFError):
+                return entry.filename
+    return None
+
+
 def _load_file(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"Checkpoint file '{path}' does not exist")
     if path.is_dir():
         raise IsADirectoryError(f"Checkpoint file '{path}' is a directory")
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever
+        raise ValueError(f"Checkpoint file '{path}' is not a regular file")
+    damaged = _damaged_entry(path)
+    if damaged is not None:
+        raise ValueError(
+            f"Checkpoint file '{path}' is corrupted: the data of its entry '{damaged}' does not "
+            "match the CRC-32 recorded when it was written"
+        )
     try:
         obj = torch.load(path, weights_only=True)
     except (FileNotFoundError, PermissionError):

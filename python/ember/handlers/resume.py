@@ -8,7 +8,9 @@ where the last durable checkpoint left them, on every rank, all ranks from the s
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,12 +36,38 @@ _ERRORS: dict[str, type[Exception]] = {
 
 
 def _candidates(directory: Path, pattern: str) -> list[Path]:
-    """The files matching ``pattern``, newest first (modification time, then name). Hidden
-    files, among them the temporary files of writers that died, are never candidates."""
-    files = [
-        path for path in directory.glob(pattern) if path.is_file() and not path.name.startswith(".")
-    ]
-    return sorted(files, key=lambda path: (path.stat().st_mtime_ns, path.name), reverse=True)
+    """The entries matching ``pattern``, newest first (modification time, then name): files,
+    sharded checkpoints (directories), and whatever else matches, which then fails to load and
+    is reported (a dangling link, a directory that is not a checkpoint): a run never starts from
+    scratch past something it was asked to resume from. Hidden entries, among them the
+    temporary files of writers that died, are never candidates. The directory is listed with
+    ``os.scandir``, which raises where it cannot be read (``Path.glob`` answers nothing)."""
+    with os.scandir(directory) as entries:
+        names = [entry.name for entry in entries if not entry.name.startswith(".")]
+    matching = [directory / name for name in names if fnmatch.fnmatchcase(name, pattern)]
+
+    def newest_first(path: Path) -> tuple[int, str]:
+        try:
+            return path.stat().st_mtime_ns, path.name
+        except OSError:  # a dangling link: listed with the others, reported when loaded
+            return 0, path.name
+
+    return sorted(matching, key=newest_first, reverse=True)
+
+
+def _load_candidate(path: Path) -> Any:
+    """``path``'s contents, or ``None`` for a sharded checkpoint, which every rank loads itself
+    (``Checkpoint.load_objects``) once it is chosen; raises where it cannot load."""
+    if path.is_dir():
+        if not (path / ".metadata").is_file():
+            raise ValueError(
+                f"Checkpoint '{path}' is a directory but not a complete sharded checkpoint (no "
+                "'.metadata' file: its save did not finish, or it is not a checkpoint)"
+            )
+        return None
+    if not path.exists():
+        raise FileNotFoundError(f"Checkpoint file '{path}' is a link to nothing")
+    return _load_file(path)
 
 
 def _newest_loadable(
@@ -66,7 +94,7 @@ def _newest_loadable(
     problems: list[str] = []
     for path in candidates:
         try:
-            return path, _load_file(path), problems
+            return path, _load_candidate(path), problems
         except (OSError, ValueError, TypeError) as exc:
             problems.append(str(exc))
     listed = "\n  ".join(problems)
@@ -80,8 +108,8 @@ def _newest_loadable(
 def _load_into(to_load: Mapping[str, Any], path: Path, contents: Any, strict: bool) -> str:
     """Load ``contents`` (of ``path``) into ``to_load``; the problem as a message, or ``""``."""
     try:
-        if contents is None:
-            contents = _load_file(path)
+        if contents is None:  # a sharded checkpoint, or not loaded on this rank yet
+            contents = path if path.is_dir() else _load_file(path)
         Checkpoint.load_objects(to_load, contents, strict=strict)
     except Exception as exc:  # noqa: BLE001 - whatever load_state_dict raises is reported
         notes = [
@@ -130,7 +158,9 @@ def resume_from(
         start_fresh_if_empty: when ``directory`` is missing or holds no file matching
             ``pattern``, return ``None`` and leave the objects as they are (a new run) instead
             of raising ``FileNotFoundError``. Files that exist but do not load always raise.
-        pattern: a glob pattern selecting the checkpoint files in ``directory``.
+        pattern: a glob pattern (of names, matched with ``fnmatch``) selecting the
+            checkpoints in ``directory``: ``"*.pt"`` for files, ``"*.dcp"`` for sharded
+            checkpoints (``torch.distributed.checkpoint`` directories with their ``.metadata``).
         strict: passed to ``torch.nn.Module.load_state_dict``.
 
     Returns:
@@ -147,6 +177,12 @@ def resume_from(
         raise TypeError(f"resume_from: to_load should be a dictionary, got {type(to_load)}")
     if not isinstance(directory, (str, Path)):
         raise TypeError(f"resume_from: directory should be a str or a Path, got {directory!r}")
+    # Checked on every rank: an error only rank 0 met would leave the others waiting for it.
+    if not isinstance(pattern, str) or not pattern or "/" in pattern or os.sep in pattern:
+        raise ValueError(
+            f"resume_from: pattern should be a glob pattern of names in the directory, such as "
+            f"'*.pt', got {pattern!r}"
+        )
     Checkpoint._check_objects(to_load, "load_state_dict")
     distributed.refuse_without_group("resume_from")
     directory = Path(directory).expanduser()
