@@ -344,6 +344,46 @@ def test_a_run_without_signal_restores_the_previous_handler(backend: str, tmp_pa
         signal.signal(signal.SIGTERM, original)
 
 
+@pytest.mark.parametrize("ending", ["an exception", "interrupt() then a resume"])
+def test_the_previous_handler_is_back_however_the_run_ends(
+    backend: str, tmp_path: Path, ending: str
+) -> None:
+    """Not only at COMPLETED or TERMINATE: after a run that raised, or that interrupt() ended,
+    a SIGTERM goes to the handler before the run's, not to a flag nobody reads. A run resumed
+    after interrupt() takes the signal again (STARTED does not fire again)."""
+
+    def previous(signum: int, frame: Any) -> None:
+        pass
+
+    original = signal.signal(signal.SIGTERM, previous)
+    seen: list[Any] = []
+    try:
+
+        def act(engine: Engine) -> None:
+            seen.append(signal.getsignal(signal.SIGTERM))
+            if engine.state.iteration == 2:
+                if ending == "an exception":
+                    raise RuntimeError("the step failed")
+                engine.interrupt()
+
+        training = Training(backend, tmp_path, every=100, act=act)
+        preemption = Preemption(training.checkpointer).attach(training.trainer)
+        if ending == "an exception":
+            with pytest.raises(RuntimeError, match="the step failed"):
+                training.run()
+            assert signal.getsignal(signal.SIGTERM) is previous
+        else:
+            training.run()  # interrupted at iteration 2
+            assert signal.getsignal(signal.SIGTERM) is previous
+            training.run()  # resumed: iterations 3 to 15
+            assert signal.getsignal(signal.SIGTERM) is previous
+            # in the resumed run, from its second iteration (the first check takes it back)
+            assert seen[3] == preemption._on_signal
+        assert seen[1] == preemption._on_signal
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
 def test_preemption_refuses_bad_arguments(tmp_path: Path) -> None:
     checkpointer = Checkpoint({"model": torch.nn.Linear(1, 1)}, DiskSaver(tmp_path))
     with pytest.raises(TypeError, match="checkpoint should be callable"):

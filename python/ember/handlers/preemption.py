@@ -17,6 +17,7 @@ from typing import Any
 
 from ember import distributed
 from ember.engine import Engine, Events
+from ember.engine._run_scope import at_run_end
 
 __all__ = ["Preempted", "Preemption"]
 
@@ -112,16 +113,22 @@ class Preemption:
 
     # ------------------------------------------------------------------------------ signals
     def _install(self) -> None:
+        self.received = None
+        self.preempted = False
+        self._take_signals()
+
+    def _take_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError(
                 "Preemption: the engine runs outside the main thread, where Python cannot "
                 "receive signals; run it in the main thread or stop it another way"
             )
-        self.received = None
-        self.preempted = False
         for signum in self.signals:
             if signum not in self._previous:
                 self._previous[signum] = signal.signal(signum, self._on_signal)
+        # Put back when the run ends however it ends (an exception, interrupt()), not only at
+        # COMPLETED or TERMINATE: a signal must not be swallowed once no engine looks.
+        at_run_end(id(self), lambda exception: self._restore())
 
     def _restore(self) -> None:
         for signum, previous in self._previous.items():
@@ -139,6 +146,8 @@ class Preemption:
 
     # ------------------------------------------------------------------------------ stopping
     def _check(self, engine: Engine) -> None:
+        if not self._previous:  # a run resumed after interrupt(): STARTED does not fire again
+            self._take_signals()
         requested = self.received is not None
         if distributed.get_world_size() > 1:
             requested = bool(distributed.all_reduce(int(requested), op="MAX"))
