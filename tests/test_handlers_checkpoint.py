@@ -627,3 +627,42 @@ def test_a_launched_rank_without_its_group_is_refused(
     with pytest.raises(GroupNotInitializedError, match="Checkpoint was called"):
         DiskSaver(tmp_path)
     assert names(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("saved", "error", "message"),
+    [
+        (5, TypeError, r"should be a list of \(priority, filename\) pairs, got int"),
+        (None, TypeError, r"should be a list of \(priority, filename\) pairs, got NoneType"),
+        ([(0, "victim.txt", 1)], TypeError, r"should hold \(priority, filename\) pairs"),
+        ([(0, "ABSOLUTE")], ValueError, "should name files inside the checkpoint's directory"),
+        ([(0, "../victim.txt")], ValueError, "should name files inside the checkpoint's directory"),
+        ([(0, "")], ValueError, "should name files inside the checkpoint's directory"),
+        ([(0, 7)], ValueError, "should name files inside the checkpoint's directory"),
+        ([("high", "model_1.pt")], ValueError, "should hold numbers as priorities, got 'high'"),
+        ([(math.nan, "model_1.pt")], ValueError, "should hold numbers as priorities, got nan"),
+    ],
+)
+def test_a_loaded_list_of_saved_files_that_would_delete_elsewhere_or_not_order_is_refused(
+    make_engine: MakeEngine, tmp_path: Path, saved: Any, error: type[Exception], message: str
+) -> None:
+    """The rotation deletes the files of ``_saved``: a name outside the directory would delete
+    a file elsewhere at the next save; a priority that is not a number fails inside the loop."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not a checkpoint")
+    if saved == [(0, "ABSOLUTE")]:
+        saved = [(0, str(victim))]
+    checkpointer = Checkpoint({"model": torch.nn.Linear(2, 1)}, DiskSaver(tmp_path / "ckpt"))
+    with pytest.raises(error, match=message):
+        checkpointer.load_state_dict({"_saved": saved})
+    engine = make_engine()
+    engine.add_event_handler(Events.ITERATION_COMPLETED, checkpointer)
+    engine.run([0])
+    assert victim.read_text() == "not a checkpoint"
+    assert names(tmp_path / "ckpt") == ["model_1.pt"]
+
+
+def test_a_loaded_list_of_saved_files_in_a_subdirectory_is_kept(tmp_path: Path) -> None:
+    checkpointer = Checkpoint({"model": torch.nn.Linear(2, 1)}, DiskSaver(tmp_path))
+    checkpointer.load_state_dict({"_saved": [(1, "runs/model_1.pt"), [2.5, "model_2.pt"]]})
+    assert checkpointer.state_dict()["_saved"] == [(1, "runs/model_1.pt"), (2.5, "model_2.pt")]

@@ -1660,13 +1660,39 @@ class Checkpoint:
         """Restore the list of saved files, e.g. to go on pruning them after a resume."""
         check_state_dict(state_dict, self._state_dict_all_req_keys)
         self.wait()
+        saved = state_dict["_saved"]
+        if not isinstance(saved, (list, tuple)):
+            raise TypeError(
+                "state_dict['_saved'] should be a list of (priority, filename) pairs, got "
+                f"{type(saved).__name__}"
+            )
         items = []
-        for entry in state_dict["_saved"]:
+        for entry in saved:
             if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
                 raise TypeError(
                     f"state_dict['_saved'] should hold (priority, filename) pairs, got {entry!r}"
                 )
-            items.append(Checkpoint.Item(entry[0], str(entry[1])))
+            priority, filename = entry
+            # The rotation deletes these files: a name that leaves the directory would delete
+            # a file elsewhere.
+            parts = Path(filename).parts if isinstance(filename, str) else ()
+            if not parts or Path(filename).is_absolute() or ".." in parts:
+                raise ValueError(
+                    "state_dict['_saved'] should name files inside the checkpoint's directory, "
+                    f"got {filename!r}"
+                )
+            # Compared with the new scores at each save: a number that orders.
+            if (
+                isinstance(priority, bool)
+                or not isinstance(priority, numbers.Real)
+                or (
+                    priority != priority  # noqa: PLR0124 - NaN
+                )
+            ):
+                raise ValueError(
+                    f"state_dict['_saved'] should hold numbers as priorities, got {priority!r}"
+                )
+            items.append(Checkpoint.Item(priority, filename))
         self._saved = items
 
 
