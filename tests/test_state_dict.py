@@ -81,6 +81,21 @@ def test_round_trip_restores_a_fresh_engine(make_engine: Any) -> None:
         ({"epoch_length": 2, "iteration": 0, "max_epochs": 0}, ValueError, "is invalid"),
         ({"epoch_length": "2", "iteration": 0, "max_epochs": 1}, ValueError, "epoch_length"),
         ({"epoch_length": 2, "iteration": -3, "max_epochs": 1}, ValueError, "iteration"),
+        # The counter given is named, not the one derived from it.
+        *(
+            (
+                {"epoch_length": 2, key: value, "max_epochs": 5},
+                ValueError,
+                rf"state_dict\['{key}'\] should be an integer >= 0, got {value!r}",
+            )
+            for key, value in [
+                ("epoch", "3"),
+                ("epoch", -1),
+                ("epoch", 2.5),
+                ("epoch", True),
+                ("iteration", "8"),
+            ]
+        ),
     ],
 )
 def test_malformed_state_dicts_are_refused(
