@@ -666,3 +666,19 @@ def test_a_loaded_list_of_saved_files_in_a_subdirectory_is_kept(tmp_path: Path) 
     checkpointer = Checkpoint({"model": torch.nn.Linear(2, 1)}, DiskSaver(tmp_path))
     checkpointer.load_state_dict({"_saved": [(1, "runs/model_1.pt"), [2.5, "model_2.pt"]]})
     assert checkpointer.state_dict()["_saved"] == [(1, "runs/model_1.pt"), (2.5, "model_2.pt")]
+
+
+@pytest.mark.parametrize(
+    ("rank", "error"), [("0", TypeError), (True, TypeError), (1.0, TypeError), (-1, ValueError)]
+)
+def test_a_save_on_rank_that_matches_no_rank_is_refused(
+    tmp_path: Path, rank: Any, error: type[Exception]
+) -> None:
+    """Such a rank would silently never write (and last_checkpoint would name a missing file)."""
+    for build in (
+        lambda: DiskSaver(tmp_path, save_on_rank=rank),
+        lambda: Checkpoint({"model": torch.nn.Linear(2, 1)}, tmp_path, save_on_rank=rank),
+        lambda: ModelCheckpoint(tmp_path, "m", save_on_rank=rank, require_empty=False),
+    ):
+        with pytest.raises(error, match="save_on_rank should be"):
+            build()

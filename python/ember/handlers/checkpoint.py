@@ -511,6 +511,16 @@ def _finish_durability_at_exit() -> None:
     _unreported_failures.clear()
 
 
+def _checked_rank(save_on_rank: Any) -> int:
+    """``save_on_rank`` as given, or a ``TypeError``/``ValueError`` naming it: another value
+    would match no rank, and the checkpoints would silently never be written."""
+    if isinstance(save_on_rank, bool) or not isinstance(save_on_rank, numbers.Integral):
+        raise TypeError(f"save_on_rank should be an int, got {save_on_rank!r}")
+    if save_on_rank < 0:
+        raise ValueError(f"save_on_rank should be a rank (>= 0), got {save_on_rank!r}")
+    return int(save_on_rank)
+
+
 def _checked_delay(delay: Any) -> float:
     """``durability_delay`` as a float, or a ``TypeError``/``ValueError`` naming it."""
     if isinstance(delay, bool) or not isinstance(delay, numbers.Real):
@@ -609,7 +619,7 @@ class DiskSaver(BaseSaveHandler):
             )
         self.dirname = Path(dirname).expanduser()
         self._atomic = bool(atomic)
-        self.save_on_rank = save_on_rank
+        self.save_on_rank = _checked_rank(save_on_rank)
         self.durability = durability
         self.durability_delay = _checked_delay(durability_delay)
         self.kwargs = kwargs
@@ -1199,6 +1209,7 @@ class Checkpoint:
             raise ValueError(f"n_saved must be a positive integer or None, got {n_saved!r}")
         if not isinstance(filename_prefix, str):
             raise TypeError(f"filename_prefix should be a string, got {type(filename_prefix)}")
+        save_on_rank = _checked_rank(save_on_rank)
         self.to_save = to_save
         self.filename_prefix = filename_prefix
         if isinstance(save_handler, (str, Path)):
