@@ -110,6 +110,30 @@ def test_malformed_data_position_is_refused(backend: str) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("data_position", 5, "data_position'\\] should be \\(data pass, batches drawn\\)"),
+        ("data_position", (0, 1, 2), "data_position'\\] should be"),
+        ("data_position", (0, 1.5), "data_position'\\] should be"),
+        ("seed", "x", "seed'\\] should be an int or None, got 'x'"),
+        ("seed", 1.5, "seed'\\] should be an int or None"),
+        ("rng_states", [1, 2], "rng_states'\\] should be a dictionary"),
+        ("rng_states", {}, "rng_states'\\] should be a dictionary"),
+        ("world_size", "1", "world_size'\\] should be an int, got '1'"),
+    ],
+)
+def test_malformed_deterministic_keys_are_refused_before_anything_loads(
+    backend: str, key: str, value: object, message: str
+) -> None:
+    """Refused when loaded, naming the key, with the state left as it was: not at the next run
+    (a bad seed or random state failed inside the loop), nor half loaded."""
+    engine = DeterministicEngine(lambda e, b: b, backend=backend)
+    with pytest.raises(ValueError, match=message):
+        engine.load_state_dict({"epoch_length": 2, "iteration": 4, "max_epochs": 3, key: value})
+    assert engine.state.iteration == 0 and engine.state.max_epochs is None
+
+
 def test_deterministic_engine_needs_data(backend: str) -> None:
     engine = DeterministicEngine(lambda e, b: b, backend=backend)
     with pytest.raises(ValueError, match="needs data"):

@@ -160,23 +160,53 @@ class DeterministicEngine(Engine):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         own = {"seed", "data_position", "rng_states", "world_size"}
+        if isinstance(state_dict, Mapping):  # else the Engine's check raises
+            self._check_own_keys(state_dict)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in own})
+        self.state.seed = state_dict.get("seed")
+        position = state_dict.get("data_position")
+        if position is not None:
+            self._pending_position = (position[0], position[1])
+        self._pending_rng_states = state_dict.get("rng_states")
+        self._dataloader_iter = None
+
+    @staticmethod
+    def _check_own_keys(state_dict: Mapping[str, Any]) -> None:
+        """The keys only a DeterministicEngine has, checked before anything is loaded (a bad one
+        would otherwise fail inside the next run, or leave the state half loaded)."""
         saved_world_size = state_dict.get("world_size")
+        if saved_world_size is not None and (
+            isinstance(saved_world_size, bool) or not isinstance(saved_world_size, int)
+        ):
+            raise ValueError(f"state_dict['world_size'] should be an int, got {saved_world_size!r}")
         if saved_world_size is not None and saved_world_size != get_world_size():
             raise ValueError(
                 f"state_dict was taken in a run of {saved_world_size} process(es) (world_size), "
                 f"this run has {get_world_size()}: its data position and random states do not "
                 "apply here; resume with the same world size"
             )
-        super().load_state_dict({k: v for k, v in state_dict.items() if k not in own})
-        self.state.seed = state_dict.get("seed")
+        seed = state_dict.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"state_dict['seed'] should be an int or None, got {seed!r}")
         position = state_dict.get("data_position")
-        if position is not None:
-            data_pass, drawn = position
-            if not (isinstance(data_pass, int) and isinstance(drawn, int) and min(position) >= 0):
-                raise ValueError(f"state_dict['data_position'] is malformed: {position!r}")
-            self._pending_position = (data_pass, drawn)
-        self._pending_rng_states = state_dict.get("rng_states")
-        self._dataloader_iter = None
+        if position is not None and not (
+            isinstance(position, (tuple, list))
+            and len(position) == 2
+            and all(type(count) is int and count >= 0 for count in position)
+        ):
+            raise ValueError(
+                "state_dict['data_position'] should be (data pass, batches drawn), two ints >= 0, "
+                f"got {position!r}"
+            )
+        states = state_dict.get("rng_states")
+        if states is not None and not (
+            isinstance(states, Mapping) and "random" in states and "torch" in states
+        ):
+            raise ValueError(
+                "state_dict['rng_states'] should be a dictionary with the 'random' and 'torch' "
+                f"states (as DeterministicEngine.state_dict() writes; ignite's list of states is "
+                f"another format), got {type(states).__name__}"
+            )
 
     def _setup_engine(self) -> None:
         if self.state.dataloader is None:
