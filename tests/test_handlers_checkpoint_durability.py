@@ -768,3 +768,36 @@ def test_a_forked_child_finishes_the_work_its_parent_had_in_flight(
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert names(tmp_path) == ["a.pt"]
+
+
+def test_a_forked_child_leaves_the_parent_s_deletions_to_the_parent(tmp_path: Path) -> None:
+    """A child forked while a deletion waits in a batch (a DataLoader worker, say) makes the
+    batch's files durable, but does not delete: the parent deletes, and may save that name
+    again before the child gets there."""
+    saver = DiskSaver(tmp_path, durability_delay=0.5)
+    saver({"v": torch.tensor(1)}, "last.pt")
+    saver.wait()  # last.pt is durable
+    saver({"v": torch.tensor(2)}, "new.pt")
+    saver.remove("last.pt")  # waits in the batch for new.pt to be durable
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child lives on until the parent saved last.pt again
+        status = 1
+        try:
+            os.close(write)
+            os.read(read, 1)
+            saver.wait()  # runs the parent's batch in the child
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(read)
+    saver.wait()
+    assert names(tmp_path) == ["new.pt"]
+    saver({"v": torch.tensor(3)}, "last.pt")
+    saver.wait()
+    os.write(write, b"x")
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert names(tmp_path) == ["last.pt", "new.pt"]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["v"] == 3

@@ -408,7 +408,10 @@ class _DurabilityThread:
 
     def after_fork_in_child(self) -> None:
         """The child has no thread: a fresh one runs the batches the parent had not finished
-        (the child's savers wait for them); no save of the child is writing."""
+        (the child's savers wait for them); no save of the child is writing. The child only
+        makes their files durable (a second fsync does no harm): the deletions that waited in
+        them are the parent's, which runs them itself, and may have saved a file of that name
+        again by the time the child would."""
         unfinished = [batch for batch in self._batches() if batch.done.locked()]
         self.condition = threading.Condition()
         self.scheduled = []
@@ -416,6 +419,7 @@ class _DurabilityThread:
         self.thread = None
         for batch in unfinished:
             batch.writing = 0
+            batch.removals = []
             self.submit(batch)
 
     def _batches(self) -> list[_DurabilityBatch]:
