@@ -801,3 +801,51 @@ def test_a_forked_child_leaves_the_parent_s_deletions_to_the_parent(tmp_path: Pa
     assert os.waitstatus_to_exitcode(status) == 0
     assert names(tmp_path) == ["last.pt", "new.pt"]
     assert torch.load(tmp_path / "last.pt", weights_only=True)["v"] == 3
+
+
+@pytest.mark.parametrize("where", ["add", "join"])
+def test_a_ctrl_c_inside_a_save_does_not_leave_the_batch_waiting_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A KeyboardInterrupt may come between any two steps of a save: after it joined the
+    batch, or before its file is added. The save's share of the batch's writing is given back
+    in a finally, so the thread still takes the batch and a wait returns."""
+    saver = DiskSaver(tmp_path, durability_delay=10)
+    saver({"x": torch.arange(3)}, "a.pt")  # the batch, open for 10 s
+    real = getattr(checkpoint_module._DurabilityBatch, where)
+
+    def interrupted(self: Any, *args: Any) -> None:
+        real(self, *args)  # the step is done, then the Ctrl-C arrives
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module._DurabilityBatch, where, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        saver({"x": torch.arange(4)}, "b.pt")
+    monkeypatch.undo()
+    batch = saver._durability_batch
+    assert batch is not None and batch.writing == 0
+    batch.hurry()
+    assert batch.done.acquire(timeout=30)  # taken and run, not waited for for ever
+    batch.done.release()
+    saver.wait()
+
+
+def test_a_save_where_no_thread_can_start_does_its_durability_work_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trace: Trace
+) -> None:
+    """At interpreter shutdown (or past the system's limits) no new thread starts: the batch
+    is then made durable in the save, not queued for a thread that never comes (a hang at
+    exit, and at every wait)."""
+    durability = checkpoint_module._durability_thread
+    monkeypatch.setattr(durability, "thread", None)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    saver = DiskSaver(tmp_path)
+    saver({"x": torch.arange(3)}, "a.pt")
+    monkeypatch.undo()
+    assert ("fsynced", "a.pt") in trace.events and ("fsync", "<dir>") in trace.events
+    saver.wait()  # returns at once: the work is done
+    assert durability.scheduled == []

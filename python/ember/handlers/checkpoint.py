@@ -239,7 +239,7 @@ class _DurabilityBatch:
         "hurried",
         "removals",
         "taken",
-        "writing",
+        "writers",
     )
 
     def __init__(self, deadline: float) -> None:
@@ -250,20 +250,29 @@ class _DurabilityBatch:
         self.removals: list[str] | None = []
         self.taken = False
         self.hurried = False  # somebody waits: due now
-        self.writing = 0
+        # Thread id -> the saves of that thread writing into the batch now (a signal handler
+        # may save while its thread's save is interrupted).
+        self.writers: dict[int, int] = {}
         # Held until the work is done (a plain lock costs less than an Event).
         self.done = threading.Lock()
         self.done.acquire()
         self.error: BaseException | None = None
         self.failed_path = ""
 
+    @property
+    def writing(self) -> int:
+        """The saves writing into the batch now: the thread does not take it meanwhile."""
+        return sum(self.writers.values())
+
     def join(self) -> bool:
-        """Let a save that is about to write join the batch (it then calls :meth:`add` or
-        :meth:`leave`); ``False`` if it is too late: taken, waited for, or past its delay."""
+        """Let a save that is about to write join the batch (it then calls :meth:`add`, and
+        :meth:`leave` in a ``finally``); ``False`` if it is too late: taken, waited for, or past
+        its delay."""
         with _durability_thread.condition:
             if self.taken or self.hurried or _clock() >= self.deadline:
                 return False
-            self.writing += 1
+            writer = threading.get_ident()
+            self.writers[writer] = self.writers.get(writer, 0) + 1
             return True
 
     def add(self, path: str, file: IO[bytes] | None) -> IO[bytes] | None:
@@ -277,7 +286,6 @@ class _DurabilityBatch:
                 self.removals.remove(path)
             if len(self.files) >= MAX_BATCH_FILES:
                 self.hurried = True
-            self._leave()
         return replaced
 
     def will_fsync(self, path: str) -> bool:
@@ -313,14 +321,17 @@ class _DurabilityBatch:
             return _REMOVAL_WAITS, earlier, None
 
     def leave(self) -> None:
-        """A joined save ends without a file (its write raised)."""
+        """A save of this thread that joined ends (with its file added or not). Called in a
+        ``finally``, also where ``join`` may not have counted it: an exception (a Ctrl-C) can
+        come between any two steps, and a count left behind would keep the batch from the
+        thread for ever (and every wait for it)."""
         with _durability_thread.condition:
-            self._leave()
-
-    def _leave(self) -> None:
-        self.writing -= 1
-        if not self.writing and (self.hurried or _clock() >= self.deadline):
-            _durability_thread.condition.notify()  # the thread waited for this save
+            writer = threading.get_ident()
+            count = self.writers.pop(writer, 0)
+            if count > 1:
+                self.writers[writer] = count - 1
+            if not self.writers and (self.hurried or _clock() >= self.deadline):
+                _durability_thread.condition.notify()  # the thread waited for this save
 
     def hurry(self) -> None:
         """Have the thread take the batch now, without waiting for the end of its delay."""
@@ -418,7 +429,7 @@ class _DurabilityThread:
         self.running = None
         self.thread = None
         for batch in unfinished:
-            batch.writing = 0
+            batch.writers.clear()
             batch.removals = []
             self.submit(batch)
 
@@ -428,14 +439,21 @@ class _DurabilityThread:
 
     def submit(self, batch: _DurabilityBatch) -> None:
         with self.condition:
-            self.scheduled.append(batch)
             if self.thread is None:
                 thread = threading.Thread(
                     target=_run_forever, args=(self,), name=DURABILITY_THREAD_NAME, daemon=True
                 )
-                thread.start()
-                self.thread = thread
-            self.condition.notify()
+                with contextlib.suppress(RuntimeError):  # none now (interpreter shutdown, limits)
+                    thread.start()
+                    self.thread = thread
+            if self.thread is not None:
+                self.scheduled.append(batch)
+                self.condition.notify()
+                return
+        # Queued without a thread to run it, the batch would be waited for for ever: its
+        # work is done here, in the save.
+        batch.taken = True
+        batch.run()
 
     def next_due(self) -> _DurabilityBatch:
         """Wait for the first batch that is due and take it."""
@@ -714,24 +732,23 @@ class DiskSaver(BaseSaveHandler):
             self._write_durably(checkpoint, path)
             return
         batch = self._durability_batch
-        if batch is not None and not batch.join():
-            self.wait()  # past its delay: those saves are durable first (or this raises)
-            batch = None
         try:
+            if batch is not None and not batch.join():
+                self.wait()  # past its delay: those saves are durable first (or this raises)
+                batch = None
             file = self._write_in_background(checkpoint, path, batch)
-        except BaseException:
+            if batch is None:
+                fresh = _DurabilityBatch(_clock() + self.durability_delay)
+                fresh.files[path] = file
+                _durability_thread.submit(fresh)  # queued before the saver waits for it
+                self._durability_batch = fresh
+            else:
+                replaced = batch.add(path, file)
+                if replaced is not None:
+                    replaced.close()  # the inode that had the name before: never made durable
+        finally:
             if batch is not None:
                 batch.leave()
-            raise
-        if batch is None:
-            batch = _DurabilityBatch(_clock() + self.durability_delay)
-            batch.files[path] = file
-            self._durability_batch = batch
-            _durability_thread.submit(batch)
-        else:
-            replaced = batch.add(path, file)
-            if replaced is not None:
-                replaced.close()  # the inode that had the name before: never made durable
         at_run_end(id(self), self._finish_at_run_end)
 
     def _write_durably(self, checkpoint: Mapping[str, Any], path: str) -> None:
