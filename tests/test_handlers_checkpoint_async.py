@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 import subprocess
 import sys
 import textwrap
@@ -492,3 +493,29 @@ def test_interpreter_exit_waits_for_the_write(tmp_path: Path, outcome: str) -> N
     else:
         assert names(tmp_path) == []
         assert "checkpoint 'model_0.pt' did not finish" in result.stderr
+
+
+def test_a_wait_that_ctrl_c_interrupted_does_not_hide_the_write_still_running(
+    tmp_path: Path,
+) -> None:
+    """CPython before 3.13 marks a thread whose join() a KeyboardInterrupt interrupted as
+    stopped while it still runs (bpo-45274): the next wait, and the one at exit, must still
+    wait for the write."""
+    model, _ = model_and_step()
+    saver = GatedSaver(tmp_path)
+    checkpoint = Checkpoint({"model": model}, saver, n_saved=None, async_save=True)
+    trainer = Engine(lambda e, b: None)
+    trainer.state.iteration = 1
+    saver.gate.clear()
+    checkpoint(trainer)
+    assert saver.writing.wait(timeout=60)
+    pending = checkpoint._pending
+    assert pending is not None
+    main = threading.get_ident()
+    threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        pending.join()
+    assert checkpoint.write_in_progress and not pending.finished.is_set()
+    threading.Timer(0.2, saver.gate.set).start()
+    checkpoint.wait()  # waits for the write the interrupted wait left running
+    assert names(tmp_path) == ["model_1.pt"]

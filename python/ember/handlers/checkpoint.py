@@ -996,6 +996,10 @@ class _PendingWrite:
         self.engine = weakref.ref(engine)
         self.filename = filename
         self.error: BaseException | None = None
+        # Set when the write ends. Not Thread.is_alive()/join(): on CPython before 3.13 a join
+        # that Ctrl-C interrupts marks the thread as stopped while it still writes (bpo-45274),
+        # so the next wait (and the one at exit) would not wait.
+        self.finished = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(write,), name=WRITER_THREAD_NAME, daemon=True
         )
@@ -1006,11 +1010,13 @@ class _PendingWrite:
             write()
         except BaseException as error:  # noqa: BLE001 - handed to the training thread
             self.error = error
+        finally:
+            self.finished.set()
 
     def join(self) -> None:
         """Wait for the write; if the wait is interrupted (Ctrl-C), say so and re-raise."""
         try:
-            self.thread.join()
+            self.finished.wait()
         except BaseException:
             _logger.warning(
                 "The asynchronous write of checkpoint '%s' did not finish: the wait for it was "
@@ -1525,7 +1531,7 @@ class Checkpoint:
     def _finish_pending(self, engine: Engine | None) -> None:
         pending = self._pending
         assert pending is not None
-        if pending.thread.is_alive():
+        if not pending.finished.is_set():
             started = time.perf_counter()
             pending.join()
             waited = time.perf_counter() - started
