@@ -849,3 +849,21 @@ def test_a_save_where_no_thread_can_start_does_its_durability_work_itself(
     assert ("fsynced", "a.pt") in trace.events and ("fsync", "<dir>") in trace.events
     saver.wait()  # returns at once: the work is done
     assert durability.scheduled == []
+
+
+def test_a_wait_from_inside_a_save_of_the_same_thread_raises_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    """A signal handler (or a __del__) that interrupts a save and waits for the saver's work
+    would wait for the save it interrupted, which cannot go on until the handler returns."""
+    saver = DiskSaver(tmp_path, durability_delay=10)
+    saver({"x": torch.arange(3)}, "a.pt")
+    batch = saver._durability_batch
+    assert batch is not None and batch.join()  # as a save of this thread that is writing
+    try:
+        with pytest.raises(RuntimeError, match="would wait for ever"):
+            saver.wait()
+    finally:
+        batch.leave()
+    saver.wait()
+    assert names(tmp_path) == ["a.pt"]

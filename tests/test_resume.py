@@ -393,5 +393,9 @@ def test_preemption_refuses_bad_arguments(tmp_path: Path) -> None:
             Preemption(checkpointer, check_every=bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"signals should be signal\.Signals"):
         Preemption(checkpointer, signals=[15])  # type: ignore[list-item]
+    for uncatchable in ([signal.SIGTERM, signal.SIGKILL], [signal.SIGSTOP]):
+        with pytest.raises(ValueError, match="cannot be caught by a process"):
+            Preemption(checkpointer, signals=uncatchable)
+    assert Preemption(checkpointer, signals=signal.SIGUSR1).signals == (signal.SIGUSR1,)
     with pytest.raises(TypeError, match="exit_code should be an int or None"):
         Preemption(checkpointer, exit_code="143")  # type: ignore[arg-type]

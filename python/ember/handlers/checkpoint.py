@@ -264,6 +264,12 @@ class _DurabilityBatch:
         """The saves writing into the batch now: the thread does not take it meanwhile."""
         return sum(self.writers.values())
 
+    def written_by_this_thread(self) -> bool:
+        """Whether a save of this thread is writing into the batch: a signal handler or a
+        ``__del__`` that interrupted it and now waits for the batch would wait for ever."""
+        with _durability_thread.condition:
+            return threading.get_ident() in self.writers
+
     def join(self) -> bool:
         """Let a save that is about to write join the batch (it then calls :meth:`add`, and
         :meth:`leave` in a ``finally``); ``False`` if it is too late: taken, waited for, or past
@@ -816,6 +822,12 @@ class DiskSaver(BaseSaveHandler):
         batch = self._durability_batch
         if batch is None:
             return
+        if batch.written_by_this_thread():
+            raise RuntimeError(
+                f"DiskSaver('{self.dirname}'): waiting for its background work from inside one "
+                "of its saves (a signal handler or __del__ that interrupted a save in this "
+                "thread) would wait for ever: that save can only finish once this returns"
+            )
         batch.hurry()
         batch.wait()
         self._durability_batch = None

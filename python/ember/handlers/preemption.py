@@ -68,7 +68,8 @@ class Preemption:
     Args:
         checkpoint: called as ``checkpoint(engine)`` on every rank before stopping.
         check_every: in a distributed run, how many iterations between two agreements (>= 1).
-        signals: the signals that ask for a stop.
+        signals: the signal, or the signals, that ask for a stop (not SIGKILL or SIGSTOP, which
+            no process can catch).
         exit_code: the exit code of :class:`Preempted`, or ``None`` to end ``run()`` normally.
     """
 
@@ -76,16 +77,22 @@ class Preemption:
         self,
         checkpoint: Callable[[Engine], Any],
         check_every: int = 10,
-        signals: Iterable[signal.Signals] = (signal.SIGTERM,),
+        signals: signal.Signals | Iterable[signal.Signals] = (signal.SIGTERM,),
         exit_code: int | None = 143,
     ) -> None:
         if not callable(checkpoint):
             raise TypeError(f"Preemption: checkpoint should be callable, got {checkpoint!r}")
         if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
             raise ValueError(f"Preemption: check_every should be an int >= 1, got {check_every!r}")
-        chosen = tuple(signals)
+        chosen = (signals,) if isinstance(signals, signal.Signals) else tuple(signals)
         if not chosen or not all(isinstance(s, signal.Signals) for s in chosen):
             raise TypeError(f"Preemption: signals should be signal.Signals values, got {signals!r}")
+        never_delivered = {getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(signal, n)}
+        uncatchable = [s.name for s in chosen if s in never_delivered]
+        if uncatchable:
+            raise ValueError(
+                f"Preemption: signals {uncatchable} cannot be caught by a process, got {signals!r}"
+            )
         if exit_code is not None and (
             isinstance(exit_code, bool) or not isinstance(exit_code, int)
         ):

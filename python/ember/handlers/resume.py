@@ -194,7 +194,7 @@ def resume_from(
         try:
             path, contents, skipped = _newest_loadable(directory, pattern, start_fresh_if_empty)
             choice = (None if path is None else str(path), None, skipped)
-        except (OSError, ValueError) as exc:  # raised on every rank, below
+        except Exception as exc:  # noqa: BLE001 - raised on every rank, below: no rank waits
             choice = (None, (type(exc).__name__, str(exc)), [])
     if distributed.get_world_size() > 1:
         choice = distributed.broadcast(choice, src=0)
@@ -202,7 +202,7 @@ def resume_from(
     chosen, error, skipped = choice
     if error is not None:
         name, message = error
-        raise _ERRORS.get(name, OSError)(message)
+        raise _ERRORS.get(name, RuntimeError)(message)
     for problem in skipped if rank == 0 else []:
         warnings.warn(
             f"resume_from: skipped a newer checkpoint that does not load: {problem}",
