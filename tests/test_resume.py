@@ -399,3 +399,30 @@ def test_preemption_refuses_bad_arguments(tmp_path: Path) -> None:
     assert Preemption(checkpointer, signals=signal.SIGUSR1).signals == (signal.SIGUSR1,)
     with pytest.raises(TypeError, match="exit_code should be an int or None"):
         Preemption(checkpointer, exit_code="143")  # type: ignore[arg-type]
+
+
+class _NotAWeight:
+    """An object torch.load(weights_only=True) refuses to build."""
+
+
+def test_load_errors_say_what_the_file_is_not_only_that_it_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = {"model": torch.nn.Linear(1, 1)}
+    whole = tmp_path / "checkpoint_1.pt"
+    torch.save({"model": objects["model"].state_dict(), "extra": _NotAWeight()}, whole)
+    with pytest.raises(
+        ValueError, match=r"holds objects that torch\.load\(weights_only=True\)"
+    ) as info:
+        Checkpoint.load_objects(objects, whole)
+    assert "_NotAWeight" in str(info.value) and "corrupted" not in str(info.value)
+
+    def saved_on_a_gpu(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            "Attempting to deserialize object on a CUDA device but torch.cuda.is_available() "
+            "is False. If you are running on a CPU-only machine, ..."
+        )
+
+    monkeypatch.setattr(torch, "load", saved_on_a_gpu)
+    with pytest.raises(ValueError, match="saved from tensors on a device this machine does not"):
+        Checkpoint.load_objects(objects, whole)

@@ -1795,6 +1795,29 @@ def _damaged_entry(path: Path) -> str | None:
     return None
 
 
+def _load_error(path: Path, exc: Exception) -> ValueError:
+    """What ``torch.load(path, weights_only=True)`` raising ``exc`` means, as a ValueError
+    naming the file: a whole file that holds objects weights-only loading refuses, or one saved
+    on a device this machine lacks, is not called corrupted."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    refused = next((line for line in lines if "Unsupported global" in line), None)
+    if refused is not None:
+        return ValueError(
+            f"Checkpoint file '{path}' holds objects that torch.load(weights_only=True) does not "
+            f"load ({refused}); ember loads checkpoints weights-only, so that a file cannot run "
+            "code: save plain tensors and Python values, or register the class as safe"
+        )
+    if any("deserialize object on" in line and "device" in line for line in lines):
+        return ValueError(
+            f"Checkpoint file '{path}' was saved from tensors on a device this machine does not "
+            f"have ({_summary(exc)}); load it where that device is, or save it from the CPU"
+        )
+    return ValueError(
+        f"Checkpoint file '{path}' could not be loaded: it is truncated, corrupted or not a "
+        f"checkpoint written by torch.save ({_summary(exc)})"
+    )
+
+
 def _load_file(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"Checkpoint file '{path}' does not exist")
@@ -1813,10 +1836,7 @@ def _load_file(path: Path) -> Any:
     except (FileNotFoundError, PermissionError):
         raise
     except Exception as exc:
-        raise ValueError(
-            f"Checkpoint file '{path}' could not be loaded: it is truncated, corrupted or not a "
-            f"checkpoint written by torch.save ({_summary(exc)})"
-        ) from exc
+        raise _load_error(path, exc) from exc
     if not isinstance(obj, Mapping):
         raise TypeError(
             f"Checkpoint file '{path}' holds a {type(obj).__name__}, not a dictionary of "
