@@ -7,6 +7,7 @@ raise errors that name the file.
 
 from __future__ import annotations
 
+import decimal
 import math
 import os
 import pickle
@@ -662,10 +663,22 @@ def test_a_loaded_list_of_saved_files_that_would_delete_elsewhere_or_not_order_i
     assert names(tmp_path / "ckpt") == ["model_1.pt"]
 
 
-def test_a_loaded_list_of_saved_files_in_a_subdirectory_is_kept(tmp_path: Path) -> None:
+def test_a_loaded_list_of_saved_files_as_saves_store_them_is_kept(tmp_path: Path) -> None:
+    """Names in a subdirectory, and every priority a save may store: a score of any real number
+    type, a global step a transform gave as a tensor."""
     checkpointer = Checkpoint({"model": torch.nn.Linear(2, 1)}, DiskSaver(tmp_path))
-    checkpointer.load_state_dict({"_saved": [(1, "runs/model_1.pt"), [2.5, "model_2.pt"]]})
-    assert checkpointer.state_dict()["_saved"] == [(1, "runs/model_1.pt"), (2.5, "model_2.pt")]
+    saved = [
+        (1, "runs/model_1.pt"),
+        [2.5, "model_2.pt"],
+        (decimal.Decimal("3.5"), "model_3.pt"),
+        (torch.tensor(4), "model_4.pt"),
+    ]
+    checkpointer.load_state_dict({"_saved": saved})
+    assert [tuple(item) for item in checkpointer.state_dict()["_saved"]] == [
+        tuple(item) for item in saved
+    ]
+    with pytest.raises(ValueError, match="should hold numbers as priorities"):
+        checkpointer.load_state_dict({"_saved": [(1j, "model_1.pt")]})
 
 
 @pytest.mark.parametrize(

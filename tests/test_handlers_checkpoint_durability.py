@@ -867,3 +867,23 @@ def test_a_wait_from_inside_a_save_of_the_same_thread_raises_instead_of_hanging(
         batch.leave()
     saver.wait()
     assert names(tmp_path) == ["a.pt"]
+
+
+def test_a_nested_save_that_cannot_join_leaves_the_outer_save_s_share(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A save from a signal handler, past the batch's delay while a save of its thread writes
+    into the batch, raises (it would wait for that save) and leaves the batch as it was: the
+    outer save still counts, so the thread does not take the batch from under it."""
+    saver = DiskSaver(tmp_path, durability_delay=10)
+    saver({"x": torch.arange(3)}, "a.pt")
+    batch = saver._durability_batch
+    assert batch is not None and batch.join()  # the outer save, writing
+    try:
+        clock.now = 20.0  # past the delay: the nested save cannot join
+        with pytest.raises(RuntimeError, match="would wait for ever"):
+            saver({"x": torch.arange(4)}, "b.pt")
+        assert batch.writing == 1 and not batch.taken
+    finally:
+        batch.leave()
+    saver.wait()

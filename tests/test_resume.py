@@ -239,6 +239,23 @@ def test_a_newest_checkpoint_with_a_damaged_block_is_skipped_with_a_warning(
         Checkpoint.load_objects(training.to_save, damaged)
 
 
+def test_a_newest_checkpoint_whose_zip_directory_is_damaged_is_skipped(
+    backend: str, tmp_path: Path
+) -> None:
+    """A damaged entry header (here its compression method) makes zipfile raise something else
+    than a bad CRC: still a file that does not load, skipped with a warning."""
+    Training(backend, tmp_path, act=stop_at(7)).run()
+    damaged = tmp_path / "checkpoint_6.pt"
+    data = bytearray(damaged.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 10] = 99  # the first entry's compression method: one zipfile does not know
+    damaged.write_bytes(bytes(data))
+    training = Training(backend, tmp_path / "unused")
+    with pytest.warns(UserWarning, match="skipped a newer checkpoint that does not load") as info:
+        assert resume_from(tmp_path, training.to_save) == tmp_path / "checkpoint_3.pt"
+    assert str(damaged) in str(info[0].message)
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # torch.distributed.checkpoint without a group
 def test_a_sharded_checkpoint_is_resumed_from(tmp_path: Path) -> None:
     dcp = pytest.importorskip("torch.distributed.checkpoint")

@@ -46,7 +46,6 @@ import threading
 import time
 import weakref
 import zipfile
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
@@ -539,6 +538,18 @@ def _finish_durability_at_exit() -> None:
     _unreported_failures.clear()
 
 
+def _is_priority(value: Any) -> bool:
+    """Whether ``value`` orders with the priorities a save stores: a real number or a one-element
+    real tensor, not NaN."""
+    if isinstance(value, torch.Tensor):
+        real = value.numel() == 1 and not value.is_complex()
+    else:
+        real = isinstance(value, numbers.Number) and not (
+            isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)
+        )
+    return real and bool(value == value)  # noqa: PLR0124 - NaN is not equal to itself
+
+
 def _checked_rank(save_on_rank: Any) -> int:
     """``save_on_rank`` as given, or a ``TypeError``/``ValueError`` naming it: another value
     would match no rank, and the checkpoints would silently never be written."""
@@ -740,8 +751,8 @@ class DiskSaver(BaseSaveHandler):
         batch = self._durability_batch
         try:
             if batch is not None and not batch.join():
+                batch = None  # not joined: nothing of this thread's to leave (an outer save's is)
                 self.wait()  # past its delay: those saves are durable first (or this raises)
-                batch = None
             file = self._write_in_background(checkpoint, path, batch)
             if batch is None:
                 fresh = _DurabilityBatch(_clock() + self.durability_delay)
@@ -1731,14 +1742,9 @@ class Checkpoint:
                     "state_dict['_saved'] should name files inside the checkpoint's directory, "
                     f"got {filename!r}"
                 )
-            # Compared with the new scores at each save: a number that orders.
-            if (
-                isinstance(priority, bool)
-                or not isinstance(priority, numbers.Real)
-                or (
-                    priority != priority  # noqa: PLR0124 - NaN
-                )
-            ):
+            # Compared with the new scores at each save: what a save may store (a score, a global
+            # step, a 0-d tensor from a transform), not complex, not NaN.
+            if not _is_priority(priority):
                 raise ValueError(
                     f"state_dict['_saved'] should hold numbers as priorities, got {priority!r}"
                 )
@@ -1780,8 +1786,8 @@ def _damaged_entry(path: Path) -> str | None:
     recorded CRC is 0 are skipped: torch writes 0 when told not to compute them."""
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        return None  # not a zip: torch.load says what it is
+    except Exception:  # noqa: BLE001 - not a zip, or its directory is damaged: torch.load says
+        return None
     with archive:
         for entry in archive.infolist():
             if entry.CRC == 0 or entry.is_dir():
@@ -1790,7 +1796,7 @@ def _damaged_entry(path: Path) -> str | None:
                 with archive.open(entry) as data:  # checks the CRC when read to the end
                     while data.read(1 << 24):
                         pass
-            except (zipfile.BadZipFile, zlib.error, EOFError):
+            except Exception:  # noqa: BLE001 - a bad CRC, or a header damaged into another method
                 return entry.filename
     return None
 
