@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -887,3 +888,34 @@ def test_a_nested_save_that_cannot_join_leaves_the_outer_save_s_share(
     finally:
         batch.leave()
     saver.wait()
+
+
+def test_a_ctrl_c_during_the_end_of_run_waits_of_a_failing_run_stops_them_all(
+    make_engine: MakeEngine, tmp_path: Path, trace: Trace
+) -> None:
+    """Ctrl-C while a failing run's end waits for slow fsyncs means "stop waiting": one is
+    enough (not one per saver), it is not reported as a failed fsync, and the run's own error
+    is raised, with a note that says what was skipped."""
+    trace.slow = 1.0  # every file fsync
+    savers = [DiskSaver(tmp_path / name, durability_delay=10) for name in ("a", "b")]
+
+    def step(engine: Engine, batch: int) -> None:
+        if batch == 1:
+            raise RuntimeError("the step failed")
+        for saver in savers:
+            saver({"x": torch.arange(3)}, "model.pt")
+
+    engine = make_engine(step)
+    main = threading.get_ident()
+    timer = threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(RuntimeError, match="the step failed") as info:
+            engine.run([0, 1])
+    finally:
+        timer.cancel()
+        checkpoint_module._durability_thread.drain()
+    notes = getattr(info.value, "__notes__", [])
+    assert any("a wait at the end of the run was interrupted" in note for note in notes), notes
+    assert any("1 more end-of-run wait(s) skipped" in note for note in notes), notes
+    assert not any("failed too" in note for note in notes), notes

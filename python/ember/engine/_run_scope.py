@@ -60,9 +60,20 @@ class RunScope:
         callbacks = list(_runs.callbacks.values())
         _runs.callbacks.clear()
         first_error: BaseException | None = None
-        for callback in callbacks:
+        for index, callback in enumerate(callbacks):
             try:
                 callback(exc)
+            except KeyboardInterrupt:
+                # Ctrl-C during a wait means "stop waiting": the callbacks after it would wait
+                # too (the exit's own wait still runs their work).
+                left = len(callbacks) - index - 1
+                if exc is None:
+                    raise
+                exc.add_note(
+                    "a wait at the end of the run was interrupted (KeyboardInterrupt); "
+                    f"{left} more end-of-run wait(s) skipped"
+                )
+                return
             except BaseException as error:  # noqa: BLE001 - raised below, after the others ran
                 if first_error is None:
                     first_error = error

@@ -855,6 +855,8 @@ class DiskSaver(BaseSaveHandler):
             return
         try:
             self.wait()
+        except KeyboardInterrupt:  # not a failed fsync: the run's end stops waiting
+            raise
         except BaseException as error:  # noqa: BLE001 - the run's exception goes on
             message = (
                 f"The background fsync of checkpoint file '{batch.failed_path}' (or a removal "
@@ -1580,11 +1582,9 @@ class Checkpoint:
         if exception is None:
             self._finish_pending(pending.engine())
             return
-        # The run raises: wait for the write, but let the run's exception be the one raised.
-        try:
-            pending.join()
-        except BaseException:  # noqa: BLE001 - logged by join; the run's exception goes on
-            return
+        # The run raises: wait for the write (join logs an interrupted wait, and the run's end
+        # stops waiting), but let the run's exception be the one raised.
+        pending.join()
         self._pending = None
         if pending.error is not None:
             message = (
