@@ -344,60 +344,61 @@ class _CollidingKey:
         return False
 
 
-def test_a_state_class_whose_namespace_runs_code_on_lookup(backend: str) -> None:
-    """Admitting a State subclass looks its fields up along its MRO; a key of another type in
-    its namespace, colliding with a field's name, would run code that frees the state being
-    admitted. The compiled loop does not admit such a class: assigned during a run, it raises
-    as any state it cannot read at its slots; the Python loop reads it as Python does."""
+def _state_of_class(old: State, cls: type) -> State:
+    """A copy of ``old`` of class ``cls``, made without a lookup on ``cls``."""
     from ember.engine.state import _MEMBERS, _SLOT_FIELDS
 
-    key = _CollidingKey("iteration")
-    sub = type("StateWithAKey", (State,), {"__slots__": (), key: None})
-    engine = Engine(lambda e, b: b, backend=backend)
-    kept: list[State] = []
-
-    def swap(e: Engine) -> None:
-        old = e.state
-        kept.append(old)
-        new = object.__new__(sub)
-        for name in _SLOT_FIELDS:  # copied without a lookup on the class
-            _MEMBERS[name].__set__(new, _MEMBERS[name].__get__(old))
-        key.action = lambda: setattr(engine, "state", kept[0])  # frees `new`
-        e.state = new
-
-    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), swap)
-    if backend == "cpp":
-        with pytest.raises(TypeError, match="got StateWithAKey"):
-            engine.run(range(5), max_epochs=2)
-    else:  # the swap back happens at some lookup of the Python loop: the run goes on
-        assert engine.run(range(5), max_epochs=2).epoch == 2
+    new = object.__new__(cls)
+    for name in _SLOT_FIELDS:
+        _MEMBERS[name].__set__(new, _MEMBERS[name].__get__(old))
+    return new
 
 
-def test_a_registry_class_whose_namespace_runs_code_on_lookup(backend: str) -> None:
+def _registry_of_class(old: Any, cls: type) -> Any:
+    """A copy of the handler registry ``old`` of class ``cls``, made without a lookup on it."""
     from ember.engine._registry import HandlerRegistry
 
-    key = _CollidingKey("version")
-    registry_cls = type("RegistryWithAKey", (HandlerRegistry,), {"__slots__": (), key: None})
+    new = collections.defaultdict.__new__(cls)
+    collections.defaultdict.__init__(new, list)
+    for event, handlers in old.items():
+        dict.__setitem__(new, event, list(handlers))
+    HandlerRegistry.__dict__["version"].__set__(new, 10**7)
+    return new
+
+
+@pytest.mark.parametrize(
+    ("attribute", "field", "copy"),
+    [
+        ("state", "iteration", _state_of_class),
+        ("_event_handlers_registry", "version", _registry_of_class),
+    ],
+    ids=["state", "registry"],
+)
+def test_a_class_whose_namespace_runs_code_on_lookup(
+    backend: str, attribute: str, field: str, copy: Callable[[Any, type], Any]
+) -> None:
+    """Admitting the class of the state or of the handler registry looks its fields up along
+    its MRO; a key of another type in its namespace, colliding with a field's name, would run
+    code that frees the object being admitted. The compiled loop does not admit such a class:
+    assigned during a run, it raises as any class it cannot read at its slots; the Python loop
+    reads it as Python does."""
     engine = Engine(lambda e, b: b, backend=backend)
+    old = getattr(engine, attribute)
+    key = _CollidingKey(field)
+    cls = type("ClassWithAKey", (type(old),), {"__slots__": (), key: None})
     kept: list[Any] = []
 
     def swap(e: Engine) -> None:
-        old = e._event_handlers_registry
-        kept.append(old)
-        new = collections.defaultdict.__new__(registry_cls)
-        collections.defaultdict.__init__(new, list)  # no attribute lookup on the class
-        for event, handlers in old.items():
-            dict.__setitem__(new, event, list(handlers))
-        HandlerRegistry.__dict__["version"].__set__(new, 10**7)
-        key.action = lambda: setattr(engine, "_event_handlers_registry", kept[0])  # frees `new`
-        e._event_handlers_registry = new
+        kept.append(getattr(e, attribute))
+        key.action = lambda: setattr(engine, attribute, kept[0])  # frees the copy
+        setattr(e, attribute, copy(kept[0], cls))
 
     engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), swap)
     if backend == "cpp":
-        with pytest.raises(TypeError, match="got RegistryWithAKey"):
-            engine.run(range(6))
-    else:
-        assert engine.run(range(6)).iteration == 6
+        with pytest.raises(TypeError, match="got ClassWithAKey"):
+            engine.run(range(5), max_epochs=2)
+    else:  # the swap back happens at some lookup of the Python loop: the run goes on
+        assert engine.run(range(5), max_epochs=2).epoch == 2
 
 
 @pytest.mark.parametrize("replaced", ["registry", "version"])
