@@ -38,6 +38,7 @@ torch = pytest.importorskip("torch")
 
 from conftest import collect_garbage
 from ember.engine import Engine, Events
+from ember.engine._run_scope import at_run_end
 from ember.handlers import Checkpoint, DiskSaver, ModelCheckpoint
 from ember.handlers import checkpoint as checkpoint_module
 from ember.handlers.checkpoint import DURABILITY_THREAD_NAME
@@ -824,7 +825,7 @@ def test_a_ctrl_c_inside_a_save_does_not_leave_the_batch_waiting_for_ever(
         saver({"x": torch.arange(4)}, "b.pt")
     monkeypatch.undo()
     batch = saver._durability_batch
-    assert batch is not None and batch.writing == 0
+    assert batch is not None and not batch.writers
     batch.hurry()
     assert batch.done.acquire(timeout=30)  # taken and run, not waited for for ever
     batch.done.release()
@@ -884,7 +885,7 @@ def test_a_nested_save_that_cannot_join_leaves_the_outer_save_s_share(
         clock.now = 20.0  # past the delay: the nested save cannot join
         with pytest.raises(RuntimeError, match="would wait for ever"):
             saver({"x": torch.arange(4)}, "b.pt")
-        assert batch.writing == 1 and not batch.taken
+        assert sum(batch.writers.values()) == 1 and not batch.taken
     finally:
         batch.leave()
     saver.wait()
@@ -899,11 +900,15 @@ def test_a_ctrl_c_during_the_end_of_run_waits_of_a_failing_run_stops_them_all(
     trace.slow = 1.0  # every file fsync
     savers = [DiskSaver(tmp_path / name, durability_delay=10) for name in ("a", "b")]
 
+    after_the_waits: list[Any] = []
+
     def step(engine: Engine, batch: int) -> None:
         if batch == 1:
             raise RuntimeError("the step failed")
         for saver in savers:
             saver({"x": torch.arange(3)}, "model.pt")
+        # A callback that is no wait (Preemption puts signal handlers back so) still runs.
+        at_run_end(id(after_the_waits), after_the_waits.append)
 
     engine = make_engine(step)
     main = threading.get_ident()
@@ -919,3 +924,4 @@ def test_a_ctrl_c_during_the_end_of_run_waits_of_a_failing_run_stops_them_all(
     assert any("a wait at the end of the run was interrupted" in note for note in notes), notes
     assert any("1 more end-of-run wait(s) skipped" in note for note in notes), notes
     assert not any("failed too" in note for note in notes), notes
+    assert after_the_waits == [info.value]

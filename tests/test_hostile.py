@@ -435,6 +435,7 @@ def test_registry_lookups_that_replace_the_registry_or_its_version(
     engine.run(range(5), max_epochs=2)
     collect_garbage()
     assert calls == list(range(1, 11))
+    assert key.action is None  # the colliding key's code ran
 
 
 def test_configure_is_refused_during_a_run() -> None:

@@ -82,7 +82,7 @@ def resume_point(point: Any) -> ResumePoint | None:
         # An exact int: a subclass's __eq__ could answer "in" for a phase it is not.
         type(fields[0]) is int
         and fields[0] in RESUME_PHASES
-        and all(_is_count(fields[i]) for i in (0, 1, 6, 8))
+        and all(_is_count(fields[i]) for i in (1, 6, 8))
         and isinstance(fields[2], bool)
         and all(isinstance(fields[i], float) for i in (3, 4))
     ):

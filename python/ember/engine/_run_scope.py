@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-__all__ = ["RunScope", "at_run_end"]
+__all__ = ["RunScope", "at_run_end", "waits_stopped"]
 
 RunEndCallback = Callable[[BaseException | None], None]
 
@@ -22,6 +22,9 @@ class _ThreadRuns(threading.local):
     def __init__(self) -> None:
         self.depth = 0
         self.callbacks: dict[int, RunEndCallback] = {}
+        # A Ctrl-C stopped the end-of-run waits: the callbacks after it do not wait.
+        self.waits_stopped = False
+        self.waits_skipped = 0
 
 
 _runs = _ThreadRuns()
@@ -60,22 +63,39 @@ class RunScope:
         callbacks = list(_runs.callbacks.values())
         _runs.callbacks.clear()
         first_error: BaseException | None = None
-        for index, callback in enumerate(callbacks):
-            try:
-                callback(exc)
-            except KeyboardInterrupt:
-                # Ctrl-C during a wait means "stop waiting": the callbacks after it would wait
-                # too (the exit's own wait still runs their work).
-                left = len(callbacks) - index - 1
-                if exc is None:
-                    raise
-                exc.add_note(
-                    "a wait at the end of the run was interrupted (KeyboardInterrupt); "
-                    f"{left} more end-of-run wait(s) skipped"
-                )
-                return
-            except BaseException as error:  # noqa: BLE001 - raised below, after the others ran
-                if first_error is None:
-                    first_error = error
+        interrupt: KeyboardInterrupt | None = None
+        _runs.waits_stopped, _runs.waits_skipped = False, 0
+        try:
+            for callback in callbacks:
+                try:
+                    callback(exc)
+                except KeyboardInterrupt as error:
+                    # Ctrl-C during a wait means "stop waiting": the callbacks after it still
+                    # run (one puts signal handlers back), but skip their waits
+                    # (waits_stopped(); the exit's own wait still runs that work).
+                    interrupt = interrupt or error
+                    _runs.waits_stopped = True
+                except BaseException as error:  # noqa: BLE001 - raised below, after the others
+                    first_error = first_error or error
+        finally:
+            skipped = _runs.waits_skipped
+            _runs.waits_stopped, _runs.waits_skipped = False, 0
+        if interrupt is not None:
+            if exc is None:
+                raise interrupt
+            exc.add_note(
+                "a wait at the end of the run was interrupted (KeyboardInterrupt); "
+                f"{skipped} more end-of-run wait(s) skipped"
+            )
+            return
         if first_error is not None and exc is None:
             raise first_error
+
+
+def waits_stopped() -> bool:
+    """For an end-of-run callback about to wait: whether a Ctrl-C stopped this run end's waits
+    (the callback then returns without waiting; it is counted in the note on the run's error)."""
+    if not _runs.waits_stopped:
+        return False
+    _runs.waits_skipped += 1
+    return True

@@ -30,7 +30,8 @@ from typing import Any, cast
 import torch
 
 from ember.distributed import get_world_size
-from ember.engine.engine import Engine
+from ember.engine._state_dict import check_state_dict
+from ember.engine.engine import Engine, _is_integer
 from ember.engine.events import Events
 
 __all__ = ["DeterministicEngine", "get_rng_states", "manual_seed", "set_rng_states"]
@@ -160,8 +161,8 @@ class DeterministicEngine(Engine):
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         own = {"seed", "data_position", "rng_states", "world_size"}
-        if isinstance(state_dict, Mapping):  # else the Engine's check raises
-            self._check_own_keys(state_dict)
+        check_state_dict(state_dict)
+        self._check_own_keys(state_dict)
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in own})
         self.state.seed = state_dict.get("seed")
         position = state_dict.get("data_position")
@@ -175,9 +176,7 @@ class DeterministicEngine(Engine):
         """The keys only a DeterministicEngine has, checked before anything is loaded (a bad one
         would otherwise fail inside the next run, or leave the state half loaded)."""
         saved_world_size = state_dict.get("world_size")
-        if saved_world_size is not None and (
-            isinstance(saved_world_size, bool) or not isinstance(saved_world_size, int)
-        ):
+        if saved_world_size is not None and not _is_integer(saved_world_size):
             raise ValueError(f"state_dict['world_size'] should be an int, got {saved_world_size!r}")
         if saved_world_size is not None and saved_world_size != get_world_size():
             raise ValueError(
@@ -186,6 +185,7 @@ class DeterministicEngine(Engine):
                 "apply here; resume with the same world size"
             )
         seed = state_dict.get("seed")
+        # An int itself: the seed goes to random.seed, which refuses NumPy's integers.
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"state_dict['seed'] should be an int or None, got {seed!r}")
         position = state_dict.get("data_position")

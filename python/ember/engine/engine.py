@@ -441,10 +441,9 @@ class Engine:
             return completed
         # The counter given is checked before the other is derived from it, so that the message
         # names the key that is wrong (a str epoch would multiply into a str iteration).
-        given = "iteration" if has_iteration else "epoch"
-        value = completed[given]
-        if not _is_integer(value) or value < 0:
-            raise ValueError(f"state_dict['{given}'] should be an integer >= 0, got {value!r}")
+        Engine._check_counter(
+            completed, "iteration" if has_iteration else "epoch", allow_none=False, minimum=0
+        )
         epoch_length = completed.get("epoch_length")
         if completed.get("epoch") == 0 or completed.get("iteration") == 0:
             completed["epoch"] = completed["iteration"] = 0

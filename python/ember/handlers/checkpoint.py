@@ -56,7 +56,7 @@ from torch import nn
 
 from ember.distributed import _context
 from ember.engine import Engine, EventEnum, Events
-from ember.engine._run_scope import at_run_end
+from ember.engine._run_scope import at_run_end, waits_stopped
 from ember.engine._state_dict import check_state_dict
 
 try:
@@ -227,7 +227,7 @@ class _DurabilityBatch:
 
     Its fields are guarded by the durability thread's condition. A save joins the batch only
     while the thread has not taken it (``taken``), and the thread does not take it while a save
-    that joins writes its file (``writing``)."""
+    that joins writes its file (``writers``)."""
 
     __slots__ = (
         "deadline",
@@ -257,11 +257,6 @@ class _DurabilityBatch:
         self.done.acquire()
         self.error: BaseException | None = None
         self.failed_path = ""
-
-    @property
-    def writing(self) -> int:
-        """The saves writing into the batch now: the thread does not take it meanwhile."""
-        return sum(self.writers.values())
 
     def written_by_this_thread(self) -> bool:
         """Whether a save of this thread is writing into the batch: a signal handler or a
@@ -471,7 +466,7 @@ class _DurabilityThread:
                     if not (batch.hurried or batch.deadline <= now):
                         left = batch.deadline - now
                         timeout = left if timeout is None else min(timeout, left)
-                    elif not batch.writing:  # else the save that writes notifies when done
+                    elif not batch.writers:  # else the save that writes notifies when done
                         self.scheduled.remove(batch)
                         batch.taken = True
                         self.running = batch
@@ -486,7 +481,7 @@ class _DurabilityThread:
             for batch in self.scheduled:
                 batch.hurried = True
             self.condition.notify()
-            batches = [batch for batch in batches if not batch.writing]
+            batches = [batch for batch in batches if not batch.writers]
         for batch in batches:
             batch.wait()
 
@@ -850,6 +845,9 @@ class DiskSaver(BaseSaveHandler):
         """Called when the outermost run ends: wait for the background work. With an exception
         in flight, an error of the work is logged and noted on that exception."""
         batch = self._durability_batch
+        if batch is not None and waits_stopped():
+            batch.hurry()  # made durable in the background; the exit waits for it
+            return
         if batch is None or exception is None:
             self.wait()
             return
@@ -1577,7 +1575,7 @@ class Checkpoint:
     def _finish_at_run_end(self, exception: BaseException | None) -> None:
         """Called when the outermost run ends: wait for the pending write."""
         pending = self._pending
-        if pending is None:
+        if pending is None or waits_stopped():  # the exit waits for a write left running
             return
         if exception is None:
             self._finish_pending(pending.engine())
