@@ -420,6 +420,33 @@ def test_load_objects_errors_name_the_file(tmp_path: Path) -> None:
         Checkpoint.load_objects({"model": model}, 3)  # type: ignore[arg-type]
 
 
+def test_a_missing_entry_leaves_every_object_as_it_was(tmp_path: Path) -> None:
+    """The entries are all found before the first object loads: a checkpoint without the
+    optimizer (or without a nested entry) does not leave the model or the trainer loaded."""
+    saved_model, model = linear(), linear()
+    trainer = Engine(lambda engine, batch: None)
+    trainer.run([0, 1], max_epochs=3)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    path = tmp_path / "without_optimizer.pt"
+    torch.save(
+        {
+            "trainer": {"epoch_length": 2, "iteration": 2, "max_epochs": 5},
+            "model": saved_model.state_dict(),
+        },
+        path,
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"'optimizer' is not found"):
+        Checkpoint.load_objects({"trainer": trainer, "model": model, "optimizer": optimizer}, path)
+    with pytest.raises(ValueError, match=r"'nested.optimizer' is not found"):
+        Checkpoint.load_objects(
+            {"model": model, "nested": {"trainer": trainer, "optimizer": optimizer}},
+            {"model": saved_model.state_dict(), "nested": {"trainer": trainer.state_dict()}},
+        )
+    assert trainer.state.iteration == 6
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+
+
 # ---------------------------------------------------------------------------- DiskSaver
 def test_disk_saver_require_empty(tmp_path: Path) -> None:
     (tmp_path / "old_model_1.pt").write_bytes(b"x")

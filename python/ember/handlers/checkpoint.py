@@ -1682,7 +1682,8 @@ class Checkpoint:
             if key not in checkpoint_obj:
                 load(obj, checkpoint_obj, key)
                 return
-        _load_tree(load, to_load, checkpoint_obj, source, "")
+        for obj, state, path in _paired_entries(to_load, checkpoint_obj, source):
+            load(obj, state, path)
 
     def reload_objects(
         self,
@@ -1849,17 +1850,17 @@ def _load_file(path: Path) -> Any:
     return obj
 
 
-def _load_tree(
-    load: Callable[[Any, Any, str], None],
-    to_load: Mapping[str, Any],
-    checkpoint: Any,
-    source: str,
-    parent: str,
-) -> None:
+def _paired_entries(
+    to_load: Mapping[str, Any], checkpoint: Any, source: str, parent: str = ""
+) -> list[tuple[Any, Any, str]]:
+    """``(object, its entry of checkpoint, dotted name)`` for every object of ``to_load`` (nested
+    dictionaries followed), in order: a missing or misplaced entry raises here, before any
+    object is loaded, so that such a checkpoint leaves every object as it was."""
     if not isinstance(checkpoint, Mapping):
         raise TypeError(
             f"Entry '{parent}' of {source} should be a dictionary, got {type(checkpoint).__name__}"
         )
+    pairs = []
     for key, obj in to_load.items():
         path = f"{parent}.{key}" if parent else str(key)
         if key not in checkpoint:
@@ -1867,9 +1868,10 @@ def _load_tree(
                 f"Object '{path}' is not found in {source}; it holds {sorted(map(str, checkpoint))}"
             )
         if isinstance(obj, Mapping) and not hasattr(obj, "load_state_dict"):
-            _load_tree(load, obj, checkpoint[key], source, path)
+            pairs += _paired_entries(obj, checkpoint[key], source, path)
         else:
-            load(obj, checkpoint[key], path)
+            pairs.append((obj, checkpoint[key], path))
+    return pairs
 
 
 class ModelCheckpoint(Checkpoint):
