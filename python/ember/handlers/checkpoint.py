@@ -1756,11 +1756,7 @@ def _load_sharded(to_load: Mapping[str, Any], path: Path) -> dict[str, Any]:
     (each rank reads its own shards); return them, filled."""
     from torch.distributed.checkpoint.state_dict_loader import load
 
-    if not (path / ".metadata").is_file():
-        raise ValueError(
-            f"Checkpoint directory '{path}' is not a complete sharded checkpoint: it has no "
-            "'.metadata' file (the save did not finish, or it is not a torch.distributed.checkpoint)"
-        )
+    _check_sharded_is_complete(path)
     state: dict[str, Any] = _tree_map(lambda obj: _unwrap(obj).state_dict(), to_load)
     try:
         load(state, checkpoint_id=path)
@@ -1770,6 +1766,16 @@ def _load_sharded(to_load: Mapping[str, Any], path: Path) -> dict[str, Any]:
             f"({_summary(exc)})"
         ) from exc
     return state
+
+
+def _check_sharded_is_complete(path: Path) -> None:
+    """Raise unless the directory ``path`` holds the ``.metadata`` a finished sharded save
+    writes last."""
+    if not (path / ".metadata").is_file():
+        raise ValueError(
+            f"Checkpoint directory '{path}' is not a complete sharded checkpoint: it has no "
+            "'.metadata' file (the save did not finish, or it is not a torch.distributed.checkpoint)"
+        )
 
 
 def _summary(exc: BaseException) -> str:
@@ -1825,6 +1831,8 @@ def _load_error(path: Path, exc: Exception) -> ValueError:
 
 def _load_file(path: Path) -> Any:
     if not path.exists():
+        if path.is_symlink():
+            raise FileNotFoundError(f"Checkpoint file '{path}' is a link to nothing")
         raise FileNotFoundError(f"Checkpoint file '{path}' does not exist")
     if path.is_dir():
         raise IsADirectoryError(f"Checkpoint file '{path}' is a directory")

@@ -18,7 +18,7 @@ from typing import Any
 
 from ember import distributed
 from ember.engine import Engine
-from ember.handlers.checkpoint import Checkpoint, _load_file
+from ember.handlers.checkpoint import Checkpoint, _check_sharded_is_complete, _load_file
 
 __all__ = ["resume_from"]
 
@@ -59,14 +59,8 @@ def _load_candidate(path: Path) -> Any:
     """``path``'s contents, or ``None`` for a sharded checkpoint, which every rank loads itself
     (``Checkpoint.load_objects``) once it is chosen; raises where it cannot load."""
     if path.is_dir():
-        if not (path / ".metadata").is_file():
-            raise ValueError(
-                f"Checkpoint '{path}' is a directory but not a complete sharded checkpoint (no "
-                "'.metadata' file: its save did not finish, or it is not a checkpoint)"
-            )
+        _check_sharded_is_complete(path)
         return None
-    if not path.exists():
-        raise FileNotFoundError(f"Checkpoint file '{path}' is a link to nothing")
     return _load_file(path)
 
 
