@@ -5,6 +5,10 @@
 #include <frameobject.h>
 
 #include <chrono>
+#ifdef __GLIBCXX__
+#include <cxxabi.h>  // abi::__forced_unwind
+#include <unistd.h>  // pause
+#endif
 
 namespace ember {
 
@@ -212,8 +216,25 @@ inline void Run::let_others_run() {
     if (++steps_since_gil_release_ == GIL_RELEASE_INTERVAL) {
         steps_since_gil_release_ = 0;
         // Safe: nothing touches a Python object while it is released.
-        py::gil_scoped_release let_other_threads_run;
+        take_gil_back(PyEval_SaveThread());
     }
+}
+
+// Not py::gil_scoped_release: when the interpreter is finalizing, CPython < 3.14 ends a thread
+// that takes the GIL back (a daemon thread still running) with pthread_exit, whose unwinding
+// aborts the process ("terminate called without an active exception") when it starts in a
+// destructor. Unwinding the loop's frames instead would drop references without the GIL, so
+// such a thread waits here for the process to end, as CPython 3.14 has it wait.
+void Run::take_gil_back(PyThreadState* state) {
+#ifdef __GLIBCXX__
+    try {
+        PyEval_RestoreThread(state);
+    } catch (abi::__forced_unwind&) {
+        for (;;) pause();
+    }
+#else
+    PyEval_RestoreThread(state);
+#endif
 }
 
 Run::Run(PyObject* engine, PyObject* plan)

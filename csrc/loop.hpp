@@ -86,6 +86,7 @@ private:
     static constexpr int GIL_RELEASE_INTERVAL = 64;
     int steps_since_gil_release_ = 0;
     [[gnu::always_inline]] inline void let_others_run();
+    [[gnu::noinline]] static void take_gil_back(PyThreadState* state);
     bool set_sampler_epoch_ = true;
     std::unique_ptr<Timings> timings_;
     bool python_dispatch_ = false;

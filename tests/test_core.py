@@ -66,3 +66,43 @@ def test_the_loop_refuses_a_resume_phase_it_cannot_start_from() -> None:
     plan = dataclasses.replace(plan, resume=(8, *plan.resume[1:]))
     with pytest.raises(ValueError, match="_resume_point is malformed: not a resume phase"):
         core.run_loop(engine, plan)
+
+
+DAEMON_LOOP_AT_EXIT = """
+import itertools, operator, sys, threading, time
+from ember.engine import Engine
+
+class RunsBytecodeWhenDeleted:
+    def __del__(self):
+        deadline = time.perf_counter() + 0.05
+        while time.perf_counter() < deadline:
+            pass
+
+engine = Engine(operator.is_, backend=sys.argv[1])  # a step that runs no bytecode
+thread = threading.Thread(
+    target=engine.run, args=(itertools.repeat(0),), kwargs={"epoch_length": 10**15}, daemon=True
+)
+thread.start()
+while engine.state.iteration < 1000:
+    time.sleep(0.001)
+deleted_at_exit = RunsBytecodeWhenDeleted()
+print("exits")
+"""
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_a_loop_running_in_a_daemon_thread_lets_the_interpreter_exit(backend: str) -> None:
+    """The interpreter finalizes while a daemon thread runs the loop; bytecode run during the
+    finalization (a __del__) hands the GIL to that thread, which CPython < 3.14 then ends with
+    pthread_exit. Where that happened as the compiled loop took the GIL back, in a destructor,
+    the process aborted ("terminate called without an active exception") every time."""
+    if backend == "cpp":
+        pytest.importorskip("ember._core")
+    result = subprocess.run(
+        [sys.executable, "-c", DAEMON_LOOP_AT_EXIT, backend],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "exits"), result.stderr
