@@ -376,3 +376,73 @@ def test_with_create_supervised_evaluator(backend: str) -> None:
         return evaluator.run(wrap(data)).metrics["accuracy"]
 
     assert accuracy(lambda data: prefetch(data, "cpu", depth=3)) == accuracy(lambda data: data)
+
+
+class Rewinding:
+    """A hand-written loader that is its own iterator and rewinds when iter() is called."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.position = 0
+
+    def __iter__(self) -> Rewinding:
+        self.position = 0
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.position >= self.count:
+            raise StopIteration
+        self.position += 1
+        return torch.tensor([self.position - 1])
+
+
+class Continuing(Rewinding):
+    """The same iterator whose iter() only returns itself: iter() continues its pass."""
+
+    def __iter__(self) -> Continuing:
+        return self
+
+
+@pytest.mark.parametrize("source", [Rewinding, Continuing])
+def test_an_iterator_that_rewinds_on_iter_starts_a_new_pass(
+    make_engine: Callable[..., Engine], source: type[Rewinding]
+) -> None:
+    """Each run() calls iter() on the data: a loader that rewinds then starts again from its
+    first batch, also when batches of the previous pass were read ahead."""
+
+    def scenario(engine: Engine, data: Any) -> None:
+        for _ in range(3):
+            engine.run(data, max_epochs=1, epoch_length=2)
+
+    plain = seen_by_the_step(make_engine, source(6), scenario)
+    prefetched = seen_by_the_step(make_engine, prefetch(source(6), "cpu", 2), scenario)
+    assert prefetched == plain
+    assert plain == ([0, 1, 0, 1, 0, 1] if source is Rewinding else [0, 1, 2, 3, 4, 5])
+
+
+class CtrlCAtTwo(Continuing):
+    """An iterator interrupted once, by a Ctrl-C while it reads its batch 2 (which is lost)."""
+
+    def __next__(self) -> torch.Tensor:
+        if self.position == 2:
+            self.position += 1
+            raise KeyboardInterrupt
+        return super().__next__()
+
+
+def consumed(iterator: Iterator[Any]) -> list[Any]:
+    seen: list[Any] = []
+    while True:
+        try:
+            seen.append(int(next(iterator)))
+        except KeyboardInterrupt:
+            seen.append("Ctrl-C")
+        except StopIteration:
+            return seen
+
+
+def test_a_ctrl_c_while_reading_ahead_loses_no_batch() -> None:
+    """The Ctrl-C is raised when it happens, before the batches read ahead of it (it does not
+    wait for its position), and those batches are still handed out afterwards, in order."""
+    assert consumed(CtrlCAtTwo(6)) == [0, 1, "Ctrl-C", 3, 4, 5]
+    assert consumed(iter(prefetch(CtrlCAtTwo(6), "cpu", depth=2))) == ["Ctrl-C", 0, 1, 3, 4, 5]

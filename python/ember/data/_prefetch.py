@@ -108,6 +108,19 @@ class _Failure:
         self.error = error
 
 
+def _returns_itself(self: Any) -> Any:
+    return self
+
+
+def _may_restart(iterator: Iterator[Any]) -> bool:
+    """Whether ``iter(iterator)``, which returned the iterator itself, may have restarted it:
+    its class's ``__iter__`` is Python code that does more than return the object (a
+    hand-written loader that rewinds, say). Generators, built-in iterators and an ``__iter__``
+    that only returns ``self`` continue their pass."""
+    code = getattr(getattr(type(iterator), "__iter__", None), "__code__", None)
+    return code is not None and code.co_code != _returns_itself.__code__.co_code
+
+
 class PrefetchIterator:
     """One pass over the source, keeping up to ``depth`` batches in flight."""
 
@@ -119,10 +132,6 @@ class PrefetchIterator:
         self._depth = depth
         self._pending: deque[Any] = deque()
         self._exhausted = False
-        # Read ahead now, as iter() of a DataLoader starts its workers: the first copies overlap
-        # with whatever runs before the first next(), and a shuffling loader draws its order
-        # right when iter() is called (DeterministicEngine seeds just before).
-        self._fill()
 
     def __iter__(self) -> PrefetchIterator:
         return self
@@ -135,8 +144,22 @@ class PrefetchIterator:
         entry = self._pending.popleft()
         if isinstance(entry, _Failure):
             raise entry.error
-        self._fill()  # start the next copies before this batch's step runs
+        try:
+            self._fill()  # start the next copies before this batch's step runs
+        except BaseException:
+            # A KeyboardInterrupt (not kept as a _Failure: it must not wait for its position)
+            # while reading further: this batch was taken from the source; keep it for later.
+            self._pending.appendleft(entry)
+            raise
         return self._transfer.finish(entry)
+
+    def read_ahead(self) -> PrefetchIterator:
+        """Start reading ahead, as ``iter()`` of a ``DataLoader`` starts its workers: the first
+        copies overlap with whatever runs before the first ``next()``, and a shuffling loader
+        draws its order right when ``iter()`` is called (a DeterministicEngine seeds just
+        before)."""
+        self._fill()
+        return self
 
     def read_again(self) -> None:
         """Let an exhausted source be asked again (what a new ``iter()`` of an iterator does)."""
@@ -161,7 +184,9 @@ class Prefetcher:
     Built by :func:`prefetch`. Each ``iter()`` starts a new pass over ``data`` (so an engine
     restarts it each epoch, as it restarts a ``DataLoader``), except when ``data`` is itself an
     iterator: then, as with the iterator itself, every ``iter()`` continues the one pass, batches
-    already read ahead included. ``len()`` is ``len(data)``; ``sampler`` and ``batch_sampler``
+    already read ahead included. An iterator whose class's ``__iter__`` runs code of its own
+    (one that rewinds itself and returns ``self``) is taken to start a new pass: the batches
+    read ahead from the previous one are dropped. ``len()`` is ``len(data)``; ``sampler`` and ``batch_sampler``
     are those of ``data`` (so an engine still calls a ``DistributedSampler``'s ``set_epoch``).
     """
 
@@ -193,11 +218,12 @@ class Prefetcher:
     def __iter__(self) -> PrefetchIterator:
         source = iter(self.data)
         if source is not self.data:
-            return PrefetchIterator(source, self._get_transfer(), self.depth)
-        if self._one_pass is None:
+            return PrefetchIterator(source, self._get_transfer(), self.depth).read_ahead()
+        if self._one_pass is None or _may_restart(self.data):
+            # Kept before it reads ahead: what it has read when a Ctrl-C stops it stays.
             self._one_pass = PrefetchIterator(source, self._get_transfer(), self.depth)
-        else:
-            self._one_pass.read_again()
+            return self._one_pass.read_ahead()
+        self._one_pass.read_again()
         return self._one_pass
 
     def __len__(self) -> int:
