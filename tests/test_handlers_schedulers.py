@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from copy import deepcopy
 from typing import Any
 
 import pytest
@@ -97,6 +98,46 @@ def test_lr_scheduler_history_and_state(make_engine: MakeEngine) -> None:
     resumed.load_state_dict(state)
     resumed(None)
     assert optimizer2.param_groups[0]["lr"] == pytest.approx(0.0125)
+
+
+@pytest.mark.parametrize("terminate_at", [2, 5])
+def test_lr_scheduler_resumes_from_the_torch_schedulers_state_alone(
+    make_engine: MakeEngine, terminate_at: int
+) -> None:
+    """A checkpoint of trainer, optimizer and torch scheduler (not the wrapper) resumes the
+    schedule where it stopped: a fresh wrapper takes the torch scheduler's steps as they are."""
+
+    def build() -> tuple[Any, Any, Any, list[float]]:
+        model, optimizer = model_and_optimizer()
+        torch_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+        seen: list[float] = []
+
+        def step(engine: Engine, batch: Any) -> None:
+            optimizer.zero_grad()
+            model(torch.ones(1, 2)).sum().backward()
+            optimizer.step()
+            seen.append(optimizer.param_groups[0]["lr"])
+
+        trainer = make_engine(step)
+        LRScheduler(torch_scheduler).attach(trainer)
+        return trainer, optimizer, torch_scheduler, seen
+
+    trainer, _, _, uninterrupted = build()
+    trainer.run([0] * 8)
+    assert uninterrupted == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125])
+
+    trainer, optimizer, torch_scheduler, before = build()
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED(once=terminate_at), lambda engine: engine.terminate()
+    )
+    trainer.run([0] * 8)
+    saved = [deepcopy(o.state_dict()) for o in (trainer, optimizer, torch_scheduler)]
+
+    trainer, optimizer, torch_scheduler, after = build()
+    for target, state in zip((trainer, optimizer, torch_scheduler), saved, strict=True):
+        target.load_state_dict(state)
+    trainer.run([0] * 8)
+    assert before + after == pytest.approx(uninterrupted)
 
 
 def test_warmup_then_torch_scheduler(make_engine: MakeEngine) -> None:

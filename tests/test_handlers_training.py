@@ -159,6 +159,30 @@ def test_early_stopping_min_mode_nan_state_and_reset(make_engine: MakeEngine) ->
     assert trainer.should_terminate
 
 
+NEGATIVE_SCORES = [-1.0, -1.05, -1.08, -1.09]  # each worse than the one before
+
+
+def test_early_stopping_relative_threshold_with_negative_scores(make_engine: MakeEngine) -> None:
+    """``threshold_mode="rel"`` asks for ``best + |best| * threshold``: worse negative scores
+    are no improvement (ignite's ``best * (1 + threshold)`` lies below a negative best)."""
+    trainer = make_engine()
+    handler = EarlyStopping(2, lambda e: 0.0, trainer, threshold=0.1, threshold_mode="rel")
+    assert _drive(handler, NEGATIVE_SCORES[:3]) == [(0, -1.0), (1, -1.0), (2, -1.0)]
+    assert trainer.should_terminate
+
+
+@pytest.mark.ignite
+def test_ignite_counts_a_worse_negative_score_as_a_relative_improvement() -> None:
+    pytest.importorskip("ignite")
+    from ignite.engine import Engine as IgniteEngine
+    from ignite.handlers import EarlyStopping as IgniteEarlyStopping
+
+    trainer = IgniteEngine(lambda e, b: None)
+    theirs = IgniteEarlyStopping(2, lambda e: 0.0, trainer, threshold=0.1, threshold_mode="rel")
+    assert _drive(theirs, NEGATIVE_SCORES) == [(0, score) for score in NEGATIVE_SCORES]
+    assert not trainer.should_terminate
+
+
 def test_early_stopping_attach_resets_on_the_trainer(make_engine: MakeEngine) -> None:
     trainer, evaluator = make_engine(), make_engine()
     handler = EarlyStopping(5, lambda e: 1.0, trainer)

@@ -148,12 +148,42 @@ class EarlyStopping:
         (reset_engine or engine).add_event_handler(reset_event, self.reset)
 
     def state_dict(self) -> OrderedDict[str, Any]:
-        return OrderedDict([("counter", self.counter), ("best_score", self.best_score)])
+        """``counter``, ``best_score`` and ``threshold_mode`` (ignite 0.5.5's keys)."""
+        return OrderedDict(
+            [
+                ("counter", self.counter),
+                ("best_score", self.best_score),
+                ("threshold_mode", self.min_delta_mode),
+            ]
+        )
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore ``counter``, ``best_score`` and, when present, ``threshold_mode`` (a state
+        saved by an older ember has none). Everything is checked first: a bad value raises
+        ``TypeError`` or ``ValueError`` naming the key, and changes nothing."""
         check_state_dict(state_dict, self._state_dict_all_req_keys)
-        self.counter = state_dict["counter"]
-        self.best_score = state_dict["best_score"]
+        counter = state_dict["counter"]
+        if not isinstance(counter, numbers.Integral) or isinstance(counter, bool):
+            raise TypeError(f"state_dict['counter'] should be an integer, but given {counter!r}")
+        if counter < 0:
+            raise ValueError(f"state_dict['counter'] should be >= 0, but given {counter}")
+        best_score = state_dict["best_score"]
+        # a float, or whatever score_function returned that converts to one (a 0-d tensor)
+        if best_score is not None and (
+            isinstance(best_score, bool) or not hasattr(type(best_score), "__float__")
+        ):
+            raise TypeError(
+                f"state_dict['best_score'] should be None or a number, but given {best_score!r}"
+            )
+        threshold_mode = state_dict.get("threshold_mode", self.min_delta_mode)
+        if threshold_mode not in ("abs", "rel"):
+            raise ValueError(
+                f"state_dict['threshold_mode'] should be either 'abs' or 'rel', "
+                f"but given {threshold_mode!r}"
+            )
+        self.counter = int(counter)
+        self.best_score = best_score
+        self.min_delta_mode = threshold_mode
 
 
 def _is_nan(value: Any) -> bool:

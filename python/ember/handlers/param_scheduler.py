@@ -11,14 +11,21 @@ With ``save_history=True`` each call appends the values of the param groups to
 scheduler's public ``step()`` from the second call on (ignite sets ``last_epoch`` and calls
 ``get_lr()`` under a private flag). Iteration ``n`` runs with the learning rate after ``n - 1``
 steps, as in a plain torch loop that steps after each ``optimizer.step()``; the values are
-ignite's, except where ignite's differ from that torch loop (``CosineAnnealingLR``'s first value,
-``CosineAnnealingWarmRestarts`` shifted by one), where they are torch's. The torch scheduler's
-own ``state_dict`` stays the truth, so saving either the torch scheduler or the wrapper resumes
-correctly.
+ignite's, except where ignite's differ from that torch loop, where they are torch's: the schedulers
+whose ``get_lr()`` scales the current learning rate (``ExponentialLR``, ``PolynomialLR``,
+``LinearLR``, ``ConstantLR``, ``MultiplicativeLR``), ``CosineAnnealingLR``'s first value and
+``CosineAnnealingWarmRestarts`` (shifted by one). The torch scheduler's own ``state_dict`` stays
+the truth, so saving either the torch scheduler or the wrapper resumes correctly, except for a
+torch scheduler saved after exactly one call (see :class:`LRScheduler`).
+
+``load_state_dict`` checks the whole state, a composite scheduler's children included, before it
+changes anything: a bad state raises ``TypeError`` or ``ValueError`` naming the key, and leaves
+the scheduler as it was.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import warnings
@@ -72,6 +79,38 @@ def _fake_optimizer() -> Optimizer:
     return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
 
 
+def _check_keys(state_dict: Any, keys: Sequence[str], where: str) -> None:
+    """ignite's checks and messages, prefixed with ``where`` for a child's state."""
+    try:
+        check_state_dict(state_dict, keys)
+    except (TypeError, ValueError) as exc:
+        if where == "state_dict":
+            raise
+        raise type(exc)(f"{where}: {exc}") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_int(state_dict: Mapping[str, Any], key: str, where: str, minimum: int | None = 0) -> int:
+    value = state_dict[key]
+    if not _is_int(value):
+        raise TypeError(f"{where}['{key}'] should be an integer, but given {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{where}['{key}'] should be >= {minimum}, but given {value}")
+    return int(value)
+
+
+def _check_list(state_dict: Mapping[str, Any], key: str, where: str, length: int) -> list[Any]:
+    value = state_dict[key]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{where}['{key}'] should be a list, but given {type(value).__name__}")
+    if len(value) != length:
+        raise ValueError(f"{where}['{key}'] should hold {length} values, but given {len(value)}")
+    return list(value)
+
+
 class BaseParamScheduler:
     """Common state handling: ``event_index``, ``param_name``, ``save_history``."""
 
@@ -100,7 +139,23 @@ class BaseParamScheduler:
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        check_state_dict(state_dict, self._state_attrs)
+        """Load ``state_dict`` after checking all of it: a bad one raises ``TypeError`` or
+        ``ValueError`` naming the key, and changes nothing."""
+        self._check_state(state_dict)
+        self._assign_state(state_dict)
+
+    def _check_state(self, state_dict: Any, where: str = "state_dict") -> None:
+        """Raise unless ``state_dict`` loads into this scheduler; ``where`` names it in the
+        messages (a composite's child: ``state_dict['schedulers'][1]``)."""
+        _check_keys(state_dict, self._state_attrs, where)
+        _check_int(state_dict, "event_index", where)
+        if not isinstance(state_dict["save_history"], bool):
+            raise TypeError(
+                f"{where}['save_history'] should be a bool, "
+                f"but given {state_dict['save_history']!r}"
+            )
+
+    def _assign_state(self, state_dict: Mapping[str, Any]) -> None:
         for name in self._state_attrs:
             value = state_dict[name]
             current = getattr(self, name)
@@ -136,6 +191,26 @@ class ParamScheduler(BaseParamScheduler):
         self.optimizer: Any = optimizer
         self.param_group_index: int | None = param_group_index
         self._state_attrs += ["param_group_index"]
+
+    def _check_state(self, state_dict: Any, where: str = "state_dict") -> None:
+        super()._check_state(state_dict, where)
+        if not isinstance(state_dict["param_name"], str):
+            raise TypeError(
+                f"{where}['param_name'] should be a str, but given {state_dict['param_name']!r}"
+            )
+        index = state_dict["param_group_index"]
+        if index is not None:
+            groups = len(self.optimizer.param_groups)
+            if not _is_int(index):
+                raise TypeError(
+                    f"{where}['param_group_index'] should be None or an integer, "
+                    f"but given {index!r}"
+                )
+            if not 0 <= index < groups:
+                raise ValueError(
+                    f"{where}['param_group_index'] should index one of the optimizer's "
+                    f"{groups} param groups, but given {index}"
+                )
 
     def attach(self, engine: Any, event: Any = Events.ITERATION_STARTED) -> None:
         """Call this scheduler on ``event`` (default ITERATION_STARTED)."""
@@ -229,6 +304,19 @@ class PiecewiseLinear(ParamScheduler):
         self.values: list[float] = values
         self._state_attrs += ["values", "milestones"]
 
+    def _check_state(self, state_dict: Any, where: str = "state_dict") -> None:
+        super()._check_state(state_dict, where)
+        milestones = state_dict["milestones"]
+        if not isinstance(milestones, (list, tuple)) or not all(_is_int(m) for m in milestones):
+            raise TypeError(
+                f"{where}['milestones'] should be a list of integers, but given {milestones!r}"
+            )
+        if not milestones:
+            raise ValueError(f"{where}['milestones'] should hold at least one milestone")
+        if any(later < earlier for earlier, later in itertools.pairwise(milestones)):
+            raise ValueError(f"{where}['milestones'] should be increasing, but given {milestones}")
+        _check_list(state_dict, "values", where, len(milestones))
+
     def get_param(self) -> float:
         index = self.event_index
         milestones, values = self.milestones, self.values
@@ -291,6 +379,19 @@ class CyclicalScheduler(ParamScheduler):
             "total_cycle_size",
         ]
 
+    def _check_state(self, state_dict: Any, where: str = "state_dict") -> None:
+        super()._check_state(state_dict, where)
+        # A cycle of 1 event can follow from a cycle_mult < 1; 0 would divide by zero.
+        cycle_size = _check_int(state_dict, "cycle_size", where, minimum=1)
+        _check_int(state_dict, "cycle", where)
+        warmup_duration = _check_int(state_dict, "warmup_duration", where)
+        total = _check_int(state_dict, "total_cycle_size", where)
+        if total != warmup_duration + cycle_size:
+            raise ValueError(
+                f"{where}['total_cycle_size'] should be warmup_duration + cycle_size "
+                f"({warmup_duration + cycle_size}), but given {total}"
+            )
+
     def __call__(self, engine: Any = None, name: str | None = None) -> None:
         if self.event_index != 0 and self.event_index == self.cycle_size:
             self.start_value *= self.start_value_mult
@@ -347,6 +448,11 @@ class LRScheduler(ParamScheduler):
     learning rate after ``n - 1`` steps, as ignite does. With ``use_legacy=True`` (for
     ITERATION_COMPLETED) it steps at every call, the first included.
 
+    A new wrapper around a torch scheduler that has stepped (restored from a checkpoint of the
+    torch scheduler alone) steps at its first call too, so the run goes on where it stopped. A
+    torch scheduler saved after exactly one call has not stepped yet and resumes one step late:
+    save the wrapper's ``state_dict`` as well, or save after more than one iteration.
+
     Args:
         lr_scheduler: any ``torch.optim.lr_scheduler.LRScheduler`` except ``ReduceLROnPlateau``
             (which needs a metric).
@@ -372,9 +478,21 @@ class LRScheduler(ParamScheduler):
             self.event_index = 1
         self._state_attrs += ["lr_scheduler"]
 
+    def _check_state(self, state_dict: Any, where: str = "state_dict") -> None:
+        super()._check_state(state_dict, where)
+        # ignite's state may hold its own wrapper object here (CosineAnnealingWarmRestarts).
+        if not isinstance(state_dict["lr_scheduler"], Mapping):
+            raise TypeError(
+                f"{where}['lr_scheduler'] should be the torch scheduler's state_dict, "
+                f"but given {type(state_dict['lr_scheduler']).__name__}"
+            )
+
     def __call__(self, engine: Any = None, name: str | None = None) -> None:
         # Called at every iteration: the attributes themselves, not the save_history property.
-        if self.event_index > 0:
+        # A fresh wrapper around a torch scheduler that has stepped already (restored from a
+        # checkpoint of the torch scheduler alone) goes on from that step: the first call then
+        # steps too, else the resumed run would repeat one learning rate.
+        if self.event_index > 0 or getattr(self.lr_scheduler, "last_epoch", 0) > 0:
             if self._stepped:
                 self.lr_scheduler.step()
             else:
@@ -482,23 +600,45 @@ class ParamGroupScheduler:
         )
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping) or "schedulers" not in state_dict:
-            raise ValueError("state_dict of a ParamGroupScheduler needs the key 'schedulers'")
+        """Load ``state_dict`` after checking all of it, every scheduler's state included: a bad
+        one raises ``TypeError`` or ``ValueError`` naming the key, and changes nothing."""
+        self._check_state(state_dict)
+        self._assign_state(state_dict)
+
+    def _check_state(self, state_dict: Any, where: str = "state_dict") -> None:
+        _check_keys(state_dict, ["schedulers"], where)
         entries = state_dict["schedulers"]
+        if not isinstance(entries, (list, tuple)):
+            raise TypeError(
+                f"{where}['schedulers'] should be a list of (name, state_dict) pairs, "
+                f"but given {type(entries).__name__}"
+            )
         if len(entries) != len(self.schedulers):
             raise ValueError(
                 f"Input state_dict contains {len(entries)} state_dicts of param group "
-                f"schedulers, but {len(self.schedulers)} needed"
+                f"schedulers, but {len(self.schedulers)} needed ({where}['schedulers'])"
             )
-        for required, scheduler, (name, sub_state) in zip(
-            self.names, self.schedulers, entries, strict=True
+        for index, (required, scheduler, entry) in enumerate(
+            zip(self.names, self.schedulers, entries, strict=True)
         ):
+            entry_where = f"{where}['schedulers'][{index}]"
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                raise TypeError(
+                    f"{entry_where} should be a (name, state_dict) pair, but given {entry!r}"
+                )
+            name, sub_state = entry
             if required != name:
                 raise ValueError(
                     "Name of scheduler from input state dict does not correspond to required "
-                    f"one, {name} vs {required}"
+                    f"one, {name} vs {required} ({entry_where})"
                 )
-            scheduler.load_state_dict(sub_state)
+            scheduler._check_state(sub_state, f"{entry_where}[1]")
+
+    def _assign_state(self, state_dict: Mapping[str, Any]) -> None:
+        for scheduler, (_name, sub_state) in zip(
+            self.schedulers, state_dict["schedulers"], strict=True
+        ):
+            scheduler._assign_state(sub_state)
 
 
 class ConcatScheduler(ParamScheduler):
@@ -597,17 +737,52 @@ class ConcatScheduler(ParamScheduler):
         state["schedulers"] = [s.state_dict() for s in self.schedulers]
         return state
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        check_state_dict(state_dict, ["schedulers"])
+    def _check_state(self, state_dict: Any, where: str = "state_dict") -> None:
+        _check_keys(state_dict, ["schedulers"], where)
+        super()._check_state(state_dict, where)
         sub_states = state_dict["schedulers"]
+        if not isinstance(sub_states, (list, tuple)):
+            raise TypeError(
+                f"{where}['schedulers'] should be a list of state_dicts, "
+                f"but given {type(sub_states).__name__}"
+            )
         if len(sub_states) != len(self.schedulers):
             raise ValueError(
                 f"Input state_dict contains {len(sub_states)} state_dicts of concatenated "
-                f"schedulers, but {len(self.schedulers)} needed"
+                f"schedulers, but {len(self.schedulers)} needed ({where}['schedulers'])"
             )
-        for scheduler, sub_state in zip(self.schedulers, sub_states, strict=True):
-            scheduler.load_state_dict(sub_state)
-        super().load_state_dict(state_dict)
+        for index, (scheduler, sub_state) in enumerate(
+            zip(self.schedulers, sub_states, strict=True)
+        ):
+            scheduler._check_state(sub_state, f"{where}['schedulers'][{index}]")
+        durations = _check_list(state_dict, "durations", where, len(self.durations))
+        if not all(_is_int(d) and d >= 0 for d in durations):
+            raise ValueError(
+                f"{where}['durations'] should be integers >= 0, but given {durations!r}"
+            )
+        index = _check_int(state_dict, "_scheduler_index", where)
+        if index >= len(self.schedulers):
+            raise ValueError(
+                f"{where}['_scheduler_index'] should be below the number of schedulers "
+                f"({len(self.schedulers)}), but given {index}"
+            )
+        # The last scheduler counts down from -1 for ever; the others from their duration to 0.
+        current = _check_int(state_dict, "_current_duration", where, minimum=None)
+        if index == len(durations) and current >= 0:
+            raise ValueError(
+                f"{where}['_current_duration'] should be negative while the last scheduler "
+                f"runs, but given {current}"
+            )
+        if index < len(durations) and not 0 <= current <= durations[index]:
+            raise ValueError(
+                f"{where}['_current_duration'] should be between 0 and the duration "
+                f"{durations[index]} of scheduler {index}, but given {current}"
+            )
+
+    def _assign_state(self, state_dict: Mapping[str, Any]) -> None:
+        for scheduler, sub_state in zip(self.schedulers, state_dict["schedulers"], strict=True):
+            scheduler._assign_state(sub_state)
+        super()._assign_state(state_dict)
         self._current_scheduler = self.schedulers[self._scheduler_index]
 
     @classmethod
