@@ -504,7 +504,10 @@ def test_the_sink_the_handler_and_update_append_the_same_outputs(
         assert pending is not None
         by_update = metric._appended(output)
         if by_update:
-            pending.values.pop()
+            # Appended to a pending average of its own (the sink's live value follows
+            # `pending`): back to the sink's.
+            metric._pending.values.pop()
+            metric._pending = pending
         engine.state.output = output
         count = len(pending.values)
         # Not appended: the checked update, which may refuse a tensor on another device.

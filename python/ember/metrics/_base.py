@@ -15,7 +15,7 @@ import torch
 
 from ember.distributed._reduce import sum_over_ranks
 from ember.engine.events import Events
-from ember.metrics._checks import collected_checks, read_collected, read_number
+from ember.metrics._checks import collected_checks, read_collected, read_number, shape_of
 from ember.metrics._deferred import as_stored
 
 __all__ = [
@@ -232,6 +232,9 @@ class Metric(metaclass=ABCMeta):
 
     required_output_keys: tuple[str, ...] | None = ("y_pred", "y")
     _state_attrs: tuple[str, ...] = ()
+    # The accumulators (of _state_attrs) whose dtype and shape reset() fixes: a loaded state
+    # must match them.
+    _accumulator_attrs: tuple[str, ...] = ()
     # Whether the class's _transformed_output returns an exact tuple as it is under the identity
     # transform (set for each subclass): iteration_completed then skips calling it.
     _passes_tuples: ClassVar[bool] = True
@@ -439,8 +442,62 @@ class Metric(metaclass=ABCMeta):
                 f"{sorted(given)} (missing {sorted(expected - given)}, "
                 f"unexpected {sorted(given - expected)})"
             )
+        # Everything is imported and checked before anything changes: a refused state leaves
+        # the metric as it was.
+        imported = {
+            attr: self._import_state(getattr(self, attr), state_dict[attr], attr)
+            for attr in self._state_attrs
+            if not isinstance(getattr(self, attr), Metric)
+        }
+        self._check_loaded_state(imported)
         for attr in self._state_attrs:
-            setattr(self, attr, self._import_state(getattr(self, attr), state_dict[attr], attr))
+            current = getattr(self, attr)
+            if isinstance(current, Metric):
+                current.load_state_dict(state_dict[attr])
+            else:
+                setattr(self, attr, imported[attr])
+
+    def _check_loaded_state(self, state: Mapping[str, Any]) -> None:
+        """Refuse a state (imported by :meth:`load_state_dict`, not yet set) that this metric
+        could not have saved: counts that are not ints >= 0, accumulators of
+        ``_accumulator_attrs`` not of the dtype and shape :meth:`reset` gives them, or holding
+        negative counts. Subclasses add their own rules."""
+        for attr in ("_num_examples", "_num_samples"):
+            if attr in state:
+                self._require_loaded_count(attr, state[attr])
+        for attr in self._accumulator_attrs:
+            expected = getattr(self, attr)
+            self._require_loaded_tensor(attr, state[attr], expected.dtype, shape_of(expected))
+
+    def _loaded_state_error(self, attr: str, expected: str, value: Any) -> str:
+        shown = (
+            f"a tensor of dtype {value.dtype} and shape {shape_of(value)}"
+            if isinstance(value, torch.Tensor)
+            else repr(value)
+        )
+        return f"{self._name}.load_state_dict: '{attr}' should be {expected}, got {shown}"
+
+    def _require_loaded_count(self, attr: str, value: Any) -> None:
+        if type(value) is not int:
+            raise TypeError(self._loaded_state_error(attr, "an int >= 0", value))
+        if value < 0:
+            raise ValueError(self._loaded_state_error(attr, "an int >= 0", value))
+
+    def _require_loaded_tensor(
+        self, attr: str, value: Any, dtype: torch.dtype, shape: tuple[int, ...]
+    ) -> None:
+        """``value`` is a tensor of ``dtype`` and ``shape``; of counts (an integer dtype), none
+        negative (read on the host: once per load, not per batch)."""
+        expected = f"a tensor of dtype {dtype} and shape {shape}"
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(self._loaded_state_error(attr, expected, value))
+        if value.dtype != dtype or shape_of(value) != shape:
+            raise ValueError(self._loaded_state_error(attr, expected, value))
+        if not (dtype.is_floating_point or dtype.is_complex) and bool((value < 0).any()):
+            raise ValueError(
+                self._loaded_state_error(attr, f"{expected} of counts >= 0", value)
+                + " holding a negative count"
+            )
 
     def _import_state(self, current: Any, value: Any, attr: str) -> Any:
         if isinstance(current, Metric):

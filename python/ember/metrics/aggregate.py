@@ -73,6 +73,7 @@ class Loss(Metric):
 
     required_output_keys = ("y_pred", "y", "criterion_kwargs")
     _state_attrs = ("_sum", "_num_examples")
+    _accumulator_attrs = ("_sum",)
 
     def __init__(
         self,
@@ -125,6 +126,9 @@ class Loss(Metric):
             ) or n < 0:
                 raise ValueError(f"Loss: batch_size(y) should be a non-negative int, got {n!r}")
             n = int(n)
+        if n == 0:
+            # An empty batch's mean loss is NaN, and NaN * 0 would make the sum NaN for good.
+            return
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
                 raise ValueError(
@@ -223,6 +227,27 @@ class Average(Metric):
             )
         self._num_examples += count
 
+    def _check_loaded_state(self, state: Mapping[str, Any]) -> None:
+        super()._check_loaded_state(state)
+        accumulator = state["_accumulator"]
+        if accumulator is None:
+            if state["_num_examples"]:
+                raise ValueError(
+                    self._loaded_state_error(
+                        "_num_examples", "0 (as '_accumulator' is None)", state["_num_examples"]
+                    )
+                )
+        elif not isinstance(accumulator, torch.Tensor):
+            raise TypeError(
+                self._loaded_state_error("_accumulator", "None or a tensor", accumulator)
+            )
+        elif accumulator.dtype != self._double_dtype:
+            raise ValueError(
+                self._loaded_state_error(
+                    "_accumulator", f"None or a tensor of dtype {self._double_dtype}", accumulator
+                )
+            )
+
     def compute(self) -> torch.Tensor:
         accumulator, count = self._sum_over_ranks(self._accumulator, self._num_examples)
         if accumulator is None or count == 0:
@@ -304,6 +329,7 @@ class _PendingAverage:
         "base",
         "device",
         "dtype",
+        "followed",
         "on_cpu",
         "read",
         "scalar",
@@ -324,6 +350,9 @@ class _PendingAverage:
         self.alpha = alpha
         self.values: list[torch.Tensor] = []
         self.read = (0, base)
+        # Whether a sink's LiveValue stored in a run's metrics follows these values: then only
+        # that sink may append to them (see RunningAverage._appended).
+        self.followed = False
         if like is not None:  # a fold: base is like's average (its dtype, shape and device)
             self.dtype, self.shape, self.device = like.dtype, like.shape, like.device
             self.on_cpu, self.scalar, self.weights = like.on_cpu, like.scalar, like.weights
@@ -373,6 +402,11 @@ class _PendingAverage:
         """A ``_PendingAverage`` with every pending value folded into its base."""
         if not self.values:
             return self
+        return self.apart()
+
+    def apart(self) -> _PendingAverage:
+        """A new ``_PendingAverage`` of the same average: values appended to it leave this one,
+        and whatever follows it, as they are."""
         return _PendingAverage(self.tensor_at(len(self.values)), self.alpha, None, like=self)
 
 
@@ -476,6 +510,17 @@ class RunningAverage(Metric):
             self._pending = None
             self._other = value
 
+    def _check_loaded_state(self, state: Mapping[str, Any]) -> None:
+        super()._check_loaded_state(state)
+        value = state["_value"]
+        if isinstance(value, torch.Tensor):
+            if not (value.is_floating_point() or value.is_complex()):
+                raise TypeError(
+                    self._loaded_state_error("_value", "a floating or complex tensor", value)
+                )
+        elif value is not None and not _is_value(value):
+            raise TypeError(self._loaded_state_error("_value", "None, a number or a tensor", value))
+
     def reset(self) -> None:
         self._value = None
         self._single_process_run: bool | None = None  # asked once per reset, not per store
@@ -501,6 +546,10 @@ class RunningAverage(Metric):
             or not (output.is_cpu if pending.on_cpu else output.device == pending.device)
         ):
             return False
+        if pending.followed:
+            # Not the sink's append (an update() after the run, or from a handler): the run's
+            # stored live value keeps what it shows, as a stored number would.
+            pending = self._pending = pending.apart()
         values = pending.values
         values.append(output)
         if len(values) >= _FOLD_EVERY:
@@ -523,16 +572,22 @@ class RunningAverage(Metric):
                 "RunningAverage.update expects a number or a torch.Tensor (the output "
                 f"selected by output_transform), got {type(output).__name__}"
             )
-        # Tensors keep their dtype (as ignite's): a float32 loss is averaged in float32.
+        # Floating tensors keep their dtype (as ignite's): a float32 loss is averaged in float32.
         if isinstance(value, torch.Tensor):
             if value.requires_grad:
                 value = value.detach()
+            if not (value.is_floating_point() or value.is_complex()):
+                # A count (``(pred == y).sum()``) or a flag: its average is a fraction, and
+                # ignite's becomes one from the second value on.
+                value = value.to(torch.get_default_dtype())
             if not self._follow_values and value.device != self._device:
                 value = value.to(self._device)
             if previous is None:
                 self._value = value.clone()
             elif isinstance(previous, torch.Tensor) and previous.dtype == value.dtype:
-                self._value = torch.lerp(value, previous, self.alpha)
+                # Not torch.lerp: its ``previous - (previous - value) * weight`` is inf - inf
+                # (NaN) once the average is infinite; this form keeps it infinite, as ignite's.
+                self._value = torch.add(previous * self.alpha, value, alpha=1.0 - self.alpha)
             else:
                 self._value = previous * self.alpha + (1.0 - self.alpha) * value
         elif previous is None:
@@ -821,6 +876,7 @@ class _SinkUpdateAndStore(_StandsForBothMethods, OutputSink):
         live = self._live
         if live is None or live._source is not pending:
             live = self._live = LiveValue(pending)
+        pending.followed = True
         name = self.name
         _dict_set(metrics, name, live)
         self.values = pending.values

@@ -97,7 +97,9 @@ class _PairCounts:
         self._mask = not _uses_bincount(device)
 
     def add(self, predicted: torch.Tensor, y: torch.Tensor) -> None:
-        codes = torch.add(predicted, y, alpha=self.num_classes)
+        # y clamped to [-1, C] first: ``y * C`` of a huge target would wrap around int64 into
+        # the code of a real pair. -1 and C still count as outside.
+        codes = torch.add(predicted, y.clamp(-1, self.num_classes), alpha=self.num_classes)
         if codes.dim() != 1:
             codes = codes.reshape(-1)
         if not self._mask:
@@ -148,6 +150,17 @@ class _ValueCheckedMetric(_PairMetric):
         wanted = self._check_values == "every" or not self._values_checked
         self._values_checked = True
         return wanted
+
+    def _check_loaded_correct_count(self, state: Mapping[str, Any]) -> None:
+        """A loaded ``_num_correct`` is at most ``_num_examples`` (read on the host, once per
+        load)."""
+        correct, examples = int(state["_num_correct"]), state["_num_examples"]
+        if correct > examples:
+            raise ValueError(
+                self._loaded_state_error(
+                    "_num_correct", f"at most '_num_examples' ({examples})", correct
+                )
+            )
 
     def _checked_ratio(self, total: torch.Tensor, count: int) -> float:
         """``total / count`` over all ranks, read with the pending value checks."""
@@ -203,6 +216,11 @@ class _ClassificationMetric(_ValueCheckedMetric):
                     f"{shape_of(y_pred)} needs y of shape {expected}, got {shape_of(y)}"
                 )
             num_classes = y_pred.shape[1]
+            if num_classes == 0:
+                raise ValueError(
+                    f"{name}: y_pred of shape (batch_size, num_classes, ...) = "
+                    f"{shape_of(y_pred)} has no classes (num_classes is 0)"
+                )
             if num_classes == 1:
                 kind, squeeze = "binary", True
             else:
@@ -250,6 +268,27 @@ class _ClassificationMetric(_ValueCheckedMetric):
         self._type, self._num_classes = kind, num_classes
         return kind, num_classes, squeeze
 
+    def _check_loaded_state(self, state: Mapping[str, Any]) -> None:
+        super()._check_loaded_state(state)
+        kind, num_classes = state["_type"], state["_num_classes"]
+        kinds = ("multilabel",) if self._is_multilabel else ("binary", "multiclass")
+        if kind is not None and kind not in kinds:
+            raise ValueError(
+                self._loaded_state_error(
+                    "_type", f"None or one of {kinds} (is_multilabel={self._is_multilabel})", kind
+                )
+            )
+        if kind is None:
+            expected, valid = "None (as '_type' is None)", num_classes is None
+        elif kind == "binary":
+            expected, valid = "1 (as '_type' is 'binary')", type(num_classes) is int
+            valid = valid and num_classes == 1
+        else:
+            expected = f"an int > 1 (as '_type' is {kind!r})"
+            valid = type(num_classes) is int and num_classes > 1
+        if not valid:
+            raise ValueError(self._loaded_state_error("_num_classes", expected, num_classes))
+
     def _reset_work_state(self) -> tuple[str | None, int | None]:
         return self._type, self._num_classes
 
@@ -296,6 +335,7 @@ class Accuracy(_ClassificationMetric):
     """
 
     _state_attrs = ("_num_correct", "_num_examples", "_type", "_num_classes")
+    _accumulator_attrs = ("_num_correct",)
     # The kernels depend on the layout and the device; they read the accumulators from self.
     _self_contained_kernels = True
 
@@ -331,6 +371,10 @@ class Accuracy(_ClassificationMetric):
     def compute(self) -> float:
         return self._checked_ratio(self._num_correct, self._num_examples)
 
+    def _check_loaded_state(self, state: Mapping[str, Any]) -> None:
+        super()._check_loaded_state(state)
+        self._check_loaded_correct_count(state)
+
 
 _AVERAGES = (False, None, True, "macro", "micro", "weighted", "samples")
 
@@ -358,6 +402,7 @@ class _PrecisionRecall(_ClassificationMetric):
         "_type",
         "_num_classes",
     )
+    _accumulator_attrs = ("_samples_sum",)
 
     def __init__(
         self,
@@ -393,6 +438,25 @@ class _PrecisionRecall(_ClassificationMetric):
         self._samples_sum = torch.tensor(0.0, dtype=self._double_dtype, device=self._device)
         self._num_samples = 0
         super().reset()
+
+    def _check_loaded_state(self, state: Mapping[str, Any]) -> None:
+        super()._check_loaded_state(state)
+        kind, num_classes, counts = state["_type"], state["_num_classes"], state["_counts"]
+        if kind is None:
+            if counts is not None:
+                raise ValueError(
+                    self._loaded_state_error("_counts", "None (as '_type' is None)", counts)
+                )
+            return
+        # The accumulator of each input kind, as the kernels make it.
+        shape: tuple[int, ...]
+        if kind == "binary":
+            dtype, shape = torch.int64, (4,)
+        elif kind == "multiclass":
+            dtype, shape = torch.int64, (num_classes * num_classes + 1,)
+        else:
+            dtype, shape = self._double_dtype, (3, num_classes)
+        self._require_loaded_tensor("_counts", counts, dtype, shape)
 
     def _denominator(self, predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
         """What the true positives are divided by: ``predicted`` (precision) or ``actual``
@@ -672,6 +736,7 @@ class ConfusionMatrix(_PairMetric):
     """
 
     _state_attrs = ("_pair_counts", "_num_examples")
+    _accumulator_attrs = ("_pair_counts",)
 
     def __init__(
         self,
@@ -754,6 +819,7 @@ class TopKCategoricalAccuracy(_ValueCheckedMetric):
     :class:`Accuracy`."""
 
     _state_attrs = ("_num_correct", "_num_examples")
+    _accumulator_attrs = ("_num_correct",)
 
     def __init__(
         self,
@@ -802,3 +868,7 @@ class TopKCategoricalAccuracy(_ValueCheckedMetric):
 
     def compute(self) -> float:
         return self._checked_ratio(self._num_correct, self._num_examples)
+
+    def _check_loaded_state(self, state: Mapping[str, Any]) -> None:
+        super()._check_loaded_state(state)
+        self._check_loaded_correct_count(state)

@@ -24,6 +24,7 @@ class _ErrorSum(_PairMetric):
     """Mean over samples of the elementwise error of ``y_pred - y`` summed over a sample."""
 
     _state_attrs = ("_sum_of_errors", "_num_examples")
+    _accumulator_attrs = ("_sum_of_errors",)
     _summed_error: Callable[[torch.Tensor], torch.Tensor]  # 1-d differences -> summed error
 
     def reset(self) -> None:
