@@ -461,12 +461,21 @@ void Dispatcher::walk(EventId id, PyObject* list, PyObject* event_kwargs) {
             call(entry, event_kwargs);
             continue;
         }
-        // Timed with its filter, as the Python loop times a filtered handler's wrapper.
+        // Timed with its filter, as the Python loop times a filtered handler's wrapper; a call
+        // that raised is counted too (often the one being looked into).
         double started = now_seconds();
-        call(entry, event_kwargs);
-        PyObject* handler =
-            entry.kind == Kind::python ? entry.item.ptr() : PyTuple_GET_ITEM(entry.item.ptr(), 0);
-        timings_->add_handler(id, handler, now_seconds() - started);
+        auto charge = [&] {
+            PyObject* handler = entry.kind == Kind::python ? entry.item.ptr()
+                                                           : PyTuple_GET_ITEM(entry.item.ptr(), 0);
+            timings_->add_handler(id, handler, now_seconds() - started);
+        };
+        try {
+            call(entry, event_kwargs);
+        } catch (...) {
+            charge();
+            throw;
+        }
+        charge();
     }
     // Timed runs walk every time: the profiler counts a rejected filter as a handler call.
     if (timings_ == nullptr) measure_quiet_span(id, list);

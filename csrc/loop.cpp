@@ -462,9 +462,9 @@ void Run::iterations() {
                 py::object batch = py::reinterpret_borrow<py::object>(c.state.batch.get(state()));
                 PyObject* args[] = {engine_, batch.ptr()};
                 double started = timings_ ? now_seconds() : 0.0;
-                py::object output =
-                    steal_or_throw(PyObject_Vectorcall(process.ptr(), args, 2, nullptr));
-                if (timings_) timings_->step.add(now_seconds() - started);
+                PyObject* result = PyObject_Vectorcall(process.ptr(), args, 2, nullptr);
+                if (timings_) timings_->step.add(now_seconds() - started);  // a raise included
+                py::object output = steal_or_throw(result);
                 c.state.output.set(state(), output.ptr());
                 fire(ITERATION_COMPLETED);
                 check(AFTER_ITERATION_COMPLETED);
@@ -625,7 +625,13 @@ bool Run::last_event_is_stop_iteration() const {
 bool Run::fire(EventId id) {
     if (!timings_) return dispatch(id);
     double started = now_seconds();
-    bool fired = dispatch(id);
+    bool fired;
+    try {
+        fired = dispatch(id);
+    } catch (...) {  // a firing that raised (or stopped the run) is counted too
+        timings_->events[id].add(now_seconds() - started);
+        throw;
+    }
     timings_->events[id].add(now_seconds() - started);
     return fired;
 }

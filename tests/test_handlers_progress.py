@@ -96,7 +96,12 @@ def test_all_metrics_nested_values_and_state_attributes(make_engine: MakeEngine)
     ProgressBar(persist=True, file=stream, desc="Train").attach(
         trainer, metric_names="all", state_attributes=["alpha"]
     )
-    trainer.run([0, 1], max_epochs=2)
+    # A value it cannot show is named once (as ignite warns), not at every redraw.
+    with pytest.warns(
+        UserWarning, match="can not show 'skipped': a value of type object"
+    ) as record:
+        trainer.run([0, 1], max_epochs=2)
+    assert len(record) == 1
     last = finished_lines(stream)[-1]
     assert last.startswith("Train [2/2]: [2/2] 100%|")
     for text in (
@@ -436,6 +441,9 @@ def test_attach_rejects_bad_arguments(make_engine: MakeEngine) -> None:
         pbar.attach(trainer, metric_names="loss")
     with pytest.raises(TypeError, match="output_transform"):
         pbar.attach(trainer, output_transform=3)  # type: ignore[arg-type]
+    for state_attributes in (5, "lr", ["lr", 3]):  # "lr" would be read letter by letter
+        with pytest.raises(TypeError, match="state_attributes should be a list of str"):
+            pbar.attach(trainer, state_attributes=state_attributes)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="mininterval"):
         ProgressBar(mininterval=-1)
 

@@ -61,7 +61,7 @@ def test_profile_is_kept_after_an_exception_and_across_runs(backend: str) -> Non
     profiler = Profiler().attach(engine)
     with pytest.raises(ValueError, match="boom"):
         engine.run(range(5))
-    assert profiler.step.calls == 2
+    assert profiler.step.calls == 3  # the step that raised included
     engine._process_function = lambda e, b: b
     engine.run(range(5), max_epochs=2)
     assert profiler.step.calls > 2
@@ -69,6 +69,29 @@ def test_profile_is_kept_after_an_exception_and_across_runs(backend: str) -> Non
     calls = profiler.step.calls
     engine.run(range(5), max_epochs=3)
     assert profiler.step.calls == calls
+
+
+def test_a_handler_that_raised_is_counted(backend: str) -> None:
+    """The failing call is often the one being looked into: it is counted and timed like the
+    calls before it, and so is the firing of its event."""
+
+    def handler(engine: Engine) -> None:
+        if engine.state.iteration == 2:
+            raise ValueError("handler")
+
+    engine = Engine(lambda e, b: b, backend=backend)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    profiler = Profiler(count_syncs=False).attach(engine)
+    with pytest.raises(ValueError, match="handler"):
+        engine.run(range(5))
+    name = "ITERATION_COMPLETED:test_a_handler_that_raised_is_counted.<locals>.handler"
+    assert profiler.handlers[name].calls == 2
+    assert profiler.events["ITERATION_COMPLETED"].calls == 2
+
+
+def test_an_engine_of_another_library_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"engine should be an ember\.engine\.Engine, got object"):
+        Profiler().attach(object())  # type: ignore[arg-type]
 
 
 def test_no_profiler_means_no_timing(make_engine: Any) -> None:

@@ -179,8 +179,10 @@ class _Dispatch:
         while index < len(handlers):  # the live list, as call_handlers walks it
             entry = handlers[index]
             started = time.perf_counter()
-            call_handlers((entry,), (), event_kwargs)
-            self.timings.add("handler", (event.name, entry[0]), time.perf_counter() - started)
+            try:
+                call_handlers((entry,), (), event_kwargs)
+            finally:  # a call that raised is counted too: often the one being looked into
+                self.timings.add("handler", (event.name, entry[0]), time.perf_counter() - started)
             index += 1
         return True
 
@@ -194,9 +196,10 @@ class _TimedDispatch(_Dispatch):
     def fire(self, event: Events, **event_kwargs: Any) -> bool:
         assert self.timings is not None
         started = time.perf_counter()
-        fired = super().fire(event, **event_kwargs)
-        self.timings.add("event", event.name, time.perf_counter() - started)
-        return fired
+        try:
+            return super().fire(event, **event_kwargs)
+        finally:
+            self.timings.add("event", event.name, time.perf_counter() - started)
 
 
 def run_loop(engine: Engine, plan: RunPlan) -> None:
@@ -420,8 +423,12 @@ class _Run:
                         engine.state.output = engine._process_function(engine, engine.state.batch)
                     else:
                         started = time.perf_counter()
-                        engine.state.output = engine._process_function(engine, engine.state.batch)
-                        self.timings.add("step", "step", time.perf_counter() - started)
+                        try:
+                            output = engine._process_function(engine, engine.state.batch)
+                        finally:
+                            self.timings.add("step", "step", time.perf_counter() - started)
+                        engine.state.output = output
+                        del output
                     self.dispatch.fire(_ITERATION_COMPLETED)
                     self.phase = AFTER_ITERATION_COMPLETED
                     if _stop_requested(engine):

@@ -83,6 +83,12 @@ class Profiler:
         self.outside_syncs = 0
 
     def attach(self, engine: Engine) -> Profiler:
+        from ember.engine.engine import Engine  # which imports this module: not at the top
+
+        if not isinstance(engine, Engine):  # another library's engine would never report
+            raise TypeError(
+                f"Argument engine should be an ember.engine.Engine, got {type(engine).__name__}"
+            )
         engine._profiler = self
         return self
 

@@ -165,6 +165,13 @@ class ProgressBar:
             raise TypeError(
                 f"output_transform should be a function, got {type(output_transform)} instead."
             )
+        if state_attributes is not None and not (
+            isinstance(state_attributes, (list, tuple))
+            and all(isinstance(name, str) for name in state_attributes)
+        ):
+            raise TypeError(
+                f"state_attributes should be a list of str, got {state_attributes!r} instead."
+            )
         if not engine.has_registered_events(event_name):
             raise ValueError(f"Logging event {event_name} is not in allowed events for this engine")
         if getattr(closing_event_name, "filter", None) is not None:
@@ -252,7 +259,8 @@ class _Tracker:
         self.probe_rate: float = 0.0
         # The mode when ``every`` falls back to 1: probe, or adaptive where filters are free.
         self.free_mode: str = _PROBE
-        self.warned: set[str] = set()
+        self.warned: set[str] = set()  # metric names found missing
+        self.warned_values: set[str] = set()  # keys whose values could not be shown
         # The counter when the last bar closed (or the run started): a bar not drawn yet has
         # something to show only once the counter moved past it.
         self.closed_at: int | None = None
@@ -453,8 +461,17 @@ class _Tracker:
             for name in self.state_attributes:
                 values[name] = getattr(engine.state, name, None)
         flat: OrderedDict[str, Any] = OrderedDict()
+        skipped: list[tuple[str, type]] = []
         for key, value in values.items():
-            _flatten(str(key), value, flat)
+            _flatten(str(key), value, flat, skipped)
+        for key, kind in skipped:
+            if key not in self.warned_values:  # once per key, not at every redraw
+                self.warned_values.add(key)
+                warnings.warn(
+                    f"ProgressBar can not show '{key}': a value of type {kind.__name__} (it shows "
+                    "numbers, strings, and tensors of at most one dimension)",
+                    stacklevel=2,
+                )
         return flat
 
     # ------------------------------------------------------------------ adaptation
@@ -517,24 +534,28 @@ def _power_of_two(value: float) -> int:
     return min(1 << int(math.log2(value)), _MAX_EVERY)
 
 
-def _flatten(key: str, value: Any, out: OrderedDict[str, Any]) -> None:
+def _flatten(
+    key: str, value: Any, out: OrderedDict[str, Any], skipped: list[tuple[str, type]]
+) -> None:
     """ignite's display rules: numbers, 0-d tensors and strings; dicts, sequences and 1-d
-    tensors are expanded as ``key_subkey``; anything else is skipped."""
+    tensors are expanded as ``key_subkey``; anything else is skipped, named in ``skipped``."""
     if isinstance(value, Mapping):
         for sub_key, sub_value in value.items():
-            _flatten(f"{key}_{sub_key}", sub_value, out)
+            _flatten(f"{key}_{sub_key}", sub_value, out, skipped)
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _flatten(f"{key}_{index}", item, out)
+            _flatten(f"{key}_{index}", item, out, skipped)
         return
     if isinstance(value, (numbers.Number, str)):
         out[key] = value
         return
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor):
+    if torch is not None and isinstance(value, torch.Tensor) and value.ndim < 2:
         if value.ndim == 0:
             out[key] = value.item()
-        elif value.ndim == 1:
+        else:
             for index, item in enumerate(value.tolist()):
                 out[f"{key}_{index}"] = item
+        return
+    skipped.append((key, type(value)))
