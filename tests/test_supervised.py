@@ -17,6 +17,7 @@ from ember.engine import (
     create_supervised_evaluator,
     create_supervised_trainer,
 )
+from ember.engine.supervised import supervised_evaluation_step, supervised_training_step
 
 
 def regression_data(batches: int = 6) -> list[tuple[Any, Any]]:
@@ -181,11 +182,77 @@ def test_deterministic_option_returns_a_deterministic_engine(backend: str) -> No
         ({"amp_mode": "apex"}, "amp_mode should be None or 'amp'"),
         ({"scaler": True}, "scaler= needs amp_mode='amp'"),
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps should be a positive"),
+        ({"gradient_accumulation_steps": True}, "gradient_accumulation_steps should be a positive"),
     ],
 )
 def test_bad_options(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         sgd_trainer(torch.nn.Linear(2, 1), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"amp_mode": "bf16"}, "amp_mode should be None or 'amp'"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps should be a positive"),
+        ({"gradient_accumulation_steps": -1}, "gradient_accumulation_steps should be a positive"),
+        ({"gradient_accumulation_steps": 2.5}, "gradient_accumulation_steps should be a positive"),
+    ],
+)
+def test_the_step_factories_check_their_options(kwargs: dict, message: str) -> None:
+    """The steps are public: they check what create_supervised_* checks (they ran as if the
+    option were the default)."""
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=message):
+        supervised_training_step(model, optimizer, torch.nn.functional.mse_loss, **kwargs)
+    if "amp_mode" in kwargs:
+        with pytest.raises(ValueError, match=message):
+            supervised_evaluation_step(model, **kwargs)
+
+
+def test_scaler_none_is_no_scaler(backend: str) -> None:
+    """``scaler=GradScaler() if amp else None``: None means no scaler, as in ignite."""
+    trainer = sgd_trainer(torch.nn.Linear(2, 1), scaler=None, backend=backend)
+    assert trainer.run(regression_data(2)).iteration == 2
+
+
+class Inputs(NamedTuple):
+    first: Any
+    second: Any
+
+
+def test_batches_keep_their_containers_when_moved(backend: str) -> None:
+    """A namedtuple x (it crashed: rebuilt from a generator) and mappings keep their type, as
+    ignite's convert_tensor keeps them, with every tensor moved."""
+    from collections import OrderedDict
+
+    seen: list[Any] = []
+
+    def model_fn(model: Any, x: Any) -> Any:
+        seen.append(x)
+        return torch.zeros(1, 1, device="meta", requires_grad=True)
+
+    model = torch.nn.Linear(2, 1, device="meta")
+    trainer = create_supervised_trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        lambda y_pred, y: y_pred.sum(),
+        device="meta",
+        model_fn=model_fn,
+        backend=backend,
+    )
+    y = torch.zeros(1)
+    trainer.run(
+        [
+            (Inputs(torch.ones(1), [torch.ones(1)]), y),
+            (OrderedDict(a=torch.ones(1), b=(torch.ones(1), "text")), y),
+        ]
+    )
+    pair, mapping = seen
+    assert type(pair) is Inputs and pair.first.is_meta and pair.second[0].is_meta
+    assert type(mapping) is OrderedDict and list(mapping) == ["a", "b"]
+    assert mapping["a"].is_meta and mapping["b"][0].is_meta and mapping["b"][1] == "text"
 
 
 def test_batches_that_are_not_pairs_are_refused(backend: str) -> None:

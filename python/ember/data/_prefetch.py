@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import numbers
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import Any
 
 import torch
@@ -32,13 +32,16 @@ __all__ = ["Prefetcher", "prefetch"]
 
 def map_tensors(value: Any, function: Callable[[torch.Tensor], Any]) -> Any:
     """``value`` with ``function`` applied to every tensor in its tuples (named ones included),
-    lists and dicts; anything else is passed through as it is."""
+    lists and mappings, each rebuilt as its own type; anything else is passed through as it
+    is."""
     if isinstance(value, torch.Tensor):
         return function(value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         mapped = {key: map_tensors(item, function) for key, item in value.items()}
         if type(value) is dict:
             return mapped
+        if not isinstance(value, dict):
+            return type(value)(mapped)  # another Mapping: built from a dict, as ignite does
         subclass_copy = copy.copy(value)  # keeps an OrderedDict's type, a defaultdict's factory
         subclass_copy.update(mapped)
         return subclass_copy
@@ -246,7 +249,7 @@ class Prefetcher:
 def prefetch(data: Iterable[Any], device: str | torch.device, depth: int = 2) -> Prefetcher:
     """Batches of ``data`` moved to ``device``, the next ``depth`` ones already on their way.
 
-    Tensors inside tuples (named ones too), lists and dicts are moved; anything else in a batch
+    Tensors inside tuples (named ones too), lists and mappings are moved; anything else in a batch
     is passed through. The batches come in the order of ``data``, each exactly once per pass; an
     exception ``data`` raises is raised at the position it was raised at, not when read ahead.
 

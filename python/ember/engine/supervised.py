@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ember.data._prefetch import map_tensors
 from ember.engine.deterministic import DeterministicEngine
 from ember.engine.engine import Engine
 
@@ -32,19 +33,17 @@ __all__ = [
 ]
 
 
-def _to_device(value: Any, device: str | torch.device | None, non_blocking: bool) -> Any:
-    if device is None:
-        return value
-    if isinstance(value, torch.Tensor):
+def _to_device(value: Any, device: torch.device, non_blocking: bool) -> Any:
+    """``value`` with its tensors (in tuples, named ones too, lists and mappings, each kept as
+    its type) moved to ``device``."""
+
+    def moved(tensor: torch.Tensor) -> torch.Tensor:
         # Already there: .to() would return the tensor itself, after ~1 us in the dispatcher.
-        if type(device) is torch.device and value.device == device:
-            return value
-        return value.to(device=device, non_blocking=non_blocking)
-    if isinstance(value, Mapping):
-        return {key: _to_device(item, device, non_blocking) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(item, device, non_blocking) for item in value)
-    return value
+        if tensor.device == device:
+            return tensor
+        return tensor.to(device=device, non_blocking=non_blocking)
+
+    return map_tensors(value, moved)
 
 
 def prepare_batch(
@@ -74,11 +73,15 @@ def _check_options(
 ) -> None:
     if amp_mode not in (None, "amp"):
         raise ValueError(f"amp_mode should be None or 'amp', got {amp_mode!r}")
-    if scaler is not False and amp_mode != "amp":
+    if scaler is not False and scaler is not None and amp_mode != "amp":
         raise ValueError("scaler= needs amp_mode='amp'")
     if device is not None and torch.device(device).type == "mps" and amp_mode is not None:
         raise ValueError("amp_mode is not supported on mps devices")
-    if not isinstance(gradient_accumulation_steps, int) or gradient_accumulation_steps < 1:
+    if (
+        not isinstance(gradient_accumulation_steps, int)
+        or isinstance(gradient_accumulation_steps, bool)
+        or gradient_accumulation_steps < 1
+    ):
         raise ValueError(
             "gradient_accumulation_steps should be a positive integer, "
             f"got {gradient_accumulation_steps!r}"
@@ -86,7 +89,11 @@ def _check_options(
 
 
 def _autocast_device(device: str | torch.device | None) -> str:
-    return "cpu" if device is None else torch.device(device).type
+    """The device type autocast (and a GradScaler) works for: the batches' device, or with
+    ``device=None`` CUDA where there is one (as ignite, whose autocast is CUDA's)."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
 
 
 def _autocast_or_nothing(device: str | torch.device | None, amp_mode: str | None) -> Any:
@@ -170,6 +177,7 @@ def supervised_training_step(
     per run unless a handler (an evaluator run, say) switched it to evaluation mode. The output
     is ``output_transform(x, y, y_pred, loss)``, by default the detached loss tensor.
     """
+    _check_options(device, amp_mode, scaler, gradient_accumulation_steps)
     if (
         prepare_batch is _default_prepare_batch
         and model_transform is _same_output
@@ -293,7 +301,8 @@ def create_supervised_trainer(
         output_transform: ``(x, y, y_pred, loss) -> engine.state.output``.
         deterministic: return a :class:`~ember.engine.deterministic.DeterministicEngine`
             (exact mid-epoch resume).
-        amp_mode: ``"amp"`` runs the forward pass under ``torch.autocast``.
+        amp_mode: ``"amp"`` runs the forward pass under ``torch.autocast`` for the type of
+            ``device`` (``None``: CUDA where there is one, else the CPU).
         scaler: ``True`` (a new ``GradScaler``, stored in ``engine.state.scaler``) or a
             ``GradScaler`` to scale the loss; needs ``amp_mode="amp"``.
         gradient_accumulation_steps: iterations whose gradients add up before each step.
@@ -358,6 +367,7 @@ def supervised_evaluation_step(
     It runs under ``torch.inference_mode()`` (``torch.no_grad()`` with
     ``inference_mode=False``, for models whose outputs must take part in autograd later).
     """
+    _check_options(device, amp_mode, None, 1)
     # torch.inference_mode() enters this C++ guard through a Python object of its own (2.2 us
     # a step against 0.9); a partial makes it without a Python frame.
     no_autograd = (
@@ -451,7 +461,8 @@ def create_supervised_evaluator(
         prepare_batch: ``(batch, device, non_blocking) -> (x, y)``.
         model_transform: applied to the model's output.
         output_transform: ``(x, y, y_pred) -> engine.state.output``.
-        amp_mode: ``"amp"`` runs the forward pass under ``torch.autocast``.
+        amp_mode: ``"amp"`` runs the forward pass under ``torch.autocast`` for the type of
+            ``device`` (``None``: CUDA where there is one, else the CPU).
         model_fn: ``(model, x) -> output`` (``model(x)`` by default).
         inference_mode: ``False`` runs under ``torch.no_grad()``: outputs that a handler edits
             in place, or that take part in autograd later, need it.
@@ -472,7 +483,6 @@ def create_supervised_evaluator(
         print(evaluator.run(data).metrics["mse"])
         ```
     """
-    _check_options(device, amp_mode, False, 1)
     step = supervised_evaluation_step(
         model,
         device=device,
