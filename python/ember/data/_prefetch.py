@@ -40,8 +40,8 @@ def map_tensors(value: Any, function: Callable[[torch.Tensor], Any]) -> Any:
         mapped = {key: map_tensors(item, function) for key, item in value.items()}
         if type(value) is dict:
             return mapped
-        if not isinstance(value, dict):
-            return type(value)(mapped)  # another Mapping: built from a dict, as ignite does
+        if not isinstance(value, dict):  # another Mapping: built from a dict, as ignite does
+            return type(value)(mapped)  # type: ignore[call-arg]
         subclass_copy = copy.copy(value)  # keeps an OrderedDict's type, a defaultdict's factory
         subclass_copy.update(mapped)
         return subclass_copy
