@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from torch.utils.data import IterableDataset
 
 from ember.engine import DeterministicEngine, Events
 
@@ -28,10 +33,10 @@ def train(out_dir: Path, backend: str, *args: str) -> subprocess.CompletedProces
     )
 
 
-_REFERENCES: dict[str, dict] = {}
+_REFERENCES: dict[str, dict[str, Any]] = {}
 
 
-def uninterrupted(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def uninterrupted(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if backend not in _REFERENCES:
         out_dir = tmp_path_factory.mktemp(f"full-{backend}")
         full = train(out_dir, backend, "full")
@@ -116,8 +121,8 @@ def test_malformed_data_position_is_refused(backend: str) -> None:
         ("data_position", 5, "data_position'\\] should be \\(data pass, batches drawn\\)"),
         ("data_position", (0, 1, 2), "data_position'\\] should be"),
         ("data_position", (0, 1.5), "data_position'\\] should be"),
-        ("seed", "x", "seed'\\] should be an int or None, got 'x'"),
-        ("seed", 1.5, "seed'\\] should be an int or None"),
+        ("seed", "x", "seed'\\] should be an int in \\[-2\\*\\*63, 2\\*\\*63\\) or None, got 'x'"),
+        ("seed", 1.5, "seed'\\] should be an int in"),
         ("rng_states", [1, 2], "rng_states'\\] should be a dictionary"),
         ("rng_states", {}, "rng_states'\\] should be a dictionary"),
         ("world_size", "1", "world_size'\\] should be an int, got '1'"),
@@ -138,3 +143,227 @@ def test_deterministic_engine_needs_data(backend: str) -> None:
     engine = DeterministicEngine(lambda e, b: b, backend=backend)
     with pytest.raises(ValueError, match="needs data"):
         engine.run(epoch_length=3)
+
+
+def record_batches_and_draws(
+    backend: str,
+    make_data: Callable[[], Any],
+    max_epochs: int,
+    *,
+    stop_at: int | None = None,
+    switch_to: Callable[[], Any] | None = None,
+    state: Mapping[str, Any] | None = None,
+) -> tuple[list[tuple[int, Any, float]], dict[str, Any]]:
+    """The (iteration, batch, torch draw) of a run from ``torch.manual_seed(0)``, stopped after
+    iteration ``stop_at`` (with its state_dict then) or resumed from ``state``; ``switch_to``
+    gives the data that ``set_data`` switches to after iteration 2."""
+    seen: list[tuple[int, Any, float]] = []
+
+    def step(engine: Any, batch: Any) -> None:
+        value = batch.tolist() if isinstance(batch, torch.Tensor) else batch
+        seen.append((engine.state.iteration, value, torch.rand(1).item()))
+
+    engine = DeterministicEngine(step, backend=backend)
+    if switch_to is not None:
+        engine.add_event_handler(
+            Events.ITERATION_COMPLETED(once=2), lambda e: e.set_data(switch_to())
+        )
+    saved: dict[str, Any] = {}
+    if stop_at is not None:
+
+        @engine.on(Events.ITERATION_COMPLETED(once=stop_at))
+        def save_and_stop(e: DeterministicEngine) -> None:
+            saved.update(e.state_dict())
+            e.terminate()
+
+    torch.manual_seed(0)
+    if state is not None:
+        engine.load_state_dict(state)
+    engine.run(make_data(), max_epochs=max_epochs)
+    return seen, saved
+
+
+class Countdown(IterableDataset[int]):
+    """An iterable dataset whose items depend on torch's generator, as a streamed dataset's
+    random augmentation would."""
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(7).tolist())
+
+
+@pytest.mark.parametrize("stop_at", [5, 9])
+def test_a_loader_over_an_iterable_dataset_runs_and_resumes_exactly(
+    backend: str, stop_at: int
+) -> None:
+    """Its batch sampler never ends: a loader over it is iterated and skipped, not re-created
+    (which drew batch indices until memory ran out)."""
+
+    def loader() -> Any:
+        return torch.utils.data.DataLoader(Countdown(), batch_size=2)
+
+    full, _ = record_batches_and_draws(backend, loader, max_epochs=3)
+    first, saved = record_batches_and_draws(backend, loader, max_epochs=3, stop_at=stop_at)
+    resumed, _ = record_batches_and_draws(backend, loader, max_epochs=3, state=saved)
+    assert [iteration for iteration, _, _ in full] == list(range(1, 13))
+    assert first + resumed == full
+
+
+@pytest.mark.parametrize("stop_at", [3, 8])
+def test_a_run_resumed_after_set_data_sees_the_batches_of_the_run_never_stopped(
+    backend: str, stop_at: int
+) -> None:
+    """set_data starts a data pass that the data position counts (it counted the old data's,
+    and the resumed run skipped a batch)."""
+
+    def shuffled(offset: int) -> Any:
+        dataset = torch.utils.data.TensorDataset(torch.arange(offset, offset + 5))
+        return torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=True)
+
+    def switched() -> Any:
+        return shuffled(100)
+
+    full, _ = record_batches_and_draws(backend, lambda: shuffled(0), 2, switch_to=switched)
+    first, saved = record_batches_and_draws(
+        backend, lambda: shuffled(0), 2, stop_at=stop_at, switch_to=switched
+    )
+    resumed, _ = record_batches_and_draws(backend, switched, 2, state=saved)
+    assert [batch for _, batch, _ in full[2:7]] != [[100], [101], [102], [103], [104]]
+    assert sorted(batch[0] for _, batch, _ in full[2:7]) == [100, 101, 102, 103, 104]
+    assert first + resumed == full
+
+
+def test_set_data_keeps_the_random_draws_of_the_epoch(backend: str) -> None:
+    """Only the new pass's order comes from the seed: the draws of the step go on as without
+    the switch (as on ignite, whose set_data does not seed)."""
+    plain, _ = record_batches_and_draws(backend, lambda: [0, 1, 2, 3], 1)
+    switched, _ = record_batches_and_draws(
+        backend, lambda: [0, 1, 2, 3], 1, switch_to=lambda: [10, 11, 12, 13]
+    )
+    assert [batch for _, batch, _ in switched] == [0, 1, 10, 11]
+    assert [draw for _, _, draw in switched] == [draw for _, _, draw in plain]
+
+
+def saved_state(backend: str) -> dict[str, Any]:
+    engine = DeterministicEngine(lambda e, b: b, backend=backend)
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.terminate())
+    engine.run([1, 2, 3], max_epochs=2)
+    return copy.deepcopy(engine.state_dict())
+
+
+def with_rng_state(name: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda state: state["rng_states"].__setitem__(name, value)
+
+
+def with_key(name: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda state: state.__setitem__(name, value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            with_rng_state("random", 1),
+            "\\['rng_states'\\]\\['random'\\] is not a random state",
+            id="random-int",
+        ),
+        pytest.param(
+            with_rng_state("torch", "x"),
+            "\\['rng_states'\\]\\['torch'\\] is not a random state",
+            id="torch-str",
+        ),
+        pytest.param(
+            with_rng_state("torch", torch.zeros(3, dtype=torch.uint8)),
+            "\\['rng_states'\\]\\['torch'\\] is not a random state",
+            id="torch-3-bytes",
+        ),
+        pytest.param(
+            with_rng_state("numpy", (1, 2)),
+            "\\['rng_states'\\]\\['numpy'\\] is not a random state",
+            id="numpy-pair",
+        ),
+        pytest.param(
+            with_rng_state("cuda", "x"),
+            "\\['rng_states'\\]\\['cuda'\\] is not a random state",
+            id="cuda-str",
+        ),
+        pytest.param(
+            with_key("seed", 2**64 - 1),
+            "\\['seed'\\] should be an int in \\[-2\\*\\*63, 2\\*\\*63\\)",
+            id="seed-2**64-1",
+        ),
+        pytest.param(with_key("seed", 2**70), "\\['seed'\\] should be an int in", id="seed-2**70"),
+        pytest.param(
+            with_key("data_position", (10**30, 0)),
+            "\\['data_position'\\] should be .* \\[0, 2\\*\\*63\\)",
+            id="pass-10**30",
+        ),
+        pytest.param(
+            with_key("data_position", (0, 2**63)),
+            "\\['data_position'\\] should be",
+            id="drawn-2**63",
+        ),
+    ],
+)
+def test_a_saved_state_that_would_fail_in_the_run_is_refused_at_load(
+    backend: str, change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    """Refused at load, naming the key, with nothing loaded: it failed inside every later run,
+    with torch's or NumPy's error."""
+    pytest.importorskip("numpy")
+    state = saved_state(backend)
+    change(state)
+    engine = DeterministicEngine(lambda e, b: b, backend=backend)
+    with pytest.raises(ValueError, match=message):
+        engine.load_state_dict(state)
+    assert engine.state.iteration == 0 and engine.state.max_epochs is None
+    assert engine.state.seed is None
+    engine.run([1, 2, 3], max_epochs=2)
+    assert engine.state.iteration == 6
+
+
+@pytest.mark.ignite
+@pytest.mark.parametrize("data", ["shuffling loader", "loader", "list"])
+def test_a_seed_gives_the_batches_and_random_draws_of_ignites_deterministic_engine(
+    backend: str, data: str
+) -> None:
+    """From the same torch state, ember's and ignite's DeterministicEngine draw the same seed
+    and then the same batches and random draws of random, NumPy and torch, run after run."""
+    pytest.importorskip("ignite")
+    np = pytest.importorskip("numpy")
+    import random
+
+    from ignite.engine import DeterministicEngine as IgniteDeterministicEngine
+
+    def make_data() -> Any:
+        if data == "list":
+            return [0, 1, 2, 3]
+        dataset = torch.utils.data.TensorDataset(torch.arange(10))
+        return torch.utils.data.DataLoader(dataset, batch_size=3, shuffle=data != "loader")
+
+    def run(engine_class: Callable[..., Any], **kwargs: Any) -> tuple[list[int], list[Any]]:
+        seen: list[Any] = []
+
+        def step(engine: Any, batch: Any) -> None:
+            value = batch if isinstance(batch, int) else batch[0].tolist()
+            draws = (torch.rand(1).item(), random.random(), np.random.rand())
+            seen.append((engine.state.iteration, value, draws))
+
+        engine = engine_class(step, **kwargs)
+        torch.manual_seed(12)
+        seeds = []
+        for _ in range(2):  # each run draws a seed of its own
+            engine.run(make_data(), max_epochs=3)
+            seeds.append(engine.state.seed)
+        return seeds, seen
+
+    # ignite's engine switches torch to deterministic algorithms when CUDA is there.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        theirs = run(IgniteDeterministicEngine)
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+    ours = run(DeterministicEngine, backend=backend)
+    assert ours == theirs

@@ -2,10 +2,12 @@
 
 What the rest of the run sees after a resume is a function of the checkpoint alone:
 
-- Each pass over the data (each ``iter(dataloader)``) starts by seeding ``random``, NumPy and
-  torch with ``state.seed + pass``; a torch ``DataLoader`` then draws its whole order of batch
-  indices at once. The position in the data, ``(pass, batches drawn in it)``, is part of
-  ``state_dict()``.
+- Each pass over the data (each ``iter(dataloader)``, and each ``set_data()`` during a run)
+  starts by seeding ``random``, NumPy and torch with ``state.seed + pass``; a torch
+  ``DataLoader`` over a map-style dataset is then re-created with its whole order of batch
+  indices drawn at once, right after its new iterator has drawn its base seed (the draws of
+  ignite's DeterministicEngine, in its order: a seed gives ignite's batches and random numbers).
+  The position in the data, ``(pass, batches drawn in it)``, is part of ``state_dict()``.
 - ``state_dict()`` also holds the world size of the run (the data position of a run sharded over
   ``W`` processes means nothing to a run over another number: loading it there raises) and the
   random states of ``random``, NumPy and torch (CPU and CUDA)
@@ -35,6 +37,11 @@ from ember.engine.engine import Engine, _is_integer
 from ember.engine.events import Events
 
 __all__ = ["DeterministicEngine", "get_rng_states", "manual_seed", "set_rng_states"]
+
+# ignite's bound: a seed drawn from the same torch state is ignite's seed.
+_SEED_DRAW_BOUND = 10**9
+# torch.manual_seed takes seed + pass in [-2**63, 2**64), and islice skips at most 2**63 - 1.
+_INT64_BOUND = 2**63
 
 try:
     import numpy as np
@@ -72,17 +79,27 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-class _BatchList(torch.utils.data.Sampler):  # type: ignore[type-arg]
-    """A batch sampler over batches of indices drawn in advance."""
+class _DrawnBatches(torch.utils.data.Sampler):  # type: ignore[type-arg]
+    """A batch sampler that draws the whole order of ``batch_sampler`` once, at the first
+    ``draw()`` or iteration, and yields it from batch ``skip`` on."""
 
-    def __init__(self, batches: list[list[int]]) -> None:
-        self.batches = batches
+    def __init__(self, batch_sampler: Iterable[Any], skip: int) -> None:
+        self._batch_sampler = batch_sampler
+        self._skip = skip
+        self._batches: list[list[int]] | None = None
+
+    def draw(self) -> list[list[int]]:
+        if self._batches is None:
+            self._batches = [list(batch) for batch in self._batch_sampler][self._skip :]
+        return self._batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
+        # A generator: iter(DataLoader) draws its base seed before it asks for the first batch,
+        # and the order is drawn after that, as from ignite's ReproducibleBatchSampler.
+        yield from self.draw()
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.draw())
 
 
 def _dataloader_from(
@@ -91,18 +108,22 @@ def _dataloader_from(
     generator = getattr(loader.sampler, "generator", None)
     if generator is not None:
         generator.manual_seed(seed)
-    batches = [list(batch) for batch in loader.batch_sampler]  # type: ignore[union-attr]
+    batches = _DrawnBatches(loader.batch_sampler, skip)  # type: ignore[arg-type]
     rebuilt = torch.utils.data.DataLoader(
         loader.dataset,
-        batch_sampler=_BatchList(batches[skip:]),
+        batch_sampler=batches,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
         timeout=loader.timeout,
         worker_init_fn=loader.worker_init_fn,
         multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
     )
-    return iter(rebuilt)
+    iterator = iter(rebuilt)
+    # Drawn now, not at the first batch: a resumed run restores the saved random states next.
+    batches.draw()
+    return iterator
 
 
 class _Counted:
@@ -123,13 +144,60 @@ class _Counted:
         return batch
 
 
+def _check_rng_states(states: Any) -> None:
+    """Each state of ``rng_states`` is set on a throwaway generator, so that one the global
+    generators would refuse is refused at load, naming it, not inside the next run."""
+    if not (isinstance(states, Mapping) and "random" in states and "torch" in states):
+        raise ValueError(
+            "state_dict['rng_states'] should be a dictionary with the 'random' and 'torch' "
+            f"states (as DeterministicEngine.state_dict() writes; ignite's list of states is "
+            f"another format), got {type(states).__name__}"
+        )
+    trials: list[tuple[str, Callable[[Any], object]]] = [
+        ("random", random.Random().setstate),
+        ("torch", torch.Generator().set_state),
+    ]
+    if np is not None:
+        trials.append(("numpy", _try_numpy_state))
+    if "cuda" in states:
+        trials.append(("cuda", _check_cuda_states))
+    for name, trial in trials:
+        if name not in states:
+            continue
+        try:
+            trial(states[name])
+        except Exception as error:  # any failure of the trial: the state is not one
+            raise ValueError(
+                f"state_dict['rng_states'][{name!r}] is not a random state of {name} "
+                f"({type(error).__name__}: {error})"
+            ) from error
+
+
+def _try_numpy_state(state: Any) -> None:
+    name, keys, position, has_gauss, cached_gaussian = state
+    keys = np.asarray(keys, dtype=np.uint32)
+    np.random.RandomState().set_state((name, keys, position, has_gauss, cached_gaussian))
+
+
+def _check_cuda_states(states: Any) -> None:
+    # Not set on a trial CUDA generator, which would initialize CUDA at load.
+    if not (
+        isinstance(states, (list, tuple))
+        and all(isinstance(state, torch.Tensor) and state.dtype == torch.uint8 for state in states)
+    ):
+        raise TypeError("expected a list of torch.ByteTensor, one a device")
+    if torch.cuda.is_available() and len(states) > torch.cuda.device_count():
+        raise ValueError(f"{len(states)} states, this machine has {torch.cuda.device_count()} GPUs")
+
+
 class DeterministicEngine(Engine):
     """An :class:`Engine` whose data order and random draws depend only on the seed and the
     position in the run, so that a run resumed from a checkpoint taken at any iteration sees
     exactly the batches, random draws and final weights of a run that was never stopped.
 
-    ``state.seed`` is drawn from torch's generator at the first ``STARTED`` (call
-    ``torch.manual_seed`` before to fix it) and saved in ``state_dict()``.
+    ``state.seed`` is drawn from torch's generator at each run's ``STARTED`` as ignite draws it
+    (call ``torch.manual_seed`` before to fix it; a run restored by ``load_state_dict`` keeps
+    the seed it loaded) and saved in ``state_dict()``.
     """
 
     def __init__(
@@ -140,11 +208,20 @@ class DeterministicEngine(Engine):
         self._pass_iterator: _Counted | None = None
         self._pending_position: tuple[int, int] | None = None
         self._pending_rng_states: Mapping[str, Any] | None = None
-        self.add_event_handler(Events.STARTED, DeterministicEngine._draw_seed)
+        # Whether load_state_dict gave the seed of the next run (else each run draws its own).
+        self._seed_loaded = False
+        self.add_event_handler(Events.STARTED, DeterministicEngine._seed_the_run)
+
+    def _seed_the_run(self) -> None:
+        """At each run's STARTED: a new seed, as ignite draws one for every run, except the
+        seed of a run restored by load_state_dict."""
+        if self._seed_loaded and self.state.seed is not None:
+            self._seed_loaded = False
+            return
+        self._draw_seed()
 
     def _draw_seed(self) -> None:
-        if self.state.seed is None:
-            self.state.seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        self.state.seed = int(torch.randint(0, _SEED_DRAW_BOUND, (1,)).item())
 
     def _data_position(self) -> tuple[int, int]:
         # Kept by the engine rather than read from _dataloader_iter, which a finished or
@@ -165,6 +242,7 @@ class DeterministicEngine(Engine):
         self._check_own_keys(state_dict)
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in own})
         self.state.seed = state_dict.get("seed")
+        self._seed_loaded = self.state.seed is not None
         position = state_dict.get("data_position")
         if position is not None:
             self._pending_position = (position[0], position[1])
@@ -186,27 +264,27 @@ class DeterministicEngine(Engine):
             )
         seed = state_dict.get("seed")
         # An int itself: the seed goes to random.seed, which refuses NumPy's integers.
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"state_dict['seed'] should be an int or None, got {seed!r}")
+        if seed is not None and (
+            isinstance(seed, bool)
+            or not isinstance(seed, int)
+            or not -_INT64_BOUND <= seed < _INT64_BOUND
+        ):
+            raise ValueError(
+                f"state_dict['seed'] should be an int in [-2**63, 2**63) or None, got {seed!r}"
+            )
         position = state_dict.get("data_position")
         if position is not None and not (
             isinstance(position, (tuple, list))
             and len(position) == 2
-            and all(type(count) is int and count >= 0 for count in position)
+            and all(type(count) is int and 0 <= count < _INT64_BOUND for count in position)
         ):
             raise ValueError(
-                "state_dict['data_position'] should be (data pass, batches drawn), two ints >= 0, "
-                f"got {position!r}"
+                "state_dict['data_position'] should be (data pass, batches drawn), two ints in "
+                f"[0, 2**63), got {position!r}"
             )
         states = state_dict.get("rng_states")
-        if states is not None and not (
-            isinstance(states, Mapping) and "random" in states and "torch" in states
-        ):
-            raise ValueError(
-                "state_dict['rng_states'] should be a dictionary with the 'random' and 'torch' "
-                f"states (as DeterministicEngine.state_dict() writes; ignite's list of states is "
-                f"another format), got {type(states).__name__}"
-            )
+        if states is not None:
+            _check_rng_states(states)
 
     def _setup_engine(self) -> None:
         if self.state.dataloader is None:
@@ -218,26 +296,52 @@ class DeterministicEngine(Engine):
             self._pending_position = divmod(self.state.iteration, length)
         super()._setup_engine()
 
+    def set_data(self, data: Iterable[Any]) -> None:
+        """Switch data now: the next batch comes from ``data``; ``epoch_length`` is unchanged.
+
+        Within a run, ``data`` starts a new data pass, its order drawn from ``seed + pass`` as
+        every pass's (so that a run resumed after the switch rebuilds it) while the random
+        states of ``random``, NumPy and torch go on as they were. Outside a run it only sets
+        ``state.dataloader``: the next run iterates the data given to ``run()``.
+        """
+        if not isinstance(data, Iterable):
+            raise TypeError("Argument data should be iterable")
+        self.state.dataloader = data
+        if self._dataloader_iter is None:
+            return
+        states = get_rng_states()
+        self._start_pass(self._data_pass + 1, 0)
+        set_rng_states(states)
+
     def _setup_dataloader_iter(self) -> None:
-        data = self.state.dataloader
         if self._pending_position is not None:
-            self._data_pass, skip = self._pending_position
+            data_pass, skip = self._pending_position
             self._pending_position = None
         else:
-            self._data_pass += 1
-            skip = 0
+            data_pass, skip = self._data_pass + 1, 0
+        self._start_pass(data_pass, skip)
+        if self._pending_rng_states is not None:
+            states, self._pending_rng_states = self._pending_rng_states, None
+            set_rng_states(states)
+
+    def _start_pass(self, data_pass: int, skip: int) -> None:
+        """Seed with ``seed + data_pass`` and iterate the data from batch ``skip`` of that pass."""
         if self.state.seed is None:
             self._draw_seed()
-        seed = cast(int, self.state.seed) + self._data_pass
+        self._data_pass = data_pass
+        seed = cast(int, self.state.seed) + data_pass
         manual_seed(seed)
-        self._pass_iterator = _Counted(self._positioned(data, seed, skip), skip)
+        self._pass_iterator = _Counted(self._positioned(self.state.dataloader, seed, skip), skip)
         self._dataloader_iter = self._pass_iterator
-        if self._pending_rng_states is not None:
-            set_rng_states(self._pending_rng_states)
-            self._pending_rng_states = None
 
     @staticmethod
     def _positioned(data: Iterable[Any], seed: int, skip: int) -> Iterator[Any]:
-        if isinstance(data, torch.utils.data.DataLoader) and data.batch_sampler is not None:
+        # Only a map-style dataset's order can be drawn in advance: the batch sampler of an
+        # IterableDataset's DataLoader never ends, and such data is iterated and skipped.
+        if (
+            isinstance(data, torch.utils.data.DataLoader)
+            and data.batch_sampler is not None
+            and not isinstance(data.dataset, torch.utils.data.IterableDataset)
+        ):
             return _dataloader_from(data, seed, skip)
         return itertools.islice(iter(data), skip, None)
