@@ -142,7 +142,11 @@ void Dispatcher::decode_filtered(Entry& entry, PyObject* wrapper) const {
     Counter counter = counter_of(event.ptr());
     if (counter == Counter::none) return;
     std::optional<CountFilter> count;
-    if (Py_TYPE(filter.ptr()) == c.count_filter_type) count = CountFilter::from_python(filter);
+    // The counter read here is this engine's: a wrapper of another engine (a copied registry)
+    // reads its own engine's counter, in Python.
+    if (Py_TYPE(filter.ptr()) == c.count_filter_type &&
+        PyWeakref_GetObject(engine_ref.ptr()) == engine_)
+        count = CountFilter::from_python(filter);
     entry.kind = count ? Kind::count : Kind::callable;
     if (count) entry.count = *count;
     entry.filter = filter;
@@ -366,9 +370,10 @@ void Dispatcher::call(const Entry& entry, PyObject* event_kwargs) {
     }
     if (entry.kind == Kind::count) {
         long long counter = 0;
-        if (peek_counter(entry.counter, counter) ? !entry.count.accepts(counter)
-                                                 : !python_filter_accepts(entry))
-            return;
+        // NEVER is the filter's "no count from here on": a counter of that very value asks
+        // Python, which tells a hit from a miss there.
+        bool in_range = peek_counter(entry.counter, counter) && counter != CountFilter::NEVER;
+        if (in_range ? !entry.count.accepts(counter) : !python_filter_accepts(entry)) return;
     } else if (entry.kind == Kind::callable) {
         if (!python_filter_accepts(entry)) return;
     }

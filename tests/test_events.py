@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
-from ember.engine import CallableEventWithFilter, Events, EventsList
+from ember.engine import CallableEventWithFilter, Engine, Events, EventsList, State
 from ember.engine.events import CountFilter
 
 
@@ -98,3 +100,64 @@ def test_declaration_order_and_values() -> None:
 def test_count_filter_repr_names_its_fields() -> None:
     assert "once=[3]" in repr(CountFilter(once=[3]))
     assert "every=4" in repr(CountFilter(every=4))
+
+
+# ------------------------------------------------------------------ filters in the loops
+def test_numpy_integers_are_filter_counts(backend: str) -> None:
+    """once= took a NumPy integer for a list (TypeError: not iterable); every= already took it."""
+    np = pytest.importorskip("numpy")
+    seen: list[int] = []
+    engine = Engine(lambda e, b: None, backend=backend)
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(once=np.int64(2)), lambda e: seen.append(e.state.iteration)
+    )
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(every=np.int64(3)), lambda e: seen.append(-e.state.iteration)
+    )
+    engine.run(range(6))
+    assert seen == [2, -3, -6]
+
+
+def test_a_counter_at_the_largest_int64_is_filtered_as_in_python(backend: str) -> None:
+    """The compiled filters mark "no count from here on" with the largest int64: a counter of
+    that very value was read as a hit."""
+    seen: list[str] = []
+    engine = Engine(lambda e, b: None, backend=backend)
+    engine.add_event_handler(
+        Events.ITERATION_STARTED(once=1), lambda e: setattr(e.state, "iteration", 2**63 - 1)
+    )
+    engine.add_event_handler(Events.ITERATION_STARTED(every=3), lambda e: seen.append("every=3"))
+    engine.add_event_handler(Events.ITERATION_STARTED(before=5), lambda e: seen.append("before"))
+    engine.add_event_handler(Events.ITERATION_STARTED(every=1), lambda e: seen.append("every=1"))
+    engine.run([0])
+    assert seen == ["every=1"]  # 2**63 - 1 is not before 5, nor a multiple of 3
+
+
+def test_a_filtered_handler_of_another_engine_reads_that_engines_counter(backend: str) -> None:
+    """A filtered handler copied into another engine's registry (copy.copy of an engine) reads
+    the counter of the engine it was added to, as its wrapper does (the compiled loop read the
+    running engine's)."""
+    seen: list[int] = []
+    first = Engine(lambda e, b: None, backend=backend)
+    first.add_event_handler(
+        Events.ITERATION_COMPLETED(every=2), lambda e: seen.append(e.state.iteration)
+    )
+    first.run([0, 1, 2])
+    second = copy.copy(first)
+    second.state = State()
+    second.run([0, 1, 2, 3])
+    assert seen == [2]  # first's iteration stays 3 while second runs
+
+
+def test_run_from_inside_the_same_engines_run_is_refused(backend: str) -> None:
+    """ignite raises "generator already executing"; the nested run would start the state anew
+    under the running loop, which then failed on it."""
+    engine = Engine(lambda e, b: None, backend=backend)
+    nested = [engine.run]
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(once=2), lambda e: nested and nested.pop()([0, 1])
+    )
+    with pytest.raises(RuntimeError, match=r"Engine\.run\(\) was called while this engine runs"):
+        engine.run(range(4))
+    assert engine.state.iteration == 2
+    assert engine.run(range(4), max_epochs=2).epoch == 2  # the next run works

@@ -101,6 +101,7 @@ class Engine:
         self._init_iter: int | None = None
         self._resume_point: tuple[Any, ...] | None = None
         self._profiler: Any = None  # an ember.engine.profile.Profiler, read at each run()
+        self._running = False  # inside run(): a run() from a handler or the step is refused
         self._run_loop = select_loop(backend, Engine)
         self.register_events(*Events)
         if process_function is None:
@@ -575,6 +576,13 @@ class Engine:
             assert (state.epoch, state.iteration, state.output) == (2, 6, 6)
             ```
         """
+        if self._running:
+            # It would start the state anew under the running loop, which then fails on it.
+            raise RuntimeError(
+                "Engine.run() was called while this engine runs (from one of its handlers or "
+                "its process function); run another engine there, or call interrupt() and "
+                "run() again after this run returns"
+            )
         self._validate_run_arguments(data, max_epochs, max_iters, epoch_length)
         # Spelled out, not a generator: each run() of an evaluator pays for every Python frame.
         max_epochs = None if max_epochs is None else int(max_epochs)
@@ -595,11 +603,15 @@ class Engine:
         if self._dataloader_iter is None:
             self.state.dataloader = data
         plan = self._plan()
-        with RunScope():  # finishes what handlers left in the background (checkpoint writes)
-            if self._profiler is None:
-                self._run_loop(self, plan)
-            else:
-                self._profiler._profiled_run(self, plan)  # the loop, with host syncs counted
+        self._running = True
+        try:
+            with RunScope():  # finishes what handlers left in the background (checkpoint writes)
+                if self._profiler is None:
+                    self._run_loop(self, plan)
+                else:
+                    self._profiler._profiled_run(self, plan)  # the loop, with host syncs counted
+        finally:
+            self._running = False
         return self.state
 
     def _methods_overridden(self) -> tuple[bool, bool, bool]:

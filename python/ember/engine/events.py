@@ -101,11 +101,17 @@ def _is_non_negative_int(value: Any) -> bool:
 def _count_filter(
     every: int | None, once: int | Sequence[int] | None, before: int | None, after: int | None
 ) -> CountFilter | None:
+    # As ints: validated as integers, which NumPy's are too (the compiled loop reads ints).
     if once is not None:
-        return CountFilter(once=[once] if isinstance(once, int) else once)
+        if isinstance(once, numbers.Integral):
+            return CountFilter(once=[int(once)])
+        return CountFilter(once=[int(count) for count in cast(Sequence[int], once)])
+    every = int(every or 1)
     if before is None and after is None:
-        return None if every == 1 else CountFilter(every=every or 1)
-    return CountFilter(every=every or 1, after=after or 0, before=before)
+        return None if every == 1 else CountFilter(every=every)
+    return CountFilter(
+        every=every, after=int(after or 0), before=None if before is None else int(before)
+    )
 
 
 def _validate_filter_arguments(
