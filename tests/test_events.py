@@ -161,3 +161,12 @@ def test_run_from_inside_the_same_engines_run_is_refused(backend: str) -> None:
         engine.run(range(4))
     assert engine.state.iteration == 2
     assert engine.run(range(4), max_epochs=2).epoch == 2  # the next run works
+
+    copies: list[Engine] = []
+    engine = Engine(lambda e, b: None, backend=backend)
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(once=1), lambda e: copies.append(copy.copy(e))
+    )
+    engine.run([0])
+    copies[0].state = State()
+    assert copies[0].run([0, 1]).iteration == 2  # a copy made during a run is not running

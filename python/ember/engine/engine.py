@@ -29,6 +29,9 @@ from ember.engine.state import State
 __all__ = ["Engine"]
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
+# The engines inside run(), by id: a run() from one of their handlers or steps is refused. Not an
+# attribute, which copy.copy of an engine during its run would carry over to the copy.
+_RUNNING: set[int] = set()
 
 
 # Engines name their logger "<module>.<class>"; ember.patch_ignite() sets ignite's module name, so
@@ -101,7 +104,6 @@ class Engine:
         self._init_iter: int | None = None
         self._resume_point: tuple[Any, ...] | None = None
         self._profiler: Any = None  # an ember.engine.profile.Profiler, read at each run()
-        self._running = False  # inside run(): a run() from a handler or the step is refused
         self._run_loop = select_loop(backend, Engine)
         self.register_events(*Events)
         if process_function is None:
@@ -576,7 +578,7 @@ class Engine:
             assert (state.epoch, state.iteration, state.output) == (2, 6, 6)
             ```
         """
-        if self._running:
+        if id(self) in _RUNNING:
             # It would start the state anew under the running loop, which then fails on it.
             raise RuntimeError(
                 "Engine.run() was called while this engine runs (from one of its handlers or "
@@ -603,7 +605,7 @@ class Engine:
         if self._dataloader_iter is None:
             self.state.dataloader = data
         plan = self._plan()
-        self._running = True
+        _RUNNING.add(id(self))
         try:
             with RunScope():  # finishes what handlers left in the background (checkpoint writes)
                 if self._profiler is None:
@@ -611,7 +613,7 @@ class Engine:
                 else:
                     self._profiler._profiled_run(self, plan)  # the loop, with host syncs counted
         finally:
-            self._running = False
+            _RUNNING.discard(id(self))
         return self.state
 
     def _methods_overridden(self) -> tuple[bool, bool, bool]:
