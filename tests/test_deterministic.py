@@ -367,3 +367,16 @@ def test_a_seed_gives_the_batches_and_random_draws_of_ignites_deterministic_engi
         torch.backends.cudnn.benchmark = benchmark
     ours = run(DeterministicEngine, backend=backend)
     assert ours == theirs
+
+
+def test_the_rebuilt_loader_keeps_the_loaders_options() -> None:
+    """Each pass rebuilds a map-style DataLoader with its order drawn in advance: the options
+    that change how batches come (workers' prefetching, pinning device, order) are kept."""
+    dataset = torch.utils.data.TensorDataset(torch.arange(6))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=2, shuffle=True, num_workers=1, prefetch_factor=3, in_order=False
+    )
+    engine = DeterministicEngine(lambda e, b: None)
+    engine.run(loader, max_epochs=1)
+    iterator = engine._pass_iterator.iterator  # type: ignore[union-attr]
+    assert (iterator._prefetch_factor, iterator._in_order) == (3, False)

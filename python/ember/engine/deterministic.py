@@ -119,6 +119,10 @@ def _dataloader_from(
         worker_init_fn=loader.worker_init_fn,
         multiprocessing_context=loader.multiprocessing_context,
         generator=loader.generator,
+        prefetch_factor=loader.prefetch_factor,
+        pin_memory_device=loader.pin_memory_device,
+        in_order=loader.in_order,
+        # Not persistent_workers: a new loader each pass starts its workers anew anyway.
     )
     iterator = iter(rebuilt)
     # Drawn now, not at the first batch: a resumed run restores the saved random states next.
