@@ -378,5 +378,6 @@ def test_the_rebuilt_loader_keeps_the_loaders_options() -> None:
     )
     engine = DeterministicEngine(lambda e, b: None)
     engine.run(loader, max_epochs=1)
-    iterator = engine._pass_iterator.iterator  # type: ignore[union-attr]
+    assert engine._pass_iterator is not None
+    iterator: Any = engine._pass_iterator.iterator  # the rebuilt loader's, its options inside
     assert (iterator._prefetch_factor, iterator._in_order) == (3, False)
