@@ -251,7 +251,7 @@ def test_the_steps_of_the_supervised_trainer_and_deterministic_engine(backend: s
     engine = DeterministicEngine(lambda e, b: b, backend=backend)
     seeded = Profiler().attach(engine)
     engine.run(range(3))
-    assert seeded.handlers["STARTED:DeterministicEngine._draw_seed"].syncs == 1
+    assert seeded.handlers["STARTED:DeterministicEngine._seed_the_run"].syncs == 1
 
 
 def test_counting_stops_with_the_run(make_engine: Any) -> None:
