@@ -181,7 +181,23 @@ def test_collectives(run: Any) -> None:
             "tensors": [0, 0, 1],
             "broadcast": "from rank 0",
             "broadcast_tensor": [7.0, 7.0],
+            "broadcast_transposed": [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]],
+            "sum_of_layouts": [[0.0, 6.0], [2.0, 8.0], [4.0, 10.0]],
         }
+
+
+def test_arguments_that_fit_no_rank_are_refused_on_every_rank(run: Any) -> None:
+    """Each rank raises alike (none waits for another in a collective): a batch size below 1
+    (it was rounded up to 1), fewer samples than ranks for unpadded shards (a rank without data
+    failed its evaluation while the others waited in the metrics' collectives), and a
+    save_on_rank that is no rank (no process wrote, while last_checkpoint named the file)."""
+    _, _, results = run
+    for result in results:
+        refused = result["refused"]
+        assert set(refused) == {"batch_size", "too_few_samples", "save_on_rank"}
+        assert "batch_size should be a positive integer, got 0" in refused["batch_size"]
+        assert "1 sample(s), fewer than the 2 ranks" in refused["too_few_samples"]
+        assert "save_on_rank=2 is no rank of this group of 2" in refused["save_on_rank"]
 
 
 @pytest.mark.parametrize("size", scenario.EVAL_SIZES)

@@ -28,6 +28,7 @@ from torch.utils.data import TensorDataset
 
 import ember.distributed as edist
 from ember.engine import Engine, Events
+from ember.handlers import DiskSaver
 from ember.metrics import (
     Accuracy,
     Average,
@@ -162,6 +163,7 @@ def train(loader: Any, backend: str, fail_rank: int | None = None) -> dict[str, 
 # ---------------------------------------------------------------------------------- main
 def collectives() -> dict[str, Any]:
     rank = edist.get_rank()
+    matrix = torch.arange(6.0).reshape(2, 3)
     return {
         "sum": edist.all_reduce(rank + 1),
         "max": edist.all_reduce(torch.tensor([1.5, float(rank)]), op="MAX").tolist(),
@@ -174,7 +176,28 @@ def collectives() -> dict[str, Any]:
             torch.full((2,), 7.0) if rank == edist.get_world_size() - 1 else None,
             src=edist.get_world_size() - 1,
         ).tolist(),
+        # Strided layouts: the backends move raw memory.
+        "broadcast_transposed": edist.broadcast(matrix.t() if rank == 0 else None).tolist(),
+        "sum_of_layouts": edist.all_reduce(
+            matrix.t() if rank == 0 else matrix.t().contiguous()
+        ).tolist(),
     }
+
+
+def refused(out: Path) -> dict[str, str]:
+    """What each rank raises for arguments that would fit no rank or leave one without data."""
+    attempts = {
+        "batch_size": lambda: edist.auto_dataloader(classification_data(4), batch_size=0),
+        "too_few_samples": lambda: edist.auto_dataloader(classification_data(1), batch_size=2),
+        "save_on_rank": lambda: DiskSaver(out / "refused", save_on_rank=edist.get_world_size()),
+    }
+    errors = {}
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+        except ValueError as error:
+            errors[name] = str(error)
+    return errors
 
 
 def nothing_seen_on_other_ranks() -> Any:
@@ -198,6 +221,7 @@ def main(local_rank: int, out_dir: str, mode: str, engine_backends: str) -> None
         "backend": edist.backend(),
         "device": str(edist.device()),
         "collectives": collectives(),
+        "refused": refused(out),
         "nothing_seen": nothing_seen_on_other_ranks(),
         "engines": {},
     }

@@ -146,6 +146,10 @@ def auto_dataloader(dataset: Dataset[Any], **kwargs: Any) -> DataLoader[Any]:
     if world_size > 1:
         batch_size = kwargs.get("batch_size")
         if isinstance(batch_size, int) and not isinstance(batch_size, bool):
+            if batch_size < 1:  # as DataLoader refuses it in one process, not rounded to 1
+                raise ValueError(
+                    f"auto_dataloader: batch_size should be a positive integer, got {batch_size}"
+                )
             if batch_size % world_size:
                 warnings.warn(
                     f"auto_dataloader: batch_size={batch_size} (the global batch) does not "
@@ -185,6 +189,15 @@ def _shard(
     if sampler is None:
         if shuffle:
             return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True)
+        size = len(dataset)  # type: ignore[arg-type]
+        if size < world_size:
+            # Every rank knows both numbers and raises here: a rank without data would fail at
+            # its run (empty data), leaving the others waiting in the metrics' collectives.
+            raise ValueError(
+                f"auto_dataloader: the dataset has {size} sample(s), fewer than the "
+                f"{world_size} ranks, and unpadded shards would leave a rank without data; "
+                "run this evaluation on fewer ranks, or on rank 0 alone"
+            )
         return UnpaddedDistributedSampler(dataset, num_replicas=world_size, rank=rank)
     if isinstance(sampler, DistributedSampler):
         if (sampler.num_replicas, sampler.rank) != (world_size, rank):

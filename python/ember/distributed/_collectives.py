@@ -58,7 +58,8 @@ def _reduce_tensor(tensor: torch.Tensor, op: str) -> torch.Tensor:
     """Reduce a copy of ``tensor`` over the group; the result has the input's dtype and device,
     except that AND/OR give bool and SUM/PRODUCT of bools give int64."""
     target = _context.device()
-    work = tensor.detach().to(target, copy=True)
+    # Contiguous: the backends reduce the raw memory, and ranks may hold other layouts.
+    work = tensor.detach().to(target, copy=True, memory_format=torch.contiguous_format)
     if op in ("AND", "OR"):
         work = (work != 0).to(torch.uint8)
         reduce_op = dist.ReduceOp.MIN if op == "AND" else dist.ReduceOp.MAX
@@ -188,7 +189,10 @@ def broadcast(tensor: Any, src: int = 0) -> Any:
     shape, dtype = rest
     home = tensor.device if isinstance(tensor, torch.Tensor) else _context.device()
     if rank == src:
-        work = tensor.detach().to(_context.device(), copy=True)
+        # Contiguous: the receivers read the raw memory into tensors of the plain layout.
+        work = tensor.detach().to(
+            _context.device(), copy=True, memory_format=torch.contiguous_format
+        )
     else:
         work = torch.empty(shape, dtype=dtype, device=_context.device())
     if work.dtype == torch.bool:

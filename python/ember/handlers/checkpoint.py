@@ -124,6 +124,21 @@ def _rank() -> int:
     return 0
 
 
+def _writes(save_on_rank: int) -> bool:
+    """Whether this process is the one that writes. A ``save_on_rank`` that is no rank of the
+    group raises, on every rank alike: else no process would ever write, while
+    ``last_checkpoint`` named the files."""
+    rank = _rank()
+    if _context.is_initialized():
+        world_size = torch.distributed.get_world_size()
+        if save_on_rank >= world_size:
+            raise ValueError(
+                f"save_on_rank={save_on_rank} is no rank of this group of {world_size} "
+                "process(es): no checkpoint would be written"
+            )
+    return rank == save_on_rank
+
+
 def _tree_map(function: Callable[[Any], Any], objects: Any) -> Any:
     """Apply ``function`` to the leaves of nested mappings, lists and tuples."""
     if isinstance(objects, Mapping):
@@ -659,7 +674,7 @@ class DiskSaver(BaseSaveHandler):
         self.kwargs = kwargs
         # The background work of the last saves, until it is seen finished.
         self._durability_batch: _DurabilityBatch | None = None
-        if _rank() == save_on_rank:
+        if _writes(self.save_on_rank):
             self._check_and_setup(create_dir, require_empty)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -734,7 +749,7 @@ class DiskSaver(BaseSaveHandler):
         filename: str,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        if _rank() != self.save_on_rank:
+        if not _writes(self.save_on_rank):
             return
         # Plain strings and os calls (hence the noqa PTH): pathlib's objects cost more than the
         # syscalls here.
@@ -897,7 +912,7 @@ class DiskSaver(BaseSaveHandler):
         raise RuntimeError(f"Could not create a temporary file in '{directory}'")
 
     def remove(self, filename: str) -> None:
-        if _rank() != self.save_on_rank:
+        if not _writes(self.save_on_rank):
             return
         path = os.path.join(self.dirname, filename)  # noqa: PTH118
         batch = self._durability_batch
@@ -1081,7 +1096,7 @@ class _ShardedWriter:
             self.group = dist.new_group(backend="gloo")
         final = self.saver.dirname / filename
         temporary = self.saver.dirname / f".{filename}{TEMPORARY_SUFFIX}"
-        renames = _rank() == self.saver.save_on_rank
+        renames = _writes(self.saver.save_on_rank)
         if renames and temporary.exists():
             shutil.rmtree(temporary)  # left by a save that died
         dist.barrier(group=self.group)
@@ -1505,7 +1520,7 @@ class Checkpoint:
 
     def _writes_on_this_rank(self) -> bool:
         saver = self.save_handler
-        return not isinstance(saver, DiskSaver) or _rank() == saver.save_on_rank
+        return not isinstance(saver, DiskSaver) or _writes(saver.save_on_rank)
 
     def _sharded_writer(self) -> _ShardedWriter:
         if not isinstance(self.save_handler, DiskSaver):
