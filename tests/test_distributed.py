@@ -231,6 +231,8 @@ def test_metrics_over_shards_equal_the_single_process_values(run: Any, size: int
 def test_a_rank_that_saw_nothing_adds_nothing(run: Any) -> None:
     _, _, results = run
     assert [r["nothing_seen"] for r in results] == [[1.0, 1.0, 0.5]] * 2
+    # of the values' dtype on every rank (the rank that saw nothing answered float64)
+    assert [r["nothing_seen_dtype"] for r in results] == ["torch.float32"] * 2
 
 
 def test_ddp_training_matches_a_single_process_with_the_same_global_batch(run: Any) -> None:

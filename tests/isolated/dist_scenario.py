@@ -208,6 +208,14 @@ def nothing_seen_on_other_ranks() -> Any:
     return plain(precision.compute())
 
 
+def dtype_seen_by_a_rank_that_saw_nothing() -> str:
+    """Only rank 0 averages float32 values: every rank's result is float32."""
+    average = RunningAverage(output_transform=lambda value: value)
+    if edist.get_rank() == 0:
+        average.update(torch.tensor(2.0))
+    return str(average.compute().dtype)
+
+
 def main(local_rank: int, out_dir: str, mode: str, engine_backends: str) -> None:
     out = Path(out_dir)
     rank = edist.get_rank()
@@ -223,6 +231,7 @@ def main(local_rank: int, out_dir: str, mode: str, engine_backends: str) -> None
         "collectives": collectives(),
         "refused": refused(out),
         "nothing_seen": nothing_seen_on_other_ranks(),
+        "nothing_seen_dtype": dtype_seen_by_a_rank_that_saw_nothing(),
         "engines": {},
     }
     if mode == "exit":

@@ -6,6 +6,7 @@ accumulators (counts, sums, confusion matrices): never an average of per-rank va
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,8 @@ def _kind(value: Any) -> tuple[Any, ...]:
         return ("none",)
     if isinstance(value, torch.Tensor):
         floating = value.dtype.is_floating_point
-        return ("tensor", tuple(value.shape), "float" if floating else "int")
+        dtype_name = str(value.dtype).removeprefix("torch.")
+        return ("tensor", tuple(value.shape), "float" if floating else "int", dtype_name)
     if isinstance(value, int):  # bools too
         return ("int",)
     if isinstance(value, float):
@@ -54,12 +56,13 @@ def sum_over_ranks(
         dist.all_gather_object(everyone, kinds)
 
     # What each position is, agreed by every rank (they all see the same lists).
-    plans: list[tuple[str, tuple[int, ...]]] = []
+    # (plan, shape, the dtype of a tensor result where this rank holds None)
+    plans: list[tuple[str, tuple[int, ...], torch.dtype | None]] = []
     for position in range(len(values)):
         seen = [rank_kinds[position] for rank_kinds in everyone]
         present = [kind for kind in seen if kind[0] != "none"]
         if not present:
-            plans.append(("none", ()))
+            plans.append(("none", (), None))
             continue
         tensors = [kind for kind in present if kind[0] == "tensor"]
         shapes = {kind[1] for kind in tensors}
@@ -74,16 +77,22 @@ def sum_over_ranks(
                     "saw different kinds of input (number of classes, value shape)"
                 )
             floating = any(kind[2] == "float" for kind in tensors)
-            plans.append(("tensor-float" if floating else "tensor-int", next(iter(shapes))))
+            # The other ranks' dtype: a rank that saw nothing answers like them.
+            result_dtype = functools.reduce(
+                torch.promote_types, (getattr(torch, kind[3]) for kind in tensors)
+            )
+            plans.append(
+                ("tensor-float" if floating else "tensor-int", next(iter(shapes)), result_dtype)
+            )
         else:
             floating = any(kind[0] == "float" for kind in present)
-            plans.append(("float" if floating else "int", ()))
+            plans.append(("float" if floating else "int", (), None))
 
     # One flat buffer per dtype: two collectives at most.
     target = _context.device()
     buffers: dict[torch.dtype, list[torch.Tensor]] = {torch.float64: [], torch.int64: []}
     slots: list[tuple[torch.dtype, int, int] | None] = []
-    for value, (plan, shape) in zip(values, plans, strict=True):
+    for value, (plan, shape, _) in zip(values, plans, strict=True):
         if plan == "none":
             slots.append(None)
             continue
@@ -104,7 +113,7 @@ def sum_over_ranks(
             totals[dtype] = buffer
 
     results: list[Any] = []
-    for value, (plan, shape), slot in zip(values, plans, slots, strict=True):
+    for value, (plan, shape, result_dtype), slot in zip(values, plans, slots, strict=True):
         if slot is None:
             results.append(None)
             continue
@@ -115,7 +124,7 @@ def sum_over_ranks(
         elif plan == "float":
             results.append(float(total.item()))
         else:
-            home_dtype = value.dtype if isinstance(value, torch.Tensor) else dtype
+            home_dtype = value.dtype if isinstance(value, torch.Tensor) else result_dtype
             home = value.device if isinstance(value, torch.Tensor) else torch.device(device)
             results.append(total.reshape(shape).to(device=home, dtype=home_dtype))
     return tuple(results)
