@@ -4,6 +4,7 @@ run's running average, empty batches and inputs without classes."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +18,12 @@ from ember.metrics import (
     Accuracy,
     Average,
     ConfusionMatrix,
+    Fbeta,
     Loss,
     MeanSquaredError,
     Metric,
+    MetricsLambda,
+    NotComputableError,
     Precision,
     RunningAverage,
     TopKCategoricalAccuracy,
@@ -228,3 +232,78 @@ def test_an_empty_batch_leaves_the_loss_as_it_was() -> None:
 def test_accuracy_refuses_y_pred_without_classes() -> None:
     with pytest.raises(ValueError, match=r"y_pred .* \(3, 0\) has no classes"):
         Accuracy().update((torch.zeros(3, 0), torch.zeros(3, dtype=torch.int64)))
+
+
+# ---------------------------------------------------------------------- copies and lambdas
+def test_a_deep_copy_updates_its_own_accumulators(backend: str) -> None:
+    """A metric's planned kernel adds to the metric it was planned for: a copy plans its own
+    (the copy's updates went into the original), also for Accuracy, which keeps its plan across
+    resets."""
+    y_pred = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    accuracy = Accuracy()
+    evaluator = Engine(lambda e, batch: batch, backend=backend)
+    accuracy.attach(evaluator, "accuracy")
+    evaluator.run([(y_pred, torch.tensor([0, 0]))])
+    copied = copy.deepcopy(accuracy)
+    other = Engine(lambda e, batch: batch, backend=backend)
+    copied.attach(other, "accuracy")
+    assert other.run([(y_pred, torch.tensor([0, 1]))]).metrics["accuracy"] == 1.0
+    assert (accuracy._num_examples, accuracy.compute()) == (2, 0.5)
+
+    error = MeanSquaredError()
+    error.update((torch.tensor([1.0, 2.0]), torch.zeros(2)))
+    error_copy = copy.deepcopy(error)
+    error_copy.update((torch.zeros(2), torch.zeros(2)))
+    assert (error.compute(), error_copy.compute()) == (2.5, 1.25)
+
+
+def test_a_deep_copy_of_a_weighted_fbeta_reads_its_own_support() -> None:
+    data = (torch.eye(3)[[0, 1, 2, 2, 1]], torch.tensor([0, 1, 1, 2, 0]))
+    other = (torch.eye(3)[[0, 0, 2]], torch.tensor([0, 1, 2]))
+    fbeta = Fbeta(1.0, average="weighted")
+    copied = copy.deepcopy(fbeta)
+    with pytest.raises(NotComputableError):
+        copied.compute()  # a bare AssertionError: it read the original's (empty) support
+    copied.update(data)
+    fbeta.update(other)
+    fresh = Fbeta(1.0, average="weighted")
+    fresh.update(data)
+    assert copied.compute() == pytest.approx(fresh.compute())
+
+
+def test_integer_and_bool_results_of_a_lambda_keep_their_type(backend: str) -> None:
+    """A lambda over a metric whose value checks are pending read its result through float64
+    (one host read with the checks): an index, a count or a flag came back a float."""
+    precision = Precision(average=False)
+    engine = Engine(lambda e, batch: batch, backend=backend)
+    precision.argmax().attach(engine, "best")
+    MetricsLambda(lambda p: (p > 0.3).sum(), precision).attach(engine, "count")
+    MetricsLambda(lambda p: (p >= 0).all(), precision).attach(engine, "all")
+    metrics = engine.run([(torch.eye(3)[[0, 1, 2, 2]], torch.tensor([0, 1, 1, 2]))]).metrics
+    assert (metrics["best"], metrics["count"], metrics["all"]) == (0, 3, True)
+    assert (type(metrics["best"]), type(metrics["count"]), type(metrics["all"])) == (int, int, bool)
+
+
+def test_a_lambda_updated_by_hand_updates_a_shared_metric_once() -> None:
+    """cm[0, 0] + cm[1, 1] uses cm twice: updating the lambda counted each batch twice (ignite
+    too), where attaching it counts it once."""
+    matrix = ConfusionMatrix(2)
+    diagonal = matrix[0, 0] + matrix[1, 1]
+    diagonal.update((torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]), torch.tensor([0, 1, 1])))
+    assert int(diagonal.compute()) == 2
+    assert matrix._num_examples == 3
+
+
+def test_an_average_started_in_inference_mode_goes_on_outside() -> None:
+    for first, then in (
+        (torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])),
+        (3.0, 1.0),
+    ):
+        average = Average()
+        with torch.inference_mode():
+            average.update(first)
+        average.update(then)  # the accumulator was an inference tensor: in-place add refused
+        with torch.inference_mode():
+            average.update(then)
+        expected = (torch.as_tensor(first) + 2 * torch.as_tensor(then)).double() / 3
+        assert torch.allclose(average.compute(), expected)

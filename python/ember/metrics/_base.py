@@ -657,6 +657,14 @@ class _PairMetric(Metric):
     def reset(self) -> None:
         self._plan: tuple[_Layout, Kernel] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The kernels are closures over this metric: a copy (copy.deepcopy, pickle) plans its
+        # own, else its updates would add to this metric's accumulators.
+        state = self.__dict__.copy()
+        state["_plan"] = None
+        state.pop("_kept_plan", None)
+        return state
+
     def iteration_completed(self, engine: Any) -> None:
         """Handler: as :meth:`Metric.iteration_completed`; an exact ``(y_pred, y)`` of the
         planned layout goes to the kernel directly (two Python frames less a batch)."""
@@ -817,14 +825,30 @@ class MetricsLambda(Metric):
         self._forward_update(output)
 
     def _forward_update(self, output: Any) -> None:
-        # Nested lambdas are updated through here: attaching the outer one marked them
-        # attached too, and only the outer one's state decides whether update() is allowed.
+        # Each metric under this lambda once, however often the expression uses it
+        # (``cm[0, 0] + cm[1, 1]``), as attaching the lambda updates it once; ignite updates it
+        # at every use. Nested lambdas are updated through here: attaching the outer one marked
+        # them attached too, and only the outer one's state decides whether update() is allowed.
+        lambdas: list[MetricsLambda] = []
+        leaves: list[Metric] = []
+        self._collect(lambdas, leaves, set())
+        for metric in leaves:
+            metric.update(output)
+        for nested in lambdas:
+            nested._updated = True
+
+    def _collect(self, lambdas: list[MetricsLambda], leaves: list[Metric], seen: set[int]) -> None:
+        """This lambda and those under it into ``lambdas``, the other metrics under it into
+        ``leaves``: each once, in order."""
+        lambdas.append(self)
         for metric in self._metrics():
+            if id(metric) in seen:
+                continue
+            seen.add(id(metric))
             if isinstance(metric, MetricsLambda):
-                metric._forward_update(output)
+                metric._collect(lambdas, leaves, seen)
             else:
-                metric.update(output)
-        self._updated = True
+                leaves.append(metric)
 
     def compute(self) -> Any:
         return self._evaluate(as_number=False)

@@ -209,7 +209,13 @@ def _read(checks: list[_Check], value: torch.Tensor | None) -> Any:
     packed = torch.where(failed, math.nan, value.to(torch.float64)).item()
     if math.isnan(packed):
         _raise_first_failure(checks)  # returns when none failed: the value itself is NaN
-        packed = value.item()
+        return value.item()
+    # The value's own type, as value.item() gives it (a count or an index below 2**53, which
+    # float64 holds exactly).
+    if value.dtype == torch.bool:
+        return bool(packed)
+    if not (value.dtype.is_floating_point or value.dtype.is_complex):
+        return int(packed)
     return packed
 
 

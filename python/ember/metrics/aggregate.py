@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -154,6 +155,11 @@ class Loss(Metric):
         return self._ratio_over_ranks(self._sum, self._num_examples)
 
 
+# An accumulator made in inference mode (an evaluator's step) is an inference tensor, which
+# refuses the in-place adds of updates made outside it: accumulators are made outside.
+_NOT_INFERENCE = functools.partial(torch.inference_mode, False)
+
+
 class Average(Metric):
     """The mean of the values seen: a number, or a tensor, per update.
 
@@ -198,7 +204,8 @@ class Average(Metric):
                 count = value.shape[0]
                 value = value.sum(dim=0, dtype=self._double_dtype)
             if accumulator is None:
-                self._accumulator = value.to(self._device, self._double_dtype, copy=True)
+                with _NOT_INFERENCE():  # else later updates outside inference mode could not add
+                    self._accumulator = value.to(self._device, self._double_dtype, copy=True)
             elif value.shape != accumulator.shape:
                 raise ValueError(
                     f"{self._name}: value shape changed from {shape_of(accumulator)} to "
@@ -211,9 +218,10 @@ class Average(Metric):
         elif _is_value(output):
             count = 1
             if accumulator is None:
-                self._accumulator = torch.tensor(
-                    float(output), dtype=self._double_dtype, device=self._device
-                )
+                with _NOT_INFERENCE():
+                    self._accumulator = torch.tensor(
+                        float(output), dtype=self._double_dtype, device=self._device
+                    )
             elif accumulator.dim():
                 raise ValueError(
                     f"{self._name}: value shape changed from {shape_of(accumulator)} to () "

@@ -25,7 +25,13 @@ from typing import Any
 
 import torch
 
-from ember.metrics._base import Kernel, MetricsLambda, _identity, _PairMetric
+from ember.metrics._base import (
+    Kernel,
+    MetricsLambda,
+    NotComputableError,
+    _identity,
+    _PairMetric,
+)
 from ember.metrics._checks import (
     ValueChecks,
     as_pair,
@@ -698,7 +704,6 @@ def Fbeta(  # noqa: N802 - ignite's name; a function that builds a MetricsLambda
             device=precision.device,
         )
     beta_squared = float(beta) ** 2
-    support = recall
 
     def fbeta_per_class(p: Any, r: Any) -> Any:
         return _fbeta_value(beta_squared, p, r)
@@ -707,22 +712,31 @@ def Fbeta(  # noqa: N802 - ignite's name; a function that builds a MetricsLambda
         value = _fbeta_value(beta_squared, p, r)
         return read_number(value.mean()) if isinstance(value, torch.Tensor) else value
 
-    def fbeta_weighted(p: Any, r: Any) -> float:
-        value = _fbeta_value(beta_squared, p, r)
+    if mode == "weighted":
+        return MetricsLambda(_WeightedFbeta(beta_squared, recall), precision, recall)
+    function = fbeta_per_class if mode in (False, "micro") else fbeta_macro
+    return MetricsLambda(function, precision, recall)
+
+
+class _WeightedFbeta:
+    """Fbeta's support-weighted mean. An object, not a closure: ``copy.deepcopy`` of the
+    Fbeta copies it with the lambda's arguments, so a copy reads its own Recall's support."""
+
+    def __init__(self, beta_squared: float, support: Recall) -> None:
+        self.beta_squared = beta_squared
+        self.support = support
+
+    def __call__(self, p: Any, r: Any) -> float:
+        value = _fbeta_value(self.beta_squared, p, r)
         if not isinstance(value, torch.Tensor):
             return value
-        weights = support._totals(check=False)[2]  # the support over all ranks
-        assert weights is not None
+        weights = self.support._totals(check=False)[2]  # the support over all ranks
+        if weights is None:
+            raise NotComputableError(
+                "Fbeta must have at least one example before it can be computed"
+            )
         weights = weights.cpu()  # with the values (MetricsLambda moves them to the CPU)
         return read_number(_safe_ratio((value * weights).sum(), weights.sum()))
-
-    function = {
-        False: fbeta_per_class,
-        "micro": fbeta_per_class,
-        "macro": fbeta_macro,
-        "weighted": fbeta_weighted,
-    }[mode]
-    return MetricsLambda(function, precision, recall)
 
 
 class ConfusionMatrix(_PairMetric):
