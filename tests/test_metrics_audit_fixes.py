@@ -145,6 +145,20 @@ def test_confusion_matrix_skips_targets_too_large_for_int64_codes(target: int) -
     assert torch.equal(metric.compute(), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int32, torch.int64])
+def test_confusion_matrix_and_precision_count_narrow_integer_targets(dtype: torch.dtype) -> None:
+    """The clamp against int64 wrap-around ran in y's own dtype: -1 wraps to 255 in uint8, so
+    every uint8 target was clamped to "outside" (an all-zero matrix; Precision refused)."""
+    y_pred = torch.eye(3)[[0, 1, 2, 2]]
+    y = torch.tensor([0, 1, 1, 2], dtype=dtype)
+    matrix = ConfusionMatrix(3)
+    matrix.update((y_pred, y))
+    assert matrix.compute().tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+    precision = Precision(average=False)
+    precision.update((y_pred, y))
+    assert precision.compute().tolist() == [1.0, 1.0, 0.5]
+
+
 # ---------------------------------------------------------------------- malformed loaded states
 def _updated(metric: Metric, *outputs: Any) -> Metric:
     for output in outputs:
@@ -212,6 +226,34 @@ def test_a_malformed_state_is_refused_and_the_metric_unchanged(
     with pytest.raises(error, match=f"{type(metric).__name__}.load_state_dict: '{key}'"):
         metric.load_state_dict(state)
     assert _same_state(dict(metric.state_dict()), before)
+
+
+def test_a_state_refused_in_a_held_metric_leaves_the_holder_unchanged() -> None:
+    """The metrics a metric holds (a RunningAverage's src, a lambda's arguments) are checked
+    with it, before anything is loaded: the first ones were loaded, then the last raised."""
+    average = RunningAverage(src=Accuracy())
+    average.src.update(_MULTICLASS)  # type: ignore[union-attr]
+    average.update(None)  # the average of src's value, src reset
+    before = dict(average.state_dict())
+    state = dict(before)
+    state["_value"] = 0.25
+    state["src"] = {**before["src"], "_num_examples": -1}
+    with pytest.raises(ValueError, match=r"Accuracy\.load_state_dict: '_num_examples'"):
+        average.load_state_dict(state)
+    assert _same_state(dict(average.state_dict()), before)
+
+    f1 = Fbeta(1.0)
+    _updated(f1, _MULTICLASS)
+    before = f1.state_dict()
+    precision_state, recall_state = before["metrics"]
+    bad_recall = {**recall_state, "_num_samples": -1}
+    fresh = Fbeta(1.0)
+    with pytest.raises(ValueError, match=r"Recall\.load_state_dict: '_num_samples'"):
+        fresh.load_state_dict({"metrics": [precision_state, bad_recall], "_updated": True})
+    with pytest.raises(NotComputableError):
+        fresh.compute()  # its Precision was loaded before its Recall raised
+    with pytest.raises(TypeError, match="'_updated' should be a bool"):
+        fresh.load_state_dict({"metrics": [precision_state, recall_state], "_updated": "x"})
 
 
 def test_a_well_formed_state_still_loads() -> None:

@@ -433,7 +433,15 @@ class Metric(metaclass=ABCMeta):
         return OrderedDict((attr, _export_state(getattr(self, attr))) for attr in self._state_attrs)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore accumulators saved by :meth:`state_dict` (tensors go to this metric's device)."""
+        """Restore accumulators saved by :meth:`state_dict` (tensors go to this metric's device).
+
+        Everything is imported and checked before anything changes, the states of the metrics
+        this one holds included: a refused state leaves them all as they were."""
+        self._prepared_load(state_dict)()
+
+    def _prepared_load(self, state_dict: Any) -> Callable[[], None]:
+        """Check and import ``state_dict``; return what sets it. A metric holding this one calls
+        it before it changes anything itself."""
         _require_mapping(state_dict)
         expected, given = set(self._state_attrs), set(state_dict)
         if expected != given:
@@ -442,20 +450,29 @@ class Metric(metaclass=ABCMeta):
                 f"{sorted(given)} (missing {sorted(expected - given)}, "
                 f"unexpected {sorted(given - expected)})"
             )
-        # Everything is imported and checked before anything changes: a refused state leaves
-        # the metric as it was.
+        held = {
+            attr: metric._prepared_load(state_dict[attr])
+            for attr in self._state_attrs
+            if isinstance(metric := getattr(self, attr), Metric)
+        }
         imported = {
             attr: self._import_state(getattr(self, attr), state_dict[attr], attr)
             for attr in self._state_attrs
-            if not isinstance(getattr(self, attr), Metric)
+            if attr not in held
         }
         self._check_loaded_state(imported)
-        for attr in self._state_attrs:
-            current = getattr(self, attr)
-            if isinstance(current, Metric):
-                current.load_state_dict(state_dict[attr])
-            else:
-                setattr(self, attr, imported[attr])
+
+        def load() -> None:
+            for load_held in held.values():
+                load_held()
+            for attr, value in imported.items():
+                setattr(self, attr, value)
+            self._after_load()
+
+        return load
+
+    def _after_load(self) -> None:  # noqa: B027 - a hook: most metrics need nothing here
+        """Bring what depends on the accumulators in line with those just loaded."""
 
     def _check_loaded_state(self, state: Mapping[str, Any]) -> None:
         """Refuse a state (imported by :meth:`load_state_dict`, not yet set) that this metric
@@ -500,9 +517,6 @@ class Metric(metaclass=ABCMeta):
             )
 
     def _import_state(self, current: Any, value: Any, attr: str) -> Any:
-        if isinstance(current, Metric):
-            current.load_state_dict(value)
-            return current
         if isinstance(current, list) and isinstance(value, (list, tuple)):
             if len(current) != len(value):
                 raise ValueError(
@@ -703,8 +717,7 @@ class _PairMetric(Metric):
         """Check ``output`` (anything: it may not be a pair) and return the kernel to apply
         to its raw ``(y_pred, y)``."""
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+    def _after_load(self) -> None:
         # Their kernels add to the accumulators just replaced, and the restored state (an
         # input kind) is not a reset's.
         self._plan = self._kept_plan = None
@@ -907,7 +920,7 @@ class MetricsLambda(Metric):
             ]
         )
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+    def _prepared_load(self, state_dict: Any) -> Callable[[], None]:
         _require_mapping(state_dict)
         if set(state_dict) != {"metrics", "_updated"}:
             raise ValueError(
@@ -921,6 +934,16 @@ class MetricsLambda(Metric):
                 f"{self._name}.load_state_dict: 'metrics' should hold {len(metrics)} state dicts, "
                 f"got {states!r}"
             )
-        for metric, state in zip(metrics, states, strict=True):
-            metric.load_state_dict(state)
-        self._updated = bool(state_dict["_updated"])
+        updated = state_dict["_updated"]
+        if not isinstance(updated, bool):
+            raise TypeError(self._loaded_state_error("_updated", "a bool", updated))
+        loads = [
+            metric._prepared_load(state) for metric, state in zip(metrics, states, strict=True)
+        ]
+
+        def load() -> None:
+            for load_metric in loads:
+                load_metric()
+            self._updated = updated
+
+        return load

@@ -103,9 +103,12 @@ class _PairCounts:
         self._mask = not _uses_bincount(device)
 
     def add(self, predicted: torch.Tensor, y: torch.Tensor) -> None:
-        # y clamped to [-1, C] first: ``y * C`` of a huge target would wrap around int64 into
-        # the code of a real pair. -1 and C still count as outside.
-        codes = torch.add(predicted, y.clamp(-1, self.num_classes), alpha=self.num_classes)
+        # An int64 y clamped to [-1, C] first: ``y * C`` of a huge target would wrap around
+        # into the code of a real pair (-1 and C still count as outside). Narrower integers are
+        # multiplied in int64, where they cannot wrap, and would wrap in their own clamp.
+        if y.dtype == torch.int64:
+            y = y.clamp(-1, self.num_classes)
+        codes = torch.add(predicted, y, alpha=self.num_classes)
         if codes.dim() != 1:
             codes = codes.reshape(-1)
         if not self._mask:
@@ -785,8 +788,8 @@ class ConfusionMatrix(_PairMetric):
         """The counts so far (a view of the accumulator)."""
         return _pair_matrix(self._pair_counts)[0]
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+    def _after_load(self) -> None:
+        super()._after_load()
         self._pairs.total = self._pair_counts
 
     def _prepare(self, output: Any) -> Kernel:
