@@ -381,3 +381,37 @@ def test_the_rebuilt_loader_keeps_the_loaders_options() -> None:
     assert engine._pass_iterator is not None
     iterator: Any = engine._pass_iterator.iterator  # the rebuilt loader's, its options inside
     assert (iterator._prefetch_factor, iterator._in_order) == (3, False)
+
+
+def test_a_run_that_goes_on_keeps_its_seed_as_a_resumed_one(backend: str) -> None:
+    """run(max_epochs=4) after run(max_epochs=2) goes on with the same seed, so its epochs 3
+    and 4 are those of a run resumed from a checkpoint taken after epoch 2 (ignite draws a new
+    seed there); a new run after the end draws a new seed, as ignite's does."""
+
+    def batches_of(engine: DeterministicEngine, seen: list[int]) -> DeterministicEngine:
+        engine.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda e: seen.extend(e.state.batch[0].tolist())
+        )
+        return engine
+
+    def loader() -> torch.utils.data.DataLoader[Any]:
+        dataset = torch.utils.data.TensorDataset(torch.arange(8))
+        return torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True)
+
+    torch.manual_seed(5)
+    going_on: list[int] = []
+    engine = batches_of(DeterministicEngine(lambda e, b: None, backend=backend), going_on)
+    engine.run(loader(), max_epochs=2)
+    checkpoint = engine.state_dict()
+    seed = engine.state.seed
+    engine.run(loader(), max_epochs=4)
+    assert engine.state.seed == seed
+
+    resumed: list[int] = []
+    again = batches_of(DeterministicEngine(lambda e, b: None, backend=backend), resumed)
+    again.load_state_dict(checkpoint)
+    again.run(loader(), max_epochs=4)
+    assert resumed == going_on[16:]
+
+    engine.run(loader(), max_epochs=4)  # a new run: the state starts anew
+    assert engine.state.seed != seed

@@ -68,13 +68,17 @@ def get_rng_states() -> dict[str, Any]:
     return states
 
 
+def _numpy_state(saved: Any) -> tuple[Any, ...]:
+    """NumPy's state from the plain values ``get_rng_states`` saves."""
+    name, keys, position, has_gauss, cached_gaussian = saved
+    return name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian
+
+
 def set_rng_states(states: Mapping[str, Any]) -> None:
     random.setstate(states["random"])
     torch.set_rng_state(states["torch"])
     if np is not None and "numpy" in states:
-        name, keys, position, has_gauss, cached_gaussian = states["numpy"]
-        keys = np.asarray(keys, dtype=np.uint32)
-        np.random.set_state((name, keys, position, has_gauss, cached_gaussian))
+        np.random.set_state(_numpy_state(states["numpy"]))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
@@ -109,6 +113,9 @@ def _dataloader_from(
     if generator is not None:
         generator.manual_seed(seed)
     batches = _DrawnBatches(loader.batch_sampler, skip)  # type: ignore[arg-type]
+    options: dict[str, Any] = {}
+    if hasattr(loader, "in_order"):  # torch >= 2.6
+        options["in_order"] = loader.in_order
     rebuilt = torch.utils.data.DataLoader(
         loader.dataset,
         batch_sampler=batches,
@@ -121,8 +128,8 @@ def _dataloader_from(
         generator=loader.generator,
         prefetch_factor=loader.prefetch_factor,
         pin_memory_device=loader.pin_memory_device,
-        in_order=loader.in_order,
         # Not persistent_workers: a new loader each pass starts its workers anew anyway.
+        **options,
     )
     iterator = iter(rebuilt)
     # Drawn now, not at the first batch: a resumed run restores the saved random states next.
@@ -178,9 +185,7 @@ def _check_rng_states(states: Any) -> None:
 
 
 def _try_numpy_state(state: Any) -> None:
-    name, keys, position, has_gauss, cached_gaussian = state
-    keys = np.asarray(keys, dtype=np.uint32)
-    np.random.RandomState().set_state((name, keys, position, has_gauss, cached_gaussian))
+    np.random.RandomState().set_state(_numpy_state(state))
 
 
 def _check_cuda_states(states: Any) -> None:
@@ -199,9 +204,9 @@ class DeterministicEngine(Engine):
     position in the run, so that a run resumed from a checkpoint taken at any iteration sees
     exactly the batches, random draws and final weights of a run that was never stopped.
 
-    ``state.seed`` is drawn from torch's generator at each run's ``STARTED`` as ignite draws it
-    (call ``torch.manual_seed`` before to fix it; a run restored by ``load_state_dict`` keeps
-    the seed it loaded) and saved in ``state_dict()``.
+    ``state.seed`` is drawn from torch's generator at each new run's ``STARTED`` as ignite draws
+    it (call ``torch.manual_seed`` before to fix it; a run that goes on, after a larger
+    ``max_epochs`` or ``load_state_dict``, keeps its seed) and saved in ``state_dict()``.
     """
 
     def __init__(
@@ -217,12 +222,13 @@ class DeterministicEngine(Engine):
         self.add_event_handler(Events.STARTED, DeterministicEngine._seed_the_run)
 
     def _seed_the_run(self) -> None:
-        """At each run's STARTED: a new seed, as ignite draws one for every run, except the
-        seed of a run restored by load_state_dict."""
-        if self._seed_loaded and self.state.seed is not None:
-            self._seed_loaded = False
-            return
-        self._draw_seed()
+        """At each run's STARTED: a new run (its state starts at iteration 0) draws a new seed,
+        as ignite draws one for every run. A run that goes on keeps its seed, so that it sees
+        what a run resumed from a checkpoint sees: a larger ``max_epochs`` after the run ended
+        (ignite draws a new one there), a state restored by ``load_state_dict``."""
+        loaded, self._seed_loaded = self._seed_loaded, False
+        if self.state.seed is None or (self.state.iteration == 0 and not loaded):
+            self._draw_seed()
 
     def _draw_seed(self) -> None:
         self.state.seed = int(torch.randint(0, _SEED_DRAW_BOUND, (1,)).item())
