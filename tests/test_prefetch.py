@@ -446,3 +446,21 @@ def test_a_ctrl_c_while_reading_ahead_loses_no_batch() -> None:
     wait for its position), and those batches are still handed out afterwards, in order."""
     assert consumed(CtrlCAtTwo(6)) == [0, 1, "Ctrl-C", 3, 4, 5]
     assert consumed(iter(prefetch(CtrlCAtTwo(6), "cpu", depth=2))) == ["Ctrl-C", 0, 1, 3, 4, 5]
+
+
+def test_a_ctrl_c_during_a_copy_loses_no_batch() -> None:
+    """The source gave the batch, then a Ctrl-C came while it was being moved: the batch is
+    kept and moved when its turn comes."""
+    prefetcher = prefetch(Continuing(5), "cpu", depth=2)
+    transfer = prefetcher._get_transfer()
+    start = transfer.start
+    interrupted = [False]
+
+    def start_interrupted_once(batch: Any) -> Any:
+        if int(batch) == 2 and not interrupted[0]:
+            interrupted[0] = True
+            raise KeyboardInterrupt
+        return start(batch)
+
+    transfer.start = start_interrupted_once  # type: ignore[method-assign]
+    assert consumed(iter(prefetcher)) == ["Ctrl-C", 0, 1, 2, 3, 4]

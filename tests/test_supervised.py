@@ -211,6 +211,16 @@ def test_the_step_factories_check_their_options(kwargs: dict, message: str) -> N
             supervised_evaluation_step(model, **kwargs)
 
 
+def test_the_training_step_wants_a_scaler_not_a_flag() -> None:
+    """scaler=True (create_supervised_trainer's way to ask for one) failed at the first step."""
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="scaler should be a GradScaler or None here, got True"):
+        supervised_training_step(
+            model, optimizer, torch.nn.functional.mse_loss, amp_mode="amp", scaler=True
+        )
+
+
 def test_scaler_none_is_no_scaler(backend: str) -> None:
     """``scaler=GradScaler() if amp else None``: None means no scaler, as in ignite."""
     trainer = sgd_trainer(torch.nn.Linear(2, 1), scaler=None, backend=backend)

@@ -124,6 +124,15 @@ def _may_restart(iterator: Iterator[Any]) -> bool:
     return code is not None and code.co_code != _returns_itself.__code__.co_code
 
 
+class _NotStarted:
+    """A batch read ahead whose copy a Ctrl-C interrupted: copied when it is handed out."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: Any) -> None:
+        self.batch = batch
+
+
 class PrefetchIterator:
     """One pass over the source, keeping up to ``depth`` batches in flight."""
 
@@ -147,6 +156,13 @@ class PrefetchIterator:
         entry = self._pending.popleft()
         if isinstance(entry, _Failure):
             raise entry.error
+        if isinstance(entry, _NotStarted):
+            try:
+                entry = self._transfer.start(entry.batch)
+            except BaseException as error:
+                if not isinstance(error, Exception):  # a Ctrl-C again: still to be copied
+                    self._pending.appendleft(entry)
+                raise  # an error of the copy, at the batch's position as if read ahead
         try:
             self._fill()  # start the next copies before this batch's step runs
         except BaseException:
@@ -174,11 +190,22 @@ class PrefetchIterator:
             if pending and isinstance(pending[-1], _Failure):
                 return  # read no further than a failure the consumer has not seen yet
             try:
-                pending.append(self._transfer.start(next(self._source)))
+                batch = next(self._source)
             except StopIteration:
                 self._exhausted = True
+                continue
             except Exception as error:  # noqa: BLE001 (raised when the consumer reaches it)
                 pending.append(_Failure(error))
+                continue
+            try:
+                pending.append(self._transfer.start(batch))
+            except Exception as error:  # noqa: BLE001 (raised when the consumer reaches it)
+                pending.append(_Failure(error))
+            except BaseException:
+                # A Ctrl-C during the copy: the batch is taken from the source; keep it, to be
+                # copied when its turn comes.
+                pending.append(_NotStarted(batch))
+                raise
 
 
 class Prefetcher:

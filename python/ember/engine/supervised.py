@@ -177,6 +177,8 @@ def supervised_training_step(
     per run unless a handler (an evaluator run, say) switched it to evaluation mode. The output
     is ``output_transform(x, y, y_pred, loss)``, by default the detached loss tensor.
     """
+    if isinstance(scaler, bool):  # create_supervised_trainer makes one of True; this takes it
+        raise TypeError(f"scaler should be a GradScaler or None here, got {scaler!r}")
     _check_options(device, amp_mode, scaler, gradient_accumulation_steps)
     if (
         prepare_batch is _default_prepare_batch
