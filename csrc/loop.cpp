@@ -4,6 +4,7 @@
 
 #include <frameobject.h>
 
+#include <algorithm>
 #include <chrono>
 #ifdef __GLIBCXX__
 #include <cxxabi.h>  // abi::__forced_unwind
@@ -562,9 +563,11 @@ bool Run::learn_epoch_length() {
         if (!is_done()) call_support(c.support.warn_data_exhausted);
         return false;
     }
-    c.state.epoch_length.set_int(s, batches_drawn_);
+    // An epoch that drew from two iterators (set_data() mid-epoch) counts its iterations.
+    long long length = std::max(batches_drawn_, iter_counter_);
+    c.state.epoch_length.set_int(s, length);
     PyObject* max_iters = c.state.max_iters.get(s);
-    if (max_iters != Py_None) c.state.max_epochs.set(s, ceil_div(max_iters, batches_drawn_).ptr());
+    if (max_iters != Py_None) c.state.max_epochs.set(s, ceil_div(max_iters, length).ptr());
     return iter_counter_ < batches_drawn_;
 }
 

@@ -53,6 +53,25 @@ def test_unknown_length_is_found_at_the_first_stop(make_engine: Any) -> None:
     assert state.iteration == 12
 
 
+def test_an_epoch_lengthened_by_set_data_is_as_long_as_it_ran(make_engine: Any) -> None:
+    """The length is learned when the data runs out. An epoch that drew 2 batches from the
+    first data and 5 from the data set_data() gave it ran 7 iterations: its length is 7, as in
+    ignite (it was 5, the batches of the last iterator, and iteration 7 then read as 2 into an
+    epoch)."""
+
+    class Unsized:
+        def __init__(self, count: int) -> None:
+            self.count = count
+
+        def __iter__(self) -> Iterator[int]:
+            return iter(range(self.count))
+
+    engine = make_engine()
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.set_data(Unsized(5)))
+    state = engine.run(Unsized(3), max_epochs=3)
+    assert (state.epoch_length, state.iteration, state.epoch) == (7, 21, 3)
+
+
 def test_unknown_length_with_max_iters_sets_max_epochs(make_engine: Any) -> None:
     class Unsized:
         def __iter__(self) -> Iterator[int]:

@@ -482,6 +482,8 @@ class _Run:
 
         Counted per iterator, not per epoch: epochs cut short (a swallowed exception,
         ``terminate_epoch()``) leave the iterator part-used, and the next epoch continues it.
+        An epoch lengthened by a second iterator (``set_data()``) is as long as it ran, as in
+        ignite.
         """
         state = self.engine.state
         if self.batches_drawn == 0:
@@ -491,7 +493,8 @@ class _Run:
             if not self.engine._is_done(state):
                 warn_data_exhausted(self.engine)
             return False
-        state.epoch_length = self.batches_drawn
+        # An epoch that drew from two iterators (set_data() mid-epoch) counts its iterations.
+        state.epoch_length = max(self.batches_drawn, self.iter_counter)
         if state.max_iters is not None:
             state.max_epochs = -(-state.max_iters // state.epoch_length)
         # The pass began with this epoch: the epoch is over. It began in an earlier epoch that
