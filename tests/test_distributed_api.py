@@ -428,3 +428,31 @@ def test_the_rank_join_found_killed_by_sigterm_is_the_cause(tmp_path: Path) -> N
     error = _failure(exited, spec, [-signal.SIGTERM, 1])
     assert isinstance(error, edist.WorkerError)
     assert "rank 0 of 2 (local rank 0) was killed by signal SIGTERM" in str(error)
+
+
+@pytest.mark.usefixtures("group_of_one")
+def test_a_zero_redundancy_optimizer_is_gathered_before_it_is_saved(tmp_path: Path) -> None:
+    """Each rank holds a shard of its state: the checkpointer gathers it to the writing rank
+    (torch's state_dict() refuses an optimizer not consolidated), as ignite does."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    from ember.engine import Engine, Events
+    from ember.handlers import Checkpoint, DiskSaver
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = ZeroRedundancyOptimizer(
+        model.parameters(), optimizer_class=torch.optim.SGD, lr=0.1, momentum=0.9
+    )
+
+    def step(engine: Engine, batch: int) -> None:
+        optimizer.zero_grad()
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+
+    trainer = Engine(step)
+    checkpoint = Checkpoint({"model": model, "optimizer": optimizer}, DiskSaver(tmp_path))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
+    trainer.run([0], max_epochs=2)
+    saved = torch.load(checkpoint.last_checkpoint, weights_only=True)
+    assert set(saved["optimizer"]) == {"state", "param_groups"}
+    assert saved["optimizer"]["param_groups"][0]["momentum"] == 0.9

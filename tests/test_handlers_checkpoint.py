@@ -447,6 +447,22 @@ def test_a_missing_entry_leaves_every_object_as_it_was(tmp_path: Path) -> None:
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
 
 
+def test_objects_saved_as_a_list_load_as_a_list(tmp_path: Path) -> None:
+    """to_save may hold a list of objects (saved as a list of states): load_objects pairs the
+    items, as ignite does (the list itself was asked for load_state_dict)."""
+    first, second = linear(), linear()
+    trainer = Engine(lambda e, b: None)
+    checkpoint = Checkpoint({"models": [first, second], "trainer": trainer}, DiskSaver(tmp_path))
+    trainer.add_event_handler(Events.COMPLETED, checkpoint)
+    trainer.run([0], max_epochs=1)
+    loaded = [linear(), linear()]
+    Checkpoint.load_objects({"models": loaded}, checkpoint.last_checkpoint)
+    for original, copy_ in zip((first, second), loaded, strict=True):
+        assert torch.equal(original.weight, copy_.weight)
+    with pytest.raises(ValueError, match=r"Entry 'models' of .* should be a list of 3 states"):
+        Checkpoint.load_objects({"models": [*loaded, linear()]}, checkpoint.last_checkpoint)
+
+
 # ---------------------------------------------------------------------------- DiskSaver
 def test_disk_saver_require_empty(tmp_path: Path) -> None:
     (tmp_path / "old_model_1.pt").write_bytes(b"x")

@@ -519,3 +519,33 @@ def test_a_wait_that_ctrl_c_interrupted_does_not_hide_the_write_still_running(
     threading.Timer(0.2, saver.gate.set).start()
     checkpoint.wait()  # waits for the write the interrupted wait left running
     assert names(tmp_path) == ["model_1.pt"]
+
+
+def test_global_step_from_engine_names_asynchronous_saves(tmp_path: Path) -> None:
+    """The best model on the evaluator, named by the trainer's epoch: finishing the previous
+    asynchronous write fired SAVED_CHECKPOINT first, and global_step_from_engine was then asked
+    for the counter of that event (RuntimeError at the second save)."""
+    from ember.handlers import global_step_from_engine
+
+    model = torch.nn.Linear(2, 1)
+    trainer = Engine(lambda e, b: None)
+    evaluator = Engine(lambda e, b: None)
+    evaluator.add_event_handler(
+        Events.COMPLETED, lambda e: e.state.metrics.update(acc=0.1 * trainer.state.epoch)
+    )
+    checkpoint = Checkpoint(
+        {"model": model},
+        DiskSaver(tmp_path),
+        score_name="acc",
+        n_saved=2,
+        global_step_transform=global_step_from_engine(trainer),
+        async_save=True,
+    )
+    evaluator.add_event_handler(Events.COMPLETED, checkpoint)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run([0]))
+    trainer.run([0, 1], max_epochs=3)
+    checkpoint.wait()
+    assert sorted(path.name for path in tmp_path.glob("*.pt")) == [
+        "model_2_acc=0.2000.pt",
+        "model_3_acc=0.3000.pt",
+    ]

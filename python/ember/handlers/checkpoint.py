@@ -42,6 +42,7 @@ import operator
 import os
 import shutil
 import stat
+import sys
 import threading
 import time
 import weakref
@@ -1402,11 +1403,14 @@ class Checkpoint:
 
     def __call__(self, engine: Engine, *args: Any, **kwargs: Any) -> None:
         self._register_events(engine)
+        # The event this call is a handler of: finishing the pending write fires
+        # SAVED_CHECKPOINT, which becomes the engine's last event.
+        event_name = engine.last_event_name
         if self._pending is not None:
             self._finish_pending(engine)
         global_step = None
         if self.global_step_transform is not None:
-            global_step = self.global_step_transform(engine, engine.last_event_name)
+            global_step = self.global_step_transform(engine, event_name)
         if self.score_function is not None:
             priority = self._score(engine)
         else:
@@ -1627,7 +1631,18 @@ class Checkpoint:
     def _setup_checkpoint(self) -> dict[str, Any]:
         if self.to_save is None:
             return {}
-        return dict(_tree_map(_state_dict_of, self.to_save))
+        return dict(_tree_map(self._state_of, self.to_save))
+
+    def _state_of(self, obj: Any) -> Any:
+        """``obj``'s state_dict. A ``ZeroRedundancyOptimizer`` holds a shard of the state on each
+        rank: every rank gathers it to the writing rank first (a collective), and the others
+        save nothing of it, as ignite does."""
+        zero = sys.modules.get("torch.distributed.optim.zero_redundancy_optimizer")
+        if zero is not None and isinstance(obj, zero.ZeroRedundancyOptimizer):
+            obj.consolidate_state_dict(to=self.save_on_rank)
+            if _rank() != self.save_on_rank:
+                return {}
+        return _state_dict_of(obj)
 
     @staticmethod
     def _check_objects(objects: Mapping[str, Any], attribute: str) -> None:
@@ -1890,11 +1905,26 @@ def _paired_entries(
             raise ValueError(
                 f"Object '{path}' is not found in {source}; it holds {sorted(map(str, checkpoint))}"
             )
-        if isinstance(obj, Mapping) and not hasattr(obj, "load_state_dict"):
-            pairs += _paired_entries(obj, checkpoint[key], source, path)
-        else:
-            pairs.append((obj, checkpoint[key], path))
+        pairs += _paired(obj, checkpoint[key], source, path)
     return pairs
+
+
+def _paired(obj: Any, entry: Any, source: str, path: str) -> list[tuple[Any, Any, str]]:
+    """``obj`` (an object, or a dictionary, list or tuple of them, as saved) with its entry."""
+    if isinstance(obj, Mapping) and not hasattr(obj, "load_state_dict"):
+        return _paired_entries(obj, entry, source, path)
+    if isinstance(obj, (list, tuple)):
+        if not isinstance(entry, (list, tuple)) or len(entry) != len(obj):
+            raise ValueError(
+                f"Entry '{path}' of {source} should be a list of {len(obj)} states (as saved "
+                f"from a list of {len(obj)} objects), got {type(entry).__name__}"
+                + (f" of {len(entry)}" if isinstance(entry, (list, tuple)) else "")
+            )
+        pairs = []
+        for index, (item, item_entry) in enumerate(zip(obj, entry, strict=True)):
+            pairs += _paired(item, item_entry, source, f"{path}[{index}]")
+        return pairs
+    return [(obj, entry, path)]
 
 
 class ModelCheckpoint(Checkpoint):
