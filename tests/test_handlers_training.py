@@ -524,8 +524,9 @@ def test_terminate_on_nan_runs_with_another_epoch_length(make_engine: MakeEngine
 def test_terminate_on_nan_on_a_filtered_event(
     make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # check_every counts calls: with every=3, calls at 3, 6, 9, ...; a NaN at 4 is never seen.
-    for bad, every, check_every, stop in [(4, 3, 2, None), (6, 3, 2, 6), (5, 5, 100, 10)]:
+    # With every=3 the calls are at 3, 6, 9, ...: a NaN at 4 is never seen; a filtered handler
+    # reads at each call, so a NaN is found at its own call, as ignite finds it.
+    for bad, every, check_every, stop in [(4, 3, 2, None), (6, 3, 2, 6), (5, 5, 100, 5)]:
         trainer = make_engine(nan_at(bad))
         handler = TerminateOnNan(check_every=check_every)
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), handler)
@@ -563,3 +564,25 @@ def test_terminate_on_nan_losses_then_a_flag_in_one_read(
     trainer.run(range(3), max_epochs=2)
     assert trainer.state.iteration == 3
     assert "Output 'a tensor with NaN or Inf' of iteration 2 contains NaN or Inf" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Events.ITERATION_COMPLETED(every=3),
+        Events.ITERATION_COMPLETED(once=9),
+        Events.ITERATION_COMPLETED(event_filter=lambda engine, iteration: iteration in (3, 9)),
+    ],
+    ids=["every", "once", "event_filter"],
+)
+def test_terminate_on_nan_attached_with_a_filter_reads_each_call(
+    make_engine: Callable[..., Engine], event: Any
+) -> None:
+    """A filter may skip the epoch's last iteration, where the kept outputs are read: the NaN
+    of iteration 9 was never read and the run completed. Each call reads now, as ignite stops
+    at that call."""
+    torch = pytest.importorskip("torch")
+    engine = make_engine(lambda e, batch: torch.tensor(math.nan if e.state.iteration == 9 else 1.0))
+    engine.add_event_handler(event, TerminateOnNan())
+    state = engine.run(range(10), max_epochs=2)
+    assert state.iteration == 9

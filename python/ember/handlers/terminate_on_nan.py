@@ -132,6 +132,7 @@ class TerminateOnNan(OutputSink):
         self._tensor_type: Any = None
         self._iteration = 0
         self._iterations_since_check = 0
+        self._read_each_call = False  # attached with a filter (see _attached_with_filter)
         self._choose_mode()
 
     @property
@@ -166,10 +167,20 @@ class TerminateOnNan(OutputSink):
     def _choose_mode(self) -> None:
         """Outputs wait in the sink only where the check of each one may wait: the common output
         without a transform. Otherwise every call looks at its output at once (limit 1)."""
-        self._sinks_outputs = self._transform is _identity and not self._exact
+        self._sinks_outputs = (
+            self._transform is _identity and not self._exact and not self._read_each_call
+        )
         self.limit = (
             max(1, self._check_every - self._iterations_since_check) if self._sinks_outputs else 1
         )
+
+    def _attached_with_filter(self) -> None:
+        """Called by ``Engine.add_event_handler`` when a filter (``every=``, ``once=``,
+        ``event_filter=``) makes this handler skip iterations: it may then never be called at
+        an epoch's last iteration, where what it keeps is read, so each call reads it (a host
+        sync per call, not per iteration)."""
+        self._read_each_call = True
+        self._choose_mode()
 
     def _take_kept_outputs(self) -> None:
         """Collect the outputs waiting in the sink, before a setting that changes how an output
@@ -222,7 +233,7 @@ class TerminateOnNan(OutputSink):
         elif self._stopped_at_once(engine, output, iteration):
             return
         calls = self._iterations_since_check = self._iterations_since_check + 1
-        if calls >= self._check_every:
+        if calls >= self._check_every or (current and self._read_each_call):
             self.check(engine)
             return
         if not current:
