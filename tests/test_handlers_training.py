@@ -586,3 +586,23 @@ def test_terminate_on_nan_attached_with_a_filter_reads_each_call(
     engine.add_event_handler(event, TerminateOnNan())
     state = engine.run(range(10), max_epochs=2)
     assert state.iteration == 9
+
+
+def test_terminate_on_nan_settings_changed_while_a_nan_is_kept(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """exact=True and check_every set from a handler while the NaN of iteration 3 was kept: the
+    kept outputs were taken with no engine at hand (AttributeError), then never read in exact
+    mode. They are read at the next call."""
+    trainer = make_engine(nan_at(3))
+    handler = TerminateOnNan()
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, handler)
+
+    def change(engine: Engine) -> None:
+        handler.check_every = 2
+        handler.exact = True
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=5), change)
+    trainer.run(range(10))
+    assert trainer.state.iteration == 6
+    assert "of iteration 3 contains NaN or Inf" in caplog.text

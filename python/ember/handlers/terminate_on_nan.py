@@ -133,6 +133,7 @@ class TerminateOnNan(OutputSink):
         self._iteration = 0
         self._iterations_since_check = 0
         self._read_each_call = False  # attached with a filter (see _attached_with_filter)
+        self._check_due = False  # outputs taken for a new setting, read at the next call
         self._choose_mode()
 
     @property
@@ -221,6 +222,10 @@ class TerminateOnNan(OutputSink):
             self._pending = []
             self._only_values = True
             self._iterations_since_check = 0
+            self._check_due = False
+        elif engine is not None and self._check_due:
+            self._check_due = False
+            self.check(engine)
         self._iteration = iteration
         if (
             type(output) is self._tensor_type
@@ -233,6 +238,9 @@ class TerminateOnNan(OutputSink):
         elif self._stopped_at_once(engine, output, iteration):
             return
         calls = self._iterations_since_check = self._iterations_since_check + 1
+        if engine is None:  # taken for a new setting (no engine at hand): the next call checks
+            self._check_due = True
+            return
         if calls >= self._check_every or (current and self._read_each_call):
             self.check(engine)
             return
