@@ -349,3 +349,13 @@ def test_an_average_started_in_inference_mode_goes_on_outside() -> None:
             average.update(then)
         expected = (torch.as_tensor(first) + 2 * torch.as_tensor(then)).double() / 3
         assert torch.allclose(average.compute(), expected)
+
+
+def test_top_k_takes_targets_of_shape_n_by_1() -> None:
+    """ignite's TopKCategoricalAccuracy takes y of shape (N, 1) (it views y as a column);
+    ember refused it."""
+    y_pred = torch.tensor([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1], [0.2, 0.3, 0.5]])
+    column, flat = TopKCategoricalAccuracy(k=2), TopKCategoricalAccuracy(k=2)
+    column.update((y_pred, torch.tensor([[0], [1], [2]])))
+    flat.update((y_pred, torch.tensor([0, 1, 2])))
+    assert column.compute() == flat.compute() == pytest.approx(2 / 3)

@@ -832,8 +832,8 @@ class ConfusionMatrix(_PairMetric):
 
 class TopKCategoricalAccuracy(_ValueCheckedMetric):
     """Fraction of samples whose true class is among the ``k`` highest scores of ``y_pred``
-    (shape ``(N, C)``, ``y`` of shape ``(N,)`` with class indices); ``check_values`` as for
-    :class:`Accuracy`."""
+    (shape ``(N, C)``, ``y`` of shape ``(N,)`` or ``(N, 1)`` with class indices);
+    ``check_values`` as for :class:`Accuracy`."""
 
     _state_attrs = ("_num_correct", "_num_examples")
     _accumulator_attrs = ("_num_correct",)
@@ -859,11 +859,11 @@ class TopKCategoricalAccuracy(_ValueCheckedMetric):
     def _prepare(self, output: Any) -> Kernel:
         name = "TopKCategoricalAccuracy"
         y_pred, y = as_pair(name, output)
-        if y_pred.ndim != 2 or y.ndim != 1:
+        if y_pred.ndim != 2 or not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
             raise ValueError(
                 f"{name}: y_pred should have shape (batch_size, num_classes) and y "
-                f"(batch_size,), got y_pred of shape {shape_of(y_pred)} and y of shape "
-                f"{shape_of(y)}"
+                f"(batch_size,) or (batch_size, 1), got y_pred of shape {shape_of(y_pred)} and "
+                f"y of shape {shape_of(y)}"
             )
         num_classes = y_pred.shape[1]
         if self._k > num_classes:
@@ -877,7 +877,7 @@ class TopKCategoricalAccuracy(_ValueCheckedMetric):
         k, move = self._k, y_pred.device != self._device
 
         def count(y_pred: torch.Tensor, y: torch.Tensor) -> None:
-            correct = (y_pred.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
+            correct = (y_pred.topk(k, dim=1).indices == y.reshape(-1, 1)).any(dim=1).sum()
             self._num_correct += correct.to(self._device) if move else correct
             self._num_examples += y.shape[0]
 
