@@ -521,15 +521,15 @@ def test_a_wait_that_ctrl_c_interrupted_does_not_hide_the_write_still_running(
     assert names(tmp_path) == ["model_1.pt"]
 
 
-def test_global_step_from_engine_names_asynchronous_saves(tmp_path: Path) -> None:
+def test_global_step_from_engine_names_asynchronous_saves(tmp_path: Path, backend: str) -> None:
     """The best model on the evaluator, named by the trainer's epoch: finishing the previous
     asynchronous write fired SAVED_CHECKPOINT first, and global_step_from_engine was then asked
     for the counter of that event (RuntimeError at the second save)."""
     from ember.handlers import global_step_from_engine
 
     model = torch.nn.Linear(2, 1)
-    trainer = Engine(lambda e, b: None)
-    evaluator = Engine(lambda e, b: None)
+    trainer = Engine(lambda e, b: None, backend=backend)
+    evaluator = Engine(lambda e, b: None, backend=backend)
     evaluator.add_event_handler(
         Events.COMPLETED, lambda e: e.state.metrics.update(acc=0.1 * trainer.state.epoch)
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 from ember.engine import Events
 from ember.engine._state_dict import check_state_dict
+from ember.engine.engine import _is_integer
 
 __all__ = ["EarlyStopping"]
 
@@ -163,7 +164,7 @@ class EarlyStopping:
         ``TypeError`` or ``ValueError`` naming the key, and changes nothing."""
         check_state_dict(state_dict, self._state_dict_all_req_keys)
         counter = state_dict["counter"]
-        if not isinstance(counter, numbers.Integral) or isinstance(counter, bool):
+        if not _is_integer(counter):
             raise TypeError(f"state_dict['counter'] should be an integer, but given {counter!r}")
         if counter < 0:
             raise ValueError(f"state_dict['counter'] should be >= 0, but given {counter}")

@@ -41,6 +41,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from ember.engine import Events
 from ember.engine._state_dict import check_state_dict
+from ember.engine.engine import _is_integer
 
 __all__ = [
     "BaseParamScheduler",
@@ -89,13 +90,9 @@ def _check_keys(state_dict: Any, keys: Sequence[str], where: str) -> None:
         raise type(exc)(f"{where}: {exc}") from None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_int(state_dict: Mapping[str, Any], key: str, where: str, minimum: int | None = 0) -> int:
     value = state_dict[key]
-    if not _is_int(value):
+    if not _is_integer(value):
         raise TypeError(f"{where}['{key}'] should be an integer, but given {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{where}['{key}'] should be >= {minimum}, but given {value}")
@@ -201,7 +198,7 @@ class ParamScheduler(BaseParamScheduler):
         index = state_dict["param_group_index"]
         if index is not None:
             groups = len(self.optimizer.param_groups)
-            if not _is_int(index):
+            if not _is_integer(index):
                 raise TypeError(
                     f"{where}['param_group_index'] should be None or an integer, "
                     f"but given {index!r}"
@@ -307,7 +304,7 @@ class PiecewiseLinear(ParamScheduler):
     def _check_state(self, state_dict: Any, where: str = "state_dict") -> None:
         super()._check_state(state_dict, where)
         milestones = state_dict["milestones"]
-        if not isinstance(milestones, (list, tuple)) or not all(_is_int(m) for m in milestones):
+        if not isinstance(milestones, (list, tuple)) or not all(_is_integer(m) for m in milestones):
             raise TypeError(
                 f"{where}['milestones'] should be a list of integers, but given {milestones!r}"
             )
@@ -756,7 +753,7 @@ class ConcatScheduler(ParamScheduler):
         ):
             scheduler._check_state(sub_state, f"{where}['schedulers'][{index}]")
         durations = _check_list(state_dict, "durations", where, len(self.durations))
-        if not all(_is_int(d) and d >= 0 for d in durations):
+        if not all(_is_integer(d) and d >= 0 for d in durations):
             raise ValueError(
                 f"{where}['durations'] should be integers >= 0, but given {durations!r}"
             )
