@@ -103,6 +103,7 @@ void configure(py::typing::Tuple<py::object, py::ellipsis> events, py::handle en
     }
     c.epoch_completed_key = intern("EPOCH_COMPLETED");
     c.completed_key = intern("COMPLETED");
+    c.iterations_before_epoch = intern("_iterations_before_epoch");
 
     c.engine_layout = layout_of(
         engine_cls, {"state", "_event_handlers_registry", "_dataloader_iter", "_init_iter",

@@ -105,6 +105,9 @@ struct Config {
     // Interned keys of state.times.
     PyObject* epoch_completed_key = nullptr;
     PyObject* completed_key = nullptr;
+    // Engine._iterations_before_epoch's name: written once per epoch and read by sinks through
+    // Python's attribute protocol, as the Python loop and OutputSink.__call__ do.
+    PyObject* iterations_before_epoch = nullptr;
     long long stalled_epochs_limit = 2;
     long long no_progress_epochs_limit = 1000;
 

@@ -273,14 +273,29 @@ bool sink_keeps(PyObject* sink, PyObject* state, LayoutGuard& guard) {
     return found == PyTuple_GET_ITEM(entry.ptr(), 2);
 }
 
-// Python's `iteration % epoch_length == 0`.
-bool ends_epoch(PyObject* iteration, PyObject* epoch_length) {
-    long long it = 0, length = 0;
-    if (exact_int(iteration, it) && exact_int(epoch_length, length) && length > 0)
-        return it % length == 0;
-    py::object rest = steal_or_throw(PyNumber_Remainder(iteration, epoch_length));
-    py::object zero = steal_or_throw(PyLong_FromLong(0));
-    return python_compare(rest.ptr(), zero.ptr(), Py_EQ);
+// sink.ends_epoch: `iteration - before == epoch_length`, where `before` is
+// getattr(engine, "_iterations_before_epoch", None); with None, Python's
+// `iteration % epoch_length == 0`.
+bool ends_epoch(PyObject* engine, PyObject* iteration, PyObject* epoch_length) {
+    PyObject* found = PyObject_GetAttr(engine, configured().iterations_before_epoch);
+    if (found == nullptr) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw py::error_already_set();
+        PyErr_Clear();
+    }
+    py::object held = found == nullptr ? py::none() : py::reinterpret_steal<py::object>(found);
+    PyObject* before = held.ptr();
+    long long it = 0, length = 0, zero = 0;
+    if (before == Py_None) {
+        if (exact_int(iteration, it) && exact_int(epoch_length, length) && length > 0)
+            return it % length == 0;
+        py::object rest = steal_or_throw(PyNumber_Remainder(iteration, epoch_length));
+        py::object nothing = steal_or_throw(PyLong_FromLong(0));
+        return python_compare(rest.ptr(), nothing.ptr(), Py_EQ);
+    }
+    if (exact_int(iteration, it) && exact_int(epoch_length, length) && exact_int(before, zero))
+        return static_cast<__int128>(it) - zero == length;
+    py::object done = steal_or_throw(PyNumber_Subtract(iteration, before));
+    return python_compare(done.ptr(), epoch_length, Py_EQ);
 }
 
 }  // namespace
@@ -346,7 +361,7 @@ bool Dispatcher::ran_sink(const Entry& entry, PyObject* event_kwargs) {
     if (!full) full = !sink_keeps(sink, state, sink_guard_);
     if (!full && truthy(field_after_python(sink_guard_, c.sink.flush_at_epoch_end, sink).ptr())) {
         py::object epoch_length = field_after_python(state_guard_, c.state.epoch_length, state);
-        full = epoch_length.ptr() != Py_None && ends_epoch(iteration, epoch_length.ptr());
+        full = epoch_length.ptr() != Py_None && ends_epoch(engine_, iteration, epoch_length.ptr());
         if (!full) {
             py::object max_iters = field_after_python(state_guard_, c.state.max_iters, state);
             full = python_compare(iteration, max_iters.ptr(), Py_EQ);

@@ -395,6 +395,7 @@ bool Run::finish_epoch() {
                 call_method(c.methods.setup_engine);
             iter_counter_ = initial_iter_counter();
             c.engine.init_iter.set(engine_, Py_None);
+            note_iterations_before_epoch();
             restarted_ = false;
         }
         iterations();
@@ -714,6 +715,21 @@ void Run::increment(const Slot& slot, WrittenInt* written) {
 }
 
 // `engine._init_iter or 0`.
+// See _pyloop's twin: engine._iterations_before_epoch = state.iteration - iter_counter for an
+// int iteration, else None (sink.ends_epoch then falls back to the iteration's remainder).
+void Run::note_iterations_before_epoch() {
+    const Config& c = configured();
+    py::object held = held_state();
+    PyObject* iteration = c.state.iteration.get(held.ptr());
+    py::object before = py::none();
+    if (PyLong_CheckExact(iteration)) {
+        py::object done = steal_or_throw(PyLong_FromLongLong(iter_counter_));
+        before = steal_or_throw(PyNumber_Subtract(iteration, done.ptr()));
+    }
+    if (PyObject_SetAttr(engine_, c.iterations_before_epoch, before.ptr()) < 0)
+        throw py::error_already_set();
+}
+
 long long Run::initial_iter_counter() {
     PyObject* value = configured().engine.init_iter.get(engine_);
     if (!truthy(value)) return 0;

@@ -65,6 +65,7 @@ private:
     [[gnu::always_inline]] inline void check_engine_class();
     void increment(const Slot& slot, WrittenInt* written);
     long long initial_iter_counter();
+    void note_iterations_before_epoch();
     void check_progress();
     void route_exception(const py::error_already_set& error, int line);
     void set_epoch_time(PyObject* key, double seconds);

@@ -728,3 +728,89 @@ def test_sink_reads_kept_entry_after_the_kept_attributes_getters(
     sink_holder.append(recorder.sink)
     engine.run(range(4))
     assert flushed_at(recorder) == [1, 2, 3, 4]  # the entry is not in state.metrics
+
+
+def test_sink_flushes_at_the_real_epoch_ends_after_terminate_epoch(
+    make_engine: MakeEngine,
+) -> None:
+    # terminate_epoch() at iteration 3 ends epoch 1 early: epoch 2 runs iterations 4-9 and
+    # epoch 3 runs 10-15, so the epochs no longer end at multiples of the epoch length.
+    engine = make_engine(lambda e, b: b)
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate_epoch())
+    recorder = attach(engine, limit=100, flush_at_epoch_end=True)
+    engine.run(range(6), max_epochs=3)
+    assert [seen[0] for seen in recorder.seen] == [9, 15]
+
+
+def test_sink_flushes_at_the_epoch_end_of_a_run_resumed_mid_epoch(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(lambda e, b: b)
+    engine.load_state_dict({"iteration": 8, "epoch_length": 6, "max_epochs": 3})
+    recorder = attach(engine, limit=100, flush_at_epoch_end=True)
+    engine.run(range(6))
+    assert [seen[0] for seen in recorder.seen] == [12, 18]
+
+
+def test_terminate_on_nan_stops_within_the_epoch_after_terminate_epoch(
+    make_engine: MakeEngine,
+) -> None:
+    # Epoch 2 runs iterations 4-9 and its output at 7 is NaN: the run must stop by 9, the
+    # epoch's last iteration, before its EPOCH_COMPLETED handlers (a checkpoint) run.
+    engine = make_engine(lambda e, b: torch.tensor(float("nan") if e.state.iteration == 7 else 1.0))
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate_epoch())
+    engine.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    completed: list[int] = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: completed.append(e.state.epoch))
+    engine.run(range(6), max_epochs=3)
+    assert engine.state.iteration == 9
+    assert completed == [1]
+
+
+def test_terminate_on_nan_with_a_transform_stops_within_the_epoch_after_terminate_epoch(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(
+        lambda e, b: {"loss": torch.tensor(float("nan") if e.state.iteration == 7 else 1.0)}
+    )
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate_epoch())
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED, TerminateOnNan(output_transform=lambda out: out["loss"])
+    )
+    engine.run(range(6), max_epochs=3)
+    assert engine.state.iteration == 9
+
+
+@pytest.mark.parametrize("before", [None, 2, 2.0, "2", -(2**70), "delete"])
+def test_sink_epoch_end_with_a_program_s_iterations_before_epoch(
+    make_engine: MakeEngine, before: Any
+) -> None:
+    # Whatever a program puts there, the compiled sink reads it as OutputSink.__call__ does
+    # (the same expectations on both loops).
+    def meddle(engine: Engine) -> None:
+        if before == "delete":
+            del engine._iterations_before_epoch
+        else:
+            engine._iterations_before_epoch = before
+
+    outcomes = []
+    engine = make_engine(lambda e, b: b)
+    engine.add_event_handler(Events.ITERATION_STARTED(once=2), meddle)
+    recorder = attach(engine, limit=100, flush_at_epoch_end=True)
+    try:
+        engine.run(range(4), max_epochs=2)
+    except TypeError as error:
+        outcomes.append(type(error))
+    expected = {
+        None: [4, 8],  # the remainder, as on ignite's Engine
+        "delete": [4, 8],
+        # Epoch 1 would end at 6, but epoch 2 (iterations 5-8) starts first and the loop
+        # writes its own count again.
+        2: [8],
+        "2": None,
+        -(2**70): [8],
+    }[before]
+    if expected is None:
+        assert outcomes == [TypeError]
+    else:
+        assert [seen[0] for seen in recorder.seen] == expected

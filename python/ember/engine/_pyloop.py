@@ -345,6 +345,10 @@ class _Run:
                     engine._setup_engine()
                 self.iter_counter = engine._init_iter or 0
                 engine._init_iter = None
+                iteration = engine.state.iteration  # see Engine._iterations_before_epoch
+                engine._iterations_before_epoch = (
+                    iteration - self.iter_counter if type(iteration) is int else None
+                )
                 self.restarted = False
             self._iterations()
             self.phase = EPOCH_END

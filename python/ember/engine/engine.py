@@ -70,6 +70,7 @@ class Engine:
         "_dataloader_iter",
         "_event_handlers_registry",
         "_init_iter",
+        "_iterations_before_epoch",
         "_process_function",
         "_resume_point",
         "last_event_name",
@@ -102,6 +103,10 @@ class Engine:
         self._allowed_events: list[Any] = []
         self._dataloader_iter: Any = None
         self._init_iter: int | None = None
+        # state.iteration less the iterations the current epoch counts as done when it started
+        # (its last iteration is this plus epoch_length, also after terminate_epoch()), written
+        # by both loops at each epoch start; read by OutputSink (sink.ends_epoch).
+        self._iterations_before_epoch: int | None = None
         self._resume_point: tuple[Any, ...] | None = None
         self._profiler: Any = None  # an ember.engine.profile.Profiler, read at each run()
         self._run_loop = select_loop(backend, Engine)
@@ -395,27 +400,31 @@ class Engine:
                 )
         self._check_counter(state_dict, "epoch_length", allow_none=True, minimum=1)
         self._check_counter(state_dict, "iteration", allow_none=False, minimum=0)
+        # Everything is checked before the state changes, so that a refused state dict leaves
+        # the engine as it was; counters are stored as ints (NumPy integers pass the checks,
+        # and the compiled loop counts in ints).
+        epoch_length = state_dict["epoch_length"]
+        epoch_length = None if epoch_length is None else int(epoch_length)
+        iteration, epoch = int(state_dict["iteration"]), int(state_dict["epoch"])
+        if "max_epochs" in state_dict:
+            limit_name = "max_epochs"
+            limit = self._checked_termination(limit_name, state_dict[limit_name], "epoch", epoch)
+        else:
+            limit_name = "max_iters"
+            limit = self._checked_termination(
+                limit_name, state_dict[limit_name], "iteration", iteration
+            )
         for key in self._state_dict_user_keys:
             setattr(self.state, key, state_dict[key])
         if self._resume_point is not None and self._same_position(state_dict):
             # The interrupted run's own position: its resume point (iterator, epoch, phase)
             # stays, so that a round trip through state_dict() changes nothing.
             return
-        self.state.epoch_length = state_dict["epoch_length"]
-        self.state.iteration = state_dict["iteration"]
-        self.state.epoch = state_dict["epoch"]
-        if "max_epochs" in state_dict:
-            self.state.max_iters = None
-            self.state.max_epochs = None
-            self._check_and_set_termination(
-                "max_epochs", state_dict["max_epochs"], "epoch", self.state.epoch
-            )
-        else:
-            self.state.max_epochs = None
-            self.state.max_iters = None
-            self._check_and_set_termination(
-                "max_iters", state_dict["max_iters"], "iteration", self.state.iteration
-            )
+        state = self.state
+        state.epoch_length, state.iteration, state.epoch = epoch_length, iteration, epoch
+        state.max_epochs = state.max_iters = None
+        if limit is not None:
+            setattr(state, limit_name, limit)
         if self._resume_point is not None:
             # Another position: the interrupted run's half-used iterator does not belong to it
             # (docs/event-order.md, "Mid-epoch after load_state_dict").
@@ -497,8 +506,18 @@ class Engine:
     def _check_and_set_termination(
         self, name: str, value: Any, progress_name: str, progress: int
     ) -> None:
+        value = self._checked_termination(name, value, progress_name, progress)
+        if value is not None:
+            setattr(self.state, name, value)
+
+    @staticmethod
+    def _checked_termination(
+        name: str, value: Any, progress_name: str, progress: int
+    ) -> int | None:
+        """``value`` as the int to store as ``state.<name>`` (None: nothing to store); raises
+        if it is not a limit a run at ``progress`` can have."""
         if value is None:
-            return
+            return None
         if not _is_integer(value):
             raise TypeError(f"Argument {name} should be an integer, got {type(value).__name__}")
         value = int(value)
@@ -513,7 +532,7 @@ class Engine:
                 f"engine.state.{name} = None before calling engine.run() in order to restart "
                 "the training from the beginning."
             )
-        setattr(self.state, name, value)
+        return value
 
     def set_data(self, data: Iterable[Any]) -> None:
         """Switch data now: the next batch comes from ``data``; ``epoch_length`` is unchanged."""

@@ -14,7 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["OutputSink"]
+__all__ = ["OutputSink", "ends_epoch"]
+
+
+def ends_epoch(engine: Any, iteration: Any, epoch_length: Any) -> bool:
+    """Whether ``iteration`` is the last of its epoch, of ``epoch_length`` iterations: counted
+    from ``engine._iterations_before_epoch``, which ember's loops set at each epoch start, so
+    that it also holds after ``terminate_epoch()`` ended an epoch early and the next ones no
+    longer end at multiples of the length. On an engine without it (ignite's), whether
+    ``iteration`` is such a multiple, as the epochs of a run without ``terminate_epoch()``
+    end."""
+    before = getattr(engine, "_iterations_before_epoch", None)
+    if before is None:
+        return bool(iteration % epoch_length == 0)
+    return bool(iteration - before == epoch_length)
 
 
 class OutputSink:
@@ -29,8 +42,8 @@ class OutputSink:
       ``kept_attributes`` ``(owner, name, value)`` is not ``getattr(owner, name) is value``, or
       ``kept_entry`` ``(mapping type, key, value)`` is not ``engine.state.metrics`` of exactly
       that ``dict`` subclass holding exactly ``value`` at ``key``;
-    - ``flush_at_epoch_end`` and this is the last iteration of an epoch of known length, or of
-      the run (``state.max_iters``).
+    - ``flush_at_epoch_end`` and this is the last iteration of an epoch of known length
+      (:func:`ends_epoch`), or of the run (``state.max_iters``).
 
     ``on_full`` is expected to empty ``values`` and ``iterations`` (:meth:`take`).
     """
@@ -79,7 +92,7 @@ class OutputSink:
             self.on_full(engine)
         elif self.flush_at_epoch_end:
             epoch_length = state.epoch_length
-            if (epoch_length is not None and iteration % epoch_length == 0) or (
+            if (epoch_length is not None and ends_epoch(engine, iteration, epoch_length)) or (
                 iteration == state.max_iters
             ):
                 self.on_full(engine)

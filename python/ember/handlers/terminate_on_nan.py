@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ember.engine.sink import OutputSink
+from ember.engine.sink import OutputSink, ends_epoch
 
 __all__ = ["TerminateOnNan"]
 
@@ -250,7 +250,7 @@ class TerminateOnNan(OutputSink):
         # change them.
         state = engine.state
         epoch_length = state.epoch_length
-        if (epoch_length is not None and iteration % epoch_length == 0) or (
+        if (epoch_length is not None and ends_epoch(engine, iteration, epoch_length)) or (
             iteration == state.max_iters
         ):
             self.check(engine)
