@@ -13,7 +13,9 @@ Who pays is read from the Python stack at the sync: the outermost frame inside t
 not the loop's own (``engine.py``, ``_pyloop.py``, ``_registry.py``, this profiler) is a handler
 of the engine (of the event firing, else of any built-in event), the process function, or else
 the data when a batch is being fetched (``next()``, not ``iter()``). Anything else
-(``iter(data)``, the loop) is counted as outside. The compiled loop calls Python directly, so the same rule serves both loops.
+(``iter(data)``, the loop) is counted as outside. A handler's event filter pays as the handler,
+and a handler removed during the run still pays for the calls it makes; when the engine's
+``_fire_event`` (an override, or debug logging) calls the handlers, their event pays. The compiled loop calls Python directly, so the same rule serves both loops.
 
 Only runs on the thread that reads the value count it; torch is not imported here: a program
 that has not imported torch has no tensor to sync on.
@@ -81,13 +83,45 @@ def _code_and_owner(target: Any) -> tuple[types.CodeType, object] | None:
 
 def _runs(frame: FrameType, target: Any) -> bool:
     found = _code_and_owner(target)
-    if found is None or frame.f_code is not found[0]:
+    return found is not None and _runs_code(frame, *found)
+
+
+def _runs_code(frame: FrameType, code: types.CodeType, owner: object) -> bool:
+    """Whether ``frame`` runs ``code`` with ``owner`` (unless None) as its first argument."""
+    if frame.f_code is not code:
         return False
-    owner = found[1]
     if owner is None:
         return True
-    code = frame.f_code
     return code.co_argcount > 0 and frame.f_locals.get(code.co_varnames[0]) is owner
+
+
+def _event_fired(frame: FrameType, bound: bool) -> Any:
+    """The event a ``_fire_event(event_name, ...)`` frame fires: its first argument after
+    ``self`` (``bound``), named or in ``*args``."""
+    code = frame.f_code
+    first = 1 if bound else 0
+    if code.co_argcount > first:
+        return frame.f_locals.get(code.co_varnames[first])
+    if code.co_flags & inspect.CO_VARARGS:
+        extra = frame.f_locals.get(code.co_varnames[code.co_argcount + code.co_kwonlyargcount])
+        return extra[0] if extra else None
+    return None
+
+
+def _runs_handler(frame: FrameType, handler: Any) -> bool:
+    """Whether ``frame`` runs ``handler`` or one of its event filters: a filtered handler is
+    timed with its filter (docs/training.md), so the filter's syncs are the handler's too."""
+    if _runs(frame, handler):
+        return True
+    while True:
+        if isinstance(handler, functools.partial):
+            handler = handler.func
+        elif isinstance(handler, FilteredHandler):
+            if _runs(frame, handler.event_filter):
+                return True
+            handler = handler.handler
+        else:
+            return False
 
 
 def _starts_a_pass(frame: FrameType) -> bool:
@@ -102,24 +136,47 @@ def _starts_a_pass(frame: FrameType) -> bool:
 class _Watch:
     """One profiled run: where its loop's frame is, and the profiler that gets its syncs."""
 
-    __slots__ = ("engine", "profiler", "run_frame", "thread")
+    __slots__ = ("engine", "profiler", "run_frame", "seen", "thread")
 
     def __init__(self, profiler: Profiler, engine: Engine, run_frame: FrameType) -> None:
         self.profiler = profiler
         self.engine = engine
         self.run_frame = run_frame
         self.thread = threading.get_ident()
+        # The handlers registered when the run starts, and those later found making a sync: a
+        # handler removed while its event fires still runs in that pass (the loop walks the
+        # list it had), and its syncs there are still its own, not "outside".
+        self.seen: dict[tuple[Any, int], tuple[Events, Any]] = {}
+        registry = engine._event_handlers_registry
+        for event in list(registry):
+            if isinstance(event, Events):
+                for handler, _, _ in registry.get(event, ()):
+                    self.seen[event, id(handler)] = (event, handler)
 
     def charge(self, frame: FrameType | None) -> None:
         entry = None
+        firing = None  # the outermost frame of the engine's _fire_event, when outside entry
+        fire_event = _code_and_owner(self.engine._fire_event)
         while frame is not None and frame is not self.run_frame:
-            if frame.f_code.co_filename not in _LOOP_FILES:
+            if fire_event is not None and _runs_code(frame, *fire_event):
+                entry, firing = None, frame
+            elif frame.f_code.co_filename not in _LOOP_FILES:
                 entry = frame
             frame = frame.f_back
         if frame is None:
             return  # this run's loop is not on the stack
         profiler = self.profiler
         engine = self.engine
+        if firing is not None and entry is None and fire_event is not None:
+            # A built-in event fired through the engine's _fire_event (an override, or debug
+            # logging): the loop times the firing and not the handlers inside, so their syncs
+            # are the event's (docs/training.md), not a handler row's nor "outside".
+            event = _event_fired(firing, fire_event[1] is not None)
+            if isinstance(event, Events):
+                profiler.events.setdefault(event.name, Timing()).syncs += 1
+            else:
+                profiler.outside_syncs += 1
+            return
         if entry is not None:
             handler = self._handler_running(entry)
             if handler is not None:
@@ -146,8 +203,13 @@ class _Watch:
             if not isinstance(event, Events):
                 continue  # custom events are fired from a step or handler: those pay
             for handler, _, _ in registry.get(event, ()):
-                if _runs(entry, handler):
+                if _runs_handler(entry, handler):
+                    self.seen[event, id(handler)] = (event, handler)
                     return event.name, f"{event.name}:{handler_name(handler)}"
+        # No longer registered: removed during the run, perhaps by itself, while it runs.
+        for event, handler in self.seen.values():
+            if _runs_handler(entry, handler):
+                return event.name, f"{event.name}:{handler_name(handler)}"
         return None
 
 

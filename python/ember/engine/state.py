@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import numbers
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, ClassVar
 
@@ -183,11 +184,13 @@ class State(_StateSlots):
         return dict(StateFields(self))
 
     def __repr__(self) -> str:
-        lines = ["State:"]
+        # As ignite's: any numbers.Number (NumPy scalars, Fraction, complex) shows its value,
+        # and every line ends with a newline, the last one included.
+        lines = ["State:\n"]
         for name, value in self._fields().items():
-            shown = value if isinstance(value, (int, float, str)) else type(value)
-            lines.append(f"\t{name}: {shown}")
-        return "\n".join(lines)
+            shown = value if isinstance(value, (numbers.Number, str)) else type(value)
+            lines.append(f"\t{name}: {shown}\n")
+        return "".join(lines)
 
     def __getstate__(self) -> dict[str, Any]:
         return self._fields()
