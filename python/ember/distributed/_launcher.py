@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -341,6 +343,7 @@ class Parallel:
             error_dir=error_dir,
         )
         context = None
+        forwarding: dict[int, Any] = {}
         try:
             context = start_processes(  # type: ignore[no-untyped-call]
                 _spawned,
@@ -350,12 +353,15 @@ class Parallel:
                 start_method=self.start_method,
             )
             assert context is not None
+            forwarding = _forward_signals(context.processes)
             while not context.join():
                 pass
         except ProcessException as exc:
             processes = context.processes if context is not None else []
             raise _failure(exc, spec, [process.exitcode for process in processes]) from None
         finally:
+            for signum, previous in forwarding.items():
+                signal.signal(signum, signal.SIG_DFL if previous is None else previous)
             if context is not None:
                 for process in context.processes:
                     if process.is_alive():
@@ -367,6 +373,23 @@ class Parallel:
                         process.join()
             shutil.rmtree(error_dir, ignore_errors=True)
             del store
+
+
+def _forward_signals(processes: list[Any]) -> dict[int, Any]:
+    """Send the SIGTERM this process gets to the spawned processes, as torchrun's agent does;
+    return the handlers replaced. A scheduler (Kubernetes) signals only this process: killed at
+    once, it left its workers running unaware (a :class:`~ember.handlers.Preemption` in them
+    never wrote its checkpoint). Signals reach the main thread only: elsewhere, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def forward(signum: int, frame: Any) -> None:
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signum)
+
+    return {signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
 
 
 def _failure(exc: ProcessException, spec: _Spawn, exit_codes: list[int | None]) -> BaseException:

@@ -18,6 +18,7 @@ from typing import Any
 from ember import distributed
 from ember.engine import Engine, Events
 from ember.engine._run_scope import at_run_end
+from ember.engine.sink import ends_epoch
 
 __all__ = ["Preempted", "Preemption"]
 
@@ -38,6 +39,11 @@ class Preempted(SystemExit):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickled as Preempted(message, code), not Preempted(code): a worker spawned by
+        # Parallel sends it to the parent, which raises it again (its code, not a WorkerError).
+        return type(self), (self.message, self.code), self.__dict__
+
 
 class Preemption:
     """On SIGTERM (or ``signals``), stop the run after the current iteration, on every rank at
@@ -53,6 +59,11 @@ class Preemption:
       signal. Choose ``check_every`` so that as many iterations take well under the grace
       period before SIGKILL (torchrun's ``--shutdown-timeout``, 30 s by default; Slurm's
       ``KillWait``...). Every rank must run the same iterations (as DDP training does).
+
+    A stop asked at an epoch's last iteration waits for that epoch's EPOCH_COMPLETED handlers
+    (the checkpoint then holds what an uninterrupted run has there: a scheduler stepped, an
+    evaluation run); one asked at the run's last iteration lets the run complete (a checkpoint
+    of a finished run would make the next launch start a new run).
 
     Then every rank calls ``checkpoint(engine)`` (a :class:`~ember.handlers.Checkpoint`, which
     writes on one rank; one that writes asynchronously is waited for, through its ``wait()``), logs a WARNING line ("preempted by SIGTERM at iteration ...") and
@@ -119,7 +130,10 @@ class Preemption:
         return self
 
     # ------------------------------------------------------------------------------ signals
-    def _install(self) -> None:
+    def _install(self, engine: Engine) -> None:
+        if engine.has_event_handler(self._stop, Events.EPOCH_COMPLETED):
+            # A stop deferred to an epoch end that a previous run never reached: not this run's.
+            engine.remove_event_handler(self._stop, Events.EPOCH_COMPLETED)
         self.received = None
         self.preempted = False
         self._take_signals()
@@ -158,10 +172,38 @@ class Preemption:
         requested = self.received is not None
         if distributed.get_world_size() > 1:
             requested = bool(distributed.all_reduce(int(requested), op="MAX"))
-        if requested:
-            self._stop(engine)
+        if not requested:
+            return
+        state = engine.state
+        if (state.max_iters is not None and state.iteration >= state.max_iters) or (
+            state.max_epochs is not None
+            and state.epoch_length is not None
+            and state.iteration >= state.epoch_length * state.max_epochs
+        ):
+            # The run's last iteration: a checkpoint of a finished run would make the next
+            # launch start a new run from iteration 0 (run() on a done state starts afresh);
+            # the run completes instead (its COMPLETED handlers save what it made).
+            logger.warning(
+                "ember: %s at the last iteration (%d) of the run: the run completes",
+                self.received.name if self.received is not None else "a signal on another rank",
+                state.iteration,
+            )
+            return
+        if state.epoch_length is not None and ends_epoch(
+            engine, state.iteration, state.epoch_length
+        ):
+            # The epoch's last iteration: a checkpoint now would hold the next epoch's position
+            # while this epoch's EPOCH_COMPLETED handlers (a scheduler's step, an evaluation)
+            # never ran, in this run or the resumed one. Stop after them: a handler added now
+            # fires after those already registered.
+            if not engine.has_event_handler(self._stop, Events.EPOCH_COMPLETED):
+                engine.add_event_handler(Events.EPOCH_COMPLETED, self._stop)
+            return
+        self._stop(engine)
 
     def _stop(self, engine: Engine) -> None:
+        if engine.has_event_handler(self._stop, Events.EPOCH_COMPLETED):  # deferred: once
+            engine.remove_event_handler(self._stop, Events.EPOCH_COMPLETED)
         self.preempted = True
         self.checkpoint(engine)
         wait = getattr(self.checkpoint, "wait", None)  # a Checkpoint(async_save=True) writing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,11 +47,16 @@ def _candidates(directory: Path, pattern: str) -> list[Path]:
         names = [entry.name for entry in entries if not entry.name.startswith(".")]
     matching = [directory / name for name in names if fnmatch.fnmatchcase(name, pattern)]
 
-    def newest_first(path: Path) -> tuple[int, str]:
+    def newest_first(path: Path) -> tuple[int, list[Any]]:
+        # Equal times are common (file systems stamp with a clock tick of 1-10 ms, or 1-2 s):
+        # then the name decides, its numbers compared as numbers, so that checkpoint_10.pt is
+        # newer than checkpoint_9.pt (as text it sorts before it).
+        parts = re.split(r"(\d+)", path.name)  # text, number, text, ...: odd ones are numbers
+        name = [int(part) if index % 2 else part for index, part in enumerate(parts)]
         try:
-            return path.stat().st_mtime_ns, path.name
+            return path.stat().st_mtime_ns, name
         except OSError:  # a dangling link: listed with the others, reported when loaded
-            return 0, path.name
+            return 0, name
 
     return sorted(matching, key=newest_first, reverse=True)
 
@@ -134,9 +140,10 @@ def resume_from(
     --max-restarts``, a scheduler's requeue) needs. Give it the ``to_save`` of the
     :class:`~ember.handlers.Checkpoint` that writes the directory.
 
-    * The newest file matching ``pattern`` (by modification time) that loads is chosen; files
-      that do not load (truncated, corrupted, not written by ``torch.save``) are skipped with a
-      warning naming each and its problem. Temporary files of writers that died are hidden and
+    * The newest file matching ``pattern`` that loads is chosen (by modification time, then by
+      name, numbers compared as numbers: ``checkpoint_10.pt`` is newer than ``checkpoint_9.pt``);
+      files that do not load (truncated, corrupted, not written by ``torch.save``) are skipped
+      with a warning naming each and its problem. Temporary files of writers that died are hidden and
       never candidates (``DiskSaver`` writes atomically: a file with the final name is whole).
     * In a distributed run, rank 0 chooses and sends its choice to the other ranks, so every
       rank loads the same file (every rank reads it: the directory must be reachable from every
