@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import collect_garbage
 from ember.engine import Engine, Events
 from ember.engine.supervised import supervised_training_step
 from ember.handlers import EarlyStopping, TerminateOnNan, Timer
@@ -606,3 +607,36 @@ def test_terminate_on_nan_settings_changed_while_a_nan_is_kept(
     trainer.run(range(10))
     assert trainer.state.iteration == 6
     assert "of iteration 3 contains NaN or Inf" in caplog.text
+
+
+def test_terminate_on_nan_shared_by_a_trainer_and_an_evaluator_inside_it(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One instance on a trainer and on the evaluator that runs every 4 training iterations:
+    the evaluator's iteration 1 looked like a new run and dropped the trainer's kept NaN of
+    iteration 2, so the trainer ran on. Each call reads its output now (as ignite's does)."""
+    torch = pytest.importorskip("torch")
+    handler = TerminateOnNan()
+    trainer = make_engine(lambda e, b: torch.tensor(math.nan if e.state.iteration == 2 else 1.0))
+    evaluator = make_engine(lambda e, b: torch.tensor(1.0))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=4), lambda _: evaluator.run([0, 1]))
+    trainer.run(range(10), max_epochs=2)
+    assert trainer.state.iteration == 2
+    assert "of iteration 2 contains NaN or Inf" in caplog.text
+
+
+def test_terminate_on_nan_on_one_engine_keeps_reading_in_groups(make_engine: MakeEngine) -> None:
+    """Attached twice to the same engine, or to an engine after another was dropped, it still
+    reads its outputs in groups (no sync per iteration)."""
+    handler = TerminateOnNan()
+    engine = make_engine(lambda e, b: b)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    engine.remove_event_handler(handler, Events.ITERATION_COMPLETED)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    assert handler.limit == 100
+    del engine
+    collect_garbage()
+    make_engine(lambda e, b: b).add_event_handler(Events.ITERATION_COMPLETED, handler)
+    assert handler.limit == 100

@@ -195,13 +195,15 @@ class Engine:
             return RemovableEventHandle(event_name, handler, self)
         if not callable(handler):
             raise TypeError(f"Argument handler should be callable, got {type(handler)}")
-        if is_event(event_name) and event_name.filter is not None:
-            # A handler that reads what it keeps at an epoch's last iteration (TerminateOnNan)
-            # is told that a filter may skip that iteration. Looked up on the class: an
-            # instance's __getattr__ runs no code here.
-            told = getattr(type(handler), "_attached_with_filter", None)
-            if callable(told):
-                told(handler)
+        filtered = is_event(event_name) and event_name.filter is not None
+        # A handler that keeps outputs between calls (TerminateOnNan) is told where it goes: a
+        # filter may skip the epoch's last iteration, where it reads what it keeps, and the
+        # outputs of a second engine would mix with the first's. Looked up on the class: an
+        # instance's __getattr__ runs no code here.
+        told = getattr(type(handler), "_attached_to", None)
+        if callable(told):
+            told(handler, self, filtered)
+        if filtered:
             handler = FilteredHandler(handler, event_name, event_name.filter, self)
         self._assert_allowed_event(event_name)
         event_args: tuple[Any, ...] = ()

@@ -15,6 +15,7 @@ import math
 import numbers
 import operator
 import sys
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -68,6 +69,10 @@ def _finite_flag(tensor: Any) -> Any:
     return tensor.all() if tensor.dtype == torch.bool else torch.isfinite(tensor).all()
 
 
+def _no_engine() -> None:
+    """The engine reference of a handler not attached yet."""
+
+
 class _NothingYet:
     """The accepted type of a sink that has not seen torch yet: no output is of this type."""
 
@@ -92,7 +97,8 @@ class TerminateOnNan(OutputSink):
     is known (so EPOCH_COMPLETED handlers such as an evaluation or a checkpoint never run on that
     epoch). Python numbers and numpy arrays are checked at once. The warning names the iteration
     whose output was not finite. ``exact=True`` reads every tensor at every iteration and stops
-    at that very iteration, as ignite does.
+    at that very iteration, as ignite does. Attached with a filter, or to a second engine (one
+    instance on a trainer and on the evaluator that runs inside it), it reads at each call.
 
     It is an :class:`~ember.engine.sink.OutputSink`: with the default ``output_transform`` and
     ``exact=False``, the compiled loop keeps a detached floating 0-d output (a loss) without
@@ -132,7 +138,8 @@ class TerminateOnNan(OutputSink):
         self._tensor_type: Any = None
         self._iteration = 0
         self._iterations_since_check = 0
-        self._read_each_call = False  # attached with a filter (see _attached_with_filter)
+        self._read_each_call = False  # attached with a filter, or to two engines (_attached_to)
+        self._engine: Callable[[], Any] = _no_engine  # the first engine it was attached to
         self._check_due = False  # outputs taken for a new setting, read at the next call
         self._choose_mode()
 
@@ -175,13 +182,27 @@ class TerminateOnNan(OutputSink):
             max(1, self._check_every - self._iterations_since_check) if self._sinks_outputs else 1
         )
 
-    def _attached_with_filter(self) -> None:
-        """Called by ``Engine.add_event_handler`` when a filter (``every=``, ``once=``,
-        ``event_filter=``) makes this handler skip iterations: it may then never be called at
-        an epoch's last iteration, where what it keeps is read, so each call reads it (a host
-        sync per call, not per iteration)."""
-        self._read_each_call = True
-        self._choose_mode()
+    def _attached_to(self, engine: Any, filtered: bool) -> None:
+        """Called by ``Engine.add_event_handler``. Each call reads what it keeps (a host sync
+        per call, not per iteration) once this handler is attached
+
+        - with a filter (``every=``, ``once=``, ``event_filter=``) that makes it skip
+          iterations: it may then never be called at an epoch's last iteration, where what it
+          keeps is read;
+        - to a second engine alive: the outputs of two engines (a trainer's, and those of the
+          evaluator that runs inside it) would mix, and each one's iterations would look like a
+          new run to the other, which drops what was kept."""
+        first = self._engine()
+        if first is None:
+            self._engine = weakref.ref(engine)
+        if filtered or (first is not None and first is not engine):
+            self._read_each_call = True
+            self._choose_mode()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_engine"] = _no_engine  # a weak reference does not pickle
+        return state
 
     def _take_kept_outputs(self) -> None:
         """Collect the outputs waiting in the sink, before a setting that changes how an output
