@@ -115,6 +115,23 @@ def test_malformed_data_position_is_refused(backend: str) -> None:
         )
 
 
+def test_a_data_position_past_the_end_of_the_data_is_refused(backend: str) -> None:
+    """A checkpoint of longer data (5 batches drawn of a pass) resumed on data of 4 batches:
+    the pass was skipped to its end, and the run went on from the next pass as if nothing
+    were wrong."""
+    saved = DeterministicEngine(lambda e, b: b, backend=backend)
+    saved.add_event_handler(Events.ITERATION_COMPLETED(once=5), lambda e: e.terminate())
+    saved.run(list(range(6)), max_epochs=2)
+    engine = DeterministicEngine(lambda e, b: b, backend=backend)
+    engine.load_state_dict(saved.state_dict())
+    with pytest.raises(ValueError, match=r"data_position.*\(0, 5\).*4 batches"):
+        engine.run(list(range(4)))
+    # At the end of a pass is no error: the next pass starts.
+    engine = DeterministicEngine(lambda e, b: b, backend=backend)
+    engine.load_state_dict(saved.state_dict())
+    assert engine.run(list(range(5))).iteration == 12
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [

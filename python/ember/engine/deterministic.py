@@ -327,6 +327,15 @@ class DeterministicEngine(Engine):
         if self._pending_position is not None:
             data_pass, skip = self._pending_position
             self._pending_position = None
+            length = self._get_data_length(self.state.dataloader)
+            if length is not None and skip > length:
+                # Skipped, the pass would end at once and the run go on from the next one:
+                # the checkpoint is of other data.
+                raise ValueError(
+                    f"state_dict['data_position'] ({data_pass}, {skip}) has {skip} batches "
+                    f"drawn of a data pass, but the data has {length} batches: resume with "
+                    "the data the checkpoint was taken on"
+                )
         else:
             data_pass, skip = self._data_pass + 1, 0
         self._start_pass(data_pass, skip)
