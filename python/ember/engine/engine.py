@@ -522,19 +522,19 @@ class Engine:
             return None
         if not _is_integer(value):
             raise TypeError(f"Argument {name} should be an integer, got {type(value).__name__}")
-        value = int(value)
-        if value < 1:
+        limit = int(value)
+        if limit < 1:
             raise ValueError(
                 f"Argument {name} is invalid. Please, set a correct {name} positive value"
             )
-        if value < progress:
+        if limit < progress:
             raise ValueError(
                 f"Argument {name} should be greater than or equal to the start {progress_name} "
-                f"defined in the state: {value} vs {progress}. Please, set "
+                f"defined in the state: {limit} vs {progress}. Please, set "
                 f"engine.state.{name} = None before calling engine.run() in order to restart "
                 "the training from the beginning."
             )
-        return value
+        return limit
 
     def set_data(self, data: Iterable[Any]) -> None:
         """Switch data now: the next batch comes from ``data``; ``epoch_length`` is unchanged."""
