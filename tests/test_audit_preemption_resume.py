@@ -148,7 +148,9 @@ def test_checkpoints_of_one_clock_tick_are_ordered_by_their_numbers(
         {"trainer": trainer, "model": model}, DiskSaver(tmp_path, require_empty=False), n_saved=3
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, checkpointer)
-    trainer.run(range(10), max_epochs=1)
+    # Stopped at iteration 10 of 20: a run to go on with (a finished one warns, below).
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=10), lambda e: e.terminate())
+    trainer.run(range(10), max_epochs=2)
     names = sorted(path.name for path in tmp_path.iterdir())
     assert names == ["checkpoint_10.pt", "checkpoint_8.pt", "checkpoint_9.pt"]
     same = (tmp_path / "checkpoint_10.pt").stat().st_mtime_ns
@@ -222,3 +224,19 @@ def test_sigterm_to_the_parallel_parent_preempts_its_workers(tmp_path: Path) -> 
     assert len(saved) == 2, output
     assert saved[0].split("-")[2] == saved[1].split("-")[2]  # the same iteration
     assert "preempted by SIGTERM at iteration" in output
+
+
+def test_resuming_a_finished_run_says_that_run_starts_a_new_one(
+    backend: str, tmp_path: Path
+) -> None:
+    """A relaunch after the run finished (a crash in the evaluation after run()) retrained the
+    whole run from the final weights without a word."""
+    model = torch.nn.Linear(2, 1)
+    trainer = Engine(lambda e, b: None, backend=backend)
+    checkpoint = Checkpoint({"trainer": trainer, "model": model}, DiskSaver(tmp_path))
+    trainer.add_event_handler(Events.COMPLETED, checkpoint)
+    trainer.run([0, 1], max_epochs=2)
+    again = Engine(lambda e, b: None, backend=backend)
+    with pytest.warns(UserWarning, match="holds a finished run .*starts a new run"):
+        resume_from(tmp_path, {"trainer": again, "model": model})
+    assert again.state.iteration == 4

@@ -223,9 +223,19 @@ def resume_from(
             raise ValueError("resume_from: " + "\n".join(failed))
     elif problem:
         raise ValueError(f"resume_from: {problem}")
-    iterations = sorted(
-        {obj.state.iteration for obj in to_load.values() if isinstance(obj, Engine)}
-    )
+    engines = [obj for obj in to_load.values() if isinstance(obj, Engine)]
+    for engine in engines if rank == 0 else []:
+        if engine._is_done(engine.state):
+            # run() on a finished state starts a new run (as ignite's): silently, the relaunch
+            # of a finished job would train it all again from the final weights.
+            warnings.warn(
+                f"resume_from: '{path}' holds a finished run (iteration "
+                f"{engine.state.iteration}): trainer.run() starts a new run from iteration 0; "
+                "to train further, give run() a larger max_epochs or max_iters",
+                UserWarning,
+                stacklevel=2,
+            )
+    iterations = sorted({engine.state.iteration for engine in engines})
     logger.info(
         "resume_from: resumed from '%s'%s",
         path,
