@@ -3,6 +3,7 @@ iteration, and checkpoints written within one clock tick."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import signal
@@ -240,3 +241,16 @@ def test_resuming_a_finished_run_says_that_run_starts_a_new_one(
     with pytest.warns(UserWarning, match="holds a finished run .*starts a new run"):
         resume_from(tmp_path, {"trainer": again, "model": model})
     assert again.state.iteration == 4
+
+
+def test_a_preemption_is_logged_as_a_stop_not_an_error(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine logged a preemption, a clean stop after its checkpoint, as "Engine run is
+    terminating due to exception" at ERROR, which log monitors take for a crash."""
+    caplog.set_level(logging.INFO)
+    trainer, loader, _, _ = training(backend, tmp_path, sigterm_at(3))
+    with pytest.raises(Preempted):
+        trainer.run(loader, max_epochs=EPOCHS)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("Engine run stopped: ember: preempted" in r.getMessage() for r in caplog.records)

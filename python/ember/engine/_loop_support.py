@@ -157,8 +157,21 @@ def handle_exception(engine: Engine, exc: BaseException) -> None:
 
 
 def log_iteration_error(engine: Engine, exc: BaseException) -> None:
-    engine.logger.error("Current run is terminating due to exception: %s", exc)
+    if _ends_run_cleanly(exc):
+        engine.logger.info("Current run stopped: %s", exc)
+    else:
+        engine.logger.error("Current run is terminating due to exception: %s", exc)
 
 
 def log_run_error(engine: Engine, exc: BaseException) -> None:
-    engine.logger.error("Engine run is terminating due to exception: %s", exc)
+    if _ends_run_cleanly(exc):
+        engine.logger.info("Engine run stopped: %s", exc)
+    else:
+        engine.logger.error("Engine run is terminating due to exception: %s", exc)
+
+
+def _ends_run_cleanly(exc: BaseException) -> bool:
+    """An exception raised to end the run as planned (``ember.handlers.Preempted``, once its
+    checkpoint is written) is no error: said at INFO, where ignite's ERROR line would alert
+    whoever watches the logs."""
+    return getattr(type(exc), "_ends_run_cleanly", False) is True

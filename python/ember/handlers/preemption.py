@@ -32,6 +32,9 @@ class Preempted(SystemExit):
     uncaught one ends the process with :attr:`code` (143 by default, what a process ended by
     SIGTERM reports) and without a traceback; its text says where the run stopped."""
 
+    # The engine logs it at INFO as a stop, not at ERROR as a failure (_loop_support).
+    _ends_run_cleanly = True
+
     def __init__(self, message: str, code: int) -> None:
         super().__init__(code)
         self.message = message
