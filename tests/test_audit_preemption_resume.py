@@ -254,3 +254,23 @@ def test_a_preemption_is_logged_as_a_stop_not_an_error(
         trainer.run(loader, max_epochs=EPOCHS)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert any("Engine run stopped: ember: preempted" in r.getMessage() for r in caplog.records)
+
+
+def test_a_best_model_file_newest_in_the_directory_names_the_pattern_to_give(
+    backend: str, tmp_path: Path
+) -> None:
+    model = torch.nn.Linear(2, 1)
+    trainer = Engine(lambda e, b: None, backend=backend)
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED(once=2),
+        Checkpoint({"trainer": trainer, "model": model}, DiskSaver(tmp_path)),
+    )
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.terminate())
+    trainer.run([0, 1, 2], max_epochs=2)
+    time.sleep(0.01)
+    torch.save({"model": model.state_dict()}, tmp_path / "best_model_0.95.pt")
+    again = Engine(lambda e, b: None, backend=backend)
+    with pytest.raises(ValueError, match=r"best_model_0\.95\.pt.*pattern='checkpoint_\*\.pt'"):
+        resume_from(tmp_path, {"trainer": again, "model": model})
+    assert resume_from(tmp_path, {"trainer": again, "model": model}, pattern="checkpoint_*.pt")
+    assert again.state.iteration == 2

@@ -117,9 +117,17 @@ def _load_into(to_load: Mapping[str, Any], path: Path, contents: Any, strict: bo
             for note in getattr(exc, "__notes__", [])
         ]
         where = f" ({'; '.join(notes)})" if notes else ""
+        hint = ""
+        if isinstance(contents, Mapping) and any(name not in contents for name in to_load):
+            # The newest file of the pattern may be another checkpointer's (a best model's).
+            hint = (
+                "; if the directory holds the files of another checkpointer too (a best "
+                "model's), give resume_from a pattern that matches only the files to resume "
+                "from, such as pattern='checkpoint_*.pt' (Checkpoint's names without a prefix)"
+            )
         return (
             f"checkpoint file '{path}' does not fit the objects to resume{where}: "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {exc}{hint}"
         )
     return ""
 
