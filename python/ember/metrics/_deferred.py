@@ -11,6 +11,7 @@ into the number (or CPU tensor) that an eager metric would have stored. Nobody r
 from __future__ import annotations
 
 from collections.abc import ItemsView, Iterator, Sized, ValuesView
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import torch
@@ -38,6 +39,19 @@ def as_stored(tensor: torch.Tensor) -> Any:
     return tensor.item() if tensor.numel() == 1 else tensor.cpu()
 
 
+def _read(source: torch.Tensor | LazyTensor, count: int) -> Any:
+    """``as_stored`` of ``source`` (its ``tensor_at(count)`` for a :class:`LazyTensor`), computed
+    outside ``torch.inference_mode`` whoever reads: a read from a handler under inference mode
+    would otherwise make the value (remembered, returned to every later read) and the lazy
+    average's remembered partial sum inference tensors, which in-place ops and autograd refuse
+    outside inference mode, where the eager metric stored an ordinary tensor."""
+    if torch.is_inference_mode_enabled():
+        with torch.inference_mode(False):
+            return _read(source, count)
+    tensor = source if isinstance(source, torch.Tensor) else source.tensor_at(count)
+    return as_stored(tensor)
+
+
 class DeferredValue:
     """A device tensor read on the host at the first request, then remembered.
 
@@ -58,8 +72,7 @@ class DeferredValue:
         """The value as ``Metric.completed`` stores it: a number for one element, else on CPU."""
         source = self._source
         if source is not None:
-            tensor = source if isinstance(source, torch.Tensor) else source.tensor_at(self._count)
-            self._value = as_stored(tensor)
+            self._value = _read(source, self._count)
             self._source = None
         return self._value
 
@@ -96,8 +109,7 @@ class LiveValue:
         """The value as ``Metric.completed`` stores it: a number for one element, else on CPU."""
         count = len(self._source.values) if self._frozen is None else self._frozen
         if count != self._count:
-            tensor = self._source.tensor_at(count)
-            self._value = as_stored(tensor)
+            self._value = _read(self._source, count)
             self._count = count
         return self._value
 
@@ -115,6 +127,38 @@ _PLACEHOLDERS = (DeferredValue, LiveValue)
 
 def _resolved(value: Any) -> Any:
     return value.get() if type(value) in _PLACEHOLDERS else value
+
+
+# The views of a DeferredMetrics read its values through __getitem__ (collections.abc's views);
+# dict's own views are also reversible, have ``mapping`` and print as ``dict_values([...])``,
+# which code that logs or walks ``state.metrics.items()`` relies on: these do the same.
+class _DictViewExtras:
+    __slots__ = ()
+    _mapping: dict[str, Any]
+    _printed_as: str
+
+    @property
+    def mapping(self) -> MappingProxyType[str, Any]:
+        return MappingProxyType(self._mapping)
+
+    def __repr__(self) -> str:
+        return f"{self._printed_as}({list(self)!r})"  # type: ignore[call-overload]
+
+
+class _ValuesView(_DictViewExtras, ValuesView[Any]):
+    __slots__ = ()
+    _printed_as = "dict_values"
+
+    def __reversed__(self) -> Iterator[Any]:
+        return (self._mapping[key] for key in reversed(self._mapping))
+
+
+class _ItemsView(_DictViewExtras, ItemsView[str, Any]):
+    __slots__ = ()
+    _printed_as = "dict_items"
+
+    def __reversed__(self) -> Iterator[tuple[str, Any]]:
+        return ((key, self._mapping[key]) for key in reversed(self._mapping))
 
 
 class DeferredMetrics(dict[str, Any]):
@@ -137,10 +181,10 @@ class DeferredMetrics(dict[str, Any]):
         return dict.__iter__(self)
 
     def values(self) -> ValuesView[Any]:  # type: ignore[override]
-        return ValuesView(self)
+        return _ValuesView(self)
 
     def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
-        return ItemsView(self)
+        return _ItemsView(self)
 
     def pop(self, key: str, *default: Any) -> Any:
         return _resolved(dict.pop(self, key, *default))
