@@ -67,12 +67,19 @@ def _record_history(engine: Any, name: str, values: list[Any]) -> None:
     history.setdefault(name, []).append(values)
 
 
-def _simulated_values(scheduler: Any, num_events: int) -> list[list[Any]]:
-    """Call ``scheduler`` ``num_events`` times: ``[[event_index, value of each group...], ...]``."""
+def _simulated_values(
+    scheduler: Any, num_events: int, param_names: Sequence[str] | None = None
+) -> list[list[Any]]:
+    """Call ``scheduler`` ``num_events`` times: ``[[event_index, value of each group...], ...]``,
+    the groups' values of each of ``param_names`` in turn (default: the scheduler's parameter)."""
+    names = [scheduler.param_name] if param_names is None else list(param_names)
     values = []
     for index in range(num_events):
         scheduler(None)
-        values.append([index] + [g[scheduler.param_name] for g in scheduler.optimizer_param_groups])
+        row = [index]
+        for param_name in names:
+            row += [g[param_name] for g in scheduler.optimizer_param_groups]
+        values.append(row)
     return values
 
 
@@ -163,6 +170,24 @@ class BaseParamScheduler:
 
     def get_param(self) -> Any:
         raise NotImplementedError
+
+    @classmethod
+    def plot_values(cls, num_events: int, **scheduler_kwargs: Any) -> Any:
+        """Plot :meth:`simulate_values` with matplotlib (ignite's ``plot_values``); returns the
+        ``Line2D`` list of ``plt.plot``."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ModuleNotFoundError(
+                "This method requires matplotlib to be installed. "
+                "Please install it with command: \n pip install matplotlib"
+            ) from None
+        values = cls.simulate_values(num_events=num_events, **scheduler_kwargs)  # type: ignore[attr-defined]
+        label = scheduler_kwargs.get("param_name", "learning rate")
+        ax = plt.plot([e for e, _ in values], [v for _, v in values], label=label)
+        plt.legend()
+        plt.grid(which="both")
+        return ax
 
 
 class ParamScheduler(BaseParamScheduler):
@@ -299,7 +324,17 @@ class PiecewiseLinear(ParamScheduler):
             values.append(pair[1])
         self.milestones: list[int] = milestones
         self.values: list[float] = values
+        # ignite keeps the index of the current segment in its state ("_index"); ember computes
+        # the segment from event_index but keeps _index too, so that its state_dict loads into
+        # ignite's PiecewiseLinear (which requires the key). It is not in _state_attrs: a state
+        # without it (an older ember checkpoint) still loads.
+        self._index: int = 0
         self._state_attrs += ["values", "milestones"]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["_index"] = self._index
+        return state
 
     def _check_state(self, state_dict: Any, where: str = "state_dict") -> None:
         super()._check_state(state_dict, where)
@@ -313,19 +348,40 @@ class PiecewiseLinear(ParamScheduler):
         if any(later < earlier for earlier, later in itertools.pairwise(milestones)):
             raise ValueError(f"{where}['milestones'] should be increasing, but given {milestones}")
         _check_list(state_dict, "values", where, len(milestones))
+        if "_index" in state_dict:
+            index = _check_int(state_dict, "_index", where)
+            if index >= len(milestones):
+                raise ValueError(
+                    f"{where}['_index'] should be below the number of milestones "
+                    f"({len(milestones)}), but given {index}"
+                )
+
+    def _assign_state(self, state_dict: Mapping[str, Any]) -> None:
+        super()._assign_state(state_dict)
+        self._index = int(state_dict.get("_index", 0))
 
     def get_param(self) -> float:
+        # ignite's segments and formula, also before the first and after the last milestone
+        # (a flat segment of length 1), so the value is the same object type as ignite's: a
+        # float for int milestone values, 0.0 for -0.0.
         index = self.event_index
         milestones, values = self.milestones, self.values
-        if index <= milestones[0]:
-            return values[0]
-        if index >= milestones[-1]:
-            return values[-1]
-        for k in range(len(milestones) - 1):
-            start, end = milestones[k], milestones[k + 1]
-            if start <= index < end:
-                return values[k] + (values[k + 1] - values[k]) * (index - start) / (end - start)
-        return values[-1]  # pragma: no cover - unreachable
+        if index < milestones[0]:
+            start, end, start_value, end_value = index - 1, index, values[0], values[0]
+        elif index >= milestones[-1]:
+            start, end, start_value, end_value = index, index + 1, values[-1], values[-1]
+        else:
+            k = next(
+                k for k in range(len(milestones) - 1) if milestones[k] <= index < milestones[k + 1]
+            )
+            self._index = k  # the segment ignite's state records
+            start, end, start_value, end_value = (
+                milestones[k],
+                milestones[k + 1],
+                values[k],
+                values[k + 1],
+            )
+        return start_value + (end_value - start_value) * (index - start) / (end - start)
 
 
 class CyclicalScheduler(ParamScheduler):
@@ -552,8 +608,15 @@ class ParamGroupScheduler:
             )
         if names is None:
             names = [s.param_name for s in schedulers]
-        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-            raise TypeError(f"Argument names should be a list/tuple of strings, but given {names}")
+        # ignite's checks: TypeError for a names that is not a list/tuple, ValueError for one
+        # that holds a non-str.
+        if not isinstance(names, (list, tuple)):
+            raise TypeError(f"Argument names should be a list/tuple, but given {names}")
+        if not all(isinstance(n, str) for n in names):
+            raise ValueError(
+                "Argument names should be a list/tuple of parameter scheduler's names, "
+                f"but given {names}"
+            )
         if len(names) != len(schedulers):
             raise ValueError(f"{len(schedulers)} should be equal {len(names)}")
         self.schedulers: list[ParamScheduler] = list(schedulers)
@@ -585,6 +648,31 @@ class ParamGroupScheduler:
 
     def get_param(self) -> list[Any]:
         return [s.get_param() for s in self.schedulers]
+
+    @classmethod
+    def simulate_values(
+        cls, num_events: int, schedulers: list[ParamScheduler], **kwargs: Any
+    ) -> list[list[Any]]:
+        """``[[event_index, value of scheduler 0, value of scheduler 1, ...], ...]`` as ignite's:
+        each row holds the schedulers' ``get_param()`` before the event's call. The schedulers
+        and their optimizers are restored afterwards; ``kwargs`` go to the constructor."""
+        saved = [deepcopy(s.state_dict()) for s in schedulers]
+        optimizers = list({id(s.optimizer): s.optimizer for s in schedulers}.values())
+        saved_optimizers = [deepcopy(o.state_dict()) for o in optimizers]
+        history = [s.save_history for s in schedulers]
+        try:
+            scheduler = cls(schedulers=schedulers, **kwargs)
+            values = []
+            for index in range(num_events):
+                values.append([index] + [s.get_param() for s in schedulers])
+                scheduler(None)
+            return values
+        finally:
+            for s, state, flag in zip(schedulers, saved, history, strict=True):
+                s.load_state_dict(state)
+                s.save_history = flag
+            for o, o_state in zip(optimizers, saved_optimizers, strict=True):
+                o.load_state_dict(o_state)
 
     def state_dict(self) -> dict[str, Any]:
         return OrderedDict(
@@ -709,7 +797,8 @@ class ConcatScheduler(ParamScheduler):
             self._setup_scheduler()
         self._current_scheduler(engine, name)
         self._current_duration -= 1
-        self.event_index += 1
+        # No event_index += 1: ignite's ConcatScheduler leaves its own event_index at 0 (the
+        # children count the events), so the state_dicts are the same.
 
     @property
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
@@ -784,10 +873,25 @@ class ConcatScheduler(ParamScheduler):
 
     @classmethod
     def simulate_values(  # type: ignore[override]
-        cls, num_events: int, schedulers: list[Any], durations: list[int], **kwargs: Any
+        cls,
+        num_events: int,
+        schedulers: list[Any],
+        durations: list[int],
+        param_names: list[str] | tuple[str, ...] | None = None,
     ) -> list[list[Any]]:
-        """``[[event_index, value of each group...], ...]``; schedulers and optimizer are
-        restored afterwards."""
+        """``[[event_index, value of each group...], ...]``, the values of each of
+        ``param_names`` (default: the schedulers' parameter) in turn; schedulers and optimizer
+        are restored afterwards."""
+        if param_names is not None:
+            if not isinstance(param_names, (list, tuple)):
+                raise TypeError(
+                    f"Argument param_names should be list or tuple, but given {type(param_names)}"
+                )
+            if not all(isinstance(item, str) for item in param_names):
+                raise ValueError(
+                    "Argument param_names should be list or tuple of strings, "
+                    f"but given {param_names}"
+                )
         saved = [deepcopy(s.state_dict()) for s in schedulers]
         first = schedulers[0]
         optimizer = first.optimizer[0] if isinstance(first.optimizer, list) else first.optimizer
@@ -795,7 +899,7 @@ class ConcatScheduler(ParamScheduler):
         history = [s.save_history for s in schedulers]
         try:
             scheduler = cls(schedulers=schedulers, durations=durations, save_history=False)
-            return _simulated_values(scheduler, num_events)
+            return _simulated_values(scheduler, num_events, param_names)
         finally:
             for s, state, flag in zip(schedulers, saved, history, strict=True):
                 s.load_state_dict(state)
