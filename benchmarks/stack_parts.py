@@ -21,10 +21,15 @@ the bar's redraw interval is set beyond the run, since under callgrind a run is 
 a bar redrawn by the clock would redraw ~50x more often than in a real run. Kernel time (the
 checkpoint's ``fsync``s, file creation) is not counted: stack.py's times include it.
 
+Instructions are not the whole cost: the same count runs slower when its data and code no
+longer fit the cache. For the hand-written loop and ember's whole stack, callgrind's cache
+simulation then counts the misses of a last-level cache the size of this machine's L2 (read
+from sysfs), the addresses fixed with ``setarch -R`` where it exists so that two runs compare.
+
     python benchmarks/stack_parts.py [--out-dir DIR]
 
-Needs valgrind; about 3 minutes per variant, 9 variants. Writes benchmark-stack-parts.md into
---out-dir (default docs/).
+Needs valgrind; about 3 minutes per variant, 9 variants, then two cache-simulated runs of
+about 6 minutes. Writes benchmark-stack-parts.md into --out-dir (default docs/).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ import argparse
 import datetime
 import functools
 import math
+import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -174,7 +182,81 @@ def count_instructions(variant: str, workdir: Path) -> int:
     )
 
 
-def markdown(counts: dict[str, int], commit: str) -> str:
+def l2_cache() -> tuple[int, int, int] | None:
+    """This machine's L2 cache as (size in bytes, ways, line size), from Linux's sysfs."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() != "2":
+                continue
+            size = (index / "size").read_text().strip()
+            multiplier = {"K": 1 << 10, "M": 1 << 20}.get(size[-1], 1)
+            return (
+                int(size.rstrip("KM")) * multiplier,
+                int((index / "ways_of_associativity").read_text()),
+                int((index / "coherency_line_size").read_text()),
+            )
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def count_cache_misses(variant: str, workdir: Path, l2: tuple[int, int, int]) -> dict[str, int]:
+    """Callgrind's event totals (``Ir``, ``ILmr``, ``DLmr``, ``DLmw``...) of ``variant``'s
+    counted epochs, the simulated last level being a cache of ``l2``'s geometry."""
+    out = workdir / f"{variant}.cache"
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--collect-atstart=no",
+        "--toggle-collect=functools_reduce",
+        "--cache-sim=yes",
+        "--LL={},{},{}".format(*l2),
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        __file__,
+        "--variant",
+        variant,
+    ]
+    if shutil.which("setarch"):  # the same addresses in every run: misses compare
+        command = ["setarch", "-R", *command]
+    subprocess.run(command, check=True, capture_output=True)
+    names: list[str] = []
+    for line in out.read_text().splitlines():
+        if line.startswith("events:"):
+            names = line.split()[1:]
+        elif line.startswith(("summary:", "totals:")):
+            return dict(zip(names, map(int, line.split()[1:]), strict=True))
+    raise ValueError(f"no events:/summary: lines in {out}")
+
+
+def cache_section(misses: dict[str, dict[str, int]], l2: tuple[int, int, int]) -> str:
+    iterations = EPOCHS * FULL.train_batches
+
+    def last_level(variant: str) -> int:
+        counts = misses[variant]
+        return counts["ILmr"] + counts["DLmr"] + counts["DLmw"]
+
+    hand, whole = last_level("hand"), last_level("ember")
+    instructions = misses["ember"]["Ir"] / misses["hand"]["Ir"]
+    return f"""
+## Cache misses
+
+Callgrind's cache simulation, its last level a cache of this machine's L2 ({l2[0] >> 10} KiB,
+{l2[1]}-way, {l2[2]}-byte lines), addresses fixed (`setarch -R`), the same {EPOCHS} epochs:
+
+| | hand-written | ember | ember / hand-written |
+|---|---:|---:|---:|
+| instructions | {misses["hand"]["Ir"]:,} | {misses["ember"]["Ir"]:,} | {instructions:.3f}x |
+| last-level misses (code and data) | {hand:,} | {whole:,} | {whole / hand:.3f}x |
+| last-level misses per training iteration | {hand / iterations:,.0f} | {whole / iterations:,.0f} | |
+
+A miss of the L2 costs tens of nanoseconds: the misses ember adds cost more time than the
+instructions it adds. A simulation's misses only approximate the machine's (no prefetcher,
+one thread at a time).
+"""
+
+
+def markdown(counts: dict[str, int], commit: str, cache: str) -> str:
     iterations = EPOCHS * FULL.train_batches
     hand, whole = counts["hand"], counts["ember"]
 
@@ -216,12 +298,11 @@ A part's row is its cost minus that of its hand-written replacement, run as a ha
 ember's Engine (a negative row: the replacement costs more), and the trainer's row is the
 stack with every part replaced, those handlers included, minus the hand-written loop.
 What the counts leave out: kernel time (the checkpoint's two `fsync`s and file creation) and
-how fast the instructions run. Python code runs at a lower rate than the matrix kernels that
-dominate the hand-written loop, so a share of instructions becomes a larger share of time:
+how fast the instructions run, which depends on the cache misses (below):
 [benchmark-stack.md](benchmark-stack.md) times the whole stack.
 
 All counts: {", ".join(f"{name} {count:,}" for name, count in counts.items())}.
-"""
+{cache}"""
 
 
 def main() -> None:
@@ -239,9 +320,22 @@ def main() -> None:
         for variant in variants:
             counts[variant] = count_instructions(variant, Path(directory))
             print(f"{variant}: {counts[variant]:,} instructions", flush=True)
+        l2 = l2_cache()
+        cache = ""
+        if l2 is None:
+            print("no L2 cache size in sysfs: cache misses not simulated", flush=True)
+        else:
+            misses = {
+                variant: count_cache_misses(variant, Path(directory), l2)
+                for variant in ("hand", "ember")
+            }
+            print(f"cache misses: {misses}", flush=True)
+            cache = cache_section(misses, l2)
     commit = git_commit()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "benchmark-stack-parts.md").write_text(markdown(counts, commit or "unknown"))
+    (args.out_dir / "benchmark-stack-parts.md").write_text(
+        markdown(counts, commit or "unknown", cache)
+    )
     print(f"wrote benchmark-stack-parts.md to {args.out_dir}")
 
 

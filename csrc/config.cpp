@@ -206,7 +206,23 @@ bool Layout::admits_class(PyTypeObject* type) const {
 }
 
 bool LayoutGuard::admits_new_class(PyTypeObject* type) {
+    for (Admitted& earlier : earlier_) {
+        if (earlier.type == type && earlier.tag != 0 && type->tp_version_tag == earlier.tag) {
+            // Admitted before and unchanged since: the last one again, and the last one earlier.
+            std::swap(earlier.held, held_);
+            std::swap(earlier.type, type_);
+            std::swap(earlier.tag, tag_);
+            return true;
+        }
+    }
     if (!layout_->admits_class(type)) return false;
+    if (type_ != nullptr) {
+        Admitted& replaced = earlier_[oldest_];
+        oldest_ = (oldest_ + 1) % earlier_.size();
+        replaced.held = std::move(held_);
+        replaced.type = type_;
+        replaced.tag = tag_;
+    }
     // _PyType_Lookup has given the class a version tag if it could; 0 means it could not, and
     // the class is looked at again each time.
     held_ = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(type));

@@ -4,6 +4,7 @@
 
 #include "pybind11.hpp"
 
+#include <array>
 #include <utility>
 #include <vector>
 
@@ -47,10 +48,12 @@ private:
     mutable unsigned int admitted_tag_ = 0;
 };
 
-// Remembers the last class a Layout admitted, with the version tag CPython gives its attribute
+// Remembers the last classes a Layout admitted, with the version tag CPython gives its attribute
 // cache: assigning an attribute to the class or to a base clears the tag, and the class is
-// looked at again. The fast path is two compares; the class is held, so its address is not
-// reused while remembered.
+// looked at again. The fast path is two compares against the last one; a few earlier ones are
+// remembered too, since the sinks of one event may be of several classes (a RunningAverage's
+// and a TerminateOnNan's, taken in turn at every iteration), whose full look walks their class
+// dicts. The classes are held, so their addresses are not reused while remembered.
 class LayoutGuard {
 public:
     explicit LayoutGuard(const Layout& layout) : layout_(&layout) {}
@@ -69,10 +72,18 @@ public:
 private:
     bool admits_new_class(PyTypeObject* type);
 
+    struct Admitted {
+        py::object held;
+        PyTypeObject* type = nullptr;
+        unsigned int tag = 0;
+    };
+
     const Layout* layout_;
     py::object held_;
     PyTypeObject* type_ = nullptr;
     unsigned int tag_ = 0;
+    std::array<Admitted, 3> earlier_;  // admitted before the last one, the oldest replaced
+    std::size_t oldest_ = 0;
 };
 
 struct Config {

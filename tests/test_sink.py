@@ -813,3 +813,35 @@ def test_sink_epoch_end_with_a_program_s_iterations_before_epoch(
         assert outcomes == [TypeError]
     else:
         assert [seen[0] for seen in recorder.seen] == expected
+
+
+def test_sinks_of_three_classes_in_turn_and_one_class_changed_during_the_run(
+    make_engine: MakeEngine,
+) -> None:
+    # The compiled loop remembers the sink classes it has admitted (a RunningAverage's and a
+    # TerminateOnNan's alternate at every iteration). A class given a class attribute that
+    # shadows a field during the run is looked at again: from then on its sinks run as Python
+    # runs them (here the shadowing limit of 1 makes each call full).
+    class First(OutputSink):
+        pass
+
+    class Second(OutputSink):
+        pass
+
+    engine = make_engine(lambda e, b: b)
+    recorders = [attach(engine, cls, limit=3) for cls in (First, Second, OutputSink)]
+
+    @engine.on(Events.ITERATION_COMPLETED(once=4))
+    def shadow(_: Engine) -> None:
+        Second.limit = 1  # type: ignore[misc]  # a class attribute over the slot
+
+    try:
+        engine.run(range(9))
+    finally:
+        del Second.limit
+    expected_untouched = [3, 6, 9]
+    assert [seen[0] for seen in recorders[0].seen] == expected_untouched
+    assert [seen[0] for seen in recorders[2].seen] == expected_untouched
+    # Second: full at 3, then, its class attribute read instead of the slot (as Python reads
+    # it: the subclass's attribute comes first along the MRO), full at every call from 5 on.
+    assert [seen[0] for seen in recorders[1].seen] == [3, 5, 6, 7, 8, 9]
