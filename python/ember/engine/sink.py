@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["OutputSink", "ends_epoch"]
+__all__ = ["OutputSink", "ends_epoch", "ends_epoch_or_run"]
 
 
 def ends_epoch(engine: Any, iteration: Any, epoch_length: Any) -> bool:
@@ -28,6 +28,16 @@ def ends_epoch(engine: Any, iteration: Any, epoch_length: Any) -> bool:
     if before is None:
         return bool(iteration % epoch_length == 0)
     return bool(iteration - before == epoch_length)
+
+
+def ends_epoch_or_run(engine: Any, state: Any, iteration: Any) -> Any:
+    """Whether ``iteration`` is the last of an epoch of known length (:func:`ends_epoch`) or of
+    the run (``state.max_iters``), read at each call: a handler may change them. Where a sink
+    that flushes at epoch ends, and TerminateOnNan, read what they keep."""
+    epoch_length = state.epoch_length
+    return (epoch_length is not None and ends_epoch(engine, iteration, epoch_length)) or (
+        iteration == state.max_iters
+    )
 
 
 class OutputSink:
@@ -88,14 +98,13 @@ class OutputSink:
         values = self.values
         values.append(output)
         self.iterations.append(iteration)
-        if not self.accepts(output) or len(values) >= self.limit or not self.still_kept(state):
+        if (
+            not self.accepts(output)
+            or len(values) >= self.limit
+            or not self.still_kept(state)
+            or (self.flush_at_epoch_end and ends_epoch_or_run(engine, state, iteration))
+        ):
             self.on_full(engine)
-        elif self.flush_at_epoch_end:
-            epoch_length = state.epoch_length
-            if (epoch_length is not None and ends_epoch(engine, iteration, epoch_length)) or (
-                iteration == state.max_iters
-            ):
-                self.on_full(engine)
 
     def take(self) -> tuple[list[Any], list[Any]]:
         """The kept outputs and their iterations, in order; the sink is left empty."""

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ember.engine.sink import OutputSink, ends_epoch
+from ember.engine.sink import OutputSink, ends_epoch_or_run
 
 __all__ = ["TerminateOnNan"]
 
@@ -267,13 +267,7 @@ class TerminateOnNan(OutputSink):
             return
         if not current:
             return
-        # The last iteration of an epoch or of the run, read at each call: a handler may
-        # change them.
-        state = engine.state
-        epoch_length = state.epoch_length
-        if (epoch_length is not None and ends_epoch(engine, iteration, epoch_length)) or (
-            iteration == state.max_iters
-        ):
+        if ends_epoch_or_run(engine, engine.state, iteration):
             self.check(engine)
 
     def _stopped_at_once(self, engine: Any, output: Any, iteration: int) -> bool:
