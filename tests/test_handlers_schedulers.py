@@ -316,3 +316,128 @@ def test_bad_arguments() -> None:
         PiecewiseLinear(optimizer, "lr", [(3, 1.0), (1, 0.0)])
     with pytest.raises(ValueError, match="warmup_duration > 0 and monotonic=False"):
         LinearCyclicalScheduler(optimizer, "lr", 0.0, 1.0, 4, warmup_duration=2)
+
+
+def chained(optimizer: Any) -> Any:
+    """torch's ChainedScheduler, which has no ``last_epoch`` of its own."""
+    return torch.optim.lr_scheduler.ChainedScheduler(
+        [
+            torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5),
+            torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9),
+        ]
+    )
+
+
+def sequential(optimizer: Any) -> Any:
+    return torch.optim.lr_scheduler.SequentialLR(
+        optimizer,
+        [
+            torch.optim.lr_scheduler.ConstantLR(optimizer, factor=0.5, total_iters=2),
+            torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9),
+        ],
+        milestones=[3],
+    )
+
+
+# Each builds the handler to attach around an optimizer; the key names the case.
+RESUMABLE_SCHEDULERS: dict[str, Callable[[Any], Any]] = {
+    "ConcatScheduler": lambda o: ConcatScheduler(
+        [
+            LinearCyclicalScheduler(o, "lr", 0.0, 1.0, cycle_size=8),
+            CosineAnnealingScheduler(o, "lr", 1.0, 0.0, cycle_size=6),
+        ],
+        durations=[4],
+    ),
+    "warmup+CosineAnnealingScheduler": lambda o: create_lr_scheduler_with_warmup(
+        CosineAnnealingScheduler(o, "lr", 0.1, 0.0, cycle_size=5), 0.0, warmup_duration=4
+    ),
+    "warmup+ChainedScheduler": lambda o: create_lr_scheduler_with_warmup(
+        chained(o), 0.0, warmup_end_value=0.2, warmup_duration=3
+    ),
+    "PiecewiseLinear": lambda o: PiecewiseLinear(o, "lr", [(0, 0.0), (3, 1.0), (7, 0.2)]),
+    "LinearCyclicalScheduler": lambda o: LinearCyclicalScheduler(o, "lr", 0.0, 1.0, 4),
+    "CosineAnnealingScheduler": lambda o: CosineAnnealingScheduler(
+        o, "lr", 0.0, 1.0, cycle_size=3, cycle_mult=2
+    ),
+    "ParamGroupScheduler": lambda o: ParamGroupScheduler(
+        [PiecewiseLinear(o, "lr", [(0, 0.0), (5, 1.0)], param_group_index=0)]
+    ),
+    "LRScheduler(StepLR)": lambda o: LRScheduler(
+        torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5)
+    ),
+    "LRScheduler(ChainedScheduler)": lambda o: LRScheduler(chained(o)),
+    "LRScheduler(SequentialLR)": lambda o: LRScheduler(sequential(o)),
+}
+
+
+def interrupted_and_resumed(
+    make_engine: MakeEngine,
+    build: Callable[[Any], Any],
+    stop_after: int | None,
+    saved: Callable[[Any], Any] = lambda scheduler: scheduler,
+) -> list[float]:
+    """The lr of each iteration of 3 epochs of 4 iterations; with ``stop_after``, the run is
+    interrupted after that iteration and a new trainer, optimizer and scheduler resume it from
+    the state_dicts of the first (``saved(scheduler)`` picks the scheduler object saved)."""
+    seen: list[float] = []
+
+    def setup() -> tuple[Any, Any, Any]:
+        _, optimizer = model_and_optimizer()
+
+        def step(engine: Engine, batch: Any) -> None:
+            optimizer.step()  # no gradients: no change, but torch's order warning stays quiet
+            seen.append(optimizer.param_groups[0]["lr"])
+
+        trainer = make_engine(step)
+        scheduler = build(optimizer)
+        scheduler.attach(trainer)
+        return trainer, optimizer, scheduler
+
+    trainer, optimizer, scheduler = setup()
+    if stop_after is None:
+        trainer.run([0] * 4, max_epochs=3)
+        return seen
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED(once=stop_after), lambda engine: engine.interrupt()
+    )
+    trainer.run([0] * 4, max_epochs=3)
+    assert len(seen) == stop_after
+    states = [deepcopy(o.state_dict()) for o in (trainer, optimizer, saved(scheduler))]
+    trainer, optimizer, scheduler = setup()
+    for target, state in zip((trainer, optimizer, saved(scheduler)), states, strict=True):
+        target.load_state_dict(state)
+    trainer.run([0] * 4, max_epochs=3)
+    return seen
+
+
+@pytest.mark.parametrize("stop_after", [2, 4, 7])
+@pytest.mark.parametrize("name", list(RESUMABLE_SCHEDULERS))
+def test_interrupted_run_resumes_the_schedule(
+    make_engine: MakeEngine, name: str, stop_after: int
+) -> None:
+    """Interrupting a run, saving trainer, optimizer and scheduler, and resuming in new objects
+    gives each iteration the lr of the uninterrupted run, on both loops."""
+    build = RESUMABLE_SCHEDULERS[name]
+    uninterrupted = interrupted_and_resumed(make_engine, build, None)
+    assert len(set(uninterrupted)) > 2  # the schedule moves
+    resumed = interrupted_and_resumed(make_engine, build, stop_after)
+    assert resumed == pytest.approx(uninterrupted)
+
+
+@pytest.mark.parametrize("stop_after", [2, 4, 7])
+@pytest.mark.parametrize("torch_scheduler", [chained, sequential])
+def test_resume_from_the_state_of_a_composite_torch_scheduler_alone(
+    make_engine: MakeEngine, torch_scheduler: Callable[[Any], Any], stop_after: int
+) -> None:
+    """A checkpoint of trainer, optimizer and the torch scheduler inside ``LRScheduler`` (not
+    the wrapper) resumes where it stopped, ChainedScheduler included: it has no last_epoch of its
+    own, its children count the steps (it resumed one step late, repeating one lr)."""
+
+    def build(optimizer: Any) -> LRScheduler:
+        return LRScheduler(torch_scheduler(optimizer))
+
+    uninterrupted = interrupted_and_resumed(make_engine, build, None)
+    resumed = interrupted_and_resumed(
+        make_engine, build, stop_after, saved=lambda scheduler: scheduler.lr_scheduler
+    )
+    assert resumed == pytest.approx(uninterrupted)

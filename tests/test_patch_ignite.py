@@ -212,3 +212,54 @@ def test_monai_workflow_gives_identical_results_under_the_switch(tmp_path: Path)
     assert all(patched["digests"].values())
     assert patched["resumed_losses"]
     assert any("val_dice" in line for line in patched["log"])
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_runner_help_exits_0(flag: str) -> None:
+    """``--help``/``-h`` print the usage on stdout and exit 0, patching nothing."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ember.patch_ignite", flag],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m ember.patch_ignite")
+    assert "-m module" in result.stdout
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "expected a script or -m module"),
+        (["-m"], "-m expects a module name"),
+        (["--bogus", "x.py"], "unknown option '--bogus'"),
+        (["missing.py"], "can't open file 'missing.py'"),
+    ],
+    ids=["nothing", "m-without-module", "unknown-option", "missing-file"],
+)
+def test_runner_bad_arguments_exit_1_with_a_message(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ember.patch_ignite", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"ember.patch_ignite: {message}",
+        "usage: python -m ember.patch_ignite (script.py | -m module) [args...]",
+    ]
+
+
+def test_runner_passes_help_after_the_script_to_the_script(tmp_path: Path) -> None:
+    (tmp_path / "script.py").write_text("import sys\nprint(sys.argv[1:])\n")
+    out = python("-m", "ember.patch_ignite", "script.py", "--help", "-h", cwd=tmp_path)
+    assert out == "['--help', '-h']\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import weakref
 from typing import Any, NamedTuple
 
@@ -17,7 +18,11 @@ from ember.engine import (
     create_supervised_evaluator,
     create_supervised_trainer,
 )
-from ember.engine.supervised import supervised_evaluation_step, supervised_training_step
+from ember.engine.supervised import (
+    _to_device,
+    supervised_evaluation_step,
+    supervised_training_step,
+)
 
 
 def regression_data(batches: int = 6) -> list[tuple[Any, Any]]:
@@ -421,3 +426,15 @@ def test_the_step_moves_batches_that_are_not_on_its_device(
     batch = (torch.randn(4, 2, device=batch_device), torch.randn(4, 1, device=batch_device))
     trainer.run([batch, list(batch)])
     assert seen == [("meta", "meta")] * 2
+
+
+def test_moving_a_batch_builds_no_function_per_call() -> None:
+    """``_to_device`` runs at every iteration: it defines no nested function (a closure per
+    call), a tensor already on the device comes back as itself, and containers still move."""
+    assert not any(inspect.iscode(const) for const in _to_device.__code__.co_consts)
+    cpu = torch.device("cpu")
+    tensor = torch.ones(2)
+    assert _to_device(tensor, cpu, False) is tensor
+    moved = _to_device({"a": [tensor, 3]}, torch.device("meta"), True)
+    assert moved["a"][0].is_meta and moved["a"][1] == 3
+    assert _to_device("text", cpu, False) == "text"

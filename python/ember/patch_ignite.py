@@ -22,12 +22,32 @@ from pathlib import Path
 from ember._ignite_patch import patch_ignite
 
 USAGE = "usage: python -m ember.patch_ignite (script.py | -m module) [args...]"
+HELP = f"""{USAGE}
+
+Run a script, or a module with -m, as python would, with ember.patch_ignite() switched on
+first: ignite's engine names are ember's. The arguments after the script or the module are
+its own (its sys.argv[1:]).
+
+options:
+  -h, --help  show this message and exit
+  -m module   run a module as a script (python -m module)
+"""
 
 
 def main(argv: list[str]) -> None:
-    """Patch ignite, then run ``argv``: ``[script, args...]`` or ``["-m", module, args...]``."""
-    if not argv or argv[0] in {"-h", "--help"} or (argv[0] == "-m" and len(argv) < 2):
-        raise SystemExit(USAGE)
+    """Patch ignite, then run ``argv``: ``[script, args...]`` or ``["-m", module, args...]``.
+
+    ``-h``/``--help`` prints the help and returns (exit status 0); bad arguments exit with a
+    message and the usage on stderr (exit status 1)."""
+    if argv and argv[0] in {"-h", "--help"}:
+        sys.stdout.write(HELP)
+        return
+    if not argv:
+        raise SystemExit(f"ember.patch_ignite: expected a script or -m module\n{USAGE}")
+    if argv[0] == "-m" and len(argv) < 2:
+        raise SystemExit(f"ember.patch_ignite: -m expects a module name\n{USAGE}")
+    if argv[0].startswith("-") and argv[0] != "-m":
+        raise SystemExit(f"ember.patch_ignite: unknown option {argv[0]!r}\n{USAGE}")
     patch_ignite()
     if argv[0] == "-m":
         sys.argv = argv[1:]

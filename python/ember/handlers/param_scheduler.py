@@ -494,6 +494,16 @@ class CosineAnnealingScheduler(CyclicalScheduler):
         )
 
 
+def _torch_steps(lr_scheduler: Any) -> int:
+    """How many times a torch scheduler has stepped: its ``last_epoch``, or, for one without it
+    (``ChainedScheduler``), the most its children have."""
+    last_epoch = getattr(lr_scheduler, "last_epoch", None)
+    if last_epoch is not None:
+        return int(last_epoch)
+    children = getattr(lr_scheduler, "_schedulers", ())
+    return max((_torch_steps(child) for child in children), default=0)
+
+
 class LRScheduler(ParamScheduler):
     """A ``torch.optim.lr_scheduler`` scheduler as a handler, stepped at each call after the first.
 
@@ -502,7 +512,8 @@ class LRScheduler(ParamScheduler):
     ITERATION_COMPLETED) it steps at every call, the first included.
 
     A new wrapper around a torch scheduler that has stepped (restored from a checkpoint of the
-    torch scheduler alone) steps at its first call too, so the run goes on where it stopped. A
+    torch scheduler alone; its ``last_epoch`` says so, or for a ``ChainedScheduler`` its
+    children's) steps at its first call too, so the run goes on where it stopped. A
     torch scheduler saved after exactly one call has not stepped yet and resumes one step late:
     save the wrapper's ``state_dict`` as well, or save after more than one iteration.
 
@@ -545,7 +556,7 @@ class LRScheduler(ParamScheduler):
         # A fresh wrapper around a torch scheduler that has stepped already (restored from a
         # checkpoint of the torch scheduler alone) goes on from that step: the first call then
         # steps too, else the resumed run would repeat one learning rate.
-        if self.event_index > 0 or getattr(self.lr_scheduler, "last_epoch", 0) > 0:
+        if self.event_index > 0 or _torch_steps(self.lr_scheduler) > 0:
             if self._stepped:
                 self.lr_scheduler.step()
             else:
