@@ -487,3 +487,26 @@ def test_bad_values_fail_a_metrics_lambda_at_compute(average: Any) -> None:
             ValueError, match=r"y_pred must contain only 0s and 1s, got the value 0\.2"
         ):
             metric.compute()
+
+
+def test_the_outcome_of_every_rank_is_one_more_check() -> None:
+    """What compute() sums over the ranks (tests/test_distributed_value_checks.py runs them):
+    a one-hot flag of this rank's outcome; the sum fails the read after this rank's own checks,
+    naming the ranks; the next sum replaces it."""
+    from ember.metrics._checks import ValueChecks
+
+    cpu = torch.device("cpu")
+    checks = ValueChecks("Accuracy")
+    assert checks.rank_flags(1, 3, torch.int64, cpu).tolist() == [0, 0, 0]
+    checks.note_ranks(T([0, 1, 1]))
+    with pytest.raises(ValueError, match=r"^Accuracy: the value check failed on ranks 1, 2$"):
+        checks.read()
+    assert checks.rank_flags(1, 3, torch.float64, cpu).tolist() == [0.0, 0.0, 0.0]
+    checks.note_ranks(T([0, 0, 0]))
+    assert checks.read_count(T(5)) == 5
+
+    checks.class_indices(T([0, 4]), 3)
+    assert checks.rank_flags(2, 3, torch.int64, cpu).tolist() == [0, 0, 1]
+    checks.note_ranks(T([1, 0, 1]))
+    with pytest.raises(ValueError, match=r"^Accuracy: y holds class indices outside \[0, 3\)"):
+        checks.read_count(T(5))

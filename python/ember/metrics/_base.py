@@ -13,9 +13,16 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from ember.distributed import _context
 from ember.distributed._reduce import sum_over_ranks
 from ember.engine.events import Events
-from ember.metrics._checks import collected_checks, read_collected, read_number, shape_of
+from ember.metrics._checks import (
+    ValueChecks,
+    collected_checks,
+    read_collected,
+    read_number,
+    shape_of,
+)
 from ember.metrics._deferred import as_stored
 
 __all__ = [
@@ -290,8 +297,29 @@ class Metric(metaclass=ABCMeta):
         they come back as they are. ``None`` (nothing seen on a rank) counts as zeros.
 
         Every rank must call it, in the same order: check for emptiness on the sums, after.
+        With value checks (:meth:`_value_checks`), every rank's outcome is summed with the
+        values, in the same all_reduce, and queued as one more check: where a check failed on
+        any rank, the read after this raises ``ValueError`` on every rank.
         """
-        return sum_over_ranks(self._name, values, self._device)
+        checks = self._value_checks()
+        world_size = _context.get_world_size()
+        if checks is None or world_size == 1:
+            return sum_over_ranks(self._name, values, self._device)
+        # In the buffer of the values' kind: an int64 one where any value is an integer.
+        integer = any(
+            isinstance(value, int)
+            or (isinstance(value, torch.Tensor) and not value.dtype.is_floating_point)
+            for value in values
+        )
+        dtype = torch.int64 if integer else self._double_dtype
+        flags = checks.rank_flags(_context.get_rank(), world_size, dtype, self._device)
+        *sums, summed_flags = sum_over_ranks(self._name, (*values, flags), self._device)
+        checks.note_ranks(summed_flags)
+        return tuple(sums)
+
+    def _value_checks(self) -> ValueChecks | None:
+        """The checks of the data's values that :meth:`compute` reads (none here)."""
+        return None
 
     def _ratio_over_ranks(self, total: torch.Tensor, count: int) -> float:
         """``total / count`` for :meth:`compute`, both summed over the ranks first; not computable

@@ -79,10 +79,13 @@ def as_pair(name: str, output: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class _Check:
-    """One value check run on the device: ``failed`` (a 0-d bool tensor) and what to say."""
+    """One value check run on the device: ``failed`` (a 0-d bool tensor) and what to say.
+    ``ranks``: the outcome of every rank's checks, from :meth:`ValueChecks.rank_flags` summed
+    over the ranks (:meth:`ValueChecks.note_ranks`), not a check of this rank's data."""
 
     failed: torch.Tensor
     message: Callable[[], str]
+    ranks: bool = False
 
 
 class ValueChecks:
@@ -131,6 +134,37 @@ class ValueChecks:
             )
 
         self._pending.append(_Check((low < 0) | (high >= num_classes), message))
+
+    def rank_flags(
+        self, rank: int, world_size: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """This rank's outcome for the sum over the ranks at compute(), without a host read:
+        ``world_size`` zeros, 1 at ``rank`` when one of its pending checks failed.
+
+        Under torch.distributed a check that fails on one rank must fail ``compute()`` on every
+        rank, at the same point: a rank that raised alone would leave the others with a value
+        without its data, or waiting for it in the next collective until the group's timeout.
+        The flags travel in the all_reduce of the accumulators (no collective of their own);
+        :meth:`note_ranks` queues their sum as one more check.
+        """
+        own = [check for check in self._pending if not check.ranks]
+        self._pending[:] = own  # the outcome of an earlier compute's sum is replaced
+        if not own:
+            return torch.zeros(world_size, dtype=dtype, device=device)
+        flags = torch.zeros(world_size, dtype=dtype, device=own[0].failed.device)
+        flags[rank] = _any_failed(own)
+        return flags
+
+    def note_ranks(self, summed: torch.Tensor) -> None:
+        """Queue :meth:`rank_flags` summed over the ranks as a check, after this rank's own:
+        a rank whose check failed raises its own error, the others one that names it."""
+
+        def message() -> str:
+            failed = [str(rank) for rank, flag in enumerate(summed.tolist()) if flag]
+            ranks = f"rank {failed[0]}" if len(failed) == 1 else f"ranks {', '.join(failed)}"
+            return f"{self._name}: the value check failed on {ranks}"
+
+        self._pending.append(_Check(summed.any(), message, ranks=True))
 
     def count(self, failures: torch.Tensor, message: str) -> None:
         """``failures`` (a device count) is 0."""

@@ -151,6 +151,9 @@ class _ValueCheckedMetric(_PairMetric):
         self._checks.clear()
         super().reset()
 
+    def _value_checks(self) -> ValueChecks:
+        return self._checks
+
     def _reuse_plans(self) -> bool:
         return self._check_values == "first"
 
