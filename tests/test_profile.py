@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import threading
 import time
@@ -341,6 +342,46 @@ def test_cuda_sync_warnings_are_counted_not_shown(
     engine.run(range(3))
     assert profiler.handlers[f"ITERATION_COMPLETED:{synchronizing.__qualname__}"].syncs == 3
     assert modes == ["warn", 0]  # switched on for the run, then back
+    with pytest.warns(UserWarning, match="synchronizing"):  # shown again outside runs
+        synchronizing(engine)
+
+
+def test_warning_filters_set_during_a_run_outlive_it(
+    make_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CUDA path put back all of warnings.filters (and showwarning) as they were when the
+    run started: a filter that a handler set during the run was gone once it ended. Only the
+    Profiler's own entry is taken out now; an equal entry the program had stays."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda mode: None)
+    warnings.filterwarnings("always", message=_syncs.CUDA_SYNC_WARNING)  # the program's own
+    before = list(warnings.filters)
+    show_before = warnings.showwarning
+
+    def configure(engine: Engine) -> None:
+        warnings.filterwarnings("ignore", message="noise from a library")
+        warnings.simplefilter("error", ResourceWarning)
+
+    def synchronizing(engine: Engine) -> None:
+        warnings.warn(_syncs.CUDA_SYNC_WARNING, UserWarning, stacklevel=1)
+
+    engine = make_engine(lambda e, b: b)
+    engine.add_event_handler(Events.STARTED, configure)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, synchronizing)
+    profiler = Profiler().attach(engine)
+    engine.run(range(3))
+    assert profiler.handlers[f"ITERATION_COMPLETED:{synchronizing.__qualname__}"].syncs == 3
+    assert warnings.filters[:2] == [
+        ("error", None, ResourceWarning, None, 0),
+        ("ignore", re.compile("noise from a library", re.IGNORECASE), Warning, None, 0),
+    ]
+    assert warnings.filters[2:] == before
+    assert warnings.showwarning is show_before
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn("noise from a library", UserWarning, stacklevel=1)
+    assert caught == []
     with pytest.warns(UserWarning, match="synchronizing"):  # shown again outside runs
         synchronizing(engine)
 

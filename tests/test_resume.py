@@ -341,6 +341,103 @@ def test_without_an_exit_code_the_run_terminates(backend: str, tmp_path: Path) -
     assert (tmp_path / "checkpoint_4.pt").exists()
 
 
+def sigterm_once(seen: list[int]) -> Callable[[Engine], None]:
+    """A handler that sends SIGTERM to the process the first time it runs, as a scheduler does
+    while a slow evaluation or a final save runs."""
+
+    def act(engine: Engine) -> None:
+        if not seen:
+            os.kill(os.getpid(), signal.SIGTERM)
+        seen.append(engine.state.iteration)
+
+    return act
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "last EPOCH_COMPLETED",
+        "last EPOCH_COMPLETED, before attach",
+        "COMPLETED",
+        "COMPLETED, before attach",
+        "TERMINATE(skip_completed)",
+    ],
+)
+@pytest.mark.parametrize("exit_code", [143, None])
+def test_a_sigterm_after_the_last_check_is_reported_not_dropped(
+    backend: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    exit_code: int | None,
+) -> None:
+    """A SIGTERM during the last epoch's EPOCH_COMPLETED handlers (a final evaluation) or the
+    COMPLETED handlers came after the last check: it was dropped without a word, or (a
+    COMPLETED handler registered after attach()) went to the handler from before the run. The
+    run completes as at the run's last iteration (no checkpoint of a finished run), says so,
+    and ``received`` keeps the signal."""
+    calls: list[int] = []
+
+    def previous(signum: int, frame: Any) -> None:
+        calls.append(signum)
+
+    original = signal.signal(signal.SIGTERM, previous)
+    try:
+        training = Training(backend, tmp_path, every=100)
+        trainer = training.trainer
+        seen: list[int] = []
+        act = sigterm_once(seen)
+        event = Events.EPOCH_COMPLETED(once=EPOCHS) if "EPOCH" in where else Events.COMPLETED
+        if "TERMINATE" in where:
+            trainer.add_event_handler(
+                Events.EPOCH_COMPLETED(once=2), lambda e: e.terminate(skip_completed=True)
+            )
+            event = Events.TERMINATE
+        if "before attach" in where:
+            trainer.add_event_handler(event, act)
+        preemption = Preemption(training.checkpointer, exit_code=exit_code).attach(trainer)
+        if "before attach" not in where:
+            trainer.add_event_handler(event, act)
+        completed: list[int] = []
+        trainer.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.epoch))
+        with caplog.at_level(logging.WARNING, "ember"):
+            training.run()  # no Preempted: the run did all its work
+        epochs = 2 if "TERMINATE" in where else EPOCHS
+        assert seen == [epochs * 5]
+        assert trainer.state.epoch == epochs
+        assert completed == ([] if "TERMINATE" in where else [epochs])
+        assert calls == []  # not handed to the handler from before the run
+        assert preemption.received is signal.SIGTERM and not preemption.preempted
+        expected = (
+            f"ember: SIGTERM received after the run's last check, at iteration {epochs * 5} "
+            f"(epoch {epochs}): the run completes"
+        )
+        assert [m for m in caplog.messages if "SIGTERM" in m] == [expected]
+        assert signal.getsignal(signal.SIGTERM) is previous
+        assert not list(tmp_path.glob("*.pt"))  # no checkpoint of a finished run
+        # The next run of the engine starts clean: no leftover end-of-run handler, no report.
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "ember"):
+            training.run()
+        assert preemption.received is None and not caplog.messages
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_a_sigterm_at_the_last_iteration_is_reported_once(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    training = Training(backend, tmp_path, every=100, act=sigterm_at(EPOCHS * 5))
+    preemption = Preemption(training.checkpointer).attach(training.trainer)
+    with caplog.at_level(logging.WARNING, "ember"):
+        training.run()
+    assert preemption.received is signal.SIGTERM and not preemption.preempted
+    assert [m for m in caplog.messages if "SIGTERM" in m] == [
+        f"ember: SIGTERM at the last iteration ({EPOCHS * 5}) of the run: the run completes"
+    ]
+
+
 def test_a_run_without_signal_restores_the_previous_handler(backend: str, tmp_path: Path) -> None:
     calls: list[int] = []
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import sys
 import threading
 import types
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ember.engine._registry import FilteredHandler
 from ember.engine.events import Events
@@ -240,7 +241,12 @@ class _Hooks:
 
     def __init__(self) -> None:
         self.library: Any = None
-        self.warnings_saved: Any = None
+        # What _catch_cuda_warnings put in: its entry of warnings.filters, its showwarning and
+        # the one it replaced. Only these are taken out at the end: a filter or a showwarning
+        # that the program set during the run (in a handler) stays.
+        self.warning_filter: Any = None
+        self.showwarning: Any = None
+        self.showwarning_before: Any = None
         self.cuda_mode_before: int | None = None
 
     def install(self, torch: Any) -> None:
@@ -255,9 +261,6 @@ class _Hooks:
             torch.cuda.set_sync_debug_mode("warn")
 
     def _catch_cuda_warnings(self) -> None:
-        saved = warnings.catch_warnings()
-        saved.__enter__()
-        self.warnings_saved = saved
         show = warnings.showwarning
 
         def count_or_show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
@@ -266,19 +269,51 @@ class _Hooks:
             else:
                 show(message, category, *args, **kwargs)
 
-        warnings.filterwarnings("always", message=CUDA_SYNC_WARNING)
+        # Inserted as filterwarnings("always", message=CUDA_SYNC_WARNING) would, without its
+        # removal of an equal entry the program has: this entry is the one taken out.
+        entry = ("always", re.compile(CUDA_SYNC_WARNING, re.IGNORECASE), Warning, None, 0)
+        _filters().insert(0, entry)
+        _filters_mutated()
+        self.warning_filter = entry
+        self.showwarning_before, self.showwarning = show, count_or_show
         warnings.showwarning = count_or_show
+
+    def _release_cuda_warnings(self) -> None:
+        entry, self.warning_filter = self.warning_filter, None
+        if entry is not None:
+            filters = _filters()
+            for index, item in enumerate(filters):
+                if item is entry:  # not an equal entry the program added
+                    del filters[index]
+                    _filters_mutated()
+                    break
+        if self.showwarning is not None and warnings.showwarning is self.showwarning:
+            warnings.showwarning = self.showwarning_before  # else the program replaced it
+        self.showwarning = self.showwarning_before = None
 
     def uninstall(self, torch: Any) -> None:
         if self.cuda_mode_before is not None:
             torch.cuda.set_sync_debug_mode(self.cuda_mode_before)
             self.cuda_mode_before = None
-        if self.warnings_saved is not None:
-            self.warnings_saved.__exit__(None, None, None)
-            self.warnings_saved = None
+        self._release_cuda_warnings()
         if self.library is not None:
             self.library._destroy()  # the original kernel is back
             self.library = None
+
+
+def _filters() -> list[Any]:
+    """``warnings.filters``: a list (typeshed says a Sequence, read-only)."""
+    return cast("list[Any]", warnings.filters)
+
+
+def _filters_mutated() -> None:
+    """Tell the warnings machinery that ``warnings.filters`` changed (what ``filterwarnings``
+    does), so that no decision cached under the old filters is used."""
+    mutated = getattr(warnings, "_filters_mutated", None) or getattr(
+        warnings, "_filters_mutated_lock_held", None
+    )
+    if mutated is not None:
+        mutated()
 
 
 _hooks = _Hooks()

@@ -66,7 +66,12 @@ class Preemption:
     A stop asked at an epoch's last iteration waits for that epoch's EPOCH_COMPLETED handlers
     (the checkpoint then holds what an uninterrupted run has there: a scheduler stepped, an
     evaluation run); one asked at the run's last iteration lets the run complete (a checkpoint
-    of a finished run would make the next launch start a new run).
+    of a finished run would make the next launch start a new run). So does one that comes after
+    the run's last check: during the last epoch's EPOCH_COMPLETED handlers (a final
+    evaluation), the COMPLETED handlers, or after another handler's ``terminate()``. The
+    signal is then not dropped: a WARNING line says that it came and that the run completes,
+    and :attr:`received` holds it after ``run()`` returns (:attr:`preempted` stays false: no
+    checkpoint was written for it), for the script to end rather than start more work.
 
     Then every rank calls ``checkpoint(engine)`` (a :class:`~ember.handlers.Checkpoint`, which
     writes on one rank; one that writes asynchronously is waited for, through its ``wait()``), logs a WARNING line ("preempted by SIGTERM at iteration ...") and
@@ -75,7 +80,8 @@ class Preemption:
     ``run()`` returns (look at :attr:`preempted`).
 
     The signal handler is installed when the run starts (in the main thread: Python delivers
-    signals there only) and the previous one is put back when the run ends. A second signal
+    signals there only) and the previous one is put back when the run ends (after all its
+    COMPLETED handlers, those registered after :meth:`attach` included). A second signal
     while the first is pending is handed to the previous handler (by default, the process ends
     at once), so a process whose engine is no longer looking can still be stopped.
 
@@ -117,6 +123,8 @@ class Preemption:
         self.exit_code = exit_code
         self.received: signal.Signals | None = None
         self.preempted = False
+        # The WARNING line for a signal the run did not stop for is written (once per run).
+        self._reported = False
         self._previous: dict[signal.Signals, _Handler] = {}
 
     def attach(self, engine: Engine) -> Preemption:
@@ -128,8 +136,8 @@ class Preemption:
             check = Events.ITERATION_COMPLETED
         engine.add_event_handler(Events.STARTED, self._install)
         engine.add_event_handler(check, self._check)
-        engine.add_event_handler(Events.COMPLETED, self._restore)
-        engine.add_event_handler(Events.TERMINATE, self._restore)
+        engine.add_event_handler(Events.COMPLETED, self._end_after_handlers, Events.COMPLETED)
+        engine.add_event_handler(Events.TERMINATE, self._end_after_handlers, Events.TERMINATE)
         return self
 
     # ------------------------------------------------------------------------------ signals
@@ -137,8 +145,12 @@ class Preemption:
         if engine.has_event_handler(self._stop, Events.EPOCH_COMPLETED):
             # A stop deferred to an epoch end that a previous run never reached: not this run's.
             engine.remove_event_handler(self._stop, Events.EPOCH_COMPLETED)
+        for event in (Events.COMPLETED, Events.TERMINATE):
+            if engine.has_event_handler(self._end, event):  # a previous run raised before it
+                engine.remove_event_handler(self._end, event)
         self.received = None
         self.preempted = False
+        self._reported = False
         self._take_signals()
 
     def _take_signals(self) -> None:
@@ -159,6 +171,34 @@ class Preemption:
             # None: the previous handler was not installed from Python; the default is closest.
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         self._previous.clear()
+
+    def _end_after_handlers(self, engine: Engine, event: Events) -> None:
+        # The run ends after the last handler of COMPLETED (or of TERMINATE, when
+        # terminate(skip_completed=True) skips COMPLETED): a signal during any of them (a final
+        # checkpoint, one registered after attach() too) must still reach this handler, not the
+        # previous one. A handler appended while its event fires runs in the same pass.
+        if event == Events.TERMINATE and engine.should_terminate != "skip_completed":
+            return  # COMPLETED follows
+        if not engine.has_event_handler(self._end, event):
+            engine.add_event_handler(event, self._end, event)
+
+    def _end(self, engine: Engine, event: Events) -> None:
+        engine.remove_event_handler(self._end, event)
+        self._restore()
+        if self.received is None or self.preempted or self._reported:
+            return
+        # The signal came after the run's last check (during the last epoch's EPOCH_COMPLETED
+        # handlers or the COMPLETED handlers, or before another handler's terminate()): the
+        # run has ended, there is nothing to stop, and a checkpoint of a finished run would
+        # make the next launch start a new run. Say that it came; `received` keeps it.
+        self._reported = True
+        logger.warning(
+            "ember: %s received after the run's last check, at iteration %d (epoch %d): "
+            "the run completes",
+            self.received.name,
+            engine.state.iteration,
+            engine.state.epoch,
+        )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
@@ -186,6 +226,7 @@ class Preemption:
             # The run's last iteration: a checkpoint of a finished run would make the next
             # launch start a new run from iteration 0 (run() on a done state starts afresh);
             # the run completes instead (its COMPLETED handlers save what it made).
+            self._reported = True
             logger.warning(
                 "ember: %s at the last iteration (%d) of the run: the run completes",
                 self.received.name if self.received is not None else "a signal on another rank",
