@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -405,23 +406,31 @@ def test_terminate_on_nan_host_syncs(make_engine: MakeEngine, exact: bool, syncs
     assert counter.count == syncs  # exact: one per iteration; lazy: one per epoch
 
 
-def test_terminate_on_nan_check_on_completed_reads_the_last_outputs(
+def test_terminate_on_nan_reads_the_last_outputs_when_the_run_ends(
     make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Data without len(): the run ends before the handler's next read. NaN at the second call
-    # of the first run and of the third.
+    """Data without len(): the run ends before the handler's next read. What it kept is read
+    when the run ends (it was dropped, unread, at the next run's first iteration); the run
+    completed, so it is not terminated. NaN at the second call of the first run and of the
+    third."""
     values = iter([1.0, math.nan, 1.0, 1.0, 1.0, 1.0, 1.0, math.nan, 1.0])
     trainer = make_engine(lambda engine, batch: torch.tensor(next(values)))
     handler = TerminateOnNan(check_every=100)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, handler)
     trainer.run(iter(range(3)))
     assert trainer.state.iteration == 3 and not trainer.should_terminate
-    # A new run starts from iteration 1: what the last one left unread is dropped.
+    assert caplog.text.count("NaN") == 1
+    assert "Output 'tensor(nan)' of iteration 2 contains NaN or Inf, found at iteration 3" in (
+        caplog.text
+    )
+    caplog.clear()
     trainer.run(iter(range(3)))
     assert "NaN" not in caplog.text
-    # handler.check on COMPLETED reads what is left.
+    # handler.check on COMPLETED reads what is left first; then nothing is left at the end.
     trainer.add_event_handler(Events.COMPLETED, handler.check)
     trainer.run(iter(range(3)))
+    assert trainer.should_terminate  # check() terminates, as at any check
+    assert caplog.text.count("NaN") == 1
     assert "Output 'tensor(nan)' of iteration 2 contains NaN or Inf, found at iteration 3" in (
         caplog.text
     )
@@ -635,8 +644,326 @@ def test_terminate_on_nan_on_one_engine_keeps_reading_in_groups(make_engine: Mak
     engine.add_event_handler(Events.ITERATION_COMPLETED, handler)
     engine.remove_event_handler(handler, Events.ITERATION_COMPLETED)
     engine.add_event_handler(Events.ITERATION_COMPLETED, handler)
-    assert handler.limit == 100
+    # (limit 1 until a run's first call: it registers the read at the run's end)
+    assert handler._sinks_outputs and not handler._read_each_call
     del engine
     collect_garbage()
     make_engine(lambda e, b: b).add_event_handler(Events.ITERATION_COMPLETED, handler)
-    assert handler.limit == 100
+    assert handler._sinks_outputs and not handler._read_each_call
+
+
+# ------------------------------------------------ TerminateOnNan: a run another handler ends
+def stopped_by_another_handler(
+    make_engine: MakeEngine, step: Callable[[Engine, Any], Any], handler: TerminateOnNan, how: str
+) -> tuple[Engine, list[tuple[str, int]]]:
+    """An engine with ``handler`` on ITERATION_COMPLETED and, after it, a handler that ends the
+    run at iteration 10 (``how``: an Engine method, or ``raise``); epochs of 50. Returns the
+    engine and the TERMINATE, INTERRUPT, EPOCH_COMPLETED and COMPLETED events fired."""
+    trainer = make_engine(step)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, handler)
+
+    def stop(engine: Engine) -> None:
+        if how == "raise":
+            raise ValueError("another handler failed")
+        if how == "terminate(skip_completed=True)":
+            engine.terminate(skip_completed=True)
+        else:
+            getattr(engine, how)()
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=10), stop)
+    fired: list[tuple[str, int]] = []
+    for event in (Events.TERMINATE, Events.INTERRUPT, Events.EPOCH_COMPLETED, Events.COMPLETED):
+        trainer.add_event_handler(
+            event, lambda e, name=event.name: fired.append((name, e.state.iteration))
+        )
+    return trainer, fired
+
+
+@pytest.mark.parametrize("how", ["terminate", "terminate(skip_completed=True)"])
+def test_terminate_on_nan_reads_what_it_kept_when_another_handler_terminates(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """NaN at iteration 5, the next read due at 50; another handler terminates at 10. The kept
+    NaN was never read (no warning). It is read once when the run ends; the run's outcome is
+    the one the other handler asked for (terminate() is not called again)."""
+    caplog.set_level(logging.INFO, logger="ember.engine.engine.Engine")
+    handler = TerminateOnNan(check_every=100)
+    trainer, fired = stopped_by_another_handler(make_engine, nan_at(5), handler, how)
+    trainer.run(range(50), max_epochs=3)
+    assert trainer.state.iteration == 10
+    skip = how != "terminate"
+    assert trainer.should_terminate == ("skip_completed" if skip else True)
+    assert fired == [("TERMINATE", 10)] + ([] if skip else [("COMPLETED", 10)])
+    assert caplog.text.count("contains NaN or Inf") == 1
+    assert "Output 'tensor(nan)' of iteration 5 contains NaN or Inf, found at iteration 10" in (
+        caplog.text
+    )
+    assert caplog.text.count("Terminate signaled") == 1  # the other handler's call only
+    assert handler.values == [] and handler._pending == []
+
+
+def test_terminate_on_nan_reads_what_it_kept_at_an_interrupt(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """interrupt() at 10 after a NaN at 5: the warning comes at the interrupt, and the handler
+    terminates the engine, so that the run() that resumes it ends at once (TERMINATE,
+    COMPLETED), as a terminate() called between the two run() calls does in ignite."""
+    trainer, fired = stopped_by_another_handler(
+        make_engine, nan_at(5), TerminateOnNan(check_every=100), "interrupt"
+    )
+    trainer.run(range(50), max_epochs=3)
+    assert fired == [("INTERRUPT", 10)]
+    assert "Output 'tensor(nan)' of iteration 5 contains NaN or Inf, found at iteration 10" in (
+        caplog.text
+    )
+    assert trainer.should_terminate is True
+    fired.clear()
+    trainer.run()
+    assert trainer.state.iteration == 10
+    assert fired == [("TERMINATE", 10), ("COMPLETED", 10)]
+    assert caplog.text.count("contains NaN or Inf") == 1
+
+
+@pytest.mark.parametrize("how", ["terminate", "interrupt"])
+def test_terminate_on_nan_run_ended_early_without_a_nan_costs_one_host_sync(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """No NaN: the read at the stop is the one host sync of the run (none before it, none per
+    iteration), nothing is logged, and an interrupted run resumes and completes."""
+    from syncs import HostSyncCounter
+
+    handler = TerminateOnNan(check_every=100)
+    trainer, fired = stopped_by_another_handler(
+        make_engine, lambda engine, batch: torch.tensor(0.5), handler, how
+    )
+    with HostSyncCounter() as counter:
+        trainer.run(range(50), max_epochs=3)
+    assert counter.count == 1
+    assert "NaN" not in caplog.text
+    if how == "interrupt":
+        assert not trainer.should_terminate
+        with HostSyncCounter() as counter:
+            trainer.run()
+        assert trainer.state.iteration == 150
+        assert counter.count == 3  # at the three epochs' last iterations, as before
+        assert fired[-1] == ("COMPLETED", 150)
+
+
+def test_terminate_on_nan_run_ended_by_an_exception(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another handler raises at 10 after a NaN at 5: the run raises that error, and the kept
+    NaN is reported (it may be the error's cause) rather than dropped. The engine is not
+    terminated: a later run() resumes as it would have."""
+    trainer, _ = stopped_by_another_handler(
+        make_engine, nan_at(5), TerminateOnNan(check_every=100), "raise"
+    )
+    with pytest.raises(ValueError, match="another handler failed"):
+        trainer.run(range(50), max_epochs=3)
+    assert "Output 'tensor(nan)' of iteration 5 contains NaN or Inf, found at iteration 10" in (
+        caplog.text
+    )
+    assert not trainer.should_terminate
+
+
+def test_terminate_on_nan_read_failing_after_an_exception_keeps_the_run_error(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read at the end of a failed run fails too (a device error, say): the run still
+    raises its own error; the failed read is logged."""
+    handler = TerminateOnNan(check_every=100)
+    trainer, _ = stopped_by_another_handler(make_engine, nan_at(5), handler, "raise")
+
+    def unreadable(tensors: list[Any], only_values: bool) -> bool:
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(handler, "_all_finite", unreadable)
+    with pytest.raises(ValueError, match="another handler failed"):
+        trainer.run(range(50), max_epochs=3)
+    assert "could not be read after the run failed" in caplog.text
+    assert "device lost" in caplog.text
+
+
+def test_terminate_on_nan_exact_with_another_handler_stopping_later(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """exact=True: stopped at the NaN's own iteration, one warning, one host sync per
+    iteration and nothing read at the run's end."""
+    from syncs import HostSyncCounter
+
+    trainer, fired = stopped_by_another_handler(
+        make_engine, nan_at(5), TerminateOnNan(exact=True), "terminate"
+    )
+    with HostSyncCounter() as counter:
+        trainer.run(range(50), max_epochs=3)
+    assert trainer.state.iteration == 5
+    assert fired == [("TERMINATE", 5), ("COMPLETED", 5)]
+    assert counter.count == 5
+    assert caplog.text.count("contains NaN or Inf") == 1
+    assert "Output 'tensor(nan)' of iteration 5 contains NaN or Inf. Stop training" in caplog.text
+
+
+def test_terminate_on_nan_after_terminate_epoch(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """terminate_epoch() at 10 after a NaN at 5: the cut epoch's EPOCH_COMPLETED runs (the
+    handler is not called where the epoch was cut), and the NaN is read where the next epoch
+    ends (iteration 60, counted from the cut through engine._iterations_before_epoch): late
+    but never lost. exact=True stops at 5."""
+    trainer, fired = stopped_by_another_handler(
+        make_engine, nan_at(5), TerminateOnNan(check_every=100), "terminate_epoch"
+    )
+    trainer.run(range(50), max_epochs=3)
+    assert fired == [("EPOCH_COMPLETED", 10), ("TERMINATE", 60), ("COMPLETED", 60)]
+    assert "Output 'tensor(nan)' of iteration 5 contains NaN or Inf, found at iteration 60" in (
+        caplog.text
+    )
+
+
+def test_terminate_on_nan_next_run_after_an_early_stop_still_reads_in_groups(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the read at a run's end, the next run's first call comes to Python (to register
+    that run's read) and then the outputs are kept in groups again: two syncs for two epochs.
+    check_every set between runs does not skip that first call."""
+    from syncs import HostSyncCounter
+
+    handler = TerminateOnNan(check_every=100)
+    trainer = make_engine(lambda engine, batch: torch.tensor(batch))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    stop = trainer.add_event_handler(Events.ITERATION_COMPLETED(once=10), lambda e: e.terminate())
+    trainer.run([0.5] * 50, max_epochs=3)
+    assert trainer.state.iteration == 10 and handler.limit == 1
+    stop.remove()
+    trainer.state.max_epochs = None  # a new run
+    with HostSyncCounter() as counter:
+        trainer.run([0.5] * 20, max_epochs=2)
+    assert trainer.state.iteration == 40 and counter.count == 2
+    assert handler.limit == 1  # armed again for the next run
+    handler.check_every = 50
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=7), lambda e: e.terminate())
+    trainer.state.max_epochs = None
+    trainer.run([0.5, 0.5, math.nan, 0.5] * 25)
+    assert trainer.state.iteration == 7
+    assert "of iteration 3 contains NaN or Inf, found at iteration 7" in caplog.text
+
+
+# ------------------------------------------------------- TerminateOnNan on ignite's Engine
+@pytest.mark.ignite
+def test_terminate_on_nan_on_ignite_engine_shared_by_a_trainer_and_an_evaluator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ignite's add_event_handler does not call _attached_to: the handler compares the
+    calling engine at each call and reads at each call once a second engine calls it. Before,
+    the evaluator's outputs mixed with the trainer's and the trainer's NaN was dropped."""
+    pytest.importorskip("ignite")
+    from ignite.engine import Engine as IgniteEngine
+    from ignite.engine import Events as IgniteEvents
+
+    handler = TerminateOnNan()
+    trainer = IgniteEngine(lambda e, b: torch.tensor(math.nan if e.state.iteration == 2 else 1.0))
+    evaluator = IgniteEngine(lambda e, b: torch.tensor(1.0))
+    trainer.add_event_handler(IgniteEvents.ITERATION_COMPLETED, handler)
+    evaluator.add_event_handler(IgniteEvents.ITERATION_COMPLETED, handler)
+    trainer.add_event_handler(
+        IgniteEvents.ITERATION_COMPLETED(every=4), lambda _: evaluator.run([0, 1])
+    )
+    trainer.run(range(10), max_epochs=2)
+    # read for the trainer at the evaluator's first call, during the trainer's iteration 4
+    assert trainer.state.iteration == 4
+    assert "of iteration 2 contains NaN or Inf, found at iteration 4" in caplog.text
+
+
+@pytest.mark.ignite
+def test_terminate_on_nan_on_ignite_engine_with_a_filter(caplog: pytest.LogCaptureFixture) -> None:
+    """every=3 on ignite's Engine: the calls (3, 6, 9, 12, ...) miss the epochs' last
+    iterations (10, 20), where kept outputs are read. The filter is found in the engine's
+    registry at the first call, and each call reads: the NaN of 9 stops the run at 9."""
+    pytest.importorskip("ignite")
+    from ignite.engine import Engine as IgniteEngine
+    from ignite.engine import Events as IgniteEvents
+
+    engine = IgniteEngine(lambda e, b: torch.tensor(math.nan if e.state.iteration == 9 else 1.0))
+    engine.add_event_handler(IgniteEvents.ITERATION_COMPLETED(every=3), TerminateOnNan())
+    engine.run(range(10), max_epochs=2)
+    assert engine.state.iteration == 9
+    assert "of iteration 9 contains NaN or Inf. Stop training" in caplog.text
+
+
+@pytest.mark.ignite
+def test_terminate_on_nan_on_ignite_engine_reads_in_groups(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On one ignite Engine, unfiltered: one host sync per epoch, and a NaN is found at the
+    epoch's end, as on ember's Engine."""
+    pytest.importorskip("ignite")
+    from ignite.engine import Engine as IgniteEngine
+    from ignite.engine import Events as IgniteEvents
+
+    from syncs import HostSyncCounter
+
+    engine = IgniteEngine(lambda e, b: torch.tensor(0.5))
+    engine.add_event_handler(IgniteEvents.ITERATION_COMPLETED, TerminateOnNan())
+    with HostSyncCounter() as counter:
+        engine.run(range(20), max_epochs=2)
+    assert counter.count == 2
+    engine = IgniteEngine(nan_at(7))
+    engine.add_event_handler(IgniteEvents.ITERATION_COMPLETED, TerminateOnNan())
+    engine.run(range(20), max_epochs=2)
+    assert engine.state.iteration == 20
+    assert "of iteration 7 contains NaN or Inf, found at iteration 20" in caplog.text
+
+
+def test_terminate_on_nan_evaluator_stopped_early_inside_a_trainer(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An evaluator with its own handler, run by the trainer and terminated by another of its
+    handlers at its iteration 3 after a NaN at 2: the read at the end of the outermost run (the
+    trainer's) comes after the evaluator's next run starts, which used to drop the NaN unread.
+    It is read there and reported (nothing is terminated: that run is over)."""
+    evaluator = make_engine(
+        lambda e, b: torch.tensor(math.nan if e.state.iteration == 2 and not reported else 1.0)
+    )
+    reported: list[int] = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate())
+    evaluator.add_event_handler(Events.COMPLETED, lambda e: reported.append(e.state.iteration))
+    trainer = make_engine(lambda e, b: b)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run(range(5)))
+    trainer.run(range(4), max_epochs=2)
+    assert reported == [3, 3]
+    assert caplog.text.count("contains NaN or Inf") == 1
+    assert "Output 'tensor(nan)' of iteration 2 of an earlier run contains NaN or Inf" in (
+        caplog.text
+    )
+
+
+@pytest.mark.ignite
+def test_terminate_on_nan_on_ignite_engine_run_stopped_early(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ignite's run() has no end-of-run callback: the NaN of iteration 5, kept when another
+    handler terminated at 10, is reported at the next run's first read, not dropped."""
+    pytest.importorskip("ignite")
+    from ignite.engine import Engine as IgniteEngine
+    from ignite.engine import Events as IgniteEvents
+
+    first_run = [True]
+    engine = IgniteEngine(
+        lambda e, b: torch.tensor(math.nan if e.state.iteration == 5 and first_run[0] else 1.0)
+    )
+    engine.add_event_handler(IgniteEvents.ITERATION_COMPLETED, TerminateOnNan())
+    stop = engine.add_event_handler(
+        IgniteEvents.ITERATION_COMPLETED(once=10), lambda e: e.terminate()
+    )
+    engine.run(range(50), max_epochs=3)
+    assert engine.state.iteration == 10 and "NaN" not in caplog.text
+    stop.remove()
+    first_run[0] = False
+    engine.state.max_epochs = None
+    engine.run(range(50), max_epochs=1)
+    assert engine.state.iteration == 50
+    assert caplog.text.count("contains NaN or Inf") == 1
+    assert "Output 'tensor(nan)' of iteration 5 of an earlier run contains NaN or Inf" in (
+        caplog.text
+    )

@@ -5,7 +5,8 @@ at every iteration; this one, by default, keeps the output's tensors (0-d ones a
 larger ones reduced on their device to one "all finite" flag) and reads them together every
 ``check_every`` iterations and at the last iteration of each epoch: one host sync per check
 instead of one per iteration. Python numbers and numpy arrays cost no sync and are checked at
-once. ``exact=True`` checks every tensor at every iteration, as ignite does.
+once. ``exact=True`` checks every tensor at every iteration, as ignite does. A run that ends
+before the next check (another handler stopped it) has what was kept read when it ends.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ember.engine._run_scope import at_run_end
 from ember.engine.sink import OutputSink, ends_epoch_or_run
 
 __all__ = ["TerminateOnNan"]
@@ -69,6 +71,21 @@ def _finite_flag(tensor: Any) -> Any:
     return tensor.all() if tensor.dtype == torch.bool else torch.isfinite(tensor).all()
 
 
+def _attached_with_a_filter(engine: Any, handler: Any) -> bool:
+    """Whether ``engine``'s registry holds ``handler`` behind a filter (ignite's and ember's
+    filtered entries keep a weak reference to it as ``_parent``). Read once, when an engine that
+    does not call ``_attached_to`` first calls the handler."""
+    registry = getattr(engine, "_event_handlers", None)
+    if not isinstance(registry, Mapping):
+        return False
+    for entries in list(registry.values()):
+        for entry in list(entries):
+            parent = getattr(entry[0], "_parent", None)
+            if callable(parent) and parent() is handler:
+                return True
+    return False
+
+
 def _no_engine() -> None:
     """The engine reference of a handler not attached yet."""
 
@@ -99,6 +116,32 @@ class TerminateOnNan(OutputSink):
     whose output was not finite. ``exact=True`` reads every tensor at every iteration and stops
     at that very iteration, as ignite does. Attached with a filter, or to a second engine (one
     instance on a trainer and on the evaluator that runs inside it), it reads at each call.
+
+    A run that ends before the next read (another handler calls ``terminate()`` or
+    ``interrupt()``, or raises; data of unknown length runs out) has what was kept read once
+    when it ends (one host sync), and a NaN is reported with its iteration. After
+    ``terminate()`` the run's outcome stays the one asked for (``terminate()`` is not called
+    again); after ``interrupt()`` the handler calls ``terminate()``, so the ``run()`` that
+    resumes ends at once (TERMINATE, COMPLETED); after an exception the run raises it and the
+    engine is not terminated (a read that fails then is logged, not raised). This read happens
+    when the outermost ``Engine.run`` of the thread ends (``ember.engine._run_scope``), which
+    registers nothing on the engine: an engine run inside another's handler is read when the
+    outer run ends or, if its own next run comes first, at that run's first read (a warning
+    naming the earlier run; nothing is terminated).
+    ``terminate_epoch()`` cuts an epoch where nothing is read: that epoch's EPOCH_COMPLETED
+    runs, and a kept NaN is read at the next check (the next epoch's end at the latest).
+
+    On ignite's ``Engine``, whose ``add_event_handler`` does not tell the handler where it goes
+    (``_attached_to``), each call runs in Python (a frame, not a host sync) and compares the
+    calling engine with the first one (a weak reference): a second engine has what the first
+    left read for the first, then each call reads. A filter is found in the engine's registry
+    (ignite's filtered entries name the handler as ``_parent``) at the first call; a filter
+    added to that engine after its first call is not seen, and the outputs of the calls it
+    lets through are then read every ``check_every`` calls or at an epoch's last iteration
+    only, so a NaN may be read late or, at the end of a run, only at the next run's first
+    read. ignite's ``run()`` has no end-of-run callback: what a run stopped early by another
+    handler kept is read at the next run's first read (a warning, nothing terminated); attach
+    ``handler.check`` to COMPLETED to read it when the run ends.
 
     It is an :class:`~ember.engine.sink.OutputSink`: with the default ``output_transform`` and
     ``exact=False``, the compiled loop keeps a detached floating 0-d output (a loss) without
@@ -140,7 +183,12 @@ class TerminateOnNan(OutputSink):
         self._iterations_since_check = 0
         self._read_each_call = False  # attached with a filter, or to two engines (_attached_to)
         self._engine: Callable[[], Any] = _no_engine  # the first engine it was attached to
+        # Called by an engine whose add_event_handler did not call _attached_to (ignite's):
+        # every call comes to Python (limit 1), which compares the calling engine.
+        self._untold = False
         self._check_due = False  # outputs taken for a new setting, read at the next call
+        # A read at the end of the run is registered (at_run_end) for the run in progress.
+        self._reads_at_run_end = False
         self._choose_mode()
 
     @property
@@ -174,12 +222,18 @@ class TerminateOnNan(OutputSink):
 
     def _choose_mode(self) -> None:
         """Outputs wait in the sink only where the check of each one may wait: the common output
-        without a transform. Otherwise every call looks at its output at once (limit 1)."""
+        without a transform. Otherwise every call looks at its output at once (limit 1). So
+        does the first call of a run, which registers the read at the run's end."""
         self._sinks_outputs = (
-            self._transform is _identity and not self._exact and not self._read_each_call
+            self._transform is _identity
+            and not self._exact
+            and not self._read_each_call
+            and not self._untold
         )
         self.limit = (
-            max(1, self._check_every - self._iterations_since_check) if self._sinks_outputs else 1
+            max(1, self._check_every - self._iterations_since_check)
+            if self._sinks_outputs and self._reads_at_run_end
+            else 1
         )
 
     def _attached_to(self, engine: Any, filtered: bool) -> None:
@@ -199,9 +253,64 @@ class TerminateOnNan(OutputSink):
             self._read_each_call = True
             self._choose_mode()
 
+    def _met(self, engine: Any) -> None:
+        """A call from ``engine``, not the engine this handler knows: one whose
+        ``add_event_handler`` does not call :meth:`_attached_to` (ignite's ``Engine``), or a
+        second one. On such an engine each call comes to Python (a frame, not a host sync),
+        where the engine is compared. A second engine alive makes each call read, as
+        :meth:`_attached_to` does; so does a filter found on the first one's registry."""
+        first = self._engine()
+        if first is None:
+            self._engine = weakref.ref(engine)
+            self._untold = True
+            if _attached_with_a_filter(engine, self):
+                self._read_each_call = True
+        else:
+            # What the first engine left is read for it now (the second one's iterations would
+            # look like a new run and drop it), then each call reads its own output.
+            self._read(first, terminate=True)
+            self._read_each_call = True
+        self._choose_mode()
+
+    def _read_at_run_end(self, engine: Any) -> None:
+        """Register the read at the end of the run in progress (once per run): a run that
+        another handler ends early (``terminate()``, ``interrupt()``, an exception) does not
+        reach the iteration where what is kept would be read."""
+        self._reads_at_run_end = at_run_end(id(self), self._run_ended(weakref.ref(engine)))
+
+    def _run_ended(self, engine_ref: Callable[[], Any]) -> Callable[[BaseException | None], None]:
+        def run_ended(exception: BaseException | None) -> None:
+            self._reads_at_run_end = False
+            engine = engine_ref()
+            try:
+                if engine is not None and (self._pending or self.values):
+                    self._read_after_the_run(engine, exception)
+            finally:
+                self._choose_mode()  # the next run's first call comes to Python
+
+        return run_ended
+
+    def _read_after_the_run(self, engine: Any, exception: BaseException | None) -> None:
+        """Read what the run left (one host sync) and warn of a NaN. ``terminate()`` is called
+        only after an ``interrupt()``, so that a ``run()`` that resumes ends at once (TERMINATE,
+        COMPLETED); a terminated run is not terminated again, and after a completed or failed
+        run a later ``run()`` starts or resumes as it would have."""
+        interrupted = exception is None and getattr(engine, "_resume_point", None) is not None
+        if exception is None:
+            self._read(engine, terminate=interrupted)
+            return
+        try:  # with an exception in flight, nothing may raise: the run raises its own
+            self._read(engine, terminate=False)
+        except Exception:
+            self.logger.exception(
+                "%s: the outputs kept since the last check could not be read after the run failed",
+                type(self).__name__,
+            )
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_engine"] = _no_engine  # a weak reference does not pickle
+        state["_reads_at_run_end"] = False  # registered for a run of this process
         return state
 
     def _take_kept_outputs(self) -> None:
@@ -216,6 +325,14 @@ class TerminateOnNan(OutputSink):
         current iteration's. Those before it are detached losses (an output of another kind
         empties the sink at once), due no check: collected in one go when they come from
         increasing iterations of the run seen so far."""
+        if not self._read_each_call and self._engine() is not engine and self.values:
+            # This call's output is the calling engine's; those kept before it, the first's.
+            output, iteration = self.values.pop(), self.iterations.pop()
+            self._met(engine)
+            self.values.append(output)
+            self.iterations.append(iteration)
+        if not self._reads_at_run_end:
+            self._read_at_run_end(engine)
         values, iterations = self.take()
         if values:
             output, iteration = values.pop(), iterations.pop()
@@ -239,7 +356,9 @@ class TerminateOnNan(OutputSink):
     def _take(self, engine: Any, output: Any, iteration: int, current: bool) -> None:
         if self._transform is not _identity:
             output = self._transform(output)
-        if iteration <= self._iteration:  # a new run: what the old one left is moot
+        if iteration <= self._iteration:  # a new run: what the old one left is read, then dropped
+            if self._pending:
+                self._report_left_by_an_earlier_run()
             self._pending = []
             self._only_values = True
             self._iterations_since_check = 0
@@ -304,16 +423,39 @@ class TerminateOnNan(OutputSink):
     def check(self, engine: Any) -> None:
         """Read what was collected since the last check (one host sync per device) and terminate
         if any of it was not finite. Called by the handler itself; call it to check now."""
+        self._read(engine, terminate=True)
+
+    def _read(self, engine: Any, terminate: bool) -> None:
+        """:meth:`check`; ``terminate=False`` only warns (the read at the end of a run)."""
         self._take_kept_outputs()
         pending, self._pending = self._pending, []
         only_values, self._only_values = self._only_values, True
         self._iterations_since_check = 0
+        self._check_due = False
         self._choose_mode()
         if not pending or self._all_finite([tensor for _, tensor in pending], only_values):
             return
         iteration, tensor = next((i, t) for i, t in pending if not bool(_finite_flag(t)))
         is_flag = tensor.dtype == sys.modules["torch"].bool
-        self._stop(engine, "a tensor with NaN or Inf" if is_flag else tensor, iteration)
+        self._stop(engine, "a tensor with NaN or Inf" if is_flag else tensor, iteration, terminate)
+
+    def _report_left_by_an_earlier_run(self) -> None:
+        """Read what an earlier run left unread (one host sync) and warn of a NaN; nothing is
+        terminated, that run is over. Reached where no read at the run's end came first: an
+        engine run inside another's handler (read when the outer run ends), or ignite's
+        ``Engine`` (no end-of-run callback)."""
+        pending, only_values = self._pending, self._only_values
+        if self._all_finite([tensor for _, tensor in pending], only_values):
+            return
+        iteration, tensor = next((i, t) for i, t in pending if not bool(_finite_flag(t)))
+        output = "a tensor with NaN or Inf" if tensor.dtype == sys.modules["torch"].bool else tensor
+        self.logger.warning(
+            "%s: Output '%s' of iteration %d of an earlier run contains NaN or Inf (that run "
+            "ended before it was read)",
+            type(self).__name__,
+            output,
+            iteration,
+        )
 
     @staticmethod
     def _all_finite(tensors: list[Any], only_values: bool) -> bool:
@@ -334,7 +476,7 @@ class TerminateOnNan(OutputSink):
             flags_by_device.setdefault(device, []).append(_finite_flag(torch.stack(group)))
         return all(bool(torch.stack(flags).all()) for flags in flags_by_device.values())
 
-    def _stop(self, engine: Any, output: Any, iteration: int) -> None:
+    def _stop(self, engine: Any, output: Any, iteration: int, terminate: bool = True) -> None:
         self._pending = []
         now = engine.state.iteration
         found = "" if iteration == now else f", found at iteration {now}"
@@ -345,4 +487,5 @@ class TerminateOnNan(OutputSink):
             iteration,
             found,
         )
-        engine.terminate()
+        if terminate:
+            engine.terminate()
