@@ -22,22 +22,26 @@ a bar redrawn by the clock would redraw ~50x more often than in a real run. Kern
 checkpoint's ``fsync``s, file creation) is not counted: stack.py's times include it.
 
 Instructions are not the whole cost: the same count runs slower when its data and code no
-longer fit the cache. For the hand-written loop and ember's whole stack, callgrind's cache
-simulation then counts the misses of a last-level cache the size of this machine's L2 (read
-from sysfs), the addresses fixed with ``setarch -R`` where it exists so that two runs compare.
+longer fit the cache. Where sysfs gives this machine's L2, every run also simulates the cache
+(callgrind's ``--cache-sim``), its last level a cache of that L2's geometry, the addresses
+fixed with ``setarch -R`` where it exists so that two runs compare, and each part's row also
+gives the last-level misses it adds.
 
-    python benchmarks/stack_parts.py [--out-dir DIR]
+    python benchmarks/stack_parts.py [--jobs N] [--out-dir DIR]
 
-Needs valgrind; about 3 minutes per variant, 9 variants, then two cache-simulated runs of
-about 6 minutes. Writes benchmark-stack-parts.md into --out-dir (default docs/).
+Needs valgrind; about 6 minutes per variant with the cache simulated, 9 variants, ``--jobs``
+at a time (default: one per core). Writes benchmark-stack-parts.md into --out-dir (default
+docs/).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import functools
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -48,7 +52,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from loop_overhead import REPO_ROOT, count_reduce_instructions, devnull_stream, git_commit
+from loop_overhead import REPO_ROOT, devnull_stream, git_commit
 from stack import FULL, HandWrittenStack, make_work
 from stack_floor import hand_step
 
@@ -176,12 +180,6 @@ def run_variant(variant: str) -> None:
         functools.reduce(lambda _, __: train(EPOCHS), [None, None])
 
 
-def count_instructions(variant: str, workdir: Path) -> int:
-    return count_reduce_instructions(
-        workdir / f"{variant}.callgrind", __file__, "--variant", variant
-    )
-
-
 def l2_cache() -> tuple[int, int, int] | None:
     """This machine's L2 cache as (size in bytes, ways, line size), from Linux's sysfs."""
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
@@ -200,25 +198,26 @@ def l2_cache() -> tuple[int, int, int] | None:
     return None
 
 
-def count_cache_misses(variant: str, workdir: Path, l2: tuple[int, int, int]) -> dict[str, int]:
-    """Callgrind's event totals (``Ir``, ``ILmr``, ``DLmr``, ``DLmw``...) of ``variant``'s
-    counted epochs, the simulated last level being a cache of ``l2``'s geometry."""
-    out = workdir / f"{variant}.cache"
+def count_events(variant: str, workdir: Path, l2: tuple[int, int, int] | None) -> dict[str, int]:
+    """Callgrind's event totals of ``variant``'s counted epochs: ``Ir`` (instructions), and with
+    ``l2`` the simulated cache's (``ILmr``, ``DLmr``, ``DLmw``: the last level's misses), that
+    last level a cache of ``l2``'s geometry."""
+    out = workdir / f"{variant}.callgrind"
     command = [
         "valgrind",
         "--tool=callgrind",
         "--collect-atstart=no",
         "--toggle-collect=functools_reduce",
-        "--cache-sim=yes",
-        "--LL={},{},{}".format(*l2),
         f"--callgrind-out-file={out}",
         sys.executable,
         __file__,
         "--variant",
         variant,
     ]
-    if shutil.which("setarch"):  # the same addresses in every run: misses compare
-        command = ["setarch", "-R", *command]
+    if l2 is not None:
+        command[2:2] = ["--cache-sim=yes", "--LL={},{},{}".format(*l2)]
+        if shutil.which("setarch"):  # the same addresses in every run: misses compare
+            command = ["setarch", "-R", *command]
     subprocess.run(command, check=True, capture_output=True)
     names: list[str] = []
     for line in out.read_text().splitlines():
@@ -229,56 +228,58 @@ def count_cache_misses(variant: str, workdir: Path, l2: tuple[int, int, int]) ->
     raise ValueError(f"no events:/summary: lines in {out}")
 
 
-def cache_section(misses: dict[str, dict[str, int]], l2: tuple[int, int, int]) -> str:
+def last_level_misses(events: dict[str, int]) -> int | None:
+    """The simulated last level's misses, code and data (None: the cache was not simulated)."""
+    if "ILmr" not in events:
+        return None
+    return events["ILmr"] + events["DLmr"] + events["DLmw"]
+
+
+def markdown(
+    events: dict[str, dict[str, int]], commit: str, l2: tuple[int, int, int] | None
+) -> str:
     iterations = EPOCHS * FULL.train_batches
-
-    def last_level(variant: str) -> int:
-        counts = misses[variant]
-        return counts["ILmr"] + counts["DLmr"] + counts["DLmw"]
-
-    hand, whole = last_level("hand"), last_level("ember")
-    instructions = misses["ember"]["Ir"] / misses["hand"]["Ir"]
-    return f"""
-## Cache misses
-
-Callgrind's cache simulation, its last level a cache of this machine's L2 ({l2[0] >> 10} KiB,
-{l2[1]}-way, {l2[2]}-byte lines), addresses fixed (`setarch -R`), the same {EPOCHS} epochs:
-
-| | hand-written | ember | ember / hand-written |
-|---|---:|---:|---:|
-| instructions | {misses["hand"]["Ir"]:,} | {misses["ember"]["Ir"]:,} | {instructions:.3f}x |
-| last-level misses (code and data) | {hand:,} | {whole:,} | {whole / hand:.3f}x |
-| last-level misses per training iteration | {hand / iterations:,.0f} | {whole / iterations:,.0f} | |
-
-A miss of the L2 costs tens of nanoseconds: the misses ember adds cost more time than the
-instructions it adds. A simulation's misses only approximate the machine's (no prefetcher,
-one thread at a time).
-"""
-
-
-def markdown(counts: dict[str, int], commit: str, cache: str) -> str:
-    iterations = EPOCHS * FULL.train_batches
+    counts = {variant: counted["Ir"] for variant, counted in events.items()}
+    misses = {variant: last_level_misses(counted) for variant, counted in events.items()}
     hand, whole = counts["hand"], counts["ember"]
+    all_replaced = "ember-" + "-".join(PARTS)
 
-    def per_iteration(value: int) -> str:
-        return f"{value / iterations / 1e3:,.1f}k"
+    def row(label: str, variant: str, baseline: str) -> str:
+        extra = counts[variant] - counts[baseline]
+        cells = [label, f"{extra / iterations / 1e3:,.1f}k", f"{100 * extra / hand:.2f}%"]
+        variant_misses, baseline_misses = misses[variant], misses[baseline]
+        if variant_misses is not None and baseline_misses is not None:
+            cells.append(f"{(variant_misses - baseline_misses) / iterations:,.0f}")
+        return "| " + " | ".join(cells) + " |"
 
-    rows = [
-        f"| {label} | {per_iteration(whole - counts[f'ember-{part}'])} | "
-        f"{100 * (whole - counts[f'ember-{part}']) / hand:.2f}% |"
-        for part, label in PARTS.items()
-    ]
-    parts_total = counts["ember-" + "-".join(PARTS)]
-    rows.append(
-        f"| {TRAINER} (and the Engine) | {per_iteration(parts_total - hand)} | "
-        f"{100 * (parts_total - hand) / hand:.2f}% |"
-    )
-    rows.append(
-        f"| of which the Engine running the hand-written step | "
-        f"{per_iteration(counts['engine'] - hand)} | {100 * (counts['engine'] - hand) / hand:.2f}% |"
-    )
+    # A part's cost: the whole stack minus the stack with that part replaced.
+    rows = [row(label, "ember", f"ember-{part}") for part, label in PARTS.items()]
+    rows.append(row(f"{TRAINER} (and the Engine)", all_replaced, "hand"))
+    rows.append(row("of which the Engine running the hand-written step", "engine", "hand"))
+    rows.append(row("**ember's whole stack**", "ember", "hand"))
+    header = "| part | extra instructions per training iteration | share of the hand-written loop |"
+    rule = "|---|---:|---:|"
+    cache = ""
+    hand_misses, whole_misses = misses["hand"], misses["ember"]
+    if l2 is not None and hand_misses is not None and whole_misses is not None:
+        header += " extra L2 misses per training iteration |"
+        rule += "---:|"
+        cache = f"""
+The misses are callgrind's cache simulation, its last level a cache of this machine's L2
+({l2[0] >> 10} KiB, {l2[1]}-way, {l2[2]}-byte lines), addresses fixed (`setarch -R`): code and
+data misses of that level. The hand-written loop misses it {hand_misses:,} times
+({hand_misses / iterations:,.0f} per training iteration), ember's stack {whole_misses:,} times
+(**{whole_misses / hand_misses:.3f}x**). A miss of the L2 costs tens of nanoseconds, so a
+part's misses can cost more time than its instructions. A simulation's misses only approximate
+the machine's (no prefetcher, one thread at a time).
+"""
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
-    return f"""# Training stack: instructions per part
+    all_counts = ", ".join(
+        f"{variant} {counts[variant]:,}"
+        + ("" if misses[variant] is None else f" ({misses[variant]:,} misses)")
+        for variant in counts
+    )
+    return f"""# Training stack: instructions and cache misses per part
 
 Generated by `python benchmarks/stack_parts.py` on {date} UTC (commit {commit}); the module's
 docstring says what each variant replaces. Callgrind counts instructions in user space for
@@ -289,8 +290,8 @@ The hand-written loop: {hand:,} instructions; ember's whole stack: {whole:,}
 (**{whole / hand:.3f}x**). Each part's extra, per training iteration and as a share of the
 hand-written loop's count:
 
-| part | extra instructions per training iteration | share of the hand-written loop |
-|---|---:|---:|
+{header}
+{rule}
 {chr(10).join(rows)}
 
 Parts interact (the bar shows the running average), so the rows need not add up to the whole.
@@ -298,43 +299,41 @@ A part's row is its cost minus that of its hand-written replacement, run as a ha
 ember's Engine (a negative row: the replacement costs more), and the trainer's row is the
 stack with every part replaced, those handlers included, minus the hand-written loop.
 What the counts leave out: kernel time (the checkpoint's two `fsync`s and file creation) and
-how fast the instructions run, which depends on the cache misses (below):
-[benchmark-stack.md](benchmark-stack.md) times the whole stack.
-
-All counts: {", ".join(f"{name} {count:,}" for name, count in counts.items())}.
-{cache}"""
+how fast the instructions run: [benchmark-stack.md](benchmark-stack.md) times the whole stack.
+{cache}
+All counts: {all_counts}.
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "docs")
     args = parser.parse_args()
     if args.variant:
         run_variant(args.variant)
         return
+    if args.jobs < 1:
+        parser.error(f"--jobs should be at least 1, got {args.jobs}")
     variants = ["hand", "ember", "engine", *(f"ember-{part}" for part in PARTS)]
     variants.append("ember-" + "-".join(PARTS))
+    l2 = l2_cache()
+    if l2 is None:
+        print("no L2 cache size in sysfs: cache misses not simulated", flush=True)
     with tempfile.TemporaryDirectory() as directory:
-        counts = {}
-        for variant in variants:
-            counts[variant] = count_instructions(variant, Path(directory))
-            print(f"{variant}: {counts[variant]:,} instructions", flush=True)
-        l2 = l2_cache()
-        cache = ""
-        if l2 is None:
-            print("no L2 cache size in sysfs: cache misses not simulated", flush=True)
-        else:
-            misses = {
-                variant: count_cache_misses(variant, Path(directory), l2)
-                for variant in ("hand", "ember")
-            }
-            print(f"cache misses: {misses}", flush=True)
-            cache = cache_section(misses, l2)
+
+        def count(variant: str) -> dict[str, int]:
+            counted = count_events(variant, Path(directory), l2)
+            print(f"{variant}: {counted}", flush=True)
+            return counted
+
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            events = dict(zip(variants, pool.map(count, variants), strict=True))
     commit = git_commit()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "benchmark-stack-parts.md").write_text(
-        markdown(counts, commit or "unknown", cache)
+        markdown(events, commit or "unknown", l2)
     )
     print(f"wrote benchmark-stack-parts.md to {args.out_dir}")
 
