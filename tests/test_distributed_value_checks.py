@@ -1,6 +1,6 @@
-"""Value checks that fail on one rank only raise on every rank, at the same compute(), without
-waiting for the group's timeout (tests/isolated/dist_value_checks.py: 2 spawned gloo ranks,
-bad input on rank 1)."""
+"""Bad input on one rank only raises on every rank, without waiting for the group's timeout:
+value checks at the same compute(), a broadcast whose source cannot send its value
+(tests/isolated/dist_value_checks.py: 2 spawned gloo ranks, bad input on rank 1)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,27 @@ def test_checks_failed_on_every_rank_raise_their_own_errors(
             "error": "ValueError",
             "message": f"Accuracy: y holds class indices outside [0, 3): min 0, max {7 + rank}",
         }
+
+
+def test_a_broadcast_whose_source_passes_none_raises_on_every_rank(
+    results: list[dict[str, Any]],
+) -> None:
+    for rank_results in results:
+        assert rank_results["broadcast_none_from_src"] == {
+            "error": "ValueError",
+            "message": "broadcast: rank 1 (src) should pass a value, got None",
+        }
+
+
+def test_a_broadcast_of_an_object_that_cannot_be_pickled_raises_on_every_rank(
+    results: list[dict[str, Any]],
+) -> None:
+    for rank_results in results:
+        outcome = rank_results["broadcast_unpicklable_from_src"]
+        assert outcome["error"] == "TypeError", outcome
+        assert outcome["message"].startswith(
+            "broadcast: the value of rank 1 (src), a function, cannot be pickled: "
+        ), outcome
 
 
 def test_the_ranks_stay_in_step_after_the_failures(results: list[dict[str, Any]]) -> None:

@@ -1,4 +1,7 @@
-"""Value checks that fail on one rank only: every rank must raise at ``compute()``, none wait.
+"""Bad input on one rank only: every rank must raise, none wait for the others.
+
+Value checks that fail on one rank raise at ``compute()`` on every rank; a ``broadcast`` whose
+source rank has nothing it can send raises on every rank.
 
     python dist_value_checks.py OUT_DIR      # Parallel(nproc_per_node=2), gloo, 20 s timeout
 
@@ -89,6 +92,16 @@ def accuracy_on_every_rank(rank: int) -> Any:
     return metric.compute()
 
 
+def broadcast_none_from_src(rank: int) -> Any:
+    """Rank 1, the source, passes None."""
+    return edist.broadcast(None if rank == BAD_RANK else "ignored", src=BAD_RANK)
+
+
+def broadcast_unpicklable_from_src(rank: int) -> Any:
+    """Rank 1, the source, passes an object that cannot be pickled (a lambda)."""
+    return edist.broadcast((lambda: None) if rank == BAD_RANK else None, src=BAD_RANK)
+
+
 def still_in_step(rank: int) -> Any:
     """After the failures, the ranks still meet in the same collectives: a valid metric."""
     metric = Accuracy()
@@ -103,6 +116,8 @@ CASES: list[Callable[[int], Any]] = [
     lambda_of_two_accuracies,
     fbeta_binary,
     accuracy_on_every_rank,
+    broadcast_none_from_src,
+    broadcast_unpicklable_from_src,
     still_in_step,
 ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import numbers
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
@@ -171,19 +172,13 @@ def broadcast(tensor: Any, src: int = 0) -> Any:
     if not _context.is_initialized():
         return tensor
     rank = dist.get_rank()
-    if rank == src:
-        if tensor is None:
-            raise ValueError(f"broadcast: rank {src} (src) should pass a value, got None")
-        header: list[Any] = [
-            ("tensor", tuple(tensor.shape), tensor.dtype)
-            if isinstance(tensor, torch.Tensor)
-            else ("object", tensor)
-        ]
-    else:
-        header = [None]
+    header: list[Any] = [_broadcast_header(tensor, src) if rank == src else None]
     with collective("broadcast"):
         dist.broadcast_object_list(header, src=src, device=_context.device())
     kind, *rest = header[0]
+    if kind == "error":  # src's value cannot be sent: every rank raises, none waits for it
+        error_type, message = rest
+        raise error_type(message)
     if kind == "object":
         return tensor if rank == src else rest[0]
     shape, dtype = rest
@@ -202,6 +197,25 @@ def broadcast(tensor: Any, src: int = 0) -> Any:
     if rank == src:
         return tensor
     return work.to(device=home, dtype=dtype)
+
+
+def _broadcast_header(value: Any, src: int) -> tuple[Any, ...]:
+    """What rank ``src`` sends first: a tensor's shape and dtype, or the object itself; or,
+    where ``value`` cannot be sent, the error that every rank then raises. Raised on ``src``
+    alone, it would leave the other ranks waiting for the header until the group's timeout."""
+    if value is None:
+        return ("error", ValueError, f"broadcast: rank {src} (src) should pass a value, got None")
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype)
+    try:
+        pickle.dumps(value)  # what broadcast_object_list does, where a failure strands the others
+    except Exception as error:  # noqa: BLE001 - any pickling failure is reported to every rank
+        message = (
+            f"broadcast: the value of rank {src} (src), a {type(value).__name__}, cannot be "
+            f"pickled: {type(error).__name__}: {error}"
+        )
+        return ("error", TypeError, message)
+    return ("object", value)
 
 
 def barrier() -> None:
