@@ -849,24 +849,32 @@ def test_terminate_on_nan_next_run_after_an_early_stop_still_reads_in_groups(
 
 
 # ------------------------------------------------------- TerminateOnNan on ignite's Engine
+@pytest.fixture
+def ignite_engine() -> Any:
+    """ignite's ``ignite.engine`` module (the test is skipped without ignite)."""
+    pytest.importorskip("ignite")
+    import ignite.engine
+
+    return ignite.engine
+
+
 @pytest.mark.ignite
 def test_terminate_on_nan_on_ignite_engine_shared_by_a_trainer_and_an_evaluator(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, ignite_engine: Any
 ) -> None:
     """ignite's add_event_handler does not call _attached_to: the handler compares the
     calling engine at each call and reads at each call once a second engine calls it. Before,
     the evaluator's outputs mixed with the trainer's and the trainer's NaN was dropped."""
-    pytest.importorskip("ignite")
-    from ignite.engine import Engine as IgniteEngine
-    from ignite.engine import Events as IgniteEvents
 
     handler = TerminateOnNan()
-    trainer = IgniteEngine(lambda e, b: torch.tensor(math.nan if e.state.iteration == 2 else 1.0))
-    evaluator = IgniteEngine(lambda e, b: torch.tensor(1.0))
-    trainer.add_event_handler(IgniteEvents.ITERATION_COMPLETED, handler)
-    evaluator.add_event_handler(IgniteEvents.ITERATION_COMPLETED, handler)
+    trainer = ignite_engine.Engine(
+        lambda e, b: torch.tensor(math.nan if e.state.iteration == 2 else 1.0)
+    )
+    evaluator = ignite_engine.Engine(lambda e, b: torch.tensor(1.0))
+    trainer.add_event_handler(ignite_engine.Events.ITERATION_COMPLETED, handler)
+    evaluator.add_event_handler(ignite_engine.Events.ITERATION_COMPLETED, handler)
     trainer.add_event_handler(
-        IgniteEvents.ITERATION_COMPLETED(every=4), lambda _: evaluator.run([0, 1])
+        ignite_engine.Events.ITERATION_COMPLETED(every=4), lambda _: evaluator.run([0, 1])
     )
     trainer.run(range(10), max_epochs=2)
     # read for the trainer at the evaluator's first call, during the trainer's iteration 4
@@ -875,16 +883,17 @@ def test_terminate_on_nan_on_ignite_engine_shared_by_a_trainer_and_an_evaluator(
 
 
 @pytest.mark.ignite
-def test_terminate_on_nan_on_ignite_engine_with_a_filter(caplog: pytest.LogCaptureFixture) -> None:
+def test_terminate_on_nan_on_ignite_engine_with_a_filter(
+    caplog: pytest.LogCaptureFixture, ignite_engine: Any
+) -> None:
     """every=3 on ignite's Engine: the calls (3, 6, 9, 12, ...) miss the epochs' last
     iterations (10, 20), where kept outputs are read. The filter is found in the engine's
     registry at the first call, and each call reads: the NaN of 9 stops the run at 9."""
-    pytest.importorskip("ignite")
-    from ignite.engine import Engine as IgniteEngine
-    from ignite.engine import Events as IgniteEvents
 
-    engine = IgniteEngine(lambda e, b: torch.tensor(math.nan if e.state.iteration == 9 else 1.0))
-    engine.add_event_handler(IgniteEvents.ITERATION_COMPLETED(every=3), TerminateOnNan())
+    engine = ignite_engine.Engine(
+        lambda e, b: torch.tensor(math.nan if e.state.iteration == 9 else 1.0)
+    )
+    engine.add_event_handler(ignite_engine.Events.ITERATION_COMPLETED(every=3), TerminateOnNan())
     engine.run(range(10), max_epochs=2)
     assert engine.state.iteration == 9
     assert "of iteration 9 contains NaN or Inf. Stop training" in caplog.text
@@ -892,23 +901,20 @@ def test_terminate_on_nan_on_ignite_engine_with_a_filter(caplog: pytest.LogCaptu
 
 @pytest.mark.ignite
 def test_terminate_on_nan_on_ignite_engine_reads_in_groups(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, ignite_engine: Any
 ) -> None:
     """On one ignite Engine, unfiltered: one host sync per epoch, and a NaN is found at the
     epoch's end, as on ember's Engine."""
-    pytest.importorskip("ignite")
-    from ignite.engine import Engine as IgniteEngine
-    from ignite.engine import Events as IgniteEvents
 
     from syncs import HostSyncCounter
 
-    engine = IgniteEngine(lambda e, b: torch.tensor(0.5))
-    engine.add_event_handler(IgniteEvents.ITERATION_COMPLETED, TerminateOnNan())
+    engine = ignite_engine.Engine(lambda e, b: torch.tensor(0.5))
+    engine.add_event_handler(ignite_engine.Events.ITERATION_COMPLETED, TerminateOnNan())
     with HostSyncCounter() as counter:
         engine.run(range(20), max_epochs=2)
     assert counter.count == 2
-    engine = IgniteEngine(nan_at(7))
-    engine.add_event_handler(IgniteEvents.ITERATION_COMPLETED, TerminateOnNan())
+    engine = ignite_engine.Engine(nan_at(7))
+    engine.add_event_handler(ignite_engine.Events.ITERATION_COMPLETED, TerminateOnNan())
     engine.run(range(20), max_epochs=2)
     assert engine.state.iteration == 20
     assert "of iteration 7 contains NaN or Inf, found at iteration 20" in caplog.text
@@ -940,21 +946,18 @@ def test_terminate_on_nan_evaluator_stopped_early_inside_a_trainer(
 
 @pytest.mark.ignite
 def test_terminate_on_nan_on_ignite_engine_run_stopped_early(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, ignite_engine: Any
 ) -> None:
     """ignite's run() has no end-of-run callback: the NaN of iteration 5, kept when another
     handler terminated at 10, is reported at the next run's first read, not dropped."""
-    pytest.importorskip("ignite")
-    from ignite.engine import Engine as IgniteEngine
-    from ignite.engine import Events as IgniteEvents
 
     first_run = [True]
-    engine = IgniteEngine(
+    engine = ignite_engine.Engine(
         lambda e, b: torch.tensor(math.nan if e.state.iteration == 5 and first_run[0] else 1.0)
     )
-    engine.add_event_handler(IgniteEvents.ITERATION_COMPLETED, TerminateOnNan())
+    engine.add_event_handler(ignite_engine.Events.ITERATION_COMPLETED, TerminateOnNan())
     stop = engine.add_event_handler(
-        IgniteEvents.ITERATION_COMPLETED(once=10), lambda e: e.terminate()
+        ignite_engine.Events.ITERATION_COMPLETED(once=10), lambda e: e.terminate()
     )
     engine.run(range(50), max_epochs=3)
     assert engine.state.iteration == 10 and "NaN" not in caplog.text

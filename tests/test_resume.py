@@ -11,7 +11,7 @@ import re
 import signal
 import struct
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +353,27 @@ def sigterm_once(seen: list[int]) -> Callable[[Engine], None]:
     return act
 
 
+class PreviousHandler:
+    """A SIGTERM handler installed before the run, as a program's own: it notes each signal."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.calls.append(signum)
+
+
+@pytest.fixture
+def previous() -> Iterator[PreviousHandler]:
+    """SIGTERM's handler is a :class:`PreviousHandler` during the test, the original after."""
+    handler = PreviousHandler()
+    original = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield handler
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
 @pytest.mark.parametrize(
     "where",
     [
@@ -370,59 +391,51 @@ def test_a_sigterm_after_the_last_check_is_reported_not_dropped(
     caplog: pytest.LogCaptureFixture,
     where: str,
     exit_code: int | None,
+    previous: PreviousHandler,
 ) -> None:
     """A SIGTERM during the last epoch's EPOCH_COMPLETED handlers (a final evaluation) or the
     COMPLETED handlers came after the last check: it was dropped without a word, or (a
     COMPLETED handler registered after attach()) went to the handler from before the run. The
     run completes as at the run's last iteration (no checkpoint of a finished run), says so,
     and ``received`` keeps the signal."""
-    calls: list[int] = []
-
-    def previous(signum: int, frame: Any) -> None:
-        calls.append(signum)
-
-    original = signal.signal(signal.SIGTERM, previous)
-    try:
-        training = Training(backend, tmp_path, every=100)
-        trainer = training.trainer
-        seen: list[int] = []
-        act = sigterm_once(seen)
-        event = Events.EPOCH_COMPLETED(once=EPOCHS) if "EPOCH" in where else Events.COMPLETED
-        if "TERMINATE" in where:
-            trainer.add_event_handler(
-                Events.EPOCH_COMPLETED(once=2), lambda e: e.terminate(skip_completed=True)
-            )
-            event = Events.TERMINATE
-        if "before attach" in where:
-            trainer.add_event_handler(event, act)
-        preemption = Preemption(training.checkpointer, exit_code=exit_code).attach(trainer)
-        if "before attach" not in where:
-            trainer.add_event_handler(event, act)
-        completed: list[int] = []
-        trainer.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.epoch))
-        with caplog.at_level(logging.WARNING, "ember"):
-            training.run()  # no Preempted: the run did all its work
-        epochs = 2 if "TERMINATE" in where else EPOCHS
-        assert seen == [epochs * 5]
-        assert trainer.state.epoch == epochs
-        assert completed == ([] if "TERMINATE" in where else [epochs])
-        assert calls == []  # not handed to the handler from before the run
-        assert preemption.received is signal.SIGTERM and not preemption.preempted
-        expected = (
-            f"ember: SIGTERM received after the run's last check, at iteration {epochs * 5} "
-            f"(epoch {epochs}): the run completes"
+    training = Training(backend, tmp_path, every=100)
+    trainer = training.trainer
+    seen: list[int] = []
+    act = sigterm_once(seen)
+    event = Events.EPOCH_COMPLETED(once=EPOCHS) if "EPOCH" in where else Events.COMPLETED
+    if "TERMINATE" in where:
+        trainer.add_event_handler(
+            Events.EPOCH_COMPLETED(once=2), lambda e: e.terminate(skip_completed=True)
         )
-        assert [m for m in caplog.messages if "SIGTERM" in m] == [expected]
-        assert signal.getsignal(signal.SIGTERM) is previous
-        assert not list(tmp_path.glob("*.pt"))  # no checkpoint of a finished run
-        # The next run of the engine starts clean: no leftover end-of-run handler, no report.
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, "ember"):
-            training.run()
-        assert preemption.received is None and not caplog.messages
-        assert signal.getsignal(signal.SIGTERM) is previous
-    finally:
-        signal.signal(signal.SIGTERM, original)
+        event = Events.TERMINATE
+    if "before attach" in where:
+        trainer.add_event_handler(event, act)
+    preemption = Preemption(training.checkpointer, exit_code=exit_code).attach(trainer)
+    if "before attach" not in where:
+        trainer.add_event_handler(event, act)
+    completed: list[int] = []
+    trainer.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.epoch))
+    with caplog.at_level(logging.WARNING, "ember"):
+        training.run()  # no Preempted: the run did all its work
+    epochs = 2 if "TERMINATE" in where else EPOCHS
+    assert seen == [epochs * 5]
+    assert trainer.state.epoch == epochs
+    assert completed == ([] if "TERMINATE" in where else [epochs])
+    assert previous.calls == []  # not handed to the handler from before the run
+    assert preemption.received is signal.SIGTERM and not preemption.preempted
+    expected = (
+        f"ember: SIGTERM received after the run's last check, at iteration {epochs * 5} "
+        f"(epoch {epochs}): the run completes"
+    )
+    assert [m for m in caplog.messages if "SIGTERM" in m] == [expected]
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert not list(tmp_path.glob("*.pt"))  # no checkpoint of a finished run
+    # The next run of the engine starts clean: no leftover end-of-run handler, no report.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "ember"):
+        training.run()
+    assert preemption.received is None and not caplog.messages
+    assert signal.getsignal(signal.SIGTERM) is previous
 
 
 def test_a_sigterm_at_the_last_iteration_is_reported_once(
@@ -438,67 +451,52 @@ def test_a_sigterm_at_the_last_iteration_is_reported_once(
     ]
 
 
-def test_a_run_without_signal_restores_the_previous_handler(backend: str, tmp_path: Path) -> None:
-    calls: list[int] = []
-
-    def previous(signum: int, frame: Any) -> None:
-        calls.append(signum)
-
-    original = signal.signal(signal.SIGTERM, previous)
-    try:
-        training = Training(backend, tmp_path, every=100)
-        preemption = Preemption(training.checkpointer).attach(training.trainer)
-        training.run()
-        assert not preemption.preempted and not list(tmp_path.iterdir())
-        assert signal.getsignal(signal.SIGTERM) is previous
-        # A second signal before the engine looked goes to the previous handler.
-        again = Training(backend, tmp_path, every=100, act=sigterm_at(2, times=2))
-        Preemption(again.checkpointer, exit_code=None).attach(again.trainer)
-        again.run()
-        assert calls == [signal.SIGTERM]
-        assert signal.getsignal(signal.SIGTERM) is previous
-    finally:
-        signal.signal(signal.SIGTERM, original)
+def test_a_run_without_signal_restores_the_previous_handler(
+    backend: str, tmp_path: Path, previous: PreviousHandler
+) -> None:
+    training = Training(backend, tmp_path, every=100)
+    preemption = Preemption(training.checkpointer).attach(training.trainer)
+    training.run()
+    assert not preemption.preempted and not list(tmp_path.iterdir())
+    assert signal.getsignal(signal.SIGTERM) is previous
+    # A second signal before the engine looked goes to the previous handler.
+    again = Training(backend, tmp_path, every=100, act=sigterm_at(2, times=2))
+    Preemption(again.checkpointer, exit_code=None).attach(again.trainer)
+    again.run()
+    assert previous.calls == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is previous
 
 
 @pytest.mark.parametrize("ending", ["an exception", "interrupt() then a resume"])
 def test_the_previous_handler_is_back_however_the_run_ends(
-    backend: str, tmp_path: Path, ending: str
+    backend: str, tmp_path: Path, ending: str, previous: PreviousHandler
 ) -> None:
     """Not only at COMPLETED or TERMINATE: after a run that raised, or that interrupt() ended,
     a SIGTERM goes to the handler before the run's, not to a flag nobody reads. A run resumed
     after interrupt() takes the signal again (STARTED does not fire again)."""
-
-    def previous(signum: int, frame: Any) -> None:
-        pass
-
-    original = signal.signal(signal.SIGTERM, previous)
     seen: list[Any] = []
-    try:
 
-        def act(engine: Engine) -> None:
-            seen.append(signal.getsignal(signal.SIGTERM))
-            if engine.state.iteration == 2:
-                if ending == "an exception":
-                    raise RuntimeError("the step failed")
-                engine.interrupt()
+    def act(engine: Engine) -> None:
+        seen.append(signal.getsignal(signal.SIGTERM))
+        if engine.state.iteration == 2:
+            if ending == "an exception":
+                raise RuntimeError("the step failed")
+            engine.interrupt()
 
-        training = Training(backend, tmp_path, every=100, act=act)
-        preemption = Preemption(training.checkpointer).attach(training.trainer)
-        if ending == "an exception":
-            with pytest.raises(RuntimeError, match="the step failed"):
-                training.run()
-            assert signal.getsignal(signal.SIGTERM) is previous
-        else:
-            training.run()  # interrupted at iteration 2
-            assert signal.getsignal(signal.SIGTERM) is previous
-            training.run()  # resumed: iterations 3 to 15
-            assert signal.getsignal(signal.SIGTERM) is previous
-            # in the resumed run, from its second iteration (the first check takes it back)
-            assert seen[3] == preemption._on_signal
-        assert seen[1] == preemption._on_signal
-    finally:
-        signal.signal(signal.SIGTERM, original)
+    training = Training(backend, tmp_path, every=100, act=act)
+    preemption = Preemption(training.checkpointer).attach(training.trainer)
+    if ending == "an exception":
+        with pytest.raises(RuntimeError, match="the step failed"):
+            training.run()
+        assert signal.getsignal(signal.SIGTERM) is previous
+    else:
+        training.run()  # interrupted at iteration 2
+        assert signal.getsignal(signal.SIGTERM) is previous
+        training.run()  # resumed: iterations 3 to 15
+        assert signal.getsignal(signal.SIGTERM) is previous
+        # in the resumed run, from its second iteration (the first check takes it back)
+        assert seen[3] == preemption._on_signal
+    assert seen[1] == preemption._on_signal
 
 
 def test_preemption_refuses_bad_arguments(tmp_path: Path) -> None:
