@@ -900,6 +900,29 @@ def test_terminate_on_nan_on_ignite_engine_with_a_filter(
 
 
 @pytest.mark.ignite
+def test_terminate_on_nan_on_ignite_engine_trusts_only_weak_references_as_parents(
+    ignite_engine: Any,
+) -> None:
+    """Looking for its own filter, the handler reads only weak references named ``_parent``
+    (what ignite's filtered entries hold): another handler's ``_parent`` method, here one that
+    names the handler, does not make it take itself for filtered."""
+    handler = TerminateOnNan()
+
+    class Stranger:
+        def _parent(self) -> Any:
+            return handler
+
+        def __call__(self, engine: Any) -> None:
+            pass
+
+    engine = ignite_engine.Engine(lambda e, b: torch.tensor(1.0))
+    engine.add_event_handler(ignite_engine.Events.ITERATION_COMPLETED, handler)
+    engine.add_event_handler(ignite_engine.Events.ITERATION_COMPLETED, Stranger())
+    engine.run(range(4), max_epochs=1)
+    assert engine.state.iteration == 4 and not handler._read_each_call
+
+
+@pytest.mark.ignite
 def test_terminate_on_nan_on_ignite_engine_reads_in_groups(
     caplog: pytest.LogCaptureFixture, ignite_engine: Any
 ) -> None:

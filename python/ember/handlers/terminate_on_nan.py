@@ -80,8 +80,9 @@ def _attached_with_a_filter(engine: Any, handler: Any) -> bool:
         return False
     for entries in list(registry.values()):
         for entry in list(entries):
+            # Only a weak reference is called: another handler's own _parent may do anything.
             parent = getattr(entry[0], "_parent", None)
-            if callable(parent) and parent() is handler:
+            if isinstance(parent, weakref.ref) and parent() is handler:
                 return True
     return False
 
