@@ -70,6 +70,7 @@ PARTS = {
     "ckpt": "ModelCheckpoint (sync)",
 }
 TRAINER = "create_supervised_trainer's step"
+AGAIN = "-again"  # the label of a variant's second run
 
 
 def hand_written_save(work: Any) -> Callable[[Any], None]:
@@ -198,11 +199,13 @@ def l2_cache() -> tuple[int, int, int] | None:
     return None
 
 
-def count_events(variant: str, workdir: Path, l2: tuple[int, int, int] | None) -> dict[str, int]:
+def count_events(
+    variant: str, workdir: Path, l2: tuple[int, int, int] | None, label: str | None = None
+) -> dict[str, int]:
     """Callgrind's event totals of ``variant``'s counted epochs: ``Ir`` (instructions), and with
     ``l2`` the simulated cache's (``ILmr``, ``DLmr``, ``DLmw``: the last level's misses), that
-    last level a cache of ``l2``'s geometry."""
-    out = workdir / f"{variant}.callgrind"
+    last level a cache of ``l2``'s geometry. ``label`` names the output (default: the variant)."""
+    out = workdir / f"{label or variant}.callgrind"
     command = [
         "valgrind",
         "--tool=callgrind",
@@ -218,7 +221,10 @@ def count_events(variant: str, workdir: Path, l2: tuple[int, int, int] | None) -
         command[2:2] = ["--cache-sim=yes", "--LL={},{},{}".format(*l2)]
         if shutil.which("setarch"):  # the same addresses in every run: misses compare
             command = ["setarch", "-R", *command]
-    subprocess.run(command, check=True, capture_output=True)
+    # A fixed string hash: dicts and sets of str lay out alike in every run, so their misses
+    # compare.
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run(command, check=True, capture_output=True, env=environment)
     names: list[str] = []
     for line in out.read_text().splitlines():
         if line.startswith("events:"):
@@ -235,10 +241,26 @@ def last_level_misses(events: dict[str, int]) -> int | None:
     return events["ILmr"] + events["DLmr"] + events["DLmw"]
 
 
+def spread(again: dict[str, int] | None, misses: int, instructions: int) -> str:
+    """What a second run of the hand-written loop counted, against the first."""
+    again_misses = None if again is None else last_level_misses(again)
+    if again is None or again_misses is None:
+        return ""
+    iterations = EPOCHS * FULL.train_batches
+    missed = abs(again_misses - misses)
+    return f"""
+
+Two runs of the hand-written loop differ by {abs(again["Ir"] - instructions):,} instructions and
+by {missed:,} misses ({100 * missed / misses:.1f}%, {missed / iterations:,.0f} per training
+iteration; the second run missed {again_misses:,} times): a part's extra misses smaller than
+that are within the simulation's run-to-run spread."""
+
+
 def markdown(
     events: dict[str, dict[str, int]], commit: str, l2: tuple[int, int, int] | None
 ) -> str:
     iterations = EPOCHS * FULL.train_batches
+    again = events.pop("hand" + AGAIN, None)
     counts = {variant: counted["Ir"] for variant, counted in events.items()}
     misses = {variant: last_level_misses(counted) for variant, counted in events.items()}
     hand, whole = counts["hand"], counts["ember"]
@@ -271,7 +293,7 @@ data misses of that level. The hand-written loop misses it {hand_misses:,} times
 ({hand_misses / iterations:,.0f} per training iteration), ember's stack {whole_misses:,} times
 (**{whole_misses / hand_misses:.3f}x**). A miss of the L2 costs tens of nanoseconds, so a
 part's misses can cost more time than its instructions. A simulation's misses only approximate
-the machine's (no prefetcher, one thread at a time).
+the machine's (no prefetcher, one thread at a time).{spread(again, hand_misses, counts["hand"])}
 """
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     all_counts = ", ".join(
@@ -323,13 +345,15 @@ def main() -> None:
         print("no L2 cache size in sysfs: cache misses not simulated", flush=True)
     with tempfile.TemporaryDirectory() as directory:
 
-        def count(variant: str) -> dict[str, int]:
-            counted = count_events(variant, Path(directory), l2)
-            print(f"{variant}: {counted}", flush=True)
+        def count(label: str) -> dict[str, int]:
+            counted = count_events(label.removesuffix(AGAIN), Path(directory), l2, label)
+            print(f"{label}: {counted}", flush=True)
             return counted
 
+        # The hand-written loop twice: how far two runs of one variant differ.
+        labels = [*variants, "hand" + AGAIN]
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            events = dict(zip(variants, pool.map(count, variants), strict=True))
+            events = dict(zip(labels, pool.map(count, labels), strict=True))
     commit = git_commit()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "benchmark-stack-parts.md").write_text(
