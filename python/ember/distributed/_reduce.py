@@ -16,16 +16,24 @@ import torch.distributed as dist
 from ember.distributed import _context
 from ember.distributed._collectives import collective
 
-__all__ = ["sum_over_ranks"]
+__all__ = ["sum_over_ranks", "summed_as_integers"]
+
+
+def summed_as_integers(value: Any) -> bool:
+    """Whether ``value`` is summed in the integer buffer: an int (bools too) or a tensor of a
+    dtype that is not floating."""
+    return isinstance(value, int) or (
+        isinstance(value, torch.Tensor) and not value.dtype.is_floating_point
+    )
 
 
 def _kind(value: Any) -> tuple[Any, ...]:
     if value is None:
         return ("none",)
     if isinstance(value, torch.Tensor):
-        floating = value.dtype.is_floating_point
+        integers = summed_as_integers(value)
         dtype_name = str(value.dtype).removeprefix("torch.")
-        return ("tensor", tuple(value.shape), "float" if floating else "int", dtype_name)
+        return ("tensor", tuple(value.shape), "int" if integers else "float", dtype_name)
     if isinstance(value, int):  # bools too
         return ("int",)
     if isinstance(value, float):

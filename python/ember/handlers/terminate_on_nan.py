@@ -434,29 +434,36 @@ class TerminateOnNan(OutputSink):
         self._iterations_since_check = 0
         self._check_due = False
         self._choose_mode()
-        if not pending or self._all_finite([tensor for _, tensor in pending], only_values):
-            return
-        iteration, tensor = next((i, t) for i, t in pending if not bool(_finite_flag(t)))
-        is_flag = tensor.dtype == sys.modules["torch"].bool
-        self._stop(engine, "a tensor with NaN or Inf" if is_flag else tensor, iteration, terminate)
+        found = self._first_not_finite(pending, only_values)
+        if found is not None:
+            self._stop(engine, found[1], found[0], terminate)
 
     def _report_left_by_an_earlier_run(self) -> None:
         """Read what an earlier run left unread (one host sync) and warn of a NaN; nothing is
         terminated, that run is over. Reached where no read at the run's end came first: an
         engine run inside another's handler (read when the outer run ends), or ignite's
         ``Engine`` (no end-of-run callback)."""
-        pending, only_values = self._pending, self._only_values
-        if self._all_finite([tensor for _, tensor in pending], only_values):
+        found = self._first_not_finite(self._pending, self._only_values)
+        if found is None:
             return
-        iteration, tensor = next((i, t) for i, t in pending if not bool(_finite_flag(t)))
-        output = "a tensor with NaN or Inf" if tensor.dtype == sys.modules["torch"].bool else tensor
         self.logger.warning(
             "%s: Output '%s' of iteration %d of an earlier run contains NaN or Inf (that run "
             "ended before it was read)",
             type(self).__name__,
-            output,
-            iteration,
+            found[1],
+            found[0],
         )
+
+    def _first_not_finite(
+        self, pending: list[tuple[int, Any]], only_values: bool
+    ) -> tuple[int, Any] | None:
+        """``(iteration, what to show)`` of the first collected tensor that is not finite (a
+        flag is shown as words), or None when all are: one host sync when all are finite."""
+        if not pending or self._all_finite([tensor for _, tensor in pending], only_values):
+            return None
+        iteration, tensor = next((i, t) for i, t in pending if not bool(_finite_flag(t)))
+        is_flag = tensor.dtype == sys.modules["torch"].bool
+        return iteration, "a tensor with NaN or Inf" if is_flag else tensor
 
     @staticmethod
     def _all_finite(tensors: list[Any], only_values: bool) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from ember.distributed import _context
-from ember.distributed._reduce import sum_over_ranks
+from ember.distributed._reduce import sum_over_ranks, summed_as_integers
 from ember.engine.events import Events
 from ember.metrics._checks import (
     ValueChecks,
@@ -305,12 +305,8 @@ class Metric(metaclass=ABCMeta):
         world_size = _context.get_world_size()
         if checks is None or world_size == 1:
             return sum_over_ranks(self._name, values, self._device)
-        # In the buffer of the values' kind: an int64 one where any value is an integer.
-        integer = any(
-            isinstance(value, int)
-            or (isinstance(value, torch.Tensor) and not value.dtype.is_floating_point)
-            for value in values
-        )
+        # In a buffer the values fill already: the int64 one where any value is an integer.
+        integer = any(summed_as_integers(value) for value in values)
         dtype = torch.int64 if integer else self._double_dtype
         flags = checks.rank_flags(_context.get_rank(), world_size, dtype, self._device)
         *sums, summed_flags = sum_over_ranks(self._name, (*values, flags), self._device)
