@@ -24,8 +24,9 @@ checkpoint's ``fsync``s, file creation) is not counted: stack.py's times include
 Instructions are not the whole cost: the same count runs slower when its data and code no
 longer fit the cache. Where sysfs gives this machine's L2, every run also simulates the cache
 (callgrind's ``--cache-sim``), its last level a cache of that L2's geometry, the addresses
-fixed with ``setarch -R`` where it exists so that two runs compare, and each part's row also
-gives the last-level misses it adds.
+fixed with ``setarch -R`` where it exists so that two runs compare. Each part's row then also
+gives the L1 and last-level misses it adds, and the page lists the functions where the whole
+stack misses the last level more than the hand-written loop (``callgrind_annotate``).
 
     python benchmarks/stack_parts.py [--jobs N] [--out-dir DIR]
 
@@ -42,6 +43,7 @@ import datetime
 import functools
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -237,6 +239,66 @@ def count_events(
     raise ValueError(f"no events:/summary: lines in {out}")
 
 
+def first_level_misses(events: dict[str, int]) -> int | None:
+    """The simulated L1 caches' misses, code and data (None: the cache was not simulated)."""
+    if "I1mr" not in events:
+        return None
+    return events["I1mr"] + events["D1mr"] + events["D1mw"]
+
+
+# A function's row in callgrind_annotate's listing of three events: each count "12,345 (1.2%)",
+# "0" or ".", then "file:function [library]".
+_ANNOTATED_ROW = re.compile(
+    r"^\s*(?P<counts>(?:(?:[\d,]+(?: \(\s*[\d.]+%\))?|\.)\s+){3})(?P<where>\S.*)$"
+)
+_COUNT = re.compile(r"[\d,]+(?= \()")  # a count that is not 0 or "."
+
+
+def function_label(where: str) -> str:
+    """A short name for callgrind_annotate's ``file:function [library]``: a torch CPU kernel's
+    loop by the kernel's name, other C++ functions without their arguments."""
+    location, _, library = where.partition(" [")
+    function = location.split(":", 1)[1] if ":" in location else location
+    library_name = Path(library.rstrip("]")).name
+    kernel = re.search(r"::(\w+_kernel\w*)\(", function)
+    if "callback_fn<" in function and kernel:
+        return f"`{kernel.group(1)}` (a torch CPU kernel's loop, {library_name})"
+    function = function.removeprefix("void ").split("(", 1)[0]
+    return f"`{function[:70]}` ({library_name})"
+
+
+def misses_by_function(callgrind_out: Path) -> dict[str, int]:
+    """The simulated last level's misses (code and data) of each function in a callgrind output
+    file, as callgrind_annotate lists them (self cost, every function)."""
+    listing = subprocess.run(
+        [
+            "callgrind_annotate",
+            "--inclusive=no",
+            "--show=ILmr,DLmr,DLmw",
+            "--threshold=100",
+            str(callgrind_out),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return misses_in_listing(listing)
+
+
+def misses_in_listing(listing: str) -> dict[str, int]:
+    """The sum of the three counts of each function's row in a callgrind_annotate listing, by
+    ``function_label`` (functions of the same label add up)."""
+    misses: dict[str, int] = {}
+    for line in listing.splitlines():
+        row = _ANNOTATED_ROW.match(line)
+        if row is None or row["where"] == "PROGRAM TOTALS":
+            continue
+        counted = sum(int(number.replace(",", "")) for number in _COUNT.findall(row["counts"]))
+        label = function_label(row["where"])
+        misses[label] = misses.get(label, 0) + counted
+    return misses
+
+
 def last_level_misses(events: dict[str, int]) -> int | None:
     """The simulated last level's misses, code and data (None: the cache was not simulated)."""
     if "ILmr" not in events:
@@ -261,22 +323,61 @@ per training iteration; it missed {again_misses:,} times). A part's extra misses
 that are within what a different layout of the same work changes."""
 
 
+def extra_misses_table(
+    hand: dict[str, int], ember: dict[str, int], iterations: int, rows: int = 8
+) -> str:
+    """The functions where ember's stack misses the last level most beyond the hand-written
+    loop (``misses_by_function`` of each), per training iteration, as a Markdown table."""
+    extra = sorted(
+        ((ember.get(name, 0) - hand.get(name, 0), name) for name in hand.keys() | ember.keys()),
+        reverse=True,
+    )
+    lines = ["| function | extra L2 misses per training iteration |", "|---|---:|"]
+    lines += [f"| {name} | {count / iterations:,.0f} |" for count, name in extra[:rows]]
+    rest = sum(count for count, _ in extra[rows:])
+    lines.append(f"| every other function | {rest / iterations:,.0f} |")
+    return "\n".join(lines)
+
+
+def where_missed(by_function: dict[str, dict[str, int]] | None, iterations: int) -> str:
+    """The paragraph on the functions that miss the L2 more in ember's stack (empty without the
+    per-function counts)."""
+    if by_function is None:
+        return ""
+    return f"""
+Where ember's whole stack misses the L2 more than the hand-written loop, by function (self
+cost; ember's misses minus the hand-written loop's), the largest rows:
+
+{extra_misses_table(by_function["hand"], by_function["ember"], iterations)}
+
+A row in torch's kernels or in the matrix library is the same work in both loops (the same
+instructions) on tensors that have left the cache, or that the allocator placed elsewhere: a cost
+of the memory ember's stack uses besides the step's, not of code of ember's. Which functions
+miss, and how often, depends on where the heap places each tensor, as the second seed shows.
+"""
+
+
 def markdown(
-    events: dict[str, dict[str, int]], commit: str, l2: tuple[int, int, int] | None
+    events: dict[str, dict[str, int]],
+    commit: str,
+    l2: tuple[int, int, int] | None,
+    by_function: dict[str, dict[str, int]] | None = None,
 ) -> str:
     iterations = EPOCHS * FULL.train_batches
     again = events.pop("hand" + AGAIN, None)
     counts = {variant: counted["Ir"] for variant, counted in events.items()}
     misses = {variant: last_level_misses(counted) for variant, counted in events.items()}
+    first_misses = {variant: first_level_misses(counted) for variant, counted in events.items()}
     hand, whole = counts["hand"], counts["ember"]
     all_replaced = "ember-" + "-".join(PARTS)
 
     def row(label: str, variant: str, baseline: str) -> str:
         extra = counts[variant] - counts[baseline]
         cells = [label, f"{extra / iterations / 1e3:,.1f}k", f"{100 * extra / hand:.2f}%"]
-        variant_misses, baseline_misses = misses[variant], misses[baseline]
-        if variant_misses is not None and baseline_misses is not None:
-            cells.append(f"{(variant_misses - baseline_misses) / iterations:,.0f}")
+        for level in (first_misses, misses):
+            variant_misses, baseline_misses = level[variant], level[baseline]
+            if variant_misses is not None and baseline_misses is not None:
+                cells.append(f"{(variant_misses - baseline_misses) / iterations:,.0f}")
         return "| " + " | ".join(cells) + " |"
 
     # A part's cost: the whole stack minus the stack with that part replaced.
@@ -289,8 +390,10 @@ def markdown(
     cache = ""
     hand_misses, whole_misses = misses["hand"], misses["ember"]
     if l2 is not None and hand_misses is not None and whole_misses is not None:
-        header += " extra L2 misses per training iteration |"
-        rule += "---:|"
+        header += (
+            " extra L1 misses per training iteration | extra L2 misses per training iteration |"
+        )
+        rule += "---:|---:|"
         cache = f"""
 The misses are callgrind's cache simulation, its last level a cache of this machine's L2
 ({l2[0] >> 10} KiB, {l2[1]}-way, {l2[2]}-byte lines), addresses fixed (`setarch -R`): code and
@@ -299,7 +402,7 @@ data misses of that level. The hand-written loop misses it {hand_misses:,} times
 (**{whole_misses / hand_misses:.3f}x**). A miss of the L2 costs tens of nanoseconds, so a
 part's misses can cost more time than its instructions. A simulation's misses only approximate
 the machine's (no prefetcher, one thread at a time).{spread(again, hand_misses, counts["hand"])}
-"""
+{where_missed(by_function, iterations)}"""
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     all_counts = ", ".join(
         f"{variant} {counts[variant]:,}"
@@ -359,10 +462,16 @@ def main() -> None:
         labels = [*variants, "hand" + AGAIN]
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             events = dict(zip(labels, pool.map(count, labels), strict=True))
+        by_function = None
+        if l2 is not None and shutil.which("callgrind_annotate"):
+            by_function = {
+                variant: misses_by_function(Path(directory) / f"{variant}.callgrind")
+                for variant in ("hand", "ember")
+            }
     commit = git_commit()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "benchmark-stack-parts.md").write_text(
-        markdown(events, commit or "unknown", l2)
+        markdown(events, commit or "unknown", l2, by_function)
     )
     print(f"wrote benchmark-stack-parts.md to {args.out_dir}")
 
