@@ -30,7 +30,7 @@ stack misses the last level more than the hand-written loop (``callgrind_annotat
 
     python benchmarks/stack_parts.py [--jobs N] [--out-dir DIR]
 
-Needs valgrind; about 6 minutes per variant with the cache simulated, 9 variants, ``--jobs``
+Needs valgrind; about 4 minutes per run with the cache simulated, 12 runs, ``--jobs``
 at a time (default: one per core). Writes benchmark-stack-parts.md into --out-dir (default
 docs/).
 """
@@ -306,11 +306,25 @@ def last_level_misses(events: dict[str, int]) -> int | None:
     return events["ILmr"] + events["DLmr"] + events["DLmw"]
 
 
-def spread(again: dict[str, int] | None, misses: int, instructions: int) -> str:
-    """What a second run of the hand-written loop counted, against the first."""
+def spread(
+    again: dict[str, int] | None,
+    ember_again: dict[str, int] | None,
+    misses: int,
+    instructions: int,
+) -> str:
+    """What second runs (another hash seed) of the hand-written loop and of ember's whole stack
+    counted: the hand-written loop's against its first run, ember's against it."""
     again_misses = None if again is None else last_level_misses(again)
     if again is None or again_misses is None:
         return ""
+    ember_again_misses = None if ember_again is None else last_level_misses(ember_again)
+    ember_line = (
+        ""
+        if ember_again_misses is None
+        else f"""
+With seed 1, ember's whole stack missed {ember_again_misses:,} times:
+**{ember_again_misses / again_misses:.3f}x** the hand-written loop's count with that seed."""
+    )
     iterations = EPOCHS * FULL.train_batches
     missed = abs(again_misses - misses)
     return f"""
@@ -320,7 +334,7 @@ repeats its counts exactly. The seed changes how dicts and sets lay out in memor
 misses: the hand-written loop run with seed 1 differs by {abs(again["Ir"] - instructions):,}
 instructions and by {missed:,} misses ({100 * missed / misses:.1f}%, {missed / iterations:,.0f}
 per training iteration; it missed {again_misses:,} times). A part's extra misses smaller than
-that are within what a different layout of the same work changes."""
+that are within what a different layout of the same work changes.{ember_line}"""
 
 
 def extra_misses_table(
@@ -365,6 +379,7 @@ def markdown(
 ) -> str:
     iterations = EPOCHS * FULL.train_batches
     again = events.pop("hand" + AGAIN, None)
+    ember_again = events.pop("ember" + AGAIN, None)
     counts = {variant: counted["Ir"] for variant, counted in events.items()}
     misses = {variant: last_level_misses(counted) for variant, counted in events.items()}
     first_misses = {variant: first_level_misses(counted) for variant, counted in events.items()}
@@ -401,7 +416,7 @@ data misses of that level. The hand-written loop misses it {hand_misses:,} times
 ({hand_misses / iterations:,.0f} per training iteration), ember's stack {whole_misses:,} times
 (**{whole_misses / hand_misses:.3f}x**). A miss of the L2 costs tens of nanoseconds, so a
 part's misses can cost more time than its instructions. A simulation's misses only approximate
-the machine's (no prefetcher, one thread at a time).{spread(again, hand_misses, counts["hand"])}
+the machine's (no prefetcher, one thread at a time).{spread(again, ember_again, hand_misses, counts["hand"])}
 {where_missed(by_function, iterations)}"""
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     all_counts = ", ".join(
@@ -458,8 +473,9 @@ def main() -> None:
             print(f"{label}: {counted}", flush=True)
             return counted
 
-        # The hand-written loop twice, with two hash seeds: how far a layout moves the misses.
-        labels = [*variants, "hand" + AGAIN]
+        # The hand-written loop and ember's stack twice, with two hash seeds: how far a layout
+        # moves the misses, and whether ember's stack misses more with both.
+        labels = [*variants, "hand" + AGAIN, "ember" + AGAIN]
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             events = dict(zip(labels, pool.map(count, labels), strict=True))
         by_function = None
