@@ -433,33 +433,52 @@ def callgrind_total_instructions(mode: str, iterations: int, workdir: Path) -> i
         capture_output=True,
         check=True,
     )
-    return parse_callgrind_total(out_file.read_text())
+    return parse_callgrind_events(out_file.read_text())["Ir"]
+
+
+def count_reduce_events(
+    out_file: Path,
+    script: str,
+    *args: str,
+    last_level: tuple[int, int, int] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, int]:
+    """Callgrind's event totals (``Ir``: instructions) of what ``python script args...`` runs
+    inside ``functools.reduce`` (the one call such a script makes around what it wants
+    counted). With ``last_level`` (size in bytes, ways, line size) the caches are simulated too,
+    the last level of that geometry, the addresses fixed with ``setarch -R`` where it exists so
+    that two runs' misses compare."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--collect-atstart=no",
+        "--toggle-collect=functools_reduce",
+        f"--callgrind-out-file={out_file}",
+        sys.executable,
+        script,
+        *args,
+    ]
+    if last_level is not None:
+        command[2:2] = ["--cache-sim=yes", "--LL={},{},{}".format(*last_level)]
+        if shutil.which("setarch"):
+            command = ["setarch", "-R", *command]
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    return parse_callgrind_events(out_file.read_text())
 
 
 def count_reduce_instructions(out_file: Path, script: str, *args: str) -> int:
-    """Instructions that ``python script args...`` runs inside ``functools.reduce`` (the one
-    call such a script makes around what it wants counted), counted by callgrind."""
-    subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--collect-atstart=no",
-            "--toggle-collect=functools_reduce",
-            f"--callgrind-out-file={out_file}",
-            sys.executable,
-            script,
-            *args,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return parse_callgrind_total(out_file.read_text())
+    """Instructions that ``python script args...`` runs inside ``functools.reduce``."""
+    return count_reduce_events(out_file, script, *args)["Ir"]
 
 
-def parse_callgrind_total(text: str) -> int:
+def parse_callgrind_events(text: str) -> dict[str, int]:
+    """The event totals of a callgrind output file, by event name."""
+    names: list[str] = []
     for line in text.splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
+        if line.startswith("events:"):
+            names = line.split()[1:]
+        elif line.startswith(("summary:", "totals:")):
+            return dict(zip(names, map(int, line.split()[1:]), strict=True))
     raise ValueError("no summary:/totals: line in callgrind output")
 
 

@@ -46,7 +46,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +53,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from loop_overhead import REPO_ROOT, devnull_stream, git_commit
+from loop_overhead import REPO_ROOT, count_reduce_events, devnull_stream, git_commit
 from stack import FULL, HandWrittenStack, make_work
 from stack_floor import hand_step
 
@@ -205,45 +204,35 @@ def count_events(
     variant: str, workdir: Path, l2: tuple[int, int, int] | None, label: str | None = None
 ) -> dict[str, int]:
     """Callgrind's event totals of ``variant``'s counted epochs: ``Ir`` (instructions), and with
-    ``l2`` the simulated cache's (``ILmr``, ``DLmr``, ``DLmw``: the last level's misses), that
-    last level a cache of ``l2``'s geometry. ``label`` names the output (default: the variant);
-    a label ending in ``AGAIN`` runs the variant with another string hash seed."""
+    ``l2`` the simulated caches' misses, the last level a cache of ``l2``'s geometry. ``label``
+    names the output (default: the variant); a label ending in ``AGAIN`` runs the variant with
+    another string hash seed."""
     label = label or variant
-    out = workdir / f"{label}.callgrind"
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--collect-atstart=no",
-        "--toggle-collect=functools_reduce",
-        f"--callgrind-out-file={out}",
-        sys.executable,
-        __file__,
-        "--variant",
-        variant,
-    ]
-    if l2 is not None:
-        command[2:2] = ["--cache-sim=yes", "--LL={},{},{}".format(*l2)]
-        if shutil.which("setarch"):  # the same addresses in every run: misses compare
-            command = ["setarch", "-R", *command]
     # A fixed string hash: dicts and sets of str lay out alike in every run of a variant, which
     # then repeats exactly; the second run of a variant takes another seed, another layout.
     seed = "1" if label.endswith(AGAIN) else "0"
-    environment = {**os.environ, "PYTHONHASHSEED": seed}
-    subprocess.run(command, check=True, capture_output=True, env=environment)
-    names: list[str] = []
-    for line in out.read_text().splitlines():
-        if line.startswith("events:"):
-            names = line.split()[1:]
-        elif line.startswith(("summary:", "totals:")):
-            return dict(zip(names, map(int, line.split()[1:]), strict=True))
-    raise ValueError(f"no events:/summary: lines in {out}")
+    return count_reduce_events(
+        workdir / f"{label}.callgrind",
+        __file__,
+        "--variant",
+        variant,
+        last_level=l2,
+        env={**os.environ, "PYTHONHASHSEED": seed},
+    )
 
 
-def first_level_misses(events: dict[str, int]) -> int | None:
-    """The simulated L1 caches' misses, code and data (None: the cache was not simulated)."""
-    if "I1mr" not in events:
+# Callgrind's miss events of the simulated caches: the L1s' and the last level's (code, data
+# read, data write).
+FIRST_LEVEL = ("I1mr", "D1mr", "D1mw")
+LAST_LEVEL = ("ILmr", "DLmr", "DLmw")
+
+
+def simulated_misses(events: dict[str, int], level: tuple[str, ...]) -> int | None:
+    """The misses of one ``level`` of the simulated caches, code and data (None: the caches
+    were not simulated)."""
+    if level[0] not in events:
         return None
-    return events["I1mr"] + events["D1mr"] + events["D1mw"]
+    return sum(events[name] for name in level)
 
 
 # A function's row in callgrind_annotate's listing of three events: each count "12,345 (1.2%)",
@@ -274,7 +263,7 @@ def misses_by_function(callgrind_out: Path) -> dict[str, int]:
         [
             "callgrind_annotate",
             "--inclusive=no",
-            "--show=ILmr,DLmr,DLmw",
+            f"--show={','.join(LAST_LEVEL)}",
             "--threshold=100",
             str(callgrind_out),
         ],
@@ -299,13 +288,6 @@ def misses_in_listing(listing: str) -> dict[str, int]:
     return misses
 
 
-def last_level_misses(events: dict[str, int]) -> int | None:
-    """The simulated last level's misses, code and data (None: the cache was not simulated)."""
-    if "ILmr" not in events:
-        return None
-    return events["ILmr"] + events["DLmr"] + events["DLmw"]
-
-
 def spread(
     again: dict[str, int] | None,
     ember_again: dict[str, int] | None,
@@ -314,10 +296,10 @@ def spread(
 ) -> str:
     """What second runs (another hash seed) of the hand-written loop and of ember's whole stack
     counted: the hand-written loop's against its first run, ember's against it."""
-    again_misses = None if again is None else last_level_misses(again)
+    again_misses = None if again is None else simulated_misses(again, LAST_LEVEL)
     if again is None or again_misses is None:
         return ""
-    ember_again_misses = None if ember_again is None else last_level_misses(ember_again)
+    ember_again_misses = None if ember_again is None else simulated_misses(ember_again, LAST_LEVEL)
     ember_line = (
         ""
         if ember_again_misses is None
@@ -381,8 +363,10 @@ def markdown(
     again = events.pop("hand" + AGAIN, None)
     ember_again = events.pop("ember" + AGAIN, None)
     counts = {variant: counted["Ir"] for variant, counted in events.items()}
-    misses = {variant: last_level_misses(counted) for variant, counted in events.items()}
-    first_misses = {variant: first_level_misses(counted) for variant, counted in events.items()}
+    misses = {variant: simulated_misses(counted, LAST_LEVEL) for variant, counted in events.items()}
+    first_misses = {
+        variant: simulated_misses(counted, FIRST_LEVEL) for variant, counted in events.items()
+    }
     hand, whole = counts["hand"], counts["ember"]
     all_replaced = "ember-" + "-".join(PARTS)
 

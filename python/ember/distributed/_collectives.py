@@ -180,7 +180,7 @@ def broadcast(tensor: Any, src: int = 0) -> Any:
         error_type, message = rest
         raise error_type(message)
     if kind == "object":
-        return tensor if rank == src else rest[0]
+        return tensor if rank == src else pickle.loads(rest[0])
     shape, dtype = rest
     home = tensor.device if isinstance(tensor, torch.Tensor) else _context.device()
     if rank == src:
@@ -200,22 +200,23 @@ def broadcast(tensor: Any, src: int = 0) -> Any:
 
 
 def _broadcast_header(value: Any, src: int) -> tuple[Any, ...]:
-    """What rank ``src`` sends first: a tensor's shape and dtype, or the object itself; or,
+    """What rank ``src`` sends first: a tensor's shape and dtype, or the object pickled; or,
     where ``value`` cannot be sent, the error that every rank then raises. Raised on ``src``
     alone, it would leave the other ranks waiting for the header until the group's timeout."""
     if value is None:
         return ("error", ValueError, f"broadcast: rank {src} (src) should pass a value, got None")
     if isinstance(value, torch.Tensor):
         return ("tensor", tuple(value.shape), value.dtype)
+    # Pickled here, where a failure can still be sent, rather than in broadcast_object_list,
+    # where it would strand the other ranks; the bytes then travel as they are.
     try:
-        pickle.dumps(value)  # what broadcast_object_list does, where a failure strands the others
+        return ("object", pickle.dumps(value))
     except Exception as error:  # noqa: BLE001 - any pickling failure is reported to every rank
         message = (
             f"broadcast: the value of rank {src} (src), a {type(value).__name__}, cannot be "
             f"pickled: {type(error).__name__}: {error}"
         )
         return ("error", TypeError, message)
-    return ("object", value)
 
 
 def barrier() -> None:
