@@ -12,7 +12,13 @@ next to ember's Engine and trainer, all interleaved in one process (fresh model 
 4 epochs timed, the order rotating each repeat), and prints each row's median time per epoch
 and its median ratio to the hand-written loop of the same repeat.
 
-    python benchmarks/stack_floor.py [--repeats N] [--out-dir DIR]
+A second table splits each iteration of ember's trainer in two, part by part: the time inside
+the step (``zero_grad`` to ``optimizer.step``, the same work in every row) and the time between
+two steps (the loop, the handlers; for the hand-written loop its scheduler step, ``loss.item()``
+and running average). These rows share one model, optimizer and data set and take one epoch
+each in turn, so that nothing but the row differs; times are the thread's CPU time.
+
+    python benchmarks/stack_floor.py [--repeats N] [--part-epochs N] [--out-dir DIR]
 
 Writes benchmark-stack-floor.md into --out-dir (default docs/). It only reports; times move by
 about 1% between runs on a shared machine.
@@ -24,6 +30,7 @@ import argparse
 import collections
 import functools
 import gc
+import itertools
 import math
 import statistics
 import sys
@@ -40,6 +47,7 @@ from stack import ALPHA, FULL, HandWrittenStack, Work, make_work
 import ember.engine
 import ember.handlers
 import ember.metrics
+from ember.engine.supervised import supervised_training_step
 
 EPOCHS = 4
 
@@ -206,6 +214,188 @@ def measure(repeats: int) -> dict[str, list[float]]:
     return times
 
 
+# ------------------------------------------------------- inside the step and between two steps
+# The trainer's parts, each added alone to create_supervised_trainer's work, then all together.
+PART_ROWS: dict[str, tuple[str, frozenset[str]]] = {
+    "trainer": ("ember's trainer, the scheduler stepped by a lambda", frozenset()),
+    "running_average": ("+ RunningAverage of the loss", frozenset({"running_average"})),
+    "terminate_on_nan": ("+ TerminateOnNan", frozenset({"terminate_on_nan"})),
+    "progress_bar": ("+ ProgressBar", frozenset({"progress_bar"})),
+    "lr_scheduler": ("LRScheduler instead of the lambda", frozenset({"lr_scheduler"})),
+    "all": (
+        "+ all four (stack.py's trainer)",
+        frozenset({"running_average", "terminate_on_nan", "progress_bar", "lr_scheduler"}),
+    ),
+}
+HAND = "hand"
+HAND_LABEL = "hand-written loop (stack.py's)"
+
+
+class IterationClock:
+    """Per-iteration thread CPU times of one row, an epoch at a time: ``iteration`` the
+    stretch from one iteration's start to the next (or to the epoch's end), ``step`` the part of
+    it inside the step."""
+
+    def __init__(self) -> None:
+        self.iterations: list[list[float]] = []
+        self.steps: list[list[float]] = []
+        self._starts: list[float] = []
+        self._steps: list[float] = []
+
+    def epoch_started(self) -> None:
+        self._starts, self._steps = [], []
+
+    def iteration_started(self) -> None:
+        self._starts.append(time.thread_time())
+
+    def timed_step(self, step: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def timed(engine: Any, batch: Any) -> Any:
+            started = time.thread_time()
+            output = step(engine, batch)
+            self._steps.append(time.thread_time() - started)
+            return output
+
+        return timed
+
+    def epoch_completed(self) -> None:
+        stamps = [*self._starts, time.thread_time()]
+        self.iterations.append([b - a for a, b in itertools.pairwise(stamps)])
+        self.steps.append(self._steps)
+
+
+def hand_epochs(work: Work, clock: IterationClock) -> Callable[[], None]:
+    """stack.py's hand-written training epoch, timed as :class:`IterationClock` says."""
+    model, optimizer, scheduler, loss_fn = work.model, work.optimizer, work.scheduler, work.loss_fn
+    running = [math.nan]
+
+    def step(_: Any, batch: Any) -> Any:
+        x, y = batch
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    timed_step = clock.timed_step(step)
+
+    def train() -> None:
+        clock.epoch_started()
+        model.train()
+        for batch in work.train_data:
+            clock.iteration_started()
+            loss = timed_step(None, batch)
+            scheduler.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(value)
+            running[0] = (
+                value if math.isnan(running[0]) else ALPHA * running[0] + (1 - ALPHA) * value
+            )
+        clock.epoch_completed()
+
+    return train
+
+
+def trainer_epochs(
+    work: Work, clock: IterationClock, parts: frozenset[str], bar_stream: Any
+) -> Callable[[], None]:
+    """``create_supervised_trainer``'s engine (its step, timed) with ``parts`` of stack.py's
+    handlers (a bar writes to ``bar_stream``); one more epoch per call."""
+    step = supervised_training_step(work.model, work.optimizer, work.loss_fn, work.device)
+    trainer = ember.engine.Engine(clock.timed_step(step))
+    events = ember.engine.Events
+    trainer.add_event_handler(events.EPOCH_STARTED, lambda _: clock.epoch_started())
+    trainer.add_event_handler(events.ITERATION_STARTED, lambda _: clock.iteration_started())
+    if "running_average" in parts:
+        ember.metrics.RunningAverage(output_transform=lambda loss: loss).attach(trainer, "loss")
+    if "progress_bar" in parts:
+        shown = ["loss"] if "running_average" in parts else None
+        ember.handlers.ProgressBar(file=bar_stream).attach(trainer, metric_names=shown)
+    if "terminate_on_nan" in parts:
+        trainer.add_event_handler(events.ITERATION_COMPLETED, ember.handlers.TerminateOnNan())
+    if "lr_scheduler" in parts:
+        trainer.add_event_handler(
+            events.ITERATION_STARTED, ember.handlers.LRScheduler(work.scheduler)
+        )
+    else:
+        trainer.add_event_handler(events.ITERATION_COMPLETED, lambda _: work.scheduler.step())
+    trainer.add_event_handler(events.EPOCH_COMPLETED, lambda _: clock.epoch_completed())
+    return epochs_of(trainer, work)
+
+
+def measure_parts(epochs: int) -> dict[str, IterationClock]:
+    """Each row's clock after ``epochs`` epochs per row on one shared work, the rows taking an
+    epoch each in turn (the order rotating); the first round warms up and is dropped."""
+    clocks = {name: IterationClock() for name in (HAND, *PART_ROWS)}
+    with tempfile.TemporaryDirectory() as directory, devnull_stream() as bar_stream:
+        work = make_work(FULL, torch.device("cpu"), Path(directory))
+        trains = {HAND: hand_epochs(work, clocks[HAND])}
+        for name, (_, parts) in PART_ROWS.items():
+            trains[name] = trainer_epochs(work, clocks[name], parts, bar_stream)
+        names = list(trains)
+        for epoch in range(epochs + 1):
+            shift = epoch % len(names)
+            for name in names[shift:] + names[:shift]:
+                trains[name]()
+    for clock in clocks.values():
+        del clock.iterations[0], clock.steps[0]
+    return clocks
+
+
+def median_us(values: list[float]) -> float:
+    return statistics.median(values) * 1e6
+
+
+def parts_report(clocks: dict[str, IterationClock], epochs: int) -> list[str]:
+    """The second table: per row, the median ordinary iteration (neither an epoch's first nor
+    its last, where the run's and the epoch's own work falls), the median step and what lies
+    between, each against the hand-written loop; and the median epoch."""
+
+    def ordinary(clock: IterationClock) -> list[float]:
+        return [t for epoch in clock.iterations for t in epoch[1:-1]]
+
+    def steps(clock: IterationClock) -> list[float]:
+        return [t for epoch in clock.steps for t in epoch]
+
+    def epochs_of_clock(clock: IterationClock) -> list[float]:
+        return [sum(epoch) for epoch in clock.iterations]
+
+    hand = clocks[HAND]
+    hand_iteration, hand_step = median_us(ordinary(hand)), median_us(steps(hand))
+    hand_epoch = statistics.median(epochs_of_clock(hand))
+    lines = [
+        "",
+        "## Inside the step and between two steps",
+        "",
+        (
+            f"One shared model, optimizer and data set; {epochs} epochs per row, the rows taking "
+            "an epoch each in turn; thread CPU time. The step is `zero_grad` to `optimizer.step` "
+            "(`supervised_training_step` for ember's rows, the same lines for the hand-written "
+            "loop); *between* is the rest of an iteration: the loop and the handlers, or the "
+            "hand-written loop's scheduler step, `loss.item()` and running average. Medians of "
+            "the ordinary iterations (not an epoch's first or last); the epoch column has all."
+        ),
+        "",
+        "| row | iteration | step | between | step vs hand-written | epoch vs hand-written |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    labels = {HAND: HAND_LABEL} | {name: label for name, (label, _) in PART_ROWS.items()}
+    for name, label in labels.items():
+        clock = clocks[name]
+        iteration, step = median_us(ordinary(clock)), median_us(steps(clock))
+        epoch = statistics.median(epochs_of_clock(clock))
+        lines.append(
+            f"| {label} | {iteration:.1f} us | {step:.1f} us | {iteration - step:.1f} us | "
+            f"{step / hand_step:.3f} | {epoch / hand_epoch:.3f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"The hand-written loop: {hand_iteration:.1f} us per ordinary iteration, "
+        f"{hand_step:.1f} us of it in the step."
+    )
+    return lines
+
+
 def report(times: dict[str, list[float]], repeats: int) -> str:
     base = times["inline"]
     info = machine_info()
@@ -236,10 +426,12 @@ def report(times: dict[str, list[float]], repeats: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--part-epochs", type=int, default=40)
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "docs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     text = report(measure(args.repeats), args.repeats)
+    text += "\n".join(parts_report(measure_parts(args.part_epochs), args.part_epochs)) + "\n"
     print(text)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "benchmark-stack-floor.md").write_text(text)
