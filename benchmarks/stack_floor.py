@@ -52,21 +52,38 @@ from ember.engine.supervised import supervised_training_step
 EPOCHS = 4
 
 
-def hand_step(work: Work, keep: int = 0, device_op: bool = False) -> Callable[[Any, Any], None]:
-    """The step of stack.py's hand-written loop as a function ``step(engine, batch)`` (``engine``
-    unused), keeping its last ``keep`` losses as tensors or adding each loss into a tensor on
-    its device (``device_op``) besides."""
-    model, optimizer, scheduler, loss_fn = work.model, work.optimizer, work.scheduler, work.loss_fn
-    kept: list[torch.Tensor] = []
-    total = torch.zeros((), dtype=torch.float64, device=work.device)
-    running = [math.nan]
+def optimizer_step(work: Work) -> Callable[[Any, Any], torch.Tensor]:
+    """``zero_grad``, forward, loss, backward and ``optimizer.step`` of stack.py's hand-written
+    loop, as ``step(engine, batch) -> loss`` (``engine`` unused)."""
+    model, optimizer, loss_fn = work.model, work.optimizer, work.loss_fn
 
-    def step(engine: Any, batch: Any) -> None:
+    def step(engine: Any, batch: Any) -> torch.Tensor:
         x, y = batch
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
+        return loss
+
+    return step
+
+
+def averaged(running: float, value: float) -> float:
+    """The hand-written running average after ``value`` (NaN: none yet)."""
+    return value if math.isnan(running) else ALPHA * running + (1 - ALPHA) * value
+
+
+def hand_step(work: Work, keep: int = 0, device_op: bool = False) -> Callable[[Any, Any], None]:
+    """The step of stack.py's hand-written loop as a function ``step(engine, batch)`` (``engine``
+    unused), keeping its last ``keep`` losses as tensors or adding each loss into a tensor on
+    its device (``device_op``) besides."""
+    optimize, scheduler = optimizer_step(work), work.scheduler
+    kept: list[torch.Tensor] = []
+    total = torch.zeros((), dtype=torch.float64, device=work.device)
+    running = [math.nan]
+
+    def step(engine: Any, batch: Any) -> None:
+        loss = optimize(engine, batch)
         scheduler.step()
         if keep:
             kept.append(loss.detach())
@@ -77,7 +94,7 @@ def hand_step(work: Work, keep: int = 0, device_op: bool = False) -> Callable[[A
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(value)
-        running[0] = value if math.isnan(running[0]) else ALPHA * running[0] + (1 - ALPHA) * value
+        running[0] = averaged(running[0], value)
 
     return step
 
@@ -153,7 +170,7 @@ def trainer_with_hand_handlers(work: Work) -> Callable[[], None]:
         value = float(engine.state.output)
         if not math.isfinite(value):
             engine.terminate()
-        running[0] = value if math.isnan(running[0]) else ALPHA * running[0] + (1 - ALPHA) * value
+        running[0] = averaged(running[0], value)
 
     events = ember.engine.Events
     trainer.add_event_handler(events.ITERATION_COMPLETED, read_loss)
@@ -265,20 +282,12 @@ class IterationClock:
 
 def hand_epochs(work: Work, clock: IterationClock) -> Callable[[], None]:
     """stack.py's hand-written training epoch, timed as :class:`IterationClock` says."""
-    model, optimizer, scheduler, loss_fn = work.model, work.optimizer, work.scheduler, work.loss_fn
-    running = [math.nan]
-
-    def step(_: Any, batch: Any) -> Any:
-        x, y = batch
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    timed_step = clock.timed_step(step)
+    model, scheduler = work.model, work.scheduler
+    timed_step = clock.timed_step(optimizer_step(work))
+    running = math.nan
 
     def train() -> None:
+        nonlocal running
         clock.epoch_started()
         model.train()
         for batch in work.train_data:
@@ -288,9 +297,7 @@ def hand_epochs(work: Work, clock: IterationClock) -> Callable[[], None]:
             value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(value)
-            running[0] = (
-                value if math.isnan(running[0]) else ALPHA * running[0] + (1 - ALPHA) * value
-            )
+            running = averaged(running, value)
         clock.epoch_completed()
 
     return train
