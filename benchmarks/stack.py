@@ -558,8 +558,9 @@ the GPU).
 
 How much of the ratio the hand-written loop itself pays when it keeps its losses as tensors,
 adds them up on their device, or runs its step from C, and how far its time moves with nothing
-more than where its code runs: [the floor under the ratio](benchmark-stack-floor.md). Where the
-extra instructions go, part by part: [instructions per part](benchmark-stack-parts.md).
+more than where its code runs, and how much of ember's extra time per iteration is spent inside
+the step itself rather than between two steps: [the floor under the ratio](benchmark-stack-floor.md).
+Where the extra instructions go, part by part: [instructions per part](benchmark-stack-parts.md).
 """
 
 
