@@ -15,8 +15,10 @@ and its median ratio to the hand-written loop of the same repeat.
 A second table splits each iteration of ember's trainer in two, part by part: the time inside
 the step (``zero_grad`` to ``optimizer.step``, the same work in every row) and the time between
 two steps (the loop, the handlers; for the hand-written loop its scheduler step, ``loss.item()``
-and running average). These rows share one model, optimizer and data set and take one epoch
-each in turn, so that nothing but the row differs; times are the thread's CPU time.
+and running average). A row of the hand-written loop that also calls ``json.dumps`` on a small
+dict between two steps shows what work of no use to the step does to the step's own time. These
+rows share one model, optimizer and data set and take one epoch each in turn, so that nothing
+but the row differs; times are the thread's CPU time.
 
     python benchmarks/stack_floor.py [--repeats N] [--part-epochs N] [--out-dir DIR]
 
@@ -31,6 +33,7 @@ import collections
 import functools
 import gc
 import itertools
+import json
 import math
 import statistics
 import sys
@@ -245,7 +248,16 @@ PART_ROWS: dict[str, tuple[str, frozenset[str]]] = {
     ),
 }
 HAND = "hand"
-HAND_LABEL = "hand-written loop (stack.py's)"
+# Small work of no use to the step, done by the hand-written loop between two steps: what it
+# does to the step's own time, next to what ember's handlers do to it.
+_STATUS = {"epoch": 3, "iteration": 250, "loss": 0.1234, "lr": [0.05, 0.01]}
+HAND_ROWS: dict[str, tuple[str, Callable[[], Any] | None]] = {
+    HAND: ("hand-written loop (stack.py's)", None),
+    "hand_json": (
+        "hand-written, + `json.dumps` of a small dict between two steps",
+        functools.partial(json.dumps, _STATUS),
+    ),
+}
 
 
 class IterationClock:
@@ -280,8 +292,11 @@ class IterationClock:
         self.steps.append(self._steps)
 
 
-def hand_epochs(work: Work, clock: IterationClock) -> Callable[[], None]:
-    """stack.py's hand-written training epoch, timed as :class:`IterationClock` says."""
+def hand_epochs(
+    work: Work, clock: IterationClock, between: Callable[[], Any] | None
+) -> Callable[[], None]:
+    """stack.py's hand-written training epoch, timed as :class:`IterationClock` says, calling
+    ``between`` (if given) after each scheduler step."""
     model, scheduler = work.model, work.scheduler
     timed_step = clock.timed_step(optimizer_step(work))
     running = math.nan
@@ -294,6 +309,8 @@ def hand_epochs(work: Work, clock: IterationClock) -> Callable[[], None]:
             clock.iteration_started()
             loss = timed_step(None, batch)
             scheduler.step()
+            if between is not None:
+                between()
             value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(value)
@@ -333,10 +350,13 @@ def trainer_epochs(
 def measure_parts(epochs: int) -> dict[str, IterationClock]:
     """Each row's clock after ``epochs`` epochs per row on one shared work, the rows taking an
     epoch each in turn (the order rotating); the first round warms up and is dropped."""
-    clocks = {name: IterationClock() for name in (HAND, *PART_ROWS)}
+    clocks = {name: IterationClock() for name in (*HAND_ROWS, *PART_ROWS)}
     with tempfile.TemporaryDirectory() as directory, devnull_stream() as bar_stream:
         work = make_work(FULL, torch.device("cpu"), Path(directory))
-        trains = {HAND: hand_epochs(work, clocks[HAND])}
+        trains = {
+            name: hand_epochs(work, clocks[name], between)
+            for name, (_, between) in HAND_ROWS.items()
+        }
         for name, (_, parts) in PART_ROWS.items():
             trains[name] = trainer_epochs(work, clocks[name], parts, bar_stream)
         names = list(trains)
@@ -386,7 +406,7 @@ def parts_report(clocks: dict[str, IterationClock], epochs: int) -> list[str]:
         "| row | iteration | step | between | step vs hand-written | epoch vs hand-written |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    labels = {HAND: HAND_LABEL} | {name: label for name, (label, _) in PART_ROWS.items()}
+    labels = {name: label for name, (label, _) in (HAND_ROWS | PART_ROWS).items()}
     for name, label in labels.items():
         clock = clocks[name]
         iteration, step = median_us(ordinary(clock)), median_us(steps(clock))
