@@ -376,11 +376,20 @@ def test_the_plain_step_leaves_a_model_in_train_mode_once(backend: str) -> None:
 def test_the_step_keeps_the_previous_loss_until_the_next_step(backend: str, general: bool) -> None:
     """As the loss variable of a hand-written loop: the graph of the previous step (its tensors
     released by backward) lives until the next step has built its own, so that torch reuses the
-    parameters' gradient accumulators instead of building them anew; no longer."""
+    parameters' gradient accumulators instead of building them anew; no longer: it is gone by
+    the time the next backward pass runs."""
     losses: list[weakref.ref[Any]] = []
+    previous_alive_at_forward: list[bool] = []
+    previous_alive_at_backward: list[bool] = []
 
     def loss_fn(y_pred: Any, y: Any) -> Any:
         loss = torch.nn.functional.mse_loss(y_pred, y)
+        if losses:
+            previous = losses[-1]
+            previous_alive_at_forward.append(previous() is not None)
+            loss.register_hook(
+                lambda grad: previous_alive_at_backward.append(previous() is not None)
+            )
         losses.append(weakref.ref(loss))
         return loss
 
@@ -394,6 +403,8 @@ def test_the_step_keeps_the_previous_loss_until_the_next_step(backend: str, gene
     )
     trainer.run(regression_data(3))
     assert alive == [[True], [False, True], [False, False, True]]
+    assert previous_alive_at_forward == [True, True]
+    assert previous_alive_at_backward == [False, False]
     del trainer
     gc.collect()
     assert losses[-1]() is None  # the engine, its step and the last graph are collected

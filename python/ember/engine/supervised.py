@@ -145,14 +145,18 @@ _default_prepare_batch = prepare_batch
 
 
 class _LastGraph:
-    """The previous step's loss, with its autograd graph, kept until the next step replaces it.
+    """The previous step's loss, with its autograd graph, kept until the next step's forward
+    pass has built its own graph, which then holds what the old one held for it.
 
     Each parameter's gradient accumulator (the graph node that adds into ``.grad``) is cached by
     torch only while a graph holds it. A loss that dies at the end of the step takes them along,
     and every forward pass builds them anew: about 7k instructions per step on a 3-layer MLP,
-    which a hand-written loop does not pay, because its ``loss`` variable lives on into the next
-    iteration. After ``backward()`` the graph has released the tensors it saved, so keeping it
-    costs a few small nodes.
+    which a hand-written loop does not pay, because its ``loss`` variable lives on until the
+    next ``loss = ...``. After ``backward()`` the graph has released the tensors it saved, so
+    keeping it costs a few small nodes; replaced right after the new loss is computed, as that
+    variable is, rather than after the new backward pass and optimizer step, its nodes are
+    freed before the new backward pass allocates (about half a percent of an iteration of
+    benchmarks/stack.py's trainer, side by side).
     """
 
     __slots__ = ("loss",)
@@ -208,6 +212,7 @@ def supervised_training_step(
         with forward_context():
             y_pred = model_transform(model_fn(model, x))
             loss = loss_fn(y_pred, y)
+        last_graph.loss = loss
         backward_loss = loss / gradient_accumulation_steps if accumulating else loss
         if scaler is not None:
             scaler.scale(backward_loss).backward()
@@ -219,7 +224,6 @@ def supervised_training_step(
                 scaler.update()
             else:
                 optimizer.step()
-        last_graph.loss = loss
         return output_transform(x, y, y_pred, loss)
 
     return step
@@ -260,9 +264,9 @@ def _plain_training_step(
             x, y = _default_prepare_batch(batch, device=target, non_blocking=non_blocking)
         y_pred = model(x)
         loss = loss_fn(y_pred, y)
+        last_graph.loss = loss
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-        last_graph.loss = loss
         if detached:
             return loss.detach()
         return output_transform(x, y, y_pred, loss)
