@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import traceback
 import weakref
 from typing import Any, NamedTuple
 
@@ -408,6 +409,36 @@ def test_the_step_keeps_the_previous_loss_until_the_next_step(backend: str, gene
     del trainer
     gc.collect()
     assert losses[-1]() is None  # the engine, its step and the last graph are collected
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_a_step_whose_backward_pass_fails_keeps_no_graph(backend: str, general: bool) -> None:
+    """The failed step's graph still holds its activations: the trainer, still referenced (a
+    run retried with smaller batches after running out of memory), must not keep it."""
+    losses: list[weakref.ref[Any]] = []
+
+    def fail(grad: Any) -> Any:
+        raise RuntimeError("backward failed")
+
+    def loss_fn(y_pred: Any, y: Any) -> Any:
+        loss = torch.nn.functional.mse_loss(y_pred, y)
+        if losses:  # the second step's backward pass fails
+            loss.register_hook(fail)
+        losses.append(weakref.ref(loss))
+        return loss
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    options = {"model_fn": _call_model_by_hand} if general else {}
+    trainer = create_supervised_trainer(model, optimizer, loss_fn, backend=backend, **options)
+    with pytest.raises(RuntimeError, match="backward failed") as failure:
+        trainer.run(regression_data(3))
+    # The frames of the traceback (which the log of the failure keeps too) hold the loss.
+    traceback.clear_frames(failure.value.__traceback__)
+    gc.collect()
+    assert len(losses) == 2
+    assert [ref() is None for ref in losses] == [True, True]
+    assert trainer.state.iteration == 2
 
 
 @pytest.mark.parametrize("general", [False, True])

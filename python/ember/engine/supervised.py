@@ -156,7 +156,9 @@ class _LastGraph:
     keeping it costs a few small nodes; replaced right after the new loss is computed, as that
     variable is, rather than after the new backward pass and optimizer step, its nodes are
     freed before the new backward pass allocates (about half a percent of an iteration of
-    benchmarks/stack.py's trainer, side by side).
+    benchmarks/stack.py's trainer, side by side). A step whose backward pass or optimizer step
+    raises keeps nothing: its graph still holds the forward pass's activations, which a run
+    retried after an out-of-memory error needs freed.
     """
 
     __slots__ = ("loss",)
@@ -213,17 +215,21 @@ def supervised_training_step(
             y_pred = model_transform(model_fn(model, x))
             loss = loss_fn(y_pred, y)
         last_graph.loss = loss
-        backward_loss = loss / gradient_accumulation_steps if accumulating else loss
-        if scaler is not None:
-            scaler.scale(backward_loss).backward()
-        else:
-            backward_loss.backward()  # type: ignore[no-untyped-call]
-        if not accumulating or engine.state.iteration % gradient_accumulation_steps == 0:
+        try:
+            backward_loss = loss / gradient_accumulation_steps if accumulating else loss
             if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
+                scaler.scale(backward_loss).backward()
             else:
-                optimizer.step()
+                backward_loss.backward()  # type: ignore[no-untyped-call]
+            if not accumulating or engine.state.iteration % gradient_accumulation_steps == 0:
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+        except BaseException:
+            last_graph.loss = None  # see _LastGraph
+            raise
         return output_transform(x, y, y_pred, loss)
 
     return step
@@ -265,8 +271,12 @@ def _plain_training_step(
         y_pred = model(x)
         loss = loss_fn(y_pred, y)
         last_graph.loss = loss
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
+        try:
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+        except BaseException:
+            last_graph.loss = None  # see _LastGraph
+            raise
         if detached:
             return loss.detach()
         return output_transform(x, y, y_pred, loss)
