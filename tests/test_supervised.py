@@ -284,6 +284,15 @@ def _call_model_by_hand(model: torch.nn.Module, x: Any) -> Any:
     return model(x)  # not the default model_fn: forces the general step
 
 
+def linear_trainer(loss_fn: Any, backend: str, general: bool) -> Engine:
+    """A trainer of a ``Linear(2, 1)`` by SGD on ``loss_fn``, through the general step or the
+    plain one."""
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    options = {"model_fn": _call_model_by_hand} if general else {}
+    return create_supervised_trainer(model, optimizer, loss_fn, backend=backend, **options)
+
+
 class Pair(NamedTuple):
     x: Any
     y: Any
@@ -394,10 +403,7 @@ def test_the_step_keeps_the_previous_loss_until_the_next_step(backend: str, gene
         losses.append(weakref.ref(loss))
         return loss
 
-    model = torch.nn.Linear(2, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    options = {"model_fn": _call_model_by_hand} if general else {}
-    trainer = create_supervised_trainer(model, optimizer, loss_fn, backend=backend, **options)
+    trainer = linear_trainer(loss_fn, backend, general)
     alive: list[list[bool]] = []
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED, lambda _: alive.append([ref() is not None for ref in losses])
@@ -427,10 +433,7 @@ def test_a_step_whose_backward_pass_fails_keeps_no_graph(backend: str, general: 
         losses.append(weakref.ref(loss))
         return loss
 
-    model = torch.nn.Linear(2, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    options = {"model_fn": _call_model_by_hand} if general else {}
-    trainer = create_supervised_trainer(model, optimizer, loss_fn, backend=backend, **options)
+    trainer = linear_trainer(loss_fn, backend, general)
     with pytest.raises(RuntimeError, match="backward failed") as failure:
         trainer.run(regression_data(3))
     # The frames of the traceback (which the log of the failure keeps too) hold the loss.
