@@ -181,18 +181,37 @@ def trainer_with_hand_handlers(work: Work) -> Callable[[], None]:
     return epochs_of(trainer, work)
 
 
+# The handlers of stack.py's trainer, by name.
+ALL_PARTS = frozenset({"running_average", "terminate_on_nan", "progress_bar", "lr_scheduler"})
+
+
+def attach_parts(trainer: Any, work: Work, parts: frozenset[str], bar_stream: Any) -> None:
+    """Attach ``parts`` of stack.py's trainer handlers, as stack.py attaches them (a bar writes
+    to ``bar_stream``); without the ``LRScheduler``, a lambda steps the scheduler."""
+    events = ember.engine.Events
+    if "running_average" in parts:
+        ember.metrics.RunningAverage(output_transform=lambda loss: loss, device=work.device).attach(
+            trainer, "loss"
+        )
+    if "progress_bar" in parts:
+        shown = ["loss"] if "running_average" in parts else None
+        ember.handlers.ProgressBar(file=bar_stream).attach(trainer, metric_names=shown)
+    if "terminate_on_nan" in parts:
+        trainer.add_event_handler(events.ITERATION_COMPLETED, ember.handlers.TerminateOnNan())
+    if "lr_scheduler" in parts:
+        trainer.add_event_handler(
+            events.ITERATION_STARTED, ember.handlers.LRScheduler(work.scheduler)
+        )
+    else:
+        trainer.add_event_handler(events.ITERATION_COMPLETED, lambda _: work.scheduler.step())
+
+
 def ember_training_stack(work: Work) -> Callable[[], None]:
     """stack.py's ember stack without its evaluator and checkpoint."""
     trainer = ember.engine.create_supervised_trainer(
         work.model, work.optimizer, work.loss_fn, device=work.device
     )
-    ember.metrics.RunningAverage(output_transform=lambda loss: loss, device=work.device).attach(
-        trainer, "loss"
-    )
-    ember.handlers.ProgressBar(file=devnull_stream()).attach(trainer, metric_names=["loss"])
-    events = ember.engine.Events
-    trainer.add_event_handler(events.ITERATION_COMPLETED, ember.handlers.TerminateOnNan())
-    trainer.add_event_handler(events.ITERATION_STARTED, ember.handlers.LRScheduler(work.scheduler))
+    attach_parts(trainer, work, ALL_PARTS, devnull_stream())
     return epochs_of(trainer, work)
 
 
@@ -242,10 +261,7 @@ PART_ROWS: dict[str, tuple[str, frozenset[str]]] = {
     "terminate_on_nan": ("+ TerminateOnNan", frozenset({"terminate_on_nan"})),
     "progress_bar": ("+ ProgressBar", frozenset({"progress_bar"})),
     "lr_scheduler": ("LRScheduler instead of the lambda", frozenset({"lr_scheduler"})),
-    "all": (
-        "+ all four (stack.py's trainer)",
-        frozenset({"running_average", "terminate_on_nan", "progress_bar", "lr_scheduler"}),
-    ),
+    "all": ("+ all four (stack.py's trainer)", ALL_PARTS),
 }
 HAND = "hand"
 # Small work of no use to the step, done by the hand-written loop between two steps: what it
@@ -330,19 +346,7 @@ def trainer_epochs(
     events = ember.engine.Events
     trainer.add_event_handler(events.EPOCH_STARTED, lambda _: clock.epoch_started())
     trainer.add_event_handler(events.ITERATION_STARTED, lambda _: clock.iteration_started())
-    if "running_average" in parts:
-        ember.metrics.RunningAverage(output_transform=lambda loss: loss).attach(trainer, "loss")
-    if "progress_bar" in parts:
-        shown = ["loss"] if "running_average" in parts else None
-        ember.handlers.ProgressBar(file=bar_stream).attach(trainer, metric_names=shown)
-    if "terminate_on_nan" in parts:
-        trainer.add_event_handler(events.ITERATION_COMPLETED, ember.handlers.TerminateOnNan())
-    if "lr_scheduler" in parts:
-        trainer.add_event_handler(
-            events.ITERATION_STARTED, ember.handlers.LRScheduler(work.scheduler)
-        )
-    else:
-        trainer.add_event_handler(events.ITERATION_COMPLETED, lambda _: work.scheduler.step())
+    attach_parts(trainer, work, parts, bar_stream)
     trainer.add_event_handler(events.EPOCH_COMPLETED, lambda _: clock.epoch_completed())
     return epochs_of(trainer, work)
 
@@ -400,7 +404,7 @@ def parts_report(clocks: dict[str, IterationClock], epochs: int) -> list[str]:
             "(`supervised_training_step` for ember's rows, the same lines for the hand-written "
             "loop); *between* is the rest of an iteration: the loop and the handlers, or the "
             "hand-written loop's scheduler step, `loss.item()` and running average. Medians of "
-            "the ordinary iterations (not an epoch's first or last); the epoch column has all."
+            "the ordinary iterations (not an epoch's first or last); the epoch column sums them all."
         ),
         "",
         "| row | iteration | step | between | step vs hand-written | epoch vs hand-written |",
