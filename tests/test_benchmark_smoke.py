@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -48,13 +49,31 @@ def test_quick_stack_benchmark_writes_table_json_and_chart(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "benchmark-stack.json").read_text())
     assert (tmp_path / "benchmark-stack.png").stat().st_size > 0
-    assert "host syncs per training iteration" in (tmp_path / "benchmark-stack.md").read_text()
+    page = (tmp_path / "benchmark-stack.md").read_text()
+    assert "host syncs per training iteration" in page
+    assert "per epoch inside a run" in page
     results = record["results"]
     assert {"hand-written", "ember"} <= set(results)
+    for measured in results.values():  # every stack stamped each of its epochs' ends
+        assert measured["epoch_inside"]["median_ms"] > 0
+        assert "median_ms" in measured["per_run"]
     # The counts are fixed by the code (the stack's deferred reads): the hand-written loop reads
     # its loss at every iteration, ember's stack does not.
     assert results["hand-written"]["syncs"]["per_training_iteration"] == 1.0
     assert results["ember"]["syncs"]["per_training_iteration"] < 1.0
+
+
+def test_stack_benchmark_splits_a_run_into_its_inside_epochs_and_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    split_run = importlib.import_module("stack").split_run
+    # A run from 0 to 100 whose four epochs end at 30, 50, 70 and 95: the epochs inside it (the
+    # second and the third) take 20 each; the run's start and end take 100 - 4 * 20.
+    assert split_run(0.0, [30.0, 50.0, 70.0, 95.0], 100.0) == (20.0, 20.0)
+    with pytest.raises(ValueError, match="no epoch inside"):
+        split_run(0.0, [30.0, 50.0], 60.0)
 
 
 def test_stack_benchmark_refuses_cuda_without_a_device(tmp_path: Path) -> None:
