@@ -24,6 +24,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +57,7 @@ IMPLS = (HAND_WRITTEN, HAND_WRITTEN_DURABLE, EMBER, EMBER_ASYNC, IGNITE)
 INPUTS, HIDDEN, CLASSES, BATCH = 64, 256, 10, 64
 ALPHA = 0.98  # RunningAverage's default smoothing, also the hand-written loop's
 GOAL_RATIO, GOAL_SYNCS_PER_ITERATION = 1.05, 0.05
+TIMES_ONLY = "--times-only"  # a child of measure_in_processes: print measure_times as JSON
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,13 @@ class Sizes:
     train_batches: int
     eval_batches: int
     epochs: int  # per timed run
-    repeats: int
+    repeats: int  # per process
     eval_repeats: int
+    processes: int = 1  # fresh processes the repeats run in, one after another
 
 
-FULL = Sizes(train_batches=100, eval_batches=20, epochs=4, repeats=21, eval_repeats=20)
-QUICK = Sizes(train_batches=10, eval_batches=4, epochs=3, repeats=1, eval_repeats=2)
+FULL = Sizes(train_batches=100, eval_batches=20, epochs=4, repeats=11, eval_repeats=20, processes=3)
+QUICK = Sizes(train_batches=10, eval_batches=4, epochs=3, repeats=1, eval_repeats=2, processes=2)
 
 
 # ----------------------------------------------------------------------------- the work
@@ -360,6 +363,27 @@ def measure_times(
     return times
 
 
+def measure_in_processes(
+    impls: list[str], sizes: Sizes, device: torch.device, quick: bool
+) -> dict[str, dict[str, list[float]]]:
+    """:func:`measure_times` in ``sizes.processes`` fresh processes, one after another, their
+    repeats pooled (each repeat's times stay together, so that the paired ratios pair them).
+
+    Each process lays out its heap and its dicts its own way (its own string hash seed), and
+    that alone moves this machine's ratio by a few percent from one process to the next: pooled,
+    no one layout decides the median."""
+    pooled: dict[str, dict[str, list[float]]] = {}
+    for seed in range(sizes.processes):
+        command = [sys.executable, __file__, "--device", device.type, TIMES_ONLY]
+        command += ["--quick"] if quick else []
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        child = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=True)
+        for impl, measured in json.loads(child.stdout).items():
+            for key, values in measured.items():
+                pooled.setdefault(impl, {}).setdefault(key, []).extend(values)
+    return pooled
+
+
 def count_syncs(
     impl: str, sizes: Sizes, device: torch.device, epoch_seconds: float, epochs: int = 2
 ) -> dict[str, float]:
@@ -416,6 +440,7 @@ def build_results(
         epoch, epoch_cpu = summary(measured["epoch"]), summary(measured["epoch_cpu"])
         epoch_inside = summary(measured["epoch_inside"])
         results[impl] = {
+            "repeats": len(measured["epoch"]),  # pooled over the processes
             "epoch": epoch,
             "epoch_inside": epoch_inside,
             "inside_ratio_median": epoch_inside["median_ms"] / base_inside["median_ms"],
@@ -578,7 +603,10 @@ stack with `ModelCheckpoint(..., async_save=True)`: the state is copied in the l
 
 All implementations run in one process, interleaved (`for repeat: for implementation`, the
 order rotating each repeat) so that a busy phase of the machine hits all alike;
-{settings["repeats"]} repeats after one warm-up round. Each repeat builds a fresh stack (not
+{settings["repeats"]} repeats after one warm-up round. {settings["processes"]} such processes run
+one after another, each with its own string hash seed (`PYTHONHASHSEED`), and their repeats are
+pooled: each process lays out its memory its own way, which alone moves the ratio by a few
+percent on this machine, so no one layout decides the medians. Each repeat builds a fresh stack (not
 timed), trains {settings["epochs"]} epochs (timed, divided by the number of epochs: the
 evaluation and checkpoint of each epoch included), then times
 {settings["eval_repeats"]} evaluation passes alone and keeps the fastest. `gc.collect()` runs
@@ -679,7 +707,9 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: tiny epochs, one repeat (a few seconds)"
+        "--quick",
+        action="store_true",
+        help="smoke run: tiny epochs, one repeat in each of two processes (seconds)",
     )
     parser.add_argument(
         "--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default: cpu)"
@@ -690,6 +720,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=REPO_ROOT / "docs",
         help="where benchmark-stack.{md,json,png} go (default: docs/)",
     )
+    parser.add_argument(TIMES_ONLY, action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -707,13 +738,16 @@ def main(argv: list[str] | None = None) -> int:
     impls = [
         impl for impl in IMPLS if impl in (HAND_WRITTEN, HAND_WRITTEN_DURABLE) or impl in LIBRARIES
     ]
+    if args.times_only:
+        print(json.dumps(measure_times(impls, sizes, device)))
+        return 0
     print(
-        f"stack on {device}: {len(impls)} implementations, {sizes.repeats} repeats of "
-        f"{sizes.epochs} epochs ...",
+        f"stack on {device}: {len(impls)} implementations, {sizes.processes} processes of "
+        f"{sizes.repeats} repeats of {sizes.epochs} epochs ...",
         file=sys.stderr,
         flush=True,
     )
-    times = measure_times(impls, sizes, device)
+    times = measure_in_processes(impls, sizes, device, args.quick)
     syncs = {
         impl: count_syncs(impl, sizes, device, statistics.median(times[impl]["epoch"]))
         for impl in impls
@@ -729,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval_batches": sizes.eval_batches,
             "epochs": sizes.epochs,
             "repeats": sizes.repeats,
+            "processes": sizes.processes,
             "eval_repeats": sizes.eval_repeats,
         },
         "results": results,

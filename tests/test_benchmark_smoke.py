@@ -54,7 +54,10 @@ def test_quick_stack_benchmark_writes_table_json_and_chart(tmp_path: Path) -> No
     assert "per epoch inside a run" in page
     results = record["results"]
     assert {"hand-written", "ember"} <= set(results)
-    for measured in results.values():  # every stack stamped each of its epochs' ends
+    for measured in results.values():
+        # One repeat in each of the quick run's two processes, pooled.
+        assert measured["repeats"] == record["settings"]["processes"] == 2
+        # Every stack stamped each of its epochs' ends.
         assert measured["epoch_inside"]["median_ms"] > 0
         assert "median_ms" in measured["per_run"]
     # The counts are fixed by the code (the stack's deferred reads): the hand-written loop reads
