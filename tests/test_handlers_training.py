@@ -499,6 +499,28 @@ def test_terminate_on_nan_plain_losses_of_several_dtypes(
     assert "of iteration 3 contains NaN or Inf" in caplog.text
 
 
+def test_terminate_on_nan_finite_losses_whose_sum_overflows(
+    make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group's read sums the kept losses (in double precision) and looks at each one only when
+    the sum is not finite: losses near double's largest, whose sum overflows, do not stop the
+    run; a NaN among them still does, named by its iteration."""
+    values = [1e308] * 8
+    make = lambda: make_engine(  # noqa: E731
+        lambda engine, batch: torch.tensor(values[batch], dtype=torch.float64)
+    )
+    trainer = make()
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.run(range(8))
+    assert not trainer.should_terminate and trainer.state.iteration == 8
+    values[5] = math.nan
+    trainer = make()
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    trainer.run(range(8), max_epochs=2)
+    assert trainer.should_terminate and trainer.state.iteration == 8
+    assert "of iteration 6 contains NaN or Inf" in caplog.text
+
+
 def test_terminate_on_nan_outputs_that_change_kind(
     make_engine: MakeEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
