@@ -369,9 +369,9 @@ def measure_in_processes(
     """:func:`measure_times` in ``sizes.processes`` fresh processes, one after another, their
     repeats pooled (each repeat's times stay together, so that the paired ratios pair them).
 
-    Each process lays out its heap and its dicts its own way (its own string hash seed), and
-    that alone moves this machine's ratio by a few percent from one process to the next: pooled,
-    no one layout decides the median."""
+    Each process lays out its heap and its dicts its own way (its own string hash seed), and on
+    this machine the ratio moves by a few percent from one process to the next: pooled, no one
+    process decides the median."""
     pooled: dict[str, dict[str, list[float]]] = {}
     for seed in range(sizes.processes):
         command = [sys.executable, __file__, "--device", device.type, TIMES_ONLY]
@@ -605,8 +605,9 @@ All implementations run in one process, interleaved (`for repeat: for implementa
 order rotating each repeat) so that a busy phase of the machine hits all alike;
 {settings["repeats"]} repeats after one warm-up round. {settings["processes"]} such processes run
 one after another, each with its own string hash seed (`PYTHONHASHSEED`), and their repeats are
-pooled: each process lays out its memory its own way, which alone moves the ratio by a few
-percent on this machine, so no one layout decides the medians. Each repeat builds a fresh stack (not
+pooled: each process lays out its memory its own way, and on this machine the ratio moves by a
+few percent from one process to the next, so no one process decides the medians. Each repeat
+builds a fresh stack (not
 timed), trains {settings["epochs"]} epochs (timed, divided by the number of epochs: the
 evaluation and checkpoint of each epoch included), then times
 {settings["eval_repeats"]} evaluation passes alone and keeps the fastest. `gc.collect()` runs
