@@ -483,9 +483,11 @@ class TerminateOnNan(OutputSink):
             else:
                 # A NaN or an infinity makes the sum non-finite, so a finite sum says that
                 # every value is: one reduction read (two ops fewer than a flag per value, about
-                # 50 us of an epoch's last iteration). A sum of finite values that overflows
-                # (double precision: only double values can) is told apart by the exact check.
-                wide = None if stacked.device.type == "mps" else torch.float64  # mps: no double
+                # 50 us of an epoch's last iteration). A sum of finite values that overflows is
+                # told apart by the exact check. The sum is in double precision (where only
+                # double values can overflow) on the devices sure to have it; elsewhere (mps,
+                # some XPUs) in the values' own dtype.
+                wide = torch.float64 if stacked.device.type in ("cpu", "cuda") else None
                 if math.isfinite(stacked.sum(dtype=wide).item()):
                     return True
                 return bool(torch.isfinite(stacked).all())
