@@ -227,6 +227,35 @@ class DurableHandWrittenStack(HandWrittenStack):
             os.close(directory)
 
 
+# The handlers of the stack's trainer, by name.
+ALL_PARTS = frozenset({"running_average", "terminate_on_nan", "progress_bar", "lr_scheduler"})
+
+
+def attach_parts(
+    trainer: Any, work: Work, parts: frozenset[str], bar_stream: Any, lib: SimpleNamespace
+) -> Any:
+    """Attach ``parts`` of the stack's trainer handlers, from ``lib``'s modules (a bar writes to
+    ``bar_stream``; without the ``LRScheduler``, a lambda steps the scheduler); return the bar,
+    if any. The running average accumulates on the training device, as a GPU user would set it
+    up."""
+    events, handlers = lib.engine.Events, lib.handlers
+    if "running_average" in parts:
+        lib.metrics.RunningAverage(output_transform=lambda loss: loss, device=work.device).attach(
+            trainer, "loss"
+        )
+    bar = None
+    if "progress_bar" in parts:
+        bar = handlers.ProgressBar(file=bar_stream)
+        bar.attach(trainer, metric_names=["loss"] if "running_average" in parts else None)
+    if "terminate_on_nan" in parts:
+        trainer.add_event_handler(events.ITERATION_COMPLETED, handlers.TerminateOnNan())
+    if "lr_scheduler" in parts:
+        trainer.add_event_handler(events.ITERATION_STARTED, handlers.LRScheduler(work.scheduler))
+    else:
+        trainer.add_event_handler(events.ITERATION_COMPLETED, lambda _: work.scheduler.step())
+    return bar
+
+
 class EngineStack(Stack):
     """The tutorial stack on a library's engine (``lib`` names its modules)."""
 
@@ -243,15 +272,9 @@ class EngineStack(Stack):
         trainer = engine.create_supervised_trainer(
             work.model, work.optimizer, work.loss_fn, device=work.device
         )
+        self.progress_bar = attach_parts(trainer, work, ALL_PARTS, bar_stream, lib)
         # The metrics accumulate on the training device, as a GPU user would set them up.
         device = work.device
-        metrics.RunningAverage(output_transform=lambda loss: loss, device=device).attach(
-            trainer, "loss"
-        )
-        self.progress_bar = handlers.ProgressBar(file=bar_stream)
-        self.progress_bar.attach(trainer, metric_names=["loss"])
-        trainer.add_event_handler(events.ITERATION_COMPLETED, handlers.TerminateOnNan())
-        trainer.add_event_handler(events.ITERATION_STARTED, handlers.LRScheduler(work.scheduler))
         self.evaluator = engine.create_supervised_evaluator(
             work.model,
             metrics={

@@ -45,7 +45,16 @@ from typing import Any
 
 import torch
 from loop_overhead import REPO_ROOT, devnull_stream, machine_info
-from stack import ALPHA, FULL, HandWrittenStack, Work, make_work
+from stack import (
+    ALL_PARTS,
+    ALPHA,
+    EMBER_LIBRARY,
+    FULL,
+    HandWrittenStack,
+    Work,
+    attach_parts,
+    make_work,
+)
 
 import ember.engine
 import ember.handlers
@@ -181,37 +190,12 @@ def trainer_with_hand_handlers(work: Work) -> Callable[[], None]:
     return epochs_of(trainer, work)
 
 
-# The handlers of stack.py's trainer, by name.
-ALL_PARTS = frozenset({"running_average", "terminate_on_nan", "progress_bar", "lr_scheduler"})
-
-
-def attach_parts(trainer: Any, work: Work, parts: frozenset[str], bar_stream: Any) -> None:
-    """Attach ``parts`` of stack.py's trainer handlers, as stack.py attaches them (a bar writes
-    to ``bar_stream``); without the ``LRScheduler``, a lambda steps the scheduler."""
-    events = ember.engine.Events
-    if "running_average" in parts:
-        ember.metrics.RunningAverage(output_transform=lambda loss: loss, device=work.device).attach(
-            trainer, "loss"
-        )
-    if "progress_bar" in parts:
-        shown = ["loss"] if "running_average" in parts else None
-        ember.handlers.ProgressBar(file=bar_stream).attach(trainer, metric_names=shown)
-    if "terminate_on_nan" in parts:
-        trainer.add_event_handler(events.ITERATION_COMPLETED, ember.handlers.TerminateOnNan())
-    if "lr_scheduler" in parts:
-        trainer.add_event_handler(
-            events.ITERATION_STARTED, ember.handlers.LRScheduler(work.scheduler)
-        )
-    else:
-        trainer.add_event_handler(events.ITERATION_COMPLETED, lambda _: work.scheduler.step())
-
-
 def ember_training_stack(work: Work) -> Callable[[], None]:
     """stack.py's ember stack without its evaluator and checkpoint."""
     trainer = ember.engine.create_supervised_trainer(
         work.model, work.optimizer, work.loss_fn, device=work.device
     )
-    attach_parts(trainer, work, ALL_PARTS, devnull_stream())
+    attach_parts(trainer, work, ALL_PARTS, devnull_stream(), EMBER_LIBRARY)
     return epochs_of(trainer, work)
 
 
@@ -346,7 +330,7 @@ def trainer_epochs(
     events = ember.engine.Events
     trainer.add_event_handler(events.EPOCH_STARTED, lambda _: clock.epoch_started())
     trainer.add_event_handler(events.ITERATION_STARTED, lambda _: clock.iteration_started())
-    attach_parts(trainer, work, parts, bar_stream)
+    attach_parts(trainer, work, parts, bar_stream, EMBER_LIBRARY)
     trainer.add_event_handler(events.EPOCH_COMPLETED, lambda _: clock.epoch_completed())
     return epochs_of(trainer, work)
 
